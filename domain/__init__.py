@@ -1,0 +1,1 @@
+"""Pure model of snapledger: aggregates, events, value objects and the Application."""

@@ -1,0 +1,331 @@
+"""The eventsourcing Application: runs the seed's commands as appends to the event store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import Conflict, InvalidTransition, InvalidValue, NotFound
+from domain.policy import EDITABLE_FIELDS, BackupPolicy, PolicyNameClaim, name_claim_id
+from domain.restore import Restore
+from domain.snapshot import COMPLETED, DELETED, REQUESTED, RUNNING, Snapshot
+from domain.values import CollectionSelection, Retention, check_cron, check_name
+
+A = TypeVar("A", bound=Aggregate)
+COMMAND_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Names configured by the operator; the domain checks references against them."""
+
+    sources: frozenset[str] = frozenset()
+    storages: frozenset[str] = frozenset()
+    targets: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command answers: the aggregate it touched and the last position written."""
+
+    id: UUID
+    position: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check_ref(value: object, names: frozenset[str], field_name: str, kind: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(f"{field_name} must name a configured {kind}", field_name)
+    if value not in names:
+        known = ", ".join(sorted(names)) or "none"
+        raise InvalidValue(f"unknown {kind} {value!r} (configured: {known})", field_name)
+    return value
+
+
+def _check_actor(actor: object) -> str:
+    if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
+        raise InvalidValue("actor must be a non-empty name of at most 200 characters", "actor")
+    return actor.strip()
+
+
+class Snapledger(Application[UUID]):
+    """Commands for policies, snapshots and restores; optimistic concurrency throughout."""
+
+    name = "Snapledger"
+
+    def __init__(self, env: dict[str, str] | None = None, catalog: Catalog | None = None):
+        super().__init__(env)
+        self.catalog = catalog or Catalog()
+
+    # ----------------------------------------------------------------- plumbing
+    def _get(self, cls: type[A], aggregate_id: UUID | str, what: str) -> A:
+        try:
+            uid = aggregate_id if isinstance(aggregate_id, UUID) else UUID(str(aggregate_id))
+        except ValueError:
+            raise NotFound(f"{what} {aggregate_id!r} not found", "id") from None
+        try:
+            aggregate = self.repository.get(uid)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} {uid} not found", "id") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"{what} {uid} not found", "id")
+        return aggregate
+
+    def get_policy(self, policy_id: UUID | str) -> BackupPolicy:
+        return self._get(BackupPolicy, policy_id, "policy")
+
+    def get_snapshot(self, snapshot_id: UUID | str) -> Snapshot:
+        return self._get(Snapshot, snapshot_id, "snapshot")
+
+    def get_restore(self, restore_id: UUID | str) -> Restore:
+        return self._get(Restore, restore_id, "restore")
+
+    def record(self, *aggregates: Aggregate) -> int:
+        """Appends pending events atomically; IntegrityError means someone else wrote first."""
+        recordings = self.save(*aggregates)
+        return max((r.notification.id for r in recordings), default=self.recorder.max_notification_id() or 0)
+
+    def _retrying(self, command: Callable[[], Outcome]) -> Outcome:
+        """Re-runs a command on a version conflict: it re-reads state, so it stays correct."""
+        for attempt in range(COMMAND_ATTEMPTS):
+            try:
+                return command()
+            except IntegrityError:
+                if attempt == COMMAND_ATTEMPTS - 1:
+                    raise Conflict("the record changed while the command ran; retry") from None
+        raise AssertionError("unreachable")
+
+    # ----------------------------------------------------------------- policies
+    def _claim_name(self, name: str, policy_id: UUID) -> PolicyNameClaim:
+        try:
+            claim = self.repository.get(name_claim_id(name))
+        except AggregateNotFoundError:
+            return PolicyNameClaim(name=name, policy_id=policy_id)
+        assert isinstance(claim, PolicyNameClaim)
+        if claim.policy_id is not None and claim.policy_id != policy_id:
+            raise Conflict(f"a live policy is already named {name!r}", "name")
+        claim.claim(policy_id)
+        return claim
+
+    def _policy_fields(self, data: dict[str, Any], partial: bool) -> dict[str, Any]:
+        unknown = sorted(set(data) - set(EDITABLE_FIELDS))
+        if unknown:
+            raise InvalidValue(f"{unknown[0]} is not a policy field", unknown[0])
+        out: dict[str, Any] = {}
+        for key in ("name", "source", "storage"):
+            if key in data or not partial:
+                if key == "name":
+                    out[key] = check_name(data.get(key))
+                elif key == "source":
+                    out[key] = _check_ref(data.get(key), self.catalog.sources, "source", "source")
+                else:
+                    out[key] = _check_ref(data.get(key), self.catalog.storages, "storage", "storage location")
+        if "schedule" in data or not partial:
+            out["schedule"] = check_cron(data.get("schedule"))
+        if "retention" in data or not partial:
+            out["retention"] = Retention.parse(data.get("retention")).to_dict()
+        if "collections" in data or not partial:
+            out["collections"] = CollectionSelection.parse(data.get("collections")).to_dict()
+        return out
+
+    def create_policy(self, data: dict[str, Any], actor: str) -> Outcome:
+        actor = _check_actor(actor)
+        fields = self._policy_fields(data, partial=False)
+
+        def command() -> Outcome:
+            policy = BackupPolicy(**fields, actor=actor)
+            claim = self._claim_name(fields["name"], policy.id)
+            return Outcome(policy.id, self.record(policy, claim))
+
+        return self._retrying(command)
+
+    def edit_policy(self, policy_id: UUID | str, data: dict[str, Any], actor: str) -> Outcome:
+        actor = _check_actor(actor)
+        if not data:
+            raise InvalidValue("nothing to change: give at least one policy field", None)
+        fields = self._policy_fields(data, partial=True)
+
+        def command() -> Outcome:
+            policy = self.get_policy(policy_id)
+            old_name = policy.name
+            if not policy.edit(fields, actor):
+                return Outcome(policy.id, self.recorder.max_notification_id() or 0)
+            changed = [policy]
+            if policy.name != old_name:
+                changed.append(self._claim_name(policy.name, policy.id))
+                if policy.name.lower() != old_name.lower():
+                    old = self.repository.get(name_claim_id(old_name))
+                    old.release()
+                    changed.append(old)
+            return Outcome(policy.id, self.record(*changed))
+
+        return self._retrying(command)
+
+    def _live_snapshots(self, policy: BackupPolicy) -> list[Snapshot]:
+        snaps = (self.get_snapshot(sid) for sid in policy.snapshot_ids)
+        return [s for s in snaps if s.status != DELETED]
+
+    def _stop_running(self, policy: BackupPolicy, actor: str) -> list[Snapshot]:
+        stopped = []
+        for snap in self._live_snapshots(policy):
+            if snap.status in (REQUESTED, RUNNING) and not snap.stop_requested:
+                snap.request_stop(actor)
+                stopped.append(snap)
+        return stopped
+
+    def stop_policy(self, policy_id: UUID | str, actor: str) -> Outcome:
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            policy = self.get_policy(policy_id)
+            policy.stop(actor)
+            return Outcome(policy.id, self.record(policy, *self._stop_running(policy, actor)))
+
+        return self._retrying(command)
+
+    def _new_snapshot(self, policy: BackupPolicy, trigger: str, actor: str) -> Snapshot:
+        snapshot_id = uuid4()
+        sequence = policy.take_snapshot(snapshot_id, trigger, actor)
+        now = _now()
+        file_name = f"{policy.name}-{now:%Y%m%dT%H%M%SZ}-{snapshot_id.hex[:8]}.tar"
+        retention = Retention.from_dict(policy.retention)
+        return Snapshot(
+            id=snapshot_id,
+            policy_id=policy.id,
+            policy_name=policy.name,
+            sequence=sequence,
+            sub_name=f"{policy.name}#{sequence}",
+            file_name=file_name,
+            archive_key=f"{policy.name}/{file_name}",
+            source=policy.source,
+            storage=policy.storage,
+            collections=policy.collections,
+            expire_after_seconds=retention.expire_after_seconds,
+            trigger=trigger,
+            actor=actor,
+        )
+
+    def take_snapshot(self, policy_id: UUID | str, actor: str, trigger: str = "manual") -> Outcome:
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            policy = self.get_policy(policy_id)
+            snap = self._new_snapshot(policy, trigger, actor)
+            return Outcome(snap.id, self.record(policy, snap), {"policy_id": policy.id})
+
+        return self._retrying(command)
+
+    def rebuild_policy(self, policy_id: UUID | str, actor: str) -> Outcome:
+        """Stops what runs (workers clean their partial objects), then starts afresh."""
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            policy = self.get_policy(policy_id)
+            stopped = self._stop_running(policy, actor)
+            policy.rebuild([s.id for s in stopped], actor)
+            snap = self._new_snapshot(policy, "rebuild", actor)
+            position = self.record(policy, *stopped, snap)
+            return Outcome(policy.id, position, {"snapshot_id": snap.id})
+
+        return self._retrying(command)
+
+    def policy_archives(self, policy_id: UUID | str) -> list[Snapshot]:
+        """Completed snapshots whose archives a policy delete would remove."""
+        policy = self.get_policy(policy_id)
+        return [s for s in self._live_snapshots(policy) if s.status == COMPLETED]
+
+    def delete_policy(
+        self, policy_id: UUID | str, keep_files: bool, actor: str, removed: set[UUID]
+    ) -> Outcome:
+        """`removed` names the snapshots whose files the caller already deleted."""
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            policy = self.get_policy(policy_id)
+            snaps = self._live_snapshots(policy)
+            if not keep_files:
+                left = [s.sub_name for s in snaps if s.status == COMPLETED and s.id not in removed]
+                if left:
+                    raise InvalidTransition(f"archives of {', '.join(left)} are still stored")
+            policy.delete(keep_files, actor)
+            for snap in snaps:
+                snap.delete("policy deleted", snap.id in removed, actor)
+            claim = self.repository.get(name_claim_id(policy.name))
+            claim.release()
+            return Outcome(policy.id, self.record(policy, *snaps, claim))
+
+        return self._retrying(command)
+
+    # ---------------------------------------------------------------- snapshots
+    def stop_snapshot(self, snapshot_id: UUID | str, actor: str) -> Outcome:
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            snap = self.get_snapshot(snapshot_id)
+            snap.request_stop(actor)
+            return Outcome(snap.id, self.record(snap))
+
+        return self._retrying(command)
+
+    def delete_snapshot(
+        self, snapshot_id: UUID | str, files_removed: bool, actor: str, reason: str = "user"
+    ) -> Outcome:
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            snap = self.get_snapshot(snapshot_id)
+            snap.delete(reason, files_removed, actor)
+            return Outcome(snap.id, self.record(snap))
+
+        return self._retrying(command)
+
+    # ----------------------------------------------------------------- restores
+    def request_restore(
+        self, snapshot_id: UUID | str, target: object, collections: object, actor: str
+    ) -> Outcome:
+        actor = _check_actor(actor)
+        target = _check_ref(target, self.catalog.targets, "target", "restore target")
+        selection = CollectionSelection.parse(collections)
+        if selection.exclude:
+            raise InvalidValue("a restore takes a list of collections", "collections")
+        try:
+            snap = self.get_snapshot(snapshot_id)
+        except NotFound as e:
+            raise NotFound(e.message, "snapshot_id") from None
+        if snap.status != COMPLETED:
+            raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}, not completed")
+        missing = [c for c in selection.include if c not in snap.manifest_collections]
+        if missing:
+            raise InvalidValue(f"snapshot has no collection {missing[0]!r}", "collections")
+        restore = Restore(
+            snapshot_id=snap.id,
+            policy_id=snap.policy_id,
+            sub_name=f"{snap.sub_name}->{target}",
+            storage=snap.storage,
+            archive_key=snap.archive_key,
+            target=target,
+            collections=list(selection.include),
+            actor=actor,
+        )
+        return Outcome(restore.id, self.record(restore))
+
+    def stop_restore(self, restore_id: UUID | str, actor: str) -> Outcome:
+        actor = _check_actor(actor)
+
+        def command() -> Outcome:
+            restore = self.get_restore(restore_id)
+            restore.request_stop(actor)
+            return Outcome(restore.id, self.record(restore))
+
+        return self._retrying(command)

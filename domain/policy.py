@@ -1,0 +1,136 @@
+"""BackupPolicy aggregate and the name claim that keeps live policy names unique."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidTransition
+
+ACTIVE, STOPPED, DELETED = "active", "stopped", "deleted"
+EDITABLE_FIELDS = ("name", "source", "storage", "schedule", "retention", "collections")
+
+
+class BackupPolicy(Aggregate):
+    """A named backup definition; it also numbers and remembers its snapshots."""
+
+    @event("PolicyCreated")
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        storage: str,
+        schedule: str | None,
+        retention: dict[str, Any],
+        collections: dict[str, Any],
+        actor: str,
+    ) -> None:
+        self.name = name
+        self.source = source
+        self.storage = storage
+        self.schedule = schedule
+        self.retention = retention
+        self.collections = collections
+        self.status = ACTIVE
+        self.snapshot_ids: list[UUID] = []
+        self.rebuilds = 0
+
+    def _require_live(self, action: str) -> None:
+        if self.status == DELETED:
+            raise InvalidTransition(f"cannot {action} policy {self.name!r}: it is deleted")
+
+    def edit(self, changes: dict[str, Any], actor: str) -> bool:
+        """Records only the fields that really change, with old and new values."""
+        self._require_live("edit")
+        diff = {
+            key: {"old": getattr(self, key), "new": value}
+            for key, value in changes.items()
+            if key in EDITABLE_FIELDS and getattr(self, key) != value
+        }
+        if not diff:
+            return False
+        self._edited(diff, actor)
+        return True
+
+    @event("PolicyEdited")
+    def _edited(self, changes: dict[str, dict[str, Any]], actor: str) -> None:
+        for key, pair in changes.items():
+            setattr(self, key, pair["new"])
+
+    def stop(self, actor: str) -> None:
+        self._require_live("stop")
+        if self.status == STOPPED:
+            raise InvalidTransition(f"policy {self.name!r} is already stopped")
+        self._stopped(actor)
+
+    @event("PolicyStopped")
+    def _stopped(self, actor: str) -> None:
+        self.status = STOPPED
+
+    @event("PolicyResumed")
+    def _resumed(self, actor: str) -> None:
+        self.status = ACTIVE
+
+    def take_snapshot(self, snapshot_id: UUID, trigger: str, actor: str) -> int:
+        """Numbers the new snapshot; taking one re-activates a stopped policy."""
+        self._require_live("take a snapshot of")
+        if self.status == STOPPED:
+            self._resumed(actor)
+        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, trigger, actor)
+        return len(self.snapshot_ids)
+
+    @event("SnapshotTaken")
+    def _snapshot_taken(self, snapshot_id: UUID, sequence: int, trigger: str, actor: str) -> None:
+        self.snapshot_ids.append(snapshot_id)
+
+    def rebuild(self, stopped_snapshot_ids: list[UUID], actor: str) -> None:
+        self._require_live("rebuild")
+        self._rebuilt(stopped_snapshot_ids, actor)
+
+    @event("PolicyRebuilt")
+    def _rebuilt(self, stopped_snapshot_ids: list[UUID], actor: str) -> None:
+        self.status = ACTIVE
+        self.rebuilds += 1
+
+    def delete(self, keep_files: bool, actor: str) -> None:
+        self._require_live("delete")
+        self._deleted(keep_files, actor)
+
+    @event("PolicyDeleted")
+    def _deleted(self, keep_files: bool, actor: str) -> None:
+        self.status = DELETED
+
+
+def name_claim_id(name: str) -> UUID:
+    """Deterministic id, so two writers claiming one name collide on the same stream."""
+    return uuid5(NAMESPACE_URL, "snapledger:policy-name:" + name.lower())
+
+
+class PolicyNameClaim(Aggregate):
+    """Holds a policy name for one live policy; version conflicts make claims exclusive."""
+
+    @staticmethod
+    def create_id(name: str, policy_id: UUID) -> UUID:
+        return name_claim_id(name)
+
+    @event("PolicyNameClaimed")
+    def __init__(self, name: str, policy_id: UUID) -> None:
+        self.name = name
+        self.policy_id: UUID | None = policy_id
+
+    def claim(self, policy_id: UUID) -> None:
+        self._claimed(policy_id)
+
+    @event("PolicyNameReclaimed")
+    def _claimed(self, policy_id: UUID) -> None:
+        self.policy_id = policy_id
+
+    def release(self) -> None:
+        if self.policy_id is not None:
+            self._released(self.policy_id)
+
+    @event("PolicyNameReleased")
+    def _released(self, policy_id: UUID) -> None:
+        self.policy_id = None

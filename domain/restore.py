@@ -1,0 +1,119 @@
+"""Restore aggregate: one run streaming a snapshot's archive into a target."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidTransition
+from domain.snapshot import COMPLETED, FAILED, REQUESTED, RUNNING, STOPPED
+
+
+class Restore(Aggregate):
+    """Copies what it needs of the snapshot at request time; the snapshot may go later."""
+
+    @event("RestoreRequested")
+    def __init__(
+        self,
+        snapshot_id: UUID,
+        policy_id: UUID,
+        sub_name: str,
+        storage: str,
+        archive_key: str,
+        target: str,
+        collections: list[str],
+        actor: str,
+    ) -> None:
+        self.snapshot_id = snapshot_id
+        self.policy_id = policy_id
+        self.sub_name = sub_name
+        self.storage = storage
+        self.archive_key = archive_key
+        self.target = target
+        self.collections = collections
+        self.status = REQUESTED
+        self.stop_requested = False
+        self.worker: str | None = None
+        self.task_name: str | None = None
+        self.attempt = 0
+        self.started_at: datetime | None = None
+        self.items = 0
+        self.bytes = 0
+        self.percent = 0.0
+
+    def _require(self, action: str, *states: str) -> None:
+        if self.status not in states:
+            raise InvalidTransition(f"cannot {action} restore {self.sub_name}: it is {self.status}")
+
+    def elapsed_until(self, when: datetime) -> float:
+        return round((when - self.started_at).total_seconds(), 3) if self.started_at else 0.0
+
+    def start(self, worker: str, task_name: str) -> None:
+        self._require("start", REQUESTED)
+        self._started(worker, task_name, self.attempt + 1)
+
+    @event("RestoreStarted")
+    def _started(self, worker: str, task_name: str, attempt: int) -> None:
+        self.status = RUNNING
+        self.worker = worker
+        self.task_name = task_name
+        self.attempt = attempt
+        self.started_at = self.modified_on
+
+    def progress(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+        self._require("record progress of", RUNNING)
+        self._progressed(items, bytes, round(percent, 2), collection)
+
+    @event("RestoreProgressed")
+    def _progressed(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+        self.items, self.bytes, self.percent = items, bytes, percent
+
+    def complete(
+        self, items: int, bytes: int, collections: dict[str, dict[str, Any]], finished_at: datetime
+    ) -> None:
+        self._require("complete", RUNNING)
+        self._completed(items, bytes, collections, self.elapsed_until(finished_at))
+
+    @event("RestoreCompleted")
+    def _completed(
+        self, items: int, bytes: int, collections: dict[str, dict[str, Any]], elapsed_seconds: float
+    ) -> None:
+        self.status = COMPLETED
+        self.items, self.bytes, self.percent = items, bytes, 100.0
+
+    def fail(self, reason: str, finished_at: datetime) -> None:
+        self._require("fail", RUNNING)
+        self._failed(reason, self.items, self.bytes, self.elapsed_until(finished_at))
+
+    @event("RestoreFailed")
+    def _failed(self, reason: str, items: int, bytes: int, elapsed_seconds: float) -> None:
+        self.status = FAILED
+
+    def request_stop(self, actor: str) -> None:
+        self._require("stop", REQUESTED, RUNNING)
+        if self.status == REQUESTED:
+            self._stopped(actor, 0, 0, 0.0, 0.0)
+        elif self.stop_requested:
+            raise InvalidTransition(f"restore {self.sub_name} is already stopping")
+        else:
+            self._stop_requested(actor)
+
+    @event("RestoreStopRequested")
+    def _stop_requested(self, actor: str) -> None:
+        self.stop_requested = True
+
+    def acknowledge_stop(self, finished_at: datetime) -> None:
+        self._require("acknowledge stop of", RUNNING)
+        self._stopped("worker", self.items, self.bytes, self.percent, self.elapsed_until(finished_at))
+
+    @event("RestoreStopped")
+    def _stopped(
+        self, actor: str, items: int, bytes: int, percent: float, elapsed_seconds: float
+    ) -> None:
+        self.status = STOPPED
+
+
+__all__ = ["Restore", "REQUESTED", "RUNNING", "COMPLETED", "FAILED", "STOPPED"]

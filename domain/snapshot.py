@@ -1,0 +1,167 @@
+"""Snapshot aggregate: one backup run of a policy and the archive it produces."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain.errors import InvalidTransition
+
+REQUESTED, RUNNING, COMPLETED, FAILED, STOPPED, DELETED = (
+    "requested",
+    "running",
+    "completed",
+    "failed",
+    "stopped",
+    "deleted",
+)
+FINISHED = (COMPLETED, FAILED, STOPPED)
+TRIGGERS = ("manual", "schedule", "rebuild")
+
+
+class Snapshot(Aggregate):
+    """Freezes the policy's settings at request time so later edits never change a run."""
+
+    @event("SnapshotRequested")
+    def __init__(
+        self,
+        id: UUID,  # noqa: A002 - the policy numbers its snapshots before they exist
+        policy_id: UUID,
+        policy_name: str,
+        sequence: int,
+        sub_name: str,
+        file_name: str,
+        archive_key: str,
+        source: str,
+        storage: str,
+        collections: dict[str, Any],
+        expire_after_seconds: int | None,
+        trigger: str,
+        actor: str,
+    ) -> None:
+        self.policy_id = policy_id
+        self.policy_name = policy_name
+        self.sequence = sequence
+        self.sub_name = sub_name
+        self.file_name = file_name
+        self.archive_key = archive_key
+        self.source = source
+        self.storage = storage
+        self.collections = collections
+        self.expire_after_seconds = expire_after_seconds
+        self.trigger = trigger
+        self.status = REQUESTED
+        self.stop_requested = False
+        self.worker: str | None = None
+        self.task_name: str | None = None
+        self.attempt = 0
+        self.started_at: datetime | None = None
+        self.items = 0
+        self.bytes = 0
+        self.percent = 0.0
+
+    def _require(self, action: str, *states: str) -> None:
+        if self.status not in states:
+            raise InvalidTransition(
+                f"cannot {action} snapshot {self.sub_name}: it is {self.status}"
+            )
+
+    def start(self, worker: str, task_name: str) -> None:
+        self._require("start", REQUESTED)
+        self._started(worker, task_name, self.attempt + 1)
+
+    @event("SnapshotStarted")
+    def _started(self, worker: str, task_name: str, attempt: int) -> None:
+        self.status = RUNNING
+        self.worker = worker
+        self.task_name = task_name
+        self.attempt = attempt
+        self.started_at = self.modified_on
+
+    def progress(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+        self._require("record progress of", RUNNING)
+        self._progressed(items, bytes, round(percent, 2), collection)
+
+    @event("SnapshotProgressed")
+    def _progressed(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+        self.items, self.bytes, self.percent = items, bytes, percent
+
+    def elapsed_until(self, when: datetime) -> float:
+        return round((when - self.started_at).total_seconds(), 3) if self.started_at else 0.0
+
+    def complete(
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        sha256: str,
+        finished_at: datetime,
+    ) -> None:
+        self._require("complete", RUNNING)
+        expires_at = None
+        if self.expire_after_seconds:
+            expires_at = finished_at + timedelta(seconds=self.expire_after_seconds)
+        self._completed(
+            items, bytes, collections, sha256, self.elapsed_until(finished_at), expires_at
+        )
+
+    @event("SnapshotCompleted")
+    def _completed(
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        sha256: str,
+        elapsed_seconds: float,
+        expires_at: datetime | None,
+    ) -> None:
+        self.status = COMPLETED
+        self.items, self.bytes, self.percent = items, bytes, 100.0
+        self.manifest_collections = collections
+        self.sha256 = sha256
+        self.expires_at = expires_at
+
+    def fail(self, reason: str, finished_at: datetime) -> None:
+        self._require("fail", RUNNING)
+        self._failed(reason, self.items, self.bytes, self.elapsed_until(finished_at))
+
+    @event("SnapshotFailed")
+    def _failed(self, reason: str, items: int, bytes: int, elapsed_seconds: float) -> None:
+        self.status = FAILED
+        self.reason = reason
+
+    def request_stop(self, actor: str) -> None:
+        """A queued run stops at once; a running one is asked to stop and acknowledges."""
+        self._require("stop", REQUESTED, RUNNING)
+        if self.status == REQUESTED:
+            self._stopped(actor, 0, 0, 0.0, 0.0)
+        elif self.stop_requested:
+            raise InvalidTransition(f"snapshot {self.sub_name} is already stopping")
+        else:
+            self._stop_requested(actor)
+
+    @event("SnapshotStopRequested")
+    def _stop_requested(self, actor: str) -> None:
+        self.stop_requested = True
+
+    def acknowledge_stop(self, finished_at: datetime) -> None:
+        self._require("acknowledge stop of", RUNNING)
+        self._stopped("worker", self.items, self.bytes, self.percent, self.elapsed_until(finished_at))
+
+    @event("SnapshotStopped")
+    def _stopped(
+        self, actor: str, items: int, bytes: int, percent: float, elapsed_seconds: float
+    ) -> None:
+        self.status = STOPPED
+
+    def delete(self, reason: str, files_removed: bool, actor: str) -> None:
+        if self.status == DELETED:
+            raise InvalidTransition(f"snapshot {self.sub_name} is already deleted")
+        self._deleted(reason, files_removed, actor)
+
+    @event("SnapshotDeleted")
+    def _deleted(self, reason: str, files_removed: bool, actor: str) -> None:
+        self.status = DELETED

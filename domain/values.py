@@ -1,0 +1,169 @@
+"""Value objects of a policy: schedule, retention and collection selection.
+
+They validate operator input once, at the edge of the domain, and serialise to plain
+dicts so events stay readable JSON forever.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+from domain.errors import InvalidValue
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
+_CRON_FIELD_NAMES = ["minute", "hour", "day of month", "month", "day of week"]
+_CRON_MACROS = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
+
+
+def check_name(value: object, field: str = "name") -> str:
+    """Names become file-name parts and URL segments, so they are kept to a safe alphabet."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise InvalidValue(
+            f"{field} must be 1-63 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            field,
+        )
+    return value
+
+
+def parse_duration(value: object, field: str) -> int:
+    """Returns seconds from '30d', '12h', '90m', '2w' or a positive integer of seconds."""
+    if isinstance(value, bool):
+        raise InvalidValue(f"{field} must be a duration such as '30d', '12h' or seconds", field)
+    if isinstance(value, int):
+        seconds = value
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    else:
+        raise InvalidValue(f"{field} must be a duration such as '30d', '12h' or seconds", field)
+    if seconds <= 0:
+        raise InvalidValue(f"{field} must be positive", field)
+    return seconds
+
+
+def check_cron(value: object, field: str = "schedule") -> str | None:
+    """Validates five-field cron text (or an @macro); the scheduler interprets it later."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidValue(f"{field} must be cron text such as '0 3 * * *'", field)
+    text = " ".join(value.split())
+    if text in _CRON_MACROS:
+        return text
+    parts = text.split(" ")
+    if len(parts) != 5:
+        raise InvalidValue(
+            f"{field} must have 5 fields (minute hour day-of-month month day-of-week), "
+            f"got {len(parts)}",
+            field,
+        )
+    for part, (low, high), name in zip(parts, _CRON_RANGES, _CRON_FIELD_NAMES, strict=True):
+        for item in part.split(","):
+            base, _, step = item.partition("/")
+            if step and (not step.isdigit() or int(step) == 0):
+                raise InvalidValue(f"{field}: bad step {step!r} in {name} field", field)
+            if base == "*":
+                continue
+            bounds = base.split("-")
+            if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+                raise InvalidValue(f"{field}: bad {name} field {part!r}", field)
+            numbers = [int(b) for b in bounds]
+            if any(n < low or n > high for n in numbers) or numbers != sorted(numbers):
+                raise InvalidValue(
+                    f"{field}: {name} field {part!r} is outside {low}-{high}", field
+                )
+    return text
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many completed snapshots to keep and/or how long each lives."""
+
+    keep_last: int | None = None
+    expire_after_seconds: int | None = None
+
+    @classmethod
+    def parse(cls, value: object, field: str = "retention") -> Retention:
+        if value is None:
+            return cls()
+        if not isinstance(value, dict):
+            raise InvalidValue(f"{field} must be an object with keep_last and/or expire_after", field)
+        unknown = set(value) - {"keep_last", "expire_after"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InvalidValue(f"{field}.{name} is not a retention setting", f"{field}.{name}")
+        keep_last = value.get("keep_last")
+        if keep_last is not None and (
+            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+        ):
+            raise InvalidValue(f"{field}.keep_last must be a positive integer", f"{field}.keep_last")
+        expire = value.get("expire_after")
+        seconds = None if expire is None else parse_duration(expire, f"{field}.expire_after")
+        return cls(keep_last=keep_last, expire_after_seconds=seconds)
+
+    def to_dict(self) -> dict[str, int | None]:
+        return {"keep_last": self.keep_last, "expire_after_seconds": self.expire_after_seconds}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> Retention:
+        data = data or {}
+        return cls(data.get("keep_last"), data.get("expire_after_seconds"))
+
+    @property
+    def expire_after(self) -> timedelta | None:
+        if self.expire_after_seconds is None:
+            return None
+        return timedelta(seconds=self.expire_after_seconds)
+
+
+@dataclass(frozen=True)
+class CollectionSelection:
+    """Which collections a policy or restore moves; empty include means all."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, value: object, field: str = "collections") -> CollectionSelection:
+        if value is None:
+            return cls()
+        if isinstance(value, list):
+            value = {"include": value}
+        if not isinstance(value, dict):
+            raise InvalidValue(
+                f"{field} must be a list of names or an object with include/exclude", field
+            )
+        unknown = set(value) - {"include", "exclude"}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InvalidValue(f"{field}.{name} is not include or exclude", f"{field}.{name}")
+        lists = {}
+        for key in ("include", "exclude"):
+            items = value.get(key) or []
+            if not isinstance(items, list) or not all(
+                isinstance(i, str) and i.strip() and "/" not in i and i not in (".", "..")
+                for i in items
+            ):
+                raise InvalidValue(
+                    f"{field}.{key} must be a list of collection names", f"{field}.{key}"
+                )
+            lists[key] = tuple(dict.fromkeys(items))
+        return cls(include=lists["include"], exclude=lists["exclude"])
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"include": list(self.include), "exclude": list(self.exclude)}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> CollectionSelection:
+        data = data or {}
+        return cls(tuple(data.get("include") or ()), tuple(data.get("exclude") or ()))
+
+    def selects(self, name: str) -> bool:
+        if self.include and name not in self.include:
+            return False
+        return name not in self.exclude
