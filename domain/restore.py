@@ -63,12 +63,14 @@ class Restore(Aggregate):
         self.attempt = attempt
         self.started_at = self.modified_on
 
-    def progress(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+    def progress(self, items: int, bytes: int, percent: float, collection: str | None, at: datetime) -> None:
         self._require("record progress of", RUNNING)
-        self._progressed(items, bytes, round(percent, 2), collection)
+        self._progressed(items, bytes, round(percent, 2), collection, self.elapsed_until(at))
 
     @event("RestoreProgressed")
-    def _progressed(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+    def _progressed(
+        self, items: int, bytes: int, percent: float, collection: str | None, elapsed_seconds: float
+    ) -> None:
         self.items, self.bytes, self.percent = items, bytes, percent
 
     def complete(
@@ -110,9 +112,7 @@ class Restore(Aggregate):
         self._stopped("worker", self.items, self.bytes, self.percent, self.elapsed_until(finished_at))
 
     @event("RestoreStopped")
-    def _stopped(
-        self, actor: str, items: int, bytes: int, percent: float, elapsed_seconds: float
-    ) -> None:
+    def _stopped(self, actor: str, items: int, bytes: int, percent: float, elapsed_seconds: float) -> None:
         self.status = STOPPED
 
 

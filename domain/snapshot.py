@@ -65,9 +65,7 @@ class Snapshot(Aggregate):
 
     def _require(self, action: str, *states: str) -> None:
         if self.status not in states:
-            raise InvalidTransition(
-                f"cannot {action} snapshot {self.sub_name}: it is {self.status}"
-            )
+            raise InvalidTransition(f"cannot {action} snapshot {self.sub_name}: it is {self.status}")
 
     def start(self, worker: str, task_name: str) -> None:
         self._require("start", REQUESTED)
@@ -81,12 +79,14 @@ class Snapshot(Aggregate):
         self.attempt = attempt
         self.started_at = self.modified_on
 
-    def progress(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+    def progress(self, items: int, bytes: int, percent: float, collection: str | None, at: datetime) -> None:
         self._require("record progress of", RUNNING)
-        self._progressed(items, bytes, round(percent, 2), collection)
+        self._progressed(items, bytes, round(percent, 2), collection, self.elapsed_until(at))
 
     @event("SnapshotProgressed")
-    def _progressed(self, items: int, bytes: int, percent: float, collection: str | None) -> None:
+    def _progressed(
+        self, items: int, bytes: int, percent: float, collection: str | None, elapsed_seconds: float
+    ) -> None:
         self.items, self.bytes, self.percent = items, bytes, percent
 
     def elapsed_until(self, when: datetime) -> float:
@@ -104,9 +104,7 @@ class Snapshot(Aggregate):
         expires_at = None
         if self.expire_after_seconds:
             expires_at = finished_at + timedelta(seconds=self.expire_after_seconds)
-        self._completed(
-            items, bytes, collections, sha256, self.elapsed_until(finished_at), expires_at
-        )
+        self._completed(items, bytes, collections, sha256, self.elapsed_until(finished_at), expires_at)
 
     @event("SnapshotCompleted")
     def _completed(
@@ -152,9 +150,7 @@ class Snapshot(Aggregate):
         self._stopped("worker", self.items, self.bytes, self.percent, self.elapsed_until(finished_at))
 
     @event("SnapshotStopped")
-    def _stopped(
-        self, actor: str, items: int, bytes: int, percent: float, elapsed_seconds: float
-    ) -> None:
+    def _stopped(self, actor: str, items: int, bytes: int, percent: float, elapsed_seconds: float) -> None:
         self.status = STOPPED
 
     def delete(self, reason: str, files_removed: bool, actor: str) -> None:

@@ -58,8 +58,7 @@ def check_cron(value: object, field: str = "schedule") -> str | None:
     parts = text.split(" ")
     if len(parts) != 5:
         raise InvalidValue(
-            f"{field} must have 5 fields (minute hour day-of-month month day-of-week), "
-            f"got {len(parts)}",
+            f"{field} must have 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}",
             field,
         )
     for part, (low, high), name in zip(parts, _CRON_RANGES, _CRON_FIELD_NAMES, strict=True):
@@ -74,9 +73,7 @@ def check_cron(value: object, field: str = "schedule") -> str | None:
                 raise InvalidValue(f"{field}: bad {name} field {part!r}", field)
             numbers = [int(b) for b in bounds]
             if any(n < low or n > high for n in numbers) or numbers != sorted(numbers):
-                raise InvalidValue(
-                    f"{field}: {name} field {part!r} is outside {low}-{high}", field
-                )
+                raise InvalidValue(f"{field}: {name} field {part!r} is outside {low}-{high}", field)
     return text
 
 
@@ -135,9 +132,7 @@ class CollectionSelection:
         if isinstance(value, list):
             value = {"include": value}
         if not isinstance(value, dict):
-            raise InvalidValue(
-                f"{field} must be a list of names or an object with include/exclude", field
-            )
+            raise InvalidValue(f"{field} must be a list of names or an object with include/exclude", field)
         unknown = set(value) - {"include", "exclude"}
         if unknown:
             name = sorted(unknown)[0]
@@ -146,12 +141,9 @@ class CollectionSelection:
         for key in ("include", "exclude"):
             items = value.get(key) or []
             if not isinstance(items, list) or not all(
-                isinstance(i, str) and i.strip() and "/" not in i and i not in (".", "..")
-                for i in items
+                isinstance(i, str) and i.strip() and "/" not in i and i not in (".", "..") for i in items
             ):
-                raise InvalidValue(
-                    f"{field}.{key} must be a list of collection names", f"{field}.{key}"
-                )
+                raise InvalidValue(f"{field}.{key} must be a list of collection names", f"{field}.{key}")
             lists[key] = tuple(dict.fromkeys(items))
         return cls(include=lists["include"], exclude=lists["exclude"])
 

@@ -1,0 +1,1 @@
+"""Entry points: configuration, the Starlette JSON API and the command line."""

@@ -1,0 +1,104 @@
+"""`snapledger` command line: serve, worker, projections rebuild."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from api.config import ConfigError, load_config
+from api.runtime import Runtime
+
+
+def _fail(message: str) -> int:
+    print(f"snapledger: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _runtime(args: argparse.Namespace) -> Runtime:
+    return Runtime.build(load_config(args.config))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.http import create_app
+
+    config = load_config(args.config)
+    runtime = Runtime.build(config)
+    host = args.host or config.host
+    port = args.port if args.port is not None else config.port
+    app = create_app(runtime, worker=not args.no_worker and config.worker)
+    print(f"snapledger API on http://{host}:{port}/api/v1 (events: {config.database.kind})", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    runtime = _runtime(args).start(worker=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    print(f"snapledger worker {runtime.worker.worker_id} running", flush=True)  # type: ignore[union-attr]
+    done.wait()
+    runtime.close()
+    return 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    from projections.runner import rebuild
+    from projections.views import ALL_VIEWS
+
+    names = [args.name] if args.name else list(ALL_VIEWS)
+    unknown = [n for n in names if n not in ALL_VIEWS]
+    if unknown:
+        return _fail(f"unknown view {unknown[0]!r} (views: {', '.join(ALL_VIEWS)})")
+    runtime = _runtime(args)
+    try:
+        counts = rebuild(runtime.runner, names)
+    finally:
+        runtime.views.close()
+        runtime.app.close()
+    for name, n in counts.items():
+        print(f"rebuilt {name}: replayed {n} events")
+    return 0
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value!r}")
+    return int(value)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="snapledger", description="Event-sourced backup control plane")
+    p.add_argument("--config", help="TOML configuration file (default: $SNAPLEDGER_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the JSON API (and an in-process worker)")
+    serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=_port, default=None, help="port (default 8000)")
+    serve.add_argument("--no-worker", action="store_true", help="API only; run `snapledger worker` apart")
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help="run snapshots and restores without the API")
+    worker.set_defaults(func=cmd_worker)
+    proj = sub.add_parser("projections", help="manage the record views")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    rb = proj_sub.add_parser("rebuild", help="drop and replay a view (all if NAME is omitted)")
+    rb.add_argument("name", nargs="?", help="policies, backups or restores")
+    rb.set_defaults(func=cmd_rebuild)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        return _fail(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,253 @@
+"""Configuration: one optional TOML file (SNAPLEDGER_CONFIG) plus environment overrides.
+
+Defaults make `snapledger serve` work on a fresh machine: SQLite under ./.snapledger,
+storage `local` there, the bundled `demo` NDJSON source and the `scratch` restore target.
+Credentials never live here: a password is named by the environment variable holding it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
+
+DEMO_DATA = Path(__file__).resolve().parent.parent / "transfer" / "demo_data"
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    kind: str  # "sqlite" | "postgresql"
+    path: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = ""
+    dbname: str = ""
+    schema: str = "public"
+    password_env: str | None = None
+
+    def password(self) -> str:
+        return os.environ.get(self.password_env, "") if self.password_env else ""
+
+    def conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(
+            host=self.host,
+            port=self.port,
+            user=self.user or None,
+            dbname=self.dbname,
+            password=self.password() or None,
+        )
+
+
+@dataclass(frozen=True)
+class NamedDirectory:
+    name: str
+    kind: str
+    path: Path
+    password_env: str | None = None
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    name: str
+    kind: str  # "local" | "s3"
+    path: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    data_dir: Path
+    database: DatabaseConfig
+    sources: dict[str, NamedDirectory]
+    targets: dict[str, NamedDirectory]
+    storages: dict[str, StorageConfig]
+    host: str = "127.0.0.1"
+    port: int = 8000
+    presign_seconds: int = 900
+    wait_seconds: float = 5.0
+    worker: bool = True
+    secrets: list[str] = field(default_factory=list, repr=False)
+
+
+def parse_database_url(url: str, data_dir: Path, password_env: str | None) -> DatabaseConfig:
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite":
+        if parsed.netloc or not parsed.path.startswith("/") or len(parsed.path) < 2:
+            raise ConfigError(
+                f"database.url {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        return DatabaseConfig(kind="sqlite", path=Path(parsed.path[1:]))
+    if parsed.scheme in ("postgresql", "postgres"):
+        if parsed.password:
+            raise ConfigError(
+                "database.url must not contain a password: put it in an environment "
+                "variable and name that variable in database.password_env"
+            )
+        dbname = unquote(parsed.path.lstrip("/"))
+        if not dbname:
+            raise ConfigError(f"database.url {url!r} names no database")
+        schema = parse_qs(parsed.query).get("schema", ["public"])[0]
+        if not _IDENT.match(schema):
+            raise ConfigError(f"database.url: schema {schema!r} is not a plain identifier")
+        try:
+            port = parsed.port or 5432
+        except ValueError:
+            raise ConfigError(f"database.url {url!r} has a bad port") from None
+        return DatabaseConfig(
+            kind="postgresql",
+            host=parsed.hostname or "127.0.0.1",
+            port=port,
+            user=unquote(parsed.username or "") or os.environ.get("USER", "postgres"),
+            dbname=dbname,
+            schema=schema,
+            password_env=password_env,
+        )
+    raise ConfigError(f"database.url {url!r}: scheme must be sqlite or postgresql")
+
+
+def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} must be a table")
+    return value
+
+
+def _require_env(var: object, where: str) -> str:
+    if not isinstance(var, str) or not var:
+        raise ConfigError(f"{where}.password_env must name an environment variable")
+    if var not in os.environ:
+        raise ConfigError(f"{where}.password_env: environment variable {var} is not set")
+    return os.environ[var]
+
+
+def _directories(
+    raw: dict[str, Any], section: str, base: Path, secrets: list[str]
+) -> dict[str, NamedDirectory]:
+    out = {}
+    for name, spec in raw.items():
+        where = f"{section}.{name}"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a table")
+        kind = spec.get("kind", "ndjson")
+        if kind != "ndjson":
+            raise ConfigError(f"{where}.kind {kind!r} is not supported yet (supported: ndjson)")
+        if not isinstance(spec.get("path"), str):
+            raise ConfigError(f"{where}.path must be a directory path")
+        pw_env = spec.get("password_env")
+        if pw_env is not None:
+            secrets.append(_require_env(pw_env, where))
+        out[name] = NamedDirectory(name, kind, base / spec["path"], pw_env)
+    return out
+
+
+def _storages(raw: dict[str, Any], base: Path) -> dict[str, StorageConfig]:
+    out = {}
+    for name, spec in raw.items():
+        where = f"storages.{name}"
+        if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
+            raise ConfigError(f"{where}.url must be a local path, file:// or s3://bucket/prefix URL")
+        url = spec["url"]
+        parsed = urlparse(url)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ConfigError(f"{where}.url {url!r} names no bucket")
+            endpoint = spec.get("endpoint_url")
+            if endpoint is not None and urlparse(endpoint).scheme not in ("http", "https"):
+                raise ConfigError(f"{where}.endpoint_url must be an http(s) URL")
+            out[name] = StorageConfig(
+                name,
+                "s3",
+                bucket=parsed.netloc,
+                prefix=parsed.path.strip("/"),
+                endpoint_url=endpoint,
+                region=spec.get("region"),
+            )
+        elif parsed.scheme in ("", "file"):
+            out[name] = StorageConfig(name, "local", path=base / (parsed.path if parsed.scheme else url))
+        else:
+            raise ConfigError(f"{where}.url {url!r}: scheme must be file or s3")
+    return out
+
+
+def check_s3_credentials(config: Config) -> None:
+    """Fails at startup, not at the first backup, when boto3 finds no credentials."""
+    if not any(s.kind == "s3" for s in config.storages.values()):
+        return
+    import boto3
+
+    if boto3.Session().get_credentials() is None:
+        names = ", ".join(n for n, s in config.storages.items() if s.kind == "s3")
+        raise ConfigError(f"storage {names}: no AWS credentials found (boto3's usual chain)")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("SNAPLEDGER_CONFIG")
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path:
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"configuration file {path}: {e}") from None
+        base = Path(path).resolve().parent
+    data_dir = base / env.get("SNAPLEDGER_DATA_DIR", raw.get("data_dir", ".snapledger"))
+    secrets: list[str] = []
+
+    db = _table(raw, "database")
+    url = env.get("SNAPLEDGER_DATABASE_URL") or db.get("url") or f"sqlite:///{data_dir / 'events.db'}"
+    password_env = db.get("password_env")
+    if password_env is not None:
+        secrets.append(_require_env(password_env, "database"))
+    database = parse_database_url(url, data_dir, password_env)
+    if database.kind == "sqlite" and not database.path.is_absolute():  # type: ignore[union-attr]
+        database = DatabaseConfig(kind="sqlite", path=base / database.path)  # type: ignore[operator]
+
+    sources = {"demo": NamedDirectory("demo", "ndjson", DEMO_DATA)}
+    sources.update(_directories(_table(raw, "sources"), "sources", base, secrets))
+    targets = {"scratch": NamedDirectory("scratch", "ndjson", data_dir / "scratch")}
+    targets.update(_directories(_table(raw, "targets"), "targets", base, secrets))
+    storages = {"local": StorageConfig("local", "local", path=data_dir / "archives")}
+    storages.update(_storages(_table(raw, "storages"), base))
+
+    api = _table(raw, "api")
+    try:
+        port = int(env.get("SNAPLEDGER_PORT", api.get("port", 8000)))
+        presign = int(api.get("presign_seconds", 900))
+        wait = float(api.get("wait_seconds", 5.0))
+    except (TypeError, ValueError):
+        raise ConfigError("api.port, api.presign_seconds and api.wait_seconds must be numbers") from None
+    if not 1 <= presign <= 7 * 86400:
+        raise ConfigError("api.presign_seconds must be between 1 and 604800 (S3's limit)")
+    return Config(
+        data_dir=data_dir,
+        database=database,
+        sources=sources,
+        targets=targets,
+        storages=storages,
+        host=env.get("SNAPLEDGER_HOST", api.get("host", "127.0.0.1")),
+        port=port,
+        presign_seconds=presign,
+        wait_seconds=wait,
+        worker=bool(raw.get("worker", {}).get("enabled", True))
+        if isinstance(raw.get("worker"), dict)
+        else True,
+        secrets=secrets,
+    )

@@ -1,0 +1,385 @@
+"""The JSON API (Starlette). Mutations answer once the record views show the change."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from api import params
+from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records
+from api.runtime import Runtime
+from domain.application import Outcome
+from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
+from domain.snapshot import COMPLETED, RUNNING
+from transfer.pipeline import remove_archive
+from transfer.storage import LocalStorage, S3Storage, StorageError
+
+log = logging.getLogger("snapledger.api")
+STATUS: dict[type[DomainError], int] = {
+    params.BadRequest: 400,
+    NotFound: 404,
+    InvalidTransition: 409,
+    Conflict: 409,
+    InvalidValue: 422,
+}
+
+
+def error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def rt(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Runs blocking work (event store, views, storage) off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)
+
+
+async def done(request: Request, outcome: Outcome, status: int = 200, **extra: Any) -> JSONResponse:
+    runtime = rt(request)
+    caught_up = await call(runtime.wait, outcome.position)
+    body: dict[str, Any] = {"id": str(outcome.id), "position": outcome.position}
+    body.update({k: str(v) if isinstance(v, UUID) else v for k, v in outcome.extra.items()})
+    body.update(extra)
+    if not caught_up:
+        body["views_lagging"] = True
+    return JSONResponse(body, status_code=status)
+
+
+def listing(items: list[dict[str, Any]], next_cursor: str | None) -> JSONResponse:
+    return JSONResponse({"items": items, "next_cursor": next_cursor})
+
+
+# ------------------------------------------------------------------- policies
+async def list_policies(request: Request) -> Response:
+    status = params.choice(request, "status", POLICY_STATUSES)
+    items, nxt = await call(
+        Records(rt(request).views).policies, status, params.decode_cursor(request), params.limit(request)
+    )
+    return listing(items, nxt)
+
+
+async def create_policy(request: Request) -> Response:
+    data = await params.json_object(request)
+    outcome = await call(rt(request).app.create_policy, data, params.actor(request))
+    return await done(request, outcome, 201)
+
+
+def _policy_id(request: Request) -> str:
+    value = params.uuid_param(request.path_params["policy_id"], "policy_id")
+    assert value is not None
+    return value
+
+
+async def get_policy(request: Request) -> Response:
+    row = await call(Records(rt(request).views).policy, _policy_id(request))
+    if row is None:
+        raise NotFound(f"policy {request.path_params['policy_id']} not found", "policy_id")
+    return JSONResponse(row)
+
+
+async def edit_policy(request: Request) -> Response:
+    data = await params.json_object(request)
+    outcome = await call(rt(request).app.edit_policy, _policy_id(request), data, params.actor(request))
+    return await done(request, outcome)
+
+
+def _delete_policy(runtime: Runtime, policy_id: str, keep_files: bool, actor: str) -> Outcome:
+    removed: set[UUID] = set()
+    if not keep_files:
+        for snap in runtime.app.policy_archives(policy_id):
+            storage = runtime.resources.storages.get(snap.storage)
+            if storage is None:
+                raise InvalidTransition(
+                    f"storage {snap.storage!r} of {snap.sub_name} is no longer configured; "
+                    "delete with keep_files=true"
+                )
+            remove_archive(storage, snap.archive_key)
+            removed.add(snap.id)
+    return runtime.app.delete_policy(policy_id, keep_files, actor, removed)
+
+
+async def delete_policy(request: Request) -> Response:
+    keep = params.boolean(request, "keep_files")
+    outcome = await call(_delete_policy, rt(request), _policy_id(request), keep, params.actor(request))
+    return await done(request, outcome)
+
+
+async def take_snapshot(request: Request) -> Response:
+    outcome = await call(rt(request).app.take_snapshot, _policy_id(request), params.actor(request))
+    rt(request).nudge_worker()
+    return await done(request, outcome, 202)
+
+
+async def stop_policy(request: Request) -> Response:
+    outcome = await call(rt(request).app.stop_policy, _policy_id(request), params.actor(request))
+    return await done(request, outcome)
+
+
+async def rebuild_policy(request: Request) -> Response:
+    outcome = await call(rt(request).app.rebuild_policy, _policy_id(request), params.actor(request))
+    rt(request).nudge_worker()
+    return await done(request, outcome, 202)
+
+
+def _policy_events(runtime: Runtime, policy_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    policy = runtime.app.get_policy(policy_id)
+    ids = [policy.id, *policy.snapshot_ids]
+    ids += [UUID(r) for r in Records(runtime.views).restore_ids_of_policy(policy_id)]
+    return runtime.eventlog.for_aggregates(ids, after, limit)
+
+
+def event_page(entries: list[dict[str, Any]], limit: int) -> JSONResponse:
+    nxt = str(entries[-1]["position"]) if len(entries) == limit else None
+    return JSONResponse({"items": entries, "next_cursor": nxt})
+
+
+async def policy_events(request: Request) -> Response:
+    lim = params.limit(request, 200)
+    entries = await call(
+        _policy_events, rt(request), _policy_id(request), params.non_negative(request, "after"), lim
+    )
+    return event_page(entries, lim)
+
+
+# -------------------------------------------------------------------- backups
+def _snapshot_id(request: Request) -> str:
+    value = params.uuid_param(request.path_params["snapshot_id"], "snapshot_id")
+    assert value is not None
+    return value
+
+
+async def list_backups(request: Request) -> Response:
+    policy_id = params.uuid_param(request.query_params.get("policy_id"), "policy_id")
+    status = params.choice(request, "status", BACKUP_STATUSES)
+    items, nxt = await call(
+        Records(rt(request).views).backups,
+        policy_id,
+        status,
+        params.decode_cursor(request),
+        params.limit(request),
+    )
+    return listing(items, nxt)
+
+
+async def get_backup(request: Request) -> Response:
+    row = await call(Records(rt(request).views).backup, _snapshot_id(request))
+    if row is None:
+        raise NotFound(f"snapshot {request.path_params['snapshot_id']} not found", "snapshot_id")
+    return JSONResponse(row)
+
+
+async def task_log(request: Request, aggregate_id: str, kind: str) -> Response:
+    runtime = rt(request)
+    lim = params.limit(request, 500)
+    getter = runtime.app.get_snapshot if kind == "snapshot" else runtime.app.get_restore
+    await call(getter, aggregate_id)  # 404 for an unknown id
+    entries = await call(
+        runtime.eventlog.for_aggregates, [UUID(aggregate_id)], params.non_negative(request, "after"), lim
+    )
+    return event_page(entries, lim)
+
+
+async def backup_log(request: Request) -> Response:
+    return await task_log(request, _snapshot_id(request), "snapshot")
+
+
+async def download_backup(request: Request) -> Response:
+    runtime = rt(request)
+    snap = await call(runtime.app.get_snapshot, _snapshot_id(request))
+    if snap.status != COMPLETED:
+        raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}: no archive to download")
+    storage = runtime.resources.storages.get(snap.storage)
+    if storage is None:
+        raise InvalidTransition(f"storage {snap.storage!r} is no longer configured")
+    if isinstance(storage, S3Storage):
+        url = await call(storage.presign, snap.archive_key, snap.file_name, runtime.config.presign_seconds)
+        return RedirectResponse(url, status_code=302, headers={"Cache-Control": "no-store"})
+    assert isinstance(storage, LocalStorage)
+    path = storage.path(snap.archive_key)
+    if not path.exists():
+        raise StorageError(f"archive of {snap.sub_name} is missing from storage {storage.name!r}")
+    return FileResponse(path, media_type="application/x-tar", filename=snap.file_name)
+
+
+async def stop_backup(request: Request) -> Response:
+    outcome = await call(rt(request).app.stop_snapshot, _snapshot_id(request), params.actor(request))
+    return await done(request, outcome)
+
+
+def _delete_snapshot(runtime: Runtime, snapshot_id: str, actor: str) -> Outcome:
+    snap = runtime.app.get_snapshot(snapshot_id)
+    if snap.status == "deleted":
+        raise InvalidTransition(f"snapshot {snap.sub_name} is already deleted")
+    removed = False
+    if snap.status != RUNNING:  # a running worker removes its own partial archive
+        storage = runtime.resources.storages.get(snap.storage)
+        if storage is not None:
+            remove_archive(storage, snap.archive_key)
+            removed = snap.status == COMPLETED
+    return runtime.app.delete_snapshot(snapshot_id, removed, actor)
+
+
+async def delete_backup(request: Request) -> Response:
+    outcome = await call(_delete_snapshot, rt(request), _snapshot_id(request), params.actor(request))
+    return await done(request, outcome)
+
+
+# ------------------------------------------------------------------- restores
+def _restore_id(request: Request) -> str:
+    value = params.uuid_param(request.path_params["restore_id"], "restore_id")
+    assert value is not None
+    return value
+
+
+async def create_restore(request: Request) -> Response:
+    data = await params.json_object(request)
+    unknown = sorted(set(data) - {"snapshot_id", "target", "collections"})
+    if unknown:
+        raise InvalidValue(f"{unknown[0]} is not a restore field", unknown[0])
+    if not isinstance(data.get("snapshot_id"), str):
+        raise InvalidValue("snapshot_id must be the id of a completed snapshot", "snapshot_id")
+    snapshot_id = params.uuid_param(data["snapshot_id"], "snapshot_id")
+    outcome = await call(
+        rt(request).app.request_restore,
+        snapshot_id,
+        data.get("target"),
+        data.get("collections"),
+        params.actor(request),
+    )
+    rt(request).nudge_worker()
+    return await done(request, outcome, 202)
+
+
+async def list_restores(request: Request) -> Response:
+    policy_id = params.uuid_param(request.query_params.get("policy_id"), "policy_id")
+    status = params.choice(request, "status", BACKUP_STATUSES[:-1])
+    items, nxt = await call(
+        Records(rt(request).views).restores,
+        policy_id,
+        status,
+        params.decode_cursor(request),
+        params.limit(request),
+    )
+    return listing(items, nxt)
+
+
+async def get_restore(request: Request) -> Response:
+    row = await call(Records(rt(request).views).restore, _restore_id(request))
+    if row is None:
+        raise NotFound(f"restore {request.path_params['restore_id']} not found", "restore_id")
+    return JSONResponse(row)
+
+
+async def restore_log(request: Request) -> Response:
+    return await task_log(request, _restore_id(request), "restore")
+
+
+async def stop_restore(request: Request) -> Response:
+    outcome = await call(rt(request).app.stop_restore, _restore_id(request), params.actor(request))
+    return await done(request, outcome)
+
+
+# ---------------------------------------------------------------- event log
+async def global_events(request: Request) -> Response:
+    lim = params.limit(request, 200)
+    types = [t for raw in request.query_params.getlist("type") for t in raw.split(",") if t]
+    entries = await call(rt(request).eventlog.global_page, params.non_negative(request, "after"), lim, types)
+    return event_page(entries, lim)
+
+
+async def healthz(request: Request) -> Response:
+    runtime = rt(request)
+
+    def probe() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "database": runtime.config.database.kind,
+            "position": runtime.app.recorder.max_notification_id() or 0,
+            "views_position": runtime.runner.position(),
+            "worker": runtime.worker is not None,
+        }
+
+    return JSONResponse(await call(probe))
+
+
+# ------------------------------------------------------------------- errors
+async def domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DomainError)
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
+    return error(status, exc.message, exc.field)
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    return error(502, str(exc), "storage")
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return error(exc.status_code, exc.detail or "error", None)
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error(500, "internal error; see the server log", None)
+
+
+ROUTES = [
+    Route("/healthz", healthz),
+    Route("/api/v1/healthz", healthz),
+    Route("/api/v1/policies", list_policies, methods=["GET"]),
+    Route("/api/v1/policies", create_policy, methods=["POST"]),
+    Route("/api/v1/policies/{policy_id}", get_policy, methods=["GET"]),
+    Route("/api/v1/policies/{policy_id}", edit_policy, methods=["PATCH"]),
+    Route("/api/v1/policies/{policy_id}", delete_policy, methods=["DELETE"]),
+    Route("/api/v1/policies/{policy_id}/snapshots", take_snapshot, methods=["POST"]),
+    Route("/api/v1/policies/{policy_id}/stop", stop_policy, methods=["POST"]),
+    Route("/api/v1/policies/{policy_id}/rebuild", rebuild_policy, methods=["POST"]),
+    Route("/api/v1/policies/{policy_id}/events", policy_events, methods=["GET"]),
+    Route("/api/v1/backups", list_backups, methods=["GET"]),
+    Route("/api/v1/backups/{snapshot_id}", get_backup, methods=["GET"]),
+    Route("/api/v1/backups/{snapshot_id}", delete_backup, methods=["DELETE"]),
+    Route("/api/v1/backups/{snapshot_id}/log", backup_log, methods=["GET"]),
+    Route("/api/v1/backups/{snapshot_id}/download", download_backup, methods=["GET"]),
+    Route("/api/v1/backups/{snapshot_id}/stop", stop_backup, methods=["POST"]),
+    Route("/api/v1/restores", list_restores, methods=["GET"]),
+    Route("/api/v1/restores", create_restore, methods=["POST"]),
+    Route("/api/v1/restores/{restore_id}", get_restore, methods=["GET"]),
+    Route("/api/v1/restores/{restore_id}/log", restore_log, methods=["GET"]),
+    Route("/api/v1/restores/{restore_id}/stop", stop_restore, methods=["POST"]),
+    Route("/api/v1/events", global_events, methods=["GET"]),
+]
+
+
+def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if start:
+            runtime.start(worker=worker)
+        try:
+            yield
+        finally:
+            if start:
+                await run_in_threadpool(runtime.close)
+
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        DomainError: domain_error,
+        StorageError: storage_error,
+        HTTPException: http_error,
+        Exception: unexpected,
+    }
+    app = Starlette(routes=ROUTES, exception_handlers=handlers, lifespan=lifespan)
+    app.state.runtime = runtime
+    return app

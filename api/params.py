@@ -1,0 +1,99 @@
+"""Parsing of request input: every bad value becomes a 4xx naming its field."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+from uuid import UUID
+
+from starlette.requests import Request
+
+from domain.errors import DomainError, InvalidValue
+
+MAX_LIMIT = 500
+
+
+class BadRequest(DomainError):
+    """Malformed HTTP input (400)."""
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if not body:
+        raise BadRequest("request body must be a JSON object", "body")
+    try:
+        data = json.loads(body)
+    except ValueError as e:
+        raise BadRequest(f"request body is not valid JSON: {e.msg} at position {e.pos}", "body") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object", "body")
+    return data
+
+
+def limit(request: Request, default: int = 50) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidValue(f"limit must be an integer from 1 to {MAX_LIMIT}", "limit")
+    return int(raw)
+
+
+def non_negative(request: Request, name: str) -> int:
+    raw = request.query_params.get(name, "0")
+    if not raw.isdigit():
+        raise InvalidValue(f"{name} must be a non-negative integer position", name)
+    return int(raw)
+
+
+def uuid_param(value: str | None, name: str) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(UUID(value))
+    except ValueError:
+        raise InvalidValue(f"{name} must be a UUID", name) from None
+
+
+def choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise InvalidValue(f"{name} must be one of {', '.join(allowed)}", name)
+    return value
+
+
+def boolean(request: Request, name: str, default: bool = False) -> bool:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise InvalidValue(f"{name} must be true or false", name)
+
+
+def encode_cursor(created_at: str, row_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, row_id]).encode()).decode()
+
+
+def decode_cursor(request: Request) -> tuple[str, str] | None:
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    try:
+        created_at, row_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
+        if isinstance(created_at, str) and isinstance(row_id, str):
+            return created_at, row_id
+    except (ValueError, TypeError):
+        pass
+    raise InvalidValue("cursor is not one this API returned", "cursor")
+
+
+def actor(request: Request) -> str:
+    """Who asked. Authentication comes later; until then the caller names itself."""
+    value = request.headers.get("x-snapledger-actor", "api").strip()
+    if not value or len(value) > 200 or not value.isprintable():
+        raise InvalidValue("X-Snapledger-Actor must be 1-200 printable characters", "X-Snapledger-Actor")
+    return value

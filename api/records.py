@@ -1,0 +1,164 @@
+"""Queries over the record views, shaped as the API's rows, with keyset pagination."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from api.params import encode_cursor
+from projections.db import ViewDatabase
+
+BASE = "/api/v1"
+BACKUP_STATUSES = ("requested", "running", "completed", "failed", "stopped", "deleted")
+POLICY_STATUSES = ("active", "stopped", "deleted")
+
+
+def _page(
+    db: ViewDatabase,
+    table: str,
+    filters: dict[str, Any],
+    cursor: tuple[str, str] | None,
+    limit: int,
+) -> tuple[list[dict[str, Any]], str | None]:
+    where = [f"{k} = %({k})s" for k, v in filters.items() if v is not None]
+    params = {k: v for k, v in filters.items() if v is not None}
+    if cursor:
+        where.append("(created_at < %(c_at)s OR (created_at = %(c_at)s AND id < %(c_id)s))")
+        params.update(c_at=cursor[0], c_id=cursor[1])
+    sql = f"SELECT * FROM {table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id DESC LIMIT %(lim)s"
+    params["lim"] = limit + 1
+    rows = db.query(sql, params)
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
+    return rows, next_cursor
+
+
+def _one(db: ViewDatabase, table: str, row_id: str) -> dict[str, Any] | None:
+    rows = db.query(f"SELECT * FROM {table} WHERE id = %(id)s", {"id": row_id})
+    return rows[0] if rows else None
+
+
+def policy_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "name": r["name"],
+        "source": r["source"],
+        "storage": r["storage"],
+        "schedule": r["schedule"],
+        "retention": json.loads(r["retention"]),
+        "collections": json.loads(r["collections"]),
+        "status": r["status"],
+        "created_at": r["created_at"],
+        "updated_at": r["updated_at"],
+        "created_by": r["created_by"],
+        "snapshots_count": r["snapshots_count"],
+        "last_snapshot_id": r["last_snapshot_id"],
+        "rebuilds": r["rebuilds"],
+        "events_url": f"{BASE}/policies/{r['id']}/events",
+    }
+
+
+def backup_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "policy_id": r["policy_id"],
+        "policy_name": r["policy_name"],
+        "sub_name": r["sub_name"],
+        "file_name": r["file_name"],
+        "download_url": f"{BASE}/backups/{r['id']}/download" if r["status"] == "completed" else None,
+        "task_name": r["task_name"],
+        "log_url": f"{BASE}/backups/{r['id']}/log",
+        "elapsed_seconds": r["elapsed_seconds"],
+        "items": r["items"],
+        "progress": r["progress"],
+        "created_at": r["created_at"],
+        "started_at": r["started_at"],
+        "finished_at": r["finished_at"],
+        "expires_at": r["expires_at"],
+        "transferred_bytes": r["transferred_bytes"],
+        "status": r["status"],
+        "stop_requested": bool(r["stop_requested"]),
+        "error": r["error"],
+        "trigger": r["trigger"],
+        "requested_by": r["requested_by"],
+        "storage": r["storage"],
+        "source": r["source"],
+        "current_collection": r["current_collection"],
+        "collections": json.loads(r["collections"]) if r["collections"] else None,
+        "sha256": r["sha256"],
+        "worker": r["worker"],
+        "attempt": r["attempt"],
+    }
+
+
+def restore_row(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": r["id"],
+        "snapshot_id": r["snapshot_id"],
+        "policy_id": r["policy_id"],
+        "sub_name": r["sub_name"],
+        "target": r["target"],
+        "task_name": r["task_name"],
+        "log_url": f"{BASE}/restores/{r['id']}/log",
+        "elapsed_seconds": r["elapsed_seconds"],
+        "items": r["items"],
+        "progress": r["progress"],
+        "created_at": r["created_at"],
+        "started_at": r["started_at"],
+        "finished_at": r["finished_at"],
+        "transferred_bytes": r["transferred_bytes"],
+        "status": r["status"],
+        "stop_requested": bool(r["stop_requested"]),
+        "error": r["error"],
+        "requested_by": r["requested_by"],
+        "requested_collections": json.loads(r["requested_collections"]),
+        "consistency": json.loads(r["collections"]) if r["collections"] else None,
+        "worker": r["worker"],
+        "attempt": r["attempt"],
+    }
+
+
+class Records:
+    def __init__(self, db: ViewDatabase) -> None:
+        self.db = db
+
+    def policies(self, status: str | None, cursor: Any, limit: int) -> tuple[list[dict], str | None]:
+        rows, nxt = _page(self.db, "policies", {"status": status}, cursor, limit)
+        return [policy_row(r) for r in rows], nxt
+
+    def policy(self, policy_id: str) -> dict[str, Any] | None:
+        r = _one(self.db, "policies", policy_id)
+        return policy_row(r) if r else None
+
+    def backups(
+        self, policy_id: str | None, status: str | None, cursor: Any, limit: int
+    ) -> tuple[list[dict], str | None]:
+        rows, nxt = _page(
+            self.db, "backup_records", {"policy_id": policy_id, "status": status}, cursor, limit
+        )
+        return [backup_row(r) for r in rows], nxt
+
+    def backup(self, snapshot_id: str) -> dict[str, Any] | None:
+        r = _one(self.db, "backup_records", snapshot_id)
+        return backup_row(r) if r else None
+
+    def restores(
+        self, policy_id: str | None, status: str | None, cursor: Any, limit: int
+    ) -> tuple[list[dict], str | None]:
+        rows, nxt = _page(
+            self.db, "restore_records", {"policy_id": policy_id, "status": status}, cursor, limit
+        )
+        return [restore_row(r) for r in rows], nxt
+
+    def restore(self, restore_id: str) -> dict[str, Any] | None:
+        r = _one(self.db, "restore_records", restore_id)
+        return restore_row(r) if r else None
+
+    def restore_ids_of_policy(self, policy_id: str) -> list[str]:
+        rows = self.db.query("SELECT id FROM restore_records WHERE policy_id = %(p)s", {"p": policy_id})
+        return [r["id"] for r in rows]

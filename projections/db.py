@@ -1,0 +1,129 @@
+"""One small SQL seam for the views: the same statements run on SQLite and PostgreSQL.
+
+Statements use psycopg's named placeholders (%(name)s); SQLite gets them rewritten to
+:name. Timestamps are ISO-8601 UTC text in both, so rows compare equal across engines.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any: ...
+    def fetchone(self) -> dict[str, Any] | None: ...
+    def fetchall(self) -> list[dict[str, Any]]: ...
+    @property
+    def rowcount(self) -> int: ...
+
+
+class ViewDatabase(ABC):
+    dialect: str
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        """Commits on success, rolls back on any exception."""
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        with self.transaction() as cur:
+            cur.execute(sql, params or {})
+            return cur.fetchall()
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class _SQLiteCursor:
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self._cur = cur
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self._cur.execute(_NAMED.sub(r":\1", sql), dict(params or {}))
+
+    def fetchone(self) -> dict[str, Any] | None:
+        row = self._cur.fetchone()
+        return dict(row) if row is not None else None
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._cur.fetchall()]
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount
+
+
+class SQLiteViews(ViewDatabase):
+    """A connection per thread; WAL lets the API read while the runner writes."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SQLiteCursor(conn.cursor())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class PostgresViews(ViewDatabase):
+    dialect = "postgresql"
+
+    def __init__(self, conninfo: str, schema: str) -> None:
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self.schema = schema
+        self.pool = ConnectionPool(
+            conninfo,
+            min_size=1,
+            max_size=8,
+            kwargs={"row_factory": dict_row, "options": f"-c search_path={schema}"},
+            open=True,
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            yield cur  # type: ignore[misc]
+
+    def close(self) -> None:
+        self.pool.close()

@@ -1,0 +1,191 @@
+"""Keeps the record views up to date with the event store, exactly once.
+
+Each batch of notifications is applied and its tracking position recorded in one
+transaction, guarded by the position the batch started from: a concurrent runner that
+already moved a view makes this batch roll back and re-read, never double-apply.
+SQLite has no subscription in the library, so the runner polls; on PostgreSQL the
+library's LISTEN/NOTIFY subscription wakes it as soon as events are committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from eventsourcing.application import Application
+
+from projections.db import ViewDatabase
+from projections.views import ALL_VIEWS, View
+
+log = logging.getLogger("snapledger.projections")
+
+TRACKING_DDL = "CREATE TABLE IF NOT EXISTS view_tracking (view TEXT PRIMARY KEY, position BIGINT NOT NULL)"
+
+
+class PositionConflict(Exception):
+    """Another runner moved the view while this batch was being applied."""
+
+
+class ProjectionRunner:
+    def __init__(
+        self,
+        app: Application[Any],
+        db: ViewDatabase,
+        views: Iterable[View] | None = None,
+        batch_size: int = 500,
+        poll_interval: float = 0.05,
+    ) -> None:
+        self.app = app
+        self.db = db
+        self.views = list(views or ALL_VIEWS.values())
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._advanced = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.create_tables()
+
+    # ------------------------------------------------------------------ schema
+    def create_tables(self) -> None:
+        with self.db.transaction() as cur:
+            cur.execute(TRACKING_DDL)
+            for view in self.views:
+                for statement in view.ddl:
+                    cur.execute(statement)
+                cur.execute(
+                    "INSERT INTO view_tracking VALUES (%(view)s, 0) ON CONFLICT (view) DO NOTHING",
+                    {"view": view.name},
+                )
+
+    def positions(self) -> dict[str, int]:
+        rows = self.db.query("SELECT view, position FROM view_tracking")
+        known = {r["view"]: int(r["position"]) for r in rows}
+        return {v.name: known.get(v.name, 0) for v in self.views}
+
+    def position(self) -> int:
+        """The position every view has reached."""
+        return min(self.positions().values(), default=0)
+
+    # -------------------------------------------------------------- processing
+    def process_batch(self, views: list[View] | None = None) -> int:
+        """Applies the next batch; answers how many notifications it read."""
+        views = views or self.views
+        before = {k: v for k, v in self.positions().items() if k in {x.name for x in views}}
+        start = min(before.values())
+        notifications = self.app.recorder.select_notifications(
+            start=start, limit=self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        last = notifications[-1].id
+        with self.db.transaction() as cur:
+            for n in notifications:
+                event = self.app.mapper.to_domain_event(n)
+                for view in views:
+                    if n.id > before[view.name]:
+                        view.apply(cur, event, n.id)
+            for view in views:
+                cur.execute(
+                    "UPDATE view_tracking SET position = %(new)s "
+                    "WHERE view = %(view)s AND position = %(old)s",
+                    {"new": last, "view": view.name, "old": before[view.name]},
+                )
+                if cur.rowcount != 1:
+                    raise PositionConflict(view.name)
+        with self._advanced:
+            self._advanced.notify_all()
+        return len(notifications)
+
+    def catch_up(self, views: list[View] | None = None) -> int:
+        """Processes until the views reach the end of the log; answers the count read."""
+        total = 0
+        while True:
+            try:
+                n = self.process_batch(views)
+            except PositionConflict:
+                continue
+            if n == 0:
+                return total
+            total += n
+
+    # ------------------------------------------------------------------ thread
+    def start(self) -> ProjectionRunner:
+        self._thread = threading.Thread(target=self._loop, name="projection-runner", daemon=True)
+        self._thread.start()
+        if callable(getattr(self.app.recorder, "subscribe", None)) and self._can_subscribe():
+            self._listener = threading.Thread(target=self._listen, name="projection-listen", daemon=True)
+            self._listener.start()
+        return self
+
+    def _can_subscribe(self) -> bool:
+        return type(self.app.recorder).__module__.startswith("eventsourcing.postgres")
+
+    def _listen(self) -> None:
+        """Wakes the runner on each committed notification (PostgreSQL LISTEN/NOTIFY)."""
+        try:
+            with self.app.recorder.subscribe(gt=self.app.recorder.max_notification_id()) as sub:
+                self._subscription = sub
+                for _ in sub:
+                    self._wake.set()
+                    if self._stop.is_set():
+                        return
+        except Exception:  # pragma: no cover - the poll loop still keeps views fresh
+            if not self._stop.is_set():
+                log.exception("event subscription ended; falling back to polling")
+
+    def _loop(self) -> None:
+        interval = self.poll_interval if self._listener is None else 1.0
+        while not self._stop.is_set():
+            try:
+                if self.catch_up() == 0:
+                    self._wake.wait(interval)
+                    self._wake.clear()
+            except Exception as e:
+                self.error = e
+                log.exception("projection runner failed; retrying in 1s")
+                self._stop.wait(1.0)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def wait(self, position: int, timeout: float = 5.0) -> bool:
+        """Blocks until every view has applied `position`; False on timeout."""
+        deadline = time.monotonic() + timeout
+        self.nudge()
+        while True:
+            if self.position() >= position:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._advanced:
+                self._advanced.wait(min(remaining, 0.05))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        sub = getattr(self, "_subscription", None)
+        if sub is not None:
+            sub.stop()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._listener:
+            self._listener.join(timeout=5)
+
+
+def rebuild(runner: ProjectionRunner, names: list[str]) -> dict[str, int]:
+    """Drops and replays the named views; answers how many events each replay read."""
+    views = [ALL_VIEWS[n] for n in names]
+    with runner.db.transaction() as cur:
+        for view in views:
+            cur.execute(f"DROP TABLE IF EXISTS {view.table}")
+            for statement in view.ddl:
+                cur.execute(statement)
+            cur.execute("UPDATE view_tracking SET position = 0 WHERE view = %(view)s", {"view": view.name})
+    return {view.name: runner.catch_up([view]) for view in views}

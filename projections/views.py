@@ -1,0 +1,369 @@
+"""The record views: how each event changes Policies, Backup Records and Restore Records.
+
+Every handler is an idempotent upsert keyed by aggregate id, so replaying a batch that a
+concurrent runner already applied leaves the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from projections.db import Cursor
+
+Handler = Callable[[Cursor, Any, int], None]
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="microseconds") if value else None
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+@dataclass
+class View:
+    """A named read model: its tables, and one handler per event type it follows."""
+
+    name: str
+    table: str
+    ddl: list[str]
+    handlers: dict[str, Handler] = field(default_factory=dict)
+
+    def on(self, *event_types: str) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            for t in event_types:
+                self.handlers[t] = fn
+            return fn
+
+        return register
+
+    def apply(self, cur: Cursor, event: Any, position: int) -> None:
+        handler = self.handlers.get(type(event).__name__)
+        if handler is not None:
+            handler(cur, event, position)
+
+
+def _update(cur: Cursor, table: str, row_id: str, position: int, **values: Any) -> None:
+    sets = ", ".join(f"{k} = %({k})s" for k in values)
+    cur.execute(
+        f"UPDATE {table} SET {sets}, position = %(position)s WHERE id = %(id)s",
+        {**values, "id": row_id, "position": position},
+    )
+
+
+# --------------------------------------------------------------------- Policies
+policies = View(
+    name="policies",
+    table="policies",
+    ddl=[
+        """CREATE TABLE IF NOT EXISTS policies (
+            id TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
+            storage TEXT NOT NULL, schedule TEXT, retention TEXT NOT NULL,
+            collections TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
+            last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, position BIGINT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS policies_created ON policies (created_at, id)",
+    ],
+)
+
+
+@policies.on("PolicyCreated")
+def _policy_created(cur: Cursor, e: Any, position: int) -> None:
+    cur.execute(
+        """INSERT INTO policies VALUES (%(id)s, %(name)s, %(source)s, %(storage)s,
+            %(schedule)s, %(retention)s, %(collections)s, 'active', %(ts)s, %(ts)s, %(actor)s,
+            0, NULL, 0, %(position)s)
+        ON CONFLICT (id) DO NOTHING""",
+        {
+            "id": str(e.originator_id),
+            "name": e.name,
+            "source": e.source,
+            "storage": e.storage,
+            "schedule": e.schedule,
+            "retention": dumps(e.retention),
+            "collections": dumps(e.collections),
+            "ts": iso(e.timestamp),
+            "actor": e.actor,
+            "position": position,
+        },
+    )
+
+
+@policies.on("PolicyEdited")
+def _policy_edited(cur: Cursor, e: Any, position: int) -> None:
+    values = {
+        k: dumps(v["new"]) if k in ("retention", "collections") else v["new"] for k, v in e.changes.items()
+    }
+    _update(cur, "policies", str(e.originator_id), position, updated_at=iso(e.timestamp), **values)
+
+
+def _policy_status(status: str) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        _update(
+            cur,
+            "policies",
+            str(e.originator_id),
+            position,
+            status=status,
+            updated_at=iso(e.timestamp),
+        )
+
+    return handler
+
+
+policies.on("PolicyStopped")(_policy_status("stopped"))
+policies.on("PolicyResumed")(_policy_status("active"))
+policies.on("PolicyDeleted")(_policy_status("deleted"))
+
+
+@policies.on("PolicyRebuilt")
+def _policy_rebuilt(cur: Cursor, e: Any, position: int) -> None:
+    cur.execute(
+        """UPDATE policies SET status = 'active', rebuilds = rebuilds + 1,
+           updated_at = %(ts)s, position = %(position)s WHERE id = %(id)s""",
+        {"ts": iso(e.timestamp), "position": position, "id": str(e.originator_id)},
+    )
+
+
+@policies.on("SnapshotTaken")
+def _snapshot_taken(cur: Cursor, e: Any, position: int) -> None:
+    _update(
+        cur,
+        "policies",
+        str(e.originator_id),
+        position,
+        snapshots_count=e.sequence,
+        last_snapshot_id=str(e.snapshot_id),
+        updated_at=iso(e.timestamp),
+    )
+
+
+# --------------------------------------------------------------- Backup Records
+backups = View(
+    name="backups",
+    table="backup_records",
+    ddl=[
+        """CREATE TABLE IF NOT EXISTS backup_records (
+            id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, policy_name TEXT NOT NULL,
+            sequence BIGINT NOT NULL, sub_name TEXT NOT NULL, file_name TEXT NOT NULL,
+            archive_key TEXT NOT NULL, storage TEXT NOT NULL, source TEXT NOT NULL,
+            task_name TEXT, worker TEXT, attempt BIGINT NOT NULL, trigger TEXT NOT NULL,
+            requested_by TEXT, status TEXT NOT NULL, stop_requested BIGINT NOT NULL,
+            error TEXT, items BIGINT NOT NULL, transferred_bytes BIGINT NOT NULL,
+            progress DOUBLE PRECISION NOT NULL, current_collection TEXT,
+            elapsed_seconds DOUBLE PRECISION, created_at TEXT NOT NULL, started_at TEXT,
+            finished_at TEXT, expires_at TEXT, collections TEXT, sha256 TEXT,
+            files_removed BIGINT, position BIGINT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS backup_records_created ON backup_records (created_at, id)",
+        "CREATE INDEX IF NOT EXISTS backup_records_policy ON backup_records (policy_id)",
+        "CREATE INDEX IF NOT EXISTS backup_records_status ON backup_records (status)",
+    ],
+)
+
+
+@backups.on("SnapshotRequested")
+def _snap_requested(cur: Cursor, e: Any, position: int) -> None:
+    cur.execute(
+        """INSERT INTO backup_records VALUES (%(id)s, %(policy_id)s, %(policy_name)s,
+            %(sequence)s, %(sub_name)s, %(file_name)s, %(archive_key)s, %(storage)s,
+            %(source)s, NULL, NULL, 0, %(trigger)s, %(actor)s, 'requested', 0, NULL, 0, 0,
+            0, NULL, NULL, %(ts)s, NULL, NULL, NULL, NULL, NULL, NULL, %(position)s)
+        ON CONFLICT (id) DO NOTHING""",
+        {
+            "id": str(e.originator_id),
+            "policy_id": str(e.policy_id),
+            "policy_name": e.policy_name,
+            "sequence": e.sequence,
+            "sub_name": e.sub_name,
+            "file_name": e.file_name,
+            "archive_key": e.archive_key,
+            "storage": e.storage,
+            "source": e.source,
+            "trigger": e.trigger,
+            "actor": e.actor,
+            "ts": iso(e.timestamp),
+            "position": position,
+        },
+    )
+
+
+def _run_started(table: str) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        _update(
+            cur,
+            table,
+            str(e.originator_id),
+            position,
+            status="running",
+            worker=e.worker,
+            task_name=e.task_name,
+            attempt=e.attempt,
+            started_at=iso(e.timestamp),
+            items=0,
+            transferred_bytes=0,
+            progress=0.0,
+            elapsed_seconds=0.0,
+            error=None,
+        )
+
+    return handler
+
+
+def _run_progressed(table: str) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        cur.execute(
+            f"""UPDATE {table} SET items = %(items)s, transferred_bytes = %(bytes)s,
+                progress = %(percent)s, current_collection = %(collection)s,
+                elapsed_seconds = %(ts_elapsed)s, position = %(position)s
+                WHERE id = %(id)s""",
+            {
+                "items": e.items,
+                "bytes": e.bytes,
+                "percent": e.percent,
+                "collection": e.collection,
+                "ts_elapsed": e.elapsed_seconds,
+                "position": position,
+                "id": str(e.originator_id),
+            },
+        )
+
+    return handler
+
+
+def _run_finished(table: str, status: str) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        values: dict[str, Any] = {
+            "status": status,
+            "finished_at": iso(e.timestamp),
+            "elapsed_seconds": e.elapsed_seconds,
+            "items": e.items,
+            "transferred_bytes": e.bytes,
+            "current_collection": None,
+        }
+        if status == "completed":
+            values["progress"] = 100.0
+            values["collections"] = dumps(e.collections)
+        if status == "failed":
+            values["error"] = e.reason
+        _update(cur, table, str(e.originator_id), position, **values)
+
+    return handler
+
+
+def _stop_requested(table: str) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        _update(cur, table, str(e.originator_id), position, stop_requested=1)
+
+    return handler
+
+
+def _stopped(table: str) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        _update(
+            cur,
+            table,
+            str(e.originator_id),
+            position,
+            status="stopped",
+            finished_at=iso(e.timestamp),
+            elapsed_seconds=e.elapsed_seconds,
+            items=e.items,
+            transferred_bytes=e.bytes,
+            progress=e.percent,
+            current_collection=None,
+        )
+
+    return handler
+
+
+backups.on("SnapshotStarted")(_run_started("backup_records"))
+backups.on("SnapshotProgressed")(_run_progressed("backup_records"))
+backups.on("SnapshotFailed")(_run_finished("backup_records", "failed"))
+backups.on("SnapshotStopRequested")(_stop_requested("backup_records"))
+backups.on("SnapshotStopped")(_stopped("backup_records"))
+
+
+@backups.on("SnapshotCompleted")
+def _snap_completed(cur: Cursor, e: Any, position: int) -> None:
+    _run_finished("backup_records", "completed")(cur, e, position)
+    _update(
+        cur,
+        "backup_records",
+        str(e.originator_id),
+        position,
+        sha256=e.sha256,
+        expires_at=iso(e.expires_at),
+    )
+
+
+@backups.on("SnapshotDeleted")
+def _snap_deleted(cur: Cursor, e: Any, position: int) -> None:
+    _update(
+        cur,
+        "backup_records",
+        str(e.originator_id),
+        position,
+        status="deleted",
+        files_removed=int(e.files_removed),
+        current_collection=None,
+    )
+
+
+# -------------------------------------------------------------- Restore Records
+restores = View(
+    name="restores",
+    table="restore_records",
+    ddl=[
+        """CREATE TABLE IF NOT EXISTS restore_records (
+            id TEXT PRIMARY KEY, snapshot_id TEXT NOT NULL, policy_id TEXT NOT NULL,
+            sub_name TEXT NOT NULL, target TEXT NOT NULL, storage TEXT NOT NULL,
+            archive_key TEXT NOT NULL, requested_collections TEXT NOT NULL, task_name TEXT,
+            worker TEXT, attempt BIGINT NOT NULL, requested_by TEXT, status TEXT NOT NULL,
+            stop_requested BIGINT NOT NULL, error TEXT, items BIGINT NOT NULL,
+            transferred_bytes BIGINT NOT NULL, progress DOUBLE PRECISION NOT NULL,
+            current_collection TEXT, elapsed_seconds DOUBLE PRECISION,
+            created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, collections TEXT,
+            position BIGINT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS restore_records_created ON restore_records (created_at, id)",
+        "CREATE INDEX IF NOT EXISTS restore_records_status ON restore_records (status)",
+    ],
+)
+
+
+@restores.on("RestoreRequested")
+def _restore_requested(cur: Cursor, e: Any, position: int) -> None:
+    cur.execute(
+        """INSERT INTO restore_records VALUES (%(id)s, %(snapshot_id)s, %(policy_id)s,
+            %(sub_name)s, %(target)s, %(storage)s, %(archive_key)s, %(collections)s, NULL,
+            NULL, 0, %(actor)s, 'requested', 0, NULL, 0, 0, 0, NULL, NULL, %(ts)s, NULL,
+            NULL, NULL, %(position)s)
+        ON CONFLICT (id) DO NOTHING""",
+        {
+            "id": str(e.originator_id),
+            "snapshot_id": str(e.snapshot_id),
+            "policy_id": str(e.policy_id),
+            "sub_name": e.sub_name,
+            "target": e.target,
+            "storage": e.storage,
+            "archive_key": e.archive_key,
+            "collections": dumps(e.collections),
+            "actor": e.actor,
+            "ts": iso(e.timestamp),
+            "position": position,
+        },
+    )
+
+
+restores.on("RestoreStarted")(_run_started("restore_records"))
+restores.on("RestoreProgressed")(_run_progressed("restore_records"))
+restores.on("RestoreCompleted")(_run_finished("restore_records", "completed"))
+restores.on("RestoreFailed")(_run_finished("restore_records", "failed"))
+restores.on("RestoreStopRequested")(_stop_requested("restore_records"))
+restores.on("RestoreStopped")(_stopped("restore_records"))
+
+ALL_VIEWS: dict[str, View] = {v.name: v for v in (policies, backups, restores)}

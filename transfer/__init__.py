@@ -1,0 +1,1 @@
+"""Moving data: sources, targets, storage, the archive format, pipelines and the worker."""

@@ -1,0 +1,198 @@
+"""The archive format: one tar per snapshot, gzip members, a manifest written last.
+
+Layout (readable with tar + gunzip, no snapledger needed):
+    data/<collection>.ndjson.gz   one per collection, in manifest order
+    manifest.json                 last member; the same bytes are also stored beside the
+                                  archive as `<archive>.manifest.json`, the commit marker
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+FORMAT = "snapledger-archive"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CHUNK = 1024 * 1024
+
+
+class ArchiveError(Exception):
+    """The archive is missing, incomplete or does not match its manifest."""
+
+
+def member_name(collection: str) -> str:
+    return f"data/{collection}.ndjson.gz"
+
+
+def manifest_key(archive_key: str) -> str:
+    return archive_key + ".manifest.json"
+
+
+class _Hashing:
+    """A write-through file wrapper that hashes and counts what passes."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        self.target.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass
+class CollectionEntry:
+    name: str
+    items: int = 0
+    raw_bytes: int = 0
+    bytes: int = 0
+    sha256: str = ""
+
+    def as_manifest(self) -> dict[str, Any]:
+        return {
+            "member": member_name(self.name),
+            "items": self.items,
+            "raw_bytes": self.raw_bytes,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass
+class ArchiveWriter:
+    """Streams collections into a tar on `sink`; each member is staged in a temp file
+    because tar needs its size up front (disk, not memory, absorbs the collection)."""
+
+    sink: Any
+    compresslevel: int = 6
+    entries: list[CollectionEntry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._out = _Hashing(self.sink)
+        self._tar = tarfile.open(fileobj=self._out, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
+
+    def add_collection(self, name: str, chunks: Iterable[bytes]) -> CollectionEntry:
+        entry = CollectionEntry(name)
+        with tempfile.TemporaryFile() as tmp:
+            hashed = _Hashing(tmp)
+            with gzip.GzipFile(
+                filename="", mode="wb", fileobj=hashed, compresslevel=self.compresslevel, mtime=0
+            ) as gz:  # type: ignore[arg-type]
+                for chunk in chunks:
+                    entry.items += chunk.count(b"\n")
+                    entry.raw_bytes += len(chunk)
+                    gz.write(chunk)
+            entry.bytes, entry.sha256 = hashed.size, hashed.sha.hexdigest()
+            tmp.seek(0)
+            self._tar.addfile(self._info(member_name(name), entry.bytes), tmp)
+        self.entries.append(entry)
+        return entry
+
+    @staticmethod
+    def _info(name: str, size: int) -> tarfile.TarInfo:
+        info = tarfile.TarInfo(name)
+        info.size = size
+        info.mtime = int(time.time())
+        info.mode = 0o644
+        return info
+
+    def finish(self, header: dict[str, Any]) -> tuple[bytes, str, int]:
+        """Writes the manifest as the last member; answers (manifest, sha256, size)."""
+        manifest = dict(header)
+        manifest.update(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            compression="gzip",
+            collections={e.name: e.as_manifest() for e in self.entries},
+            items=sum(e.items for e in self.entries),
+        )
+        data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        self._tar.addfile(self._info(MANIFEST, len(data)), io.BytesIO(data))
+        self._tar.close()
+        return data, self._out.sha.hexdigest(), self._out.size
+
+
+def parse_manifest(data: bytes) -> dict[str, Any]:
+    try:
+        manifest = json.loads(data)
+    except ValueError:
+        raise ArchiveError("manifest is not valid JSON") from None
+    if manifest.get("format") != FORMAT:
+        raise ArchiveError("manifest is not a snapledger archive manifest")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ArchiveError(f"archive format {manifest['format_version']} is newer than this snapledger")
+    return manifest
+
+
+def read_members(
+    stream: IO[bytes],
+    manifest: dict[str, Any],
+    wanted: set[str],
+    open_out: Callable[[str], IO[bytes]],
+    on_bytes: Callable[[str, int, int], None],
+) -> Iterator[tuple[str, int]]:
+    """Streams the wanted collections out of the archive, decompressed, into open_out(name).
+
+    Verifies every member's SHA-256 and item count against the manifest as it goes, and
+    the embedded manifest against the one given. Yields (collection, items) per member.
+    """
+    expected = manifest["collections"]
+    seen_manifest = False
+    by_member = {v["member"]: k for k, v in expected.items()}
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
+    except tarfile.TarError as e:
+        raise ArchiveError(f"archive is not a readable tar: {e}") from None
+    with tar:
+        for member in tar:
+            if member.name == MANIFEST:
+                embedded = tar.extractfile(member)
+                if embedded is None or parse_manifest(embedded.read())["collections"] != expected:
+                    raise ArchiveError("embedded manifest differs from the stored manifest")
+                seen_manifest = True
+                continue
+            name = by_member.get(member.name)
+            if name is None:
+                raise ArchiveError(f"archive has an unexpected member {member.name!r}")
+            if name not in wanted:
+                continue
+            src = tar.extractfile(member)
+            assert src is not None
+            sha = hashlib.sha256()
+            inflate = zlib.decompressobj(wbits=31)
+            items = 0
+            with open_out(name) as out:
+                while chunk := src.read(CHUNK):
+                    sha.update(chunk)
+                    data = inflate.decompress(chunk)
+                    items += data.count(b"\n")
+                    out.write(data)
+                    on_bytes(name, len(chunk), items)
+                tail = inflate.flush()
+                items += tail.count(b"\n")
+                out.write(tail)
+            if sha.hexdigest() != expected[name]["sha256"]:
+                raise ArchiveError(f"checksum mismatch in collection {name!r}")
+            if items != expected[name]["items"]:
+                raise ArchiveError(
+                    f"collection {name!r} has {items} items, manifest says {expected[name]['items']}"
+                )
+            yield name, items
+    if not seen_manifest:
+        raise ArchiveError("archive ends without its manifest: it is incomplete")

@@ -1,0 +1,180 @@
+"""Backup and restore runs: source -> archive -> storage, and storage -> archive -> target.
+
+They know nothing about events: the worker passes a progress callback and a stop check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from transfer.archive import ArchiveError, ArchiveWriter, manifest_key, parse_manifest, read_members
+from transfer.ndjson import NdjsonSource, NdjsonTarget, SourceError
+from transfer.storage import Storage, StorageError
+
+Report = Callable[[int, int, float, "str | None"], None]
+ShouldStop = Callable[[], bool]
+VERSION = "0.1.0"
+
+
+class Stopped(Exception):
+    """The run noticed a stop (or delete) request and unwound cleanly."""
+
+
+class ConsistencyError(Exception):
+    """The target's item counts differ from the manifest after a restore."""
+
+
+@dataclass
+class BackupResult:
+    items: int
+    bytes: int
+    sha256: str
+    collections: dict[str, dict[str, Any]]
+    manifest: bytes
+
+
+@dataclass
+class RestoreResult:
+    items: int
+    bytes: int
+    collections: dict[str, dict[str, Any]]
+
+
+def select_collections(
+    available: dict[str, Any], include: list[str], exclude: list[str], source: str
+) -> list[str]:
+    missing = [c for c in include if c not in available]
+    if missing:
+        raise SourceError(f"source {source!r} has no collection {missing[0]!r}")
+    names = [c for c in available if (not include or c in include) and c not in exclude]
+    if not names:
+        raise SourceError(f"no collection of source {source!r} is selected")
+    return names
+
+
+def run_backup(
+    source: NdjsonSource,
+    storage: Storage,
+    archive_key: str,
+    include: list[str],
+    exclude: list[str],
+    header: dict[str, Any],
+    report: Report,
+    should_stop: ShouldStop,
+    compresslevel: int = 6,
+) -> BackupResult:
+    paths = source.collections()
+    names = select_collections(paths, include, exclude, source.name)
+    total = sum(paths[n].stat().st_size for n in names) or 1
+    writer = storage.open_writer(archive_key)
+    committed = False
+    consumed = 0
+    items = 0
+    started = datetime.now(UTC)
+
+    def on_raw(n: int) -> None:
+        nonlocal consumed
+        consumed += n
+
+    def chunks(name: str):  # type: ignore[no-untyped-def]
+        nonlocal items
+        for chunk in source.read_chunks(paths[name], on_raw):
+            if should_stop():
+                raise Stopped
+            items += chunk.count(b"\n")
+            report(items, writer.bytes_written, min(99.0, 100.0 * consumed / total), name)
+            yield chunk
+
+    try:
+        archive = ArchiveWriter(writer, compresslevel=compresslevel)
+        for name in names:
+            archive.add_collection(name, chunks(name))
+        if should_stop():
+            raise Stopped
+        manifest, sha256, size = archive.finish(
+            {
+                **header,
+                "source_kind": source.kind,
+                "started_at": started.isoformat(),
+                "finished_at": datetime.now(UTC).isoformat(),
+                "snapledger_version": VERSION,
+            }
+        )
+        writer.commit()
+        committed = True
+        storage.put_bytes(manifest_key(archive_key), manifest)
+    except BaseException:
+        if committed:
+            storage.delete(archive_key)
+        else:
+            writer.abort()
+        raise
+    collections = {
+        e.name: {"items": e.items, "bytes": e.bytes, "raw_bytes": e.raw_bytes, "sha256": e.sha256}
+        for e in archive.entries
+    }
+    return BackupResult(sum(e.items for e in archive.entries), size, sha256, collections, manifest)
+
+
+def remove_archive(storage: Storage, archive_key: str) -> None:
+    """Manifest first: without it, whatever remains is recognisably incomplete."""
+    storage.delete(manifest_key(archive_key))
+    storage.delete(archive_key)
+
+
+def run_restore(
+    storage: Storage,
+    archive_key: str,
+    target: NdjsonTarget,
+    collections: list[str],
+    report: Report,
+    should_stop: ShouldStop,
+) -> RestoreResult:
+    try:
+        manifest = parse_manifest(storage.get_bytes(manifest_key(archive_key)))
+    except StorageError:
+        raise ArchiveError(f"archive {archive_key!r} has no manifest in {storage.name!r}") from None
+    available = manifest["collections"]
+    wanted = set(collections or available)
+    missing = sorted(wanted - set(available))
+    if missing:
+        raise ArchiveError(f"archive has no collection {missing[0]!r}")
+    total = sum(available[c]["bytes"] for c in wanted) or 1
+    opened: list[str] = []
+    read = 0
+    done_items = 0
+
+    def open_out(name: str):  # type: ignore[no-untyped-def]
+        opened.append(name)
+        return target.open_partial(name)
+
+    def on_bytes(name: str, n: int, member_items: int) -> None:
+        nonlocal read
+        read += n
+        if should_stop():
+            raise Stopped
+        report(done_items + member_items, read, min(99.0, 100.0 * read / total), name)
+
+    try:
+        with storage.open_reader(archive_key) as stream:
+            for _name, items in read_members(stream, manifest, wanted, open_out, on_bytes):
+                done_items += items
+        target.commit(opened)
+    except BaseException:
+        target.abort(opened)
+        raise
+    check = {}
+    for name in sorted(wanted):
+        found = target.count_items(name)
+        expected = available[name]["items"]
+        check[name] = {"expected": expected, "found": found, "ok": found == expected}
+    bad = [n for n, c in check.items() if not c["ok"]]
+    if bad:
+        raise ConsistencyError(
+            "item counts differ from the manifest in "
+            + ", ".join(f"{n} ({check[n]['found']} != {check[n]['expected']})" for n in bad)
+        )
+    return RestoreResult(done_items, read, check)

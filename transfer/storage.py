@@ -1,0 +1,277 @@
+"""Storage locations: a local directory or an S3 bucket+prefix, behind one small interface.
+
+Writers are all-or-nothing: a local archive is renamed into place on commit, an S3 one
+is a multipart upload completed on commit and aborted otherwise, so a reader never sees
+half an archive under its final key.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import IO, Any
+
+PART_SIZE = 8 * 1024 * 1024
+
+
+class StorageError(Exception):
+    """The object store refused or failed an operation (message carries no credentials)."""
+
+
+class ArchiveWriter(ABC):
+    """A write-only byte sink that becomes visible only on commit()."""
+
+    bytes_written = 0
+
+    @abstractmethod
+    def write(self, data: bytes) -> int: ...
+
+    @abstractmethod
+    def commit(self) -> None: ...
+
+    @abstractmethod
+    def abort(self) -> None: ...
+
+
+class Storage(ABC):
+    name: str
+
+    @abstractmethod
+    def open_writer(self, key: str) -> ArchiveWriter: ...
+
+    @abstractmethod
+    def open_reader(self, key: str) -> IO[bytes]: ...
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Deleting a missing key is not an error: deletes are retried after crashes."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where objects go, for logs and the API (no credentials)."""
+
+    def get_bytes(self, key: str) -> bytes:
+        with self.open_reader(key) as f:
+            return f.read()
+
+
+# ------------------------------------------------------------------------ local
+class _LocalWriter(ArchiveWriter):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.partial = path.with_name(path.name + ".partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> int:
+        self.file.write(data)
+        self.bytes_written += len(data)
+        return len(data)
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.partial, self.path)
+
+    def abort(self) -> None:
+        self.file.close()
+        self.partial.unlink(missing_ok=True)
+
+
+class LocalStorage(Storage):
+    def __init__(self, name: str, root: str | Path) -> None:
+        self.name = name
+        self.root = Path(root).resolve()
+
+    def path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise StorageError(f"key {key!r} escapes storage location {self.name!r}")
+        return path
+
+    def open_writer(self, key: str) -> ArchiveWriter:
+        return _LocalWriter(self.path(key))
+
+    def open_reader(self, key: str) -> IO[bytes]:
+        try:
+            return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
+        except FileNotFoundError:
+            raise StorageError(f"object {key!r} is missing from {self.name!r}") from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        writer = self.open_writer(key)
+        try:
+            writer.write(data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def delete(self, key: str) -> None:
+        path = self.path(key)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".partial").unlink(missing_ok=True)
+
+    def describe(self) -> str:
+        return f"local directory {self.root}"
+
+
+# --------------------------------------------------------------------------- s3
+def _s3_error(action: str, key: str, exc: Exception) -> StorageError:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    detail = code or type(exc).__name__
+    return StorageError(f"S3 {action} of {key!r} failed: {detail}")
+
+
+class _S3Writer(ArchiveWriter):
+    """Buffers one part at a time: memory stays at PART_SIZE whatever the archive size."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        self.s3 = storage
+        self.key = storage.full_key(key)
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.parts: list[dict[str, Any]] = []
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> int:
+        self.buffer += data
+        self.bytes_written += len(data)
+        while len(self.buffer) >= PART_SIZE:
+            self._upload_part(bytes(self.buffer[:PART_SIZE]))
+            del self.buffer[:PART_SIZE]
+        return len(data)
+
+    def _upload_part(self, body: bytes) -> None:
+        client = self.s3.client
+        try:
+            if self.upload_id is None:
+                self.upload_id = client.create_multipart_upload(Bucket=self.s3.bucket, Key=self.key)[
+                    "UploadId"
+                ]
+            number = len(self.parts) + 1
+            etag = client.upload_part(
+                Bucket=self.s3.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=body,
+            )["ETag"]
+        except Exception as e:
+            raise _s3_error("upload", self.key, e) from None
+        self.parts.append({"PartNumber": number, "ETag": etag})
+
+    def commit(self) -> None:
+        client = self.s3.client
+        try:
+            if self.upload_id is None:
+                client.put_object(Bucket=self.s3.bucket, Key=self.key, Body=bytes(self.buffer))
+                return
+            if self.buffer:
+                self._upload_part(bytes(self.buffer))
+                self.buffer.clear()
+            client.complete_multipart_upload(
+                Bucket=self.s3.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                MultipartUpload={"Parts": self.parts},
+            )
+        except StorageError:
+            raise
+        except Exception as e:
+            raise _s3_error("upload", self.key, e) from None
+
+    def abort(self) -> None:
+        self.buffer.clear()
+        if self.upload_id is not None:
+            try:
+                self.s3.client.abort_multipart_upload(
+                    Bucket=self.s3.bucket, Key=self.key, UploadId=self.upload_id
+                )
+            except Exception:  # noqa: BLE001 - best effort; the bucket's lifecycle rule cleans up
+                pass
+
+
+class S3Storage(Storage):
+    def __init__(
+        self,
+        name: str,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        region: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.name = name
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            config=Config(retries={"mode": "standard", "max_attempts": 5}),
+        )
+
+    def full_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def open_writer(self, key: str) -> ArchiveWriter:
+        return _S3Writer(self, key)
+
+    def open_reader(self, key: str) -> IO[bytes]:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
+        except Exception as e:
+            raise _s3_error("download", key, e) from None
+        return body  # botocore StreamingBody: read(n), close(), context manager
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.full_key(key), Body=data)
+        except Exception as e:
+            raise _s3_error("upload", key, e) from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self.full_key(key))
+        except Exception as e:
+            if getattr(e, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise _s3_error("lookup", key, e) from None
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+        except Exception as e:
+            raise _s3_error("delete", key, e) from None
+
+    def presign(self, key: str, file_name: str, expires_seconds: int) -> str:
+        return self.client.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": self.full_key(key),
+                "ResponseContentDisposition": f'attachment; filename="{file_name}"',
+            },
+            ExpiresIn=expires_seconds,
+        )
+
+    def describe(self) -> str:
+        where = f" at {self.endpoint_url}" if self.endpoint_url else ""
+        return f"s3://{self.bucket}/{self.prefix}{where}"

@@ -1,0 +1,267 @@
+"""The worker loop: claim a requested snapshot or restore, run it, record the outcome.
+
+Every append is made at the version the worker last saw, so a stop, delete or another
+worker's claim in between surfaces as a version conflict: the worker re-reads, and
+either unwinds (stop/delete) or abandons the run (fenced). It never overwrites.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from domain.application import Snapledger
+from domain.errors import InvalidTransition
+from domain.restore import Restore
+from domain.snapshot import DELETED, REQUESTED, RUNNING, Snapshot
+from transfer.ndjson import NdjsonSource, NdjsonTarget
+from transfer.pipeline import Stopped, remove_archive, run_backup, run_restore
+from transfer.progress import ProgressThrottle
+from transfer.storage import Storage
+
+log = logging.getLogger("snapledger.worker")
+Work = tuple[str, UUID]  # ("snapshot" | "restore", id)
+
+
+class Fenced(Exception):
+    """Someone else changed the task in a way this worker must not overwrite."""
+
+
+@dataclass
+class Resources:
+    sources: dict[str, NdjsonSource]
+    targets: dict[str, NdjsonTarget]
+    storages: dict[str, Storage]
+    secrets: list[str] = field(default_factory=list)
+
+    def redact(self, text: str) -> str:
+        """Failure reasons become events, which are forever: scrub configured secrets."""
+        for secret in self.secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text[:2000]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Run:
+    """One claimed task: appends at the held version, polls for stop requests."""
+
+    def __init__(
+        self, app: Snapledger, agg: Snapshot | Restore, load: Callable[[], Any], poll: float
+    ) -> None:
+        self.app = app
+        self.agg = agg
+        self.load = load
+        self.poll = poll
+        self.next_check = 0.0
+        self.stop_seen = False
+
+    def append(self) -> None:
+        try:
+            self.app.record(self.agg)
+        except IntegrityError:
+            fresh = self.load()
+            if fresh.status == DELETED or fresh.stop_requested:
+                self.agg = fresh
+                self.stop_seen = True
+                raise Stopped from None
+            raise Fenced(f"{type(fresh).__name__} {fresh.id} changed under this worker") from None
+
+    def report(self, items: int, bytes_: int, percent: float, collection: str | None) -> None:
+        self.agg.progress(items, bytes_, percent, collection, _now())
+        self.append()
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if self.stop_seen:
+            return True
+        if now < self.next_check:
+            return False
+        self.next_check = now + self.poll
+        fresh = self.load()
+        if fresh.version != self.agg.version and (fresh.status == DELETED or fresh.stop_requested):
+            self.agg = fresh
+            self.stop_seen = True
+        return self.stop_seen
+
+    def finish_stopped(self) -> None:
+        if self.agg.status == RUNNING:
+            self.agg.acknowledge_stop(_now())
+            self.app.record(self.agg)
+
+
+class Worker:
+    def __init__(
+        self,
+        app: Snapledger,
+        resources: Resources,
+        find_work: Callable[[], list[Work]],
+        worker_id: str | None = None,
+        poll_interval: float = 0.2,
+        stop_poll: float = 0.25,
+    ) -> None:
+        self.app = app
+        self.resources = resources
+        self.find_work = find_work
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.poll_interval = poll_interval
+        self.stop_poll = stop_poll
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------------- loop
+    def start(self) -> Worker:
+        self._thread = threading.Thread(target=self.run_forever, name="worker", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                did = self.run_pending()
+            except Exception:
+                log.exception("worker loop error")
+                did = 0
+            if not did:
+                self._wake.wait(self.poll_interval)
+                self._wake.clear()
+
+    def run_pending(self) -> int:
+        done = 0
+        for kind, task_id in self.find_work():
+            if self._stop.is_set():
+                break
+            ran = self.run_snapshot(task_id) if kind == "snapshot" else self.run_restore(task_id)
+            done += int(ran)
+        return done
+
+    # -------------------------------------------------------------- claims
+    def _claim(self, agg: Snapshot | Restore, prefix: str) -> bool:
+        if agg.status != REQUESTED or agg.stop_requested:
+            return False
+        try:
+            agg.start(self.worker_id, f"ddt-{prefix}-{agg.id.hex[:12]}")
+            self.app.record(agg)
+        except (IntegrityError, InvalidTransition):
+            return False  # another worker claimed it, or it was stopped meanwhile
+        return True
+
+    def _execute(
+        self, run: _Run, work: Callable[[_Run], Callable[[], None]], cleanup: Callable[[], None]
+    ) -> None:
+        try:
+            finish = work(run)
+            try:
+                finish()
+                run.app.record(run.agg)
+            except IntegrityError:
+                fresh = run.load()
+                if fresh.status == DELETED or fresh.stop_requested:
+                    cleanup()
+                    run.agg = fresh
+                    run.finish_stopped()
+                    return
+                raise Fenced("task changed under this worker at completion") from None
+        except Stopped:
+            cleanup()
+            run.finish_stopped()
+        except Fenced as e:
+            log.warning("abandoning run: %s", e)
+        except Exception as e:  # the reason goes into an event: no secrets, no traces
+            log.exception("run failed")
+            reason = self.resources.redact(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            try:
+                run.agg.fail(reason, _now())
+                run.app.record(run.agg)
+            except (IntegrityError, InvalidTransition):
+                fresh = run.load()
+                if fresh.status == RUNNING:
+                    fresh.fail(reason, _now())
+                    run.app.record(fresh)
+
+    def run_snapshot(self, snapshot_id: UUID) -> bool:
+        snap = self.app.get_snapshot(snapshot_id)
+        if not self._claim(snap, "backup"):
+            return False
+        run = _Run(self.app, snap, lambda: self.app.get_snapshot(snapshot_id), self.stop_poll)
+        storage = self.resources.storages.get(snap.storage)
+
+        def work(run: _Run) -> Callable[[], None]:
+            source = self.resources.sources.get(snap.source)
+            if source is None or storage is None:
+                missing = snap.source if source is None else snap.storage
+                raise LookupError(f"{missing!r} is no longer configured")
+            result = run_backup(
+                source,
+                storage,
+                snap.archive_key,
+                list(snap.collections.get("include", [])),
+                list(snap.collections.get("exclude", [])),
+                {"snapshot_id": str(snap.id), "policy": snap.policy_name, "source": snap.source},
+                ProgressThrottle(run.report),
+                run.should_stop,
+            )
+
+            def finish() -> None:
+                run.agg.complete(result.items, result.bytes, result.collections, result.sha256, _now())
+
+            return finish
+
+        def cleanup() -> None:
+            if storage is not None:
+                remove_archive(storage, snap.archive_key)
+
+        self._execute(run, work, cleanup)
+        return True
+
+    def run_restore(self, restore_id: UUID) -> bool:
+        restore = self.app.get_restore(restore_id)
+        if not self._claim(restore, "restore"):
+            return False
+        run = _Run(self.app, restore, lambda: self.app.get_restore(restore_id), self.stop_poll)
+
+        def work(run: _Run) -> Callable[[], None]:
+            storage = self.resources.storages.get(restore.storage)
+            target = self.resources.targets.get(restore.target)
+            if storage is None or target is None:
+                missing = restore.storage if storage is None else restore.target
+                raise LookupError(f"{missing!r} is no longer configured")
+            result = run_restore(
+                storage,
+                restore.archive_key,
+                target,
+                list(restore.collections),
+                ProgressThrottle(run.report),
+                run.should_stop,
+            )
+
+            def finish() -> None:
+                run.agg.complete(result.items, result.bytes, result.collections, _now())
+
+            return finish
+
+        self._execute(run, work, lambda: None)
+        return True
