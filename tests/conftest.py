@@ -1,0 +1,171 @@
+"""Shared fixtures: a real PostgreSQL schema per test, moto's S3 server over HTTP, a client.
+
+Outside CI a missing PostgreSQL skips its tests (with the reason); in CI (CI=1) it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from starlette.testclient import TestClient
+
+from api.config import Config, load_config
+from api.http import create_app
+from api.runtime import Runtime
+
+PG_URL = os.environ.get("SNAPLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SECRET = "s3cr3t-Pa55word-never-in-events"
+IN_CI = bool(os.environ.get("CI"))
+
+
+def _pg_available() -> str | None:
+    from api.config import parse_database_url
+
+    db = parse_database_url(PG_URL, Path("."), None)
+    try:
+        with psycopg.connect(db.conninfo(), connect_timeout=3):
+            return None
+    except psycopg.OperationalError as e:
+        return f"PostgreSQL at {PG_URL} unreachable: {str(e).splitlines()[0]}"
+
+
+@pytest.fixture(scope="session")
+def pg_reason() -> str | None:
+    return _pg_available()
+
+
+@pytest.fixture
+def pg_schema(pg_reason: str | None) -> Iterator[str]:
+    """A fresh schema, dropped afterwards: tests never see each other's events."""
+    if pg_reason:
+        if IN_CI:
+            pytest.fail(pg_reason + " (CI must run the PostgreSQL tests)")
+        pytest.skip(pg_reason + " (set SNAPLEDGER_TEST_POSTGRES_URL)")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield schema
+    from api.config import parse_database_url
+
+    with psycopg.connect(parse_database_url(PG_URL, Path("."), None).conninfo(), autocommit=True) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on loopback; boto3 talks real HTTP to it."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint: str) -> str:
+    import boto3
+
+    name = f"snap-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~40 MB of incompressible lines: long enough to watch progress and stop a run."""
+    d = tmp_path_factory.mktemp("big")
+    with open(d / "events.ndjson", "wb") as f:
+        for i in range(40):
+            block = os.urandom(512 * 1024).hex()
+            lines = [f'{{"_id":{i * 1000 + j},"blob":"{block[j * 1000 : j * 1000 + 1000]}"}}' for j in range(1000)]
+            f.write(("\n".join(lines) + "\n").encode())
+    return d
+
+
+@pytest.fixture
+def make_config(
+    tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Config]:
+    def make(extra: str = "", storages: str = "") -> Config:
+        monkeypatch.setenv("SNAPLEDGER_TEST_SECRET", SECRET)
+        db = ""
+        if backend == "postgresql":
+            schema = request.getfixturevalue("pg_schema")
+            db = f'[database]\nurl = "{PG_URL}?schema={schema}"\n'
+        text = f"""
+data_dir = "data"
+{db}
+[sources.secured]
+kind = "ndjson"
+path = "{Path(__file__).resolve().parent.parent / "transfer" / "demo_data"}"
+password_env = "SNAPLEDGER_TEST_SECRET"
+{storages}
+{extra}
+"""
+        path = tmp_path / "snapledger.toml"
+        path.write_text(text)
+        return load_config(path, env={"SNAPLEDGER_TEST_SECRET": SECRET, **os.environ})
+
+    return make
+
+
+@pytest.fixture
+def client_for() -> Iterator[Callable[[Config], TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(config: Config) -> TestClient:
+        client = TestClient(create_app(Runtime.build(config)), raise_server_exceptions=True)
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_config: Callable[..., Config], client_for: Callable[[Config], TestClient]) -> TestClient:
+    return client_for(make_config())
+
+
+def wait_for(
+    client: TestClient, path: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(path).json()
+        if predicate(body):
+            return body
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting on {path}: last {body}")
+        time.sleep(0.05)
+
+
+def create_policy(client: TestClient, name: str = "nightly", **fields: Any) -> str:
+    body = {"name": name, "source": "demo", "storage": "local", **fields}
+    r = client.post("/api/v1/policies", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def completed_snapshot(client: TestClient, policy_id: str) -> dict[str, Any]:
+    r = client.post(f"/api/v1/policies/{policy_id}/snapshots")
+    assert r.status_code == 202, r.text
+    sid = r.json()["id"]
+    return wait_for(client, f"/api/v1/backups/{sid}", lambda b: b["status"] in ("completed", "failed"))
