@@ -92,7 +92,9 @@ def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with open(d / "events.ndjson", "wb") as f:
         for i in range(40):
             block = os.urandom(512 * 1024).hex()
-            lines = [f'{{"_id":{i * 1000 + j},"blob":"{block[j * 1000 : j * 1000 + 1000]}"}}' for j in range(1000)]
+            lines = [
+                f'{{"_id":{i * 1000 + j},"blob":"{block[j * 1000 : j * 1000 + 1000]}"}}' for j in range(1000)
+            ]
             f.write(("\n".join(lines) + "\n").encode())
     return d
 

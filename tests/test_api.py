@@ -16,8 +16,11 @@ def test_policy_crud_through_http(client):
     assert p["retention"] == {"keep_last": 5, "expire_after_seconds": 2592000}
     assert p["created_by"] == "api"
 
-    r = client.patch(f"{API}/policies/{pid}", json={"schedule": "@hourly", "name": "hourly"},
-                     headers={"X-Snapledger-Actor": "bob"})
+    r = client.patch(
+        f"{API}/policies/{pid}",
+        json={"schedule": "@hourly", "name": "hourly"},
+        headers={"X-Snapledger-Actor": "bob"},
+    )
     assert r.status_code == 200, r.text
     p = client.get(f"{API}/policies/{pid}").json()
     assert (p["name"], p["schedule"]) == ("hourly", "@hourly")
@@ -50,8 +53,20 @@ def test_backup_records_filter_and_paginate(client):
     only_a = client.get(f"{API}/backups?policy_id={a}&status=completed").json()["items"]
     assert sorted(r["id"] for r in only_a) == sorted(ids[:3])
     row = only_a[0]
-    for column in ("sub_name", "file_name", "download_url", "task_name", "elapsed_seconds", "items",
-                   "progress", "created_at", "expires_at", "transferred_bytes", "status", "error"):
+    for column in (
+        "sub_name",
+        "file_name",
+        "download_url",
+        "task_name",
+        "elapsed_seconds",
+        "items",
+        "progress",
+        "created_at",
+        "expires_at",
+        "transferred_bytes",
+        "status",
+        "error",
+    ):
         assert column in row
 
 
@@ -68,8 +83,11 @@ def test_duplicate_name_is_409_naming_the_field(client):
         ({"name": "n", "source": "nope", "storage": "local"}, 422, "source"),
         ({"name": "n", "source": "demo", "storage": "s9"}, 422, "storage"),
         ({"name": "n", "source": "demo", "storage": "local", "schedule": "every day"}, 422, "schedule"),
-        ({"name": "n", "source": "demo", "storage": "local", "retention": {"keep_last": -1}}, 422,
-         "retention.keep_last"),
+        (
+            {"name": "n", "source": "demo", "storage": "local", "retention": {"keep_last": -1}},
+            422,
+            "retention.keep_last",
+        ),
         ({"name": "n", "source": "demo", "storage": "local", "collections": "orders"}, 422, "collections"),
         ({"name": "n", "source": "demo", "storage": "local", "password": "x"}, 422, "password"),
     ],
@@ -91,8 +109,13 @@ def test_malformed_requests(client):
     assert r.status_code == 404
     r = client.post(f"{API}/policies/00000000-0000-4000-8000-000000000000/snapshots")
     assert r.status_code == 404
-    for query, field in [("limit=0", "limit"), ("limit=abc", "limit"), ("status=done", "status"),
-                         ("policy_id=x", "policy_id"), ("cursor=%%%", "cursor")]:
+    for query, field in [
+        ("limit=0", "limit"),
+        ("limit=abc", "limit"),
+        ("status=done", "status"),
+        ("policy_id=x", "policy_id"),
+        ("cursor=%%%", "cursor"),
+    ]:
         r = client.get(f"{API}/backups?{query}")
         assert (r.status_code, r.json()["field"]) == (422, field), query
     r = client.get(f"{API}/events?type=Nope")
@@ -105,8 +128,11 @@ def test_malformed_requests(client):
     assert r.status_code == 404 and "error" in r.json()
     r = client.put(f"{API}/policies")
     assert r.status_code == 405 and "error" in r.json()
-    r = client.post(f"{API}/policies", json={"name": "n", "source": "demo", "storage": "local"},
-                    headers={"X-Snapledger-Actor": " "})
+    r = client.post(
+        f"{API}/policies",
+        json={"name": "n", "source": "demo", "storage": "local"},
+        headers={"X-Snapledger-Actor": " "},
+    )
     assert r.status_code == 422 and r.json()["field"] == "X-Snapledger-Actor"
 
 

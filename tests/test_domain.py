@@ -219,8 +219,16 @@ def test_rebuild_stops_runs_and_requests_fresh_snapshot(app):
 
 @pytest.mark.parametrize(
     "text,ok",
-    [("0 3 * * *", True), ("*/15 * * * 1-5", True), ("@daily", True), ("61 * * * *", False),
-     ("* * *", False), ("a b c d e", False), ("*/0 * * * *", False), ("5-1 * * * *", False)],
+    [
+        ("0 3 * * *", True),
+        ("*/15 * * * 1-5", True),
+        ("@daily", True),
+        ("61 * * * *", False),
+        ("* * *", False),
+        ("a b c d e", False),
+        ("*/0 * * * *", False),
+        ("5-1 * * * *", False),
+    ],
 )
 def test_cron_validation(text, ok):
     if ok:

@@ -178,13 +178,16 @@ def read_members(
             inflate = zlib.decompressobj(wbits=31)
             items = 0
             with open_out(name) as out:
-                while chunk := src.read(CHUNK):
-                    sha.update(chunk)
-                    data = inflate.decompress(chunk)
-                    items += data.count(b"\n")
-                    out.write(data)
-                    on_bytes(name, len(chunk), items)
-                tail = inflate.flush()
+                try:
+                    while chunk := src.read(CHUNK):
+                        sha.update(chunk)
+                        data = inflate.decompress(chunk)
+                        items += data.count(b"\n")
+                        out.write(data)
+                        on_bytes(name, len(chunk), items)
+                    tail = inflate.flush()
+                except zlib.error as e:
+                    raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
                 items += tail.count(b"\n")
                 out.write(tail)
             if sha.hexdigest() != expected[name]["sha256"]:
