@@ -58,17 +58,23 @@ async def done(request: Request, outcome: Outcome, status: int = 200, **extra: A
     return JSONResponse(body, status_code=status)
 
 
-def listing(items: list[dict[str, Any]], next_cursor: str | None) -> JSONResponse:
-    return JSONResponse({"items": items, "next_cursor": next_cursor})
-
-
 # ------------------------------------------------------------------- policies
 async def list_policies(request: Request) -> Response:
-    status = params.choice(request, "status", POLICY_STATUSES)
-    items, nxt = await call(
-        Records(rt(request).views).policies, status, params.decode_cursor(request), params.limit(request)
-    )
-    return listing(items, nxt)
+    filters = {"status": params.choice(request, "status", POLICY_STATUSES)}
+    return await list_records(request, "policies", filters)
+
+
+async def list_records(request: Request, kind: str, filters: dict[str, Any]) -> Response:
+    page = Records(rt(request).views).page
+    items, nxt = await call(page, kind, filters, params.decode_cursor(request), params.limit(request))
+    return JSONResponse({"items": items, "next_cursor": nxt})
+
+
+async def get_record(request: Request, kind: str, row_id: str, what: str) -> Response:
+    row = await call(Records(rt(request).views).one, kind, row_id)
+    if row is None:
+        raise NotFound(f"{what} {row_id} not found", f"{what}_id")
+    return JSONResponse(row)
 
 
 async def create_policy(request: Request) -> Response:
@@ -84,10 +90,7 @@ def _policy_id(request: Request) -> str:
 
 
 async def get_policy(request: Request) -> Response:
-    row = await call(Records(rt(request).views).policy, _policy_id(request))
-    if row is None:
-        raise NotFound(f"policy {request.path_params['policy_id']} not found", "policy_id")
-    return JSONResponse(row)
+    return await get_record(request, "policies", _policy_id(request), "policy")
 
 
 async def edit_policy(request: Request) -> Response:
@@ -161,24 +164,19 @@ def _snapshot_id(request: Request) -> str:
     return value
 
 
+def _run_filters(request: Request, statuses: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "policy_id": params.uuid_param(request.query_params.get("policy_id"), "policy_id"),
+        "status": params.choice(request, "status", statuses),
+    }
+
+
 async def list_backups(request: Request) -> Response:
-    policy_id = params.uuid_param(request.query_params.get("policy_id"), "policy_id")
-    status = params.choice(request, "status", BACKUP_STATUSES)
-    items, nxt = await call(
-        Records(rt(request).views).backups,
-        policy_id,
-        status,
-        params.decode_cursor(request),
-        params.limit(request),
-    )
-    return listing(items, nxt)
+    return await list_records(request, "backups", _run_filters(request, BACKUP_STATUSES))
 
 
 async def get_backup(request: Request) -> Response:
-    row = await call(Records(rt(request).views).backup, _snapshot_id(request))
-    if row is None:
-        raise NotFound(f"snapshot {request.path_params['snapshot_id']} not found", "snapshot_id")
-    return JSONResponse(row)
+    return await get_record(request, "backups", _snapshot_id(request), "snapshot")
 
 
 async def task_log(request: Request, aggregate_id: str, kind: str) -> Response:
@@ -264,23 +262,11 @@ async def create_restore(request: Request) -> Response:
 
 
 async def list_restores(request: Request) -> Response:
-    policy_id = params.uuid_param(request.query_params.get("policy_id"), "policy_id")
-    status = params.choice(request, "status", BACKUP_STATUSES[:-1])
-    items, nxt = await call(
-        Records(rt(request).views).restores,
-        policy_id,
-        status,
-        params.decode_cursor(request),
-        params.limit(request),
-    )
-    return listing(items, nxt)
+    return await list_records(request, "restores", _run_filters(request, BACKUP_STATUSES[:-1]))
 
 
 async def get_restore(request: Request) -> Response:
-    row = await call(Records(rt(request).views).restore, _restore_id(request))
-    if row is None:
-        raise NotFound(f"restore {request.path_params['restore_id']} not found", "restore_id")
-    return JSONResponse(row)
+    return await get_record(request, "restores", _restore_id(request), "restore")
 
 
 async def restore_log(request: Request) -> Response:

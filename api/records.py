@@ -123,41 +123,30 @@ def restore_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SHAPES = {
+    "policies": ("policies", policy_row),
+    "backups": ("backup_records", backup_row),
+    "restores": ("restore_records", restore_row),
+}
+
+
 class Records:
+    """Reads one kind of record (policies, backups, restores) shaped for the API."""
+
     def __init__(self, db: ViewDatabase) -> None:
         self.db = db
 
-    def policies(self, status: str | None, cursor: Any, limit: int) -> tuple[list[dict], str | None]:
-        rows, nxt = _page(self.db, "policies", {"status": status}, cursor, limit)
-        return [policy_row(r) for r in rows], nxt
+    def page(
+        self, kind: str, filters: dict[str, Any], cursor: Any, limit: int
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        table, shape = SHAPES[kind]
+        rows, nxt = _page(self.db, table, filters, cursor, limit)
+        return [shape(r) for r in rows], nxt
 
-    def policy(self, policy_id: str) -> dict[str, Any] | None:
-        r = _one(self.db, "policies", policy_id)
-        return policy_row(r) if r else None
-
-    def backups(
-        self, policy_id: str | None, status: str | None, cursor: Any, limit: int
-    ) -> tuple[list[dict], str | None]:
-        rows, nxt = _page(
-            self.db, "backup_records", {"policy_id": policy_id, "status": status}, cursor, limit
-        )
-        return [backup_row(r) for r in rows], nxt
-
-    def backup(self, snapshot_id: str) -> dict[str, Any] | None:
-        r = _one(self.db, "backup_records", snapshot_id)
-        return backup_row(r) if r else None
-
-    def restores(
-        self, policy_id: str | None, status: str | None, cursor: Any, limit: int
-    ) -> tuple[list[dict], str | None]:
-        rows, nxt = _page(
-            self.db, "restore_records", {"policy_id": policy_id, "status": status}, cursor, limit
-        )
-        return [restore_row(r) for r in rows], nxt
-
-    def restore(self, restore_id: str) -> dict[str, Any] | None:
-        r = _one(self.db, "restore_records", restore_id)
-        return restore_row(r) if r else None
+    def one(self, kind: str, row_id: str) -> dict[str, Any] | None:
+        table, shape = SHAPES[kind]
+        r = _one(self.db, table, row_id)
+        return shape(r) if r else None
 
     def restore_ids_of_policy(self, policy_id: str) -> list[str]:
         rows = self.db.query("SELECT id FROM restore_records WHERE policy_id = %(p)s", {"p": policy_id})
