@@ -32,8 +32,13 @@ def make_source(directory: Path, megabytes: int) -> int:
         with open(directory / f"{name}.ndjson", "w") as f:
             i = 0
             while written < megabytes * 1_048_576 * (1 if name == "customers" else 0.5):
-                doc = {"_id": i, "n": rnd.random(), "tags": rnd.sample(words, 3),
-                       "note": " ".join(rnd.choices(words, k=12)), "ref": os.urandom(8).hex()}
+                doc = {
+                    "_id": i,
+                    "n": rnd.random(),
+                    "tags": rnd.sample(words, 3),
+                    "note": " ".join(rnd.choices(words, k=12)),
+                    "ref": os.urandom(8).hex(),
+                }
                 line = json.dumps(doc) + "\n"
                 f.write(line)
                 written += len(line)

@@ -30,8 +30,15 @@ class ArchiveError(Exception):
     """The archive is missing, incomplete or does not match its manifest."""
 
 
-def member_name(collection: str) -> str:
-    return f"data/{collection}.ndjson.gz"
+DATA_SUFFIX = {"ndjson": ".ndjson.gz", "postgresql": ".copy.gz"}
+
+
+def member_name(collection: str, source_kind: str = "ndjson") -> str:
+    return f"data/{collection}{DATA_SUFFIX[source_kind]}"
+
+
+def schema_member_name(collection: str) -> str:
+    return f"schema/{collection}.sql"
 
 
 def manifest_key(archive_key: str) -> str:
@@ -59,19 +66,24 @@ class _Hashing:
 @dataclass
 class CollectionEntry:
     name: str
+    member: str
+    schema_member: str | None = None
     items: int = 0
     raw_bytes: int = 0
     bytes: int = 0
     sha256: str = ""
 
     def as_manifest(self) -> dict[str, Any]:
-        return {
-            "member": member_name(self.name),
+        entry = {
+            "member": self.member,
             "items": self.items,
             "raw_bytes": self.raw_bytes,
             "bytes": self.bytes,
             "sha256": self.sha256,
         }
+        if self.schema_member:
+            entry["schema_member"] = self.schema_member
+        return entry
 
 
 @dataclass
@@ -80,6 +92,7 @@ class ArchiveWriter:
     because tar needs its size up front (disk, not memory, absorbs the collection)."""
 
     sink: Any
+    source_kind: str = "ndjson"
     compresslevel: int = 6
     entries: list[CollectionEntry] = field(default_factory=list)
 
@@ -87,8 +100,13 @@ class ArchiveWriter:
         self._out = _Hashing(self.sink)
         self._tar = tarfile.open(fileobj=self._out, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
 
-    def add_collection(self, name: str, chunks: Iterable[bytes]) -> CollectionEntry:
-        entry = CollectionEntry(name)
+    def add_collection(
+        self, name: str, chunks: Iterable[bytes], definition: bytes | None = None
+    ) -> CollectionEntry:
+        entry = CollectionEntry(name, member_name(name, self.source_kind))
+        if definition is not None:
+            entry.schema_member = schema_member_name(name)
+            self._tar.addfile(self._info(entry.schema_member, len(definition)), io.BytesIO(definition))
         with tempfile.TemporaryFile() as tmp:
             hashed = _Hashing(tmp)
             with gzip.GzipFile(
@@ -100,7 +118,7 @@ class ArchiveWriter:
                     gz.write(chunk)
             entry.bytes, entry.sha256 = hashed.size, hashed.sha.hexdigest()
             tmp.seek(0)
-            self._tar.addfile(self._info(member_name(name), entry.bytes), tmp)
+            self._tar.addfile(self._info(entry.member, entry.bytes), tmp)
         self.entries.append(entry)
         return entry
 
@@ -144,10 +162,11 @@ def read_members(
     stream: IO[bytes],
     manifest: dict[str, Any],
     wanted: set[str],
-    open_out: Callable[[str], IO[bytes]],
+    session: Any,
     on_bytes: Callable[[str, int, int], None],
 ) -> Iterator[tuple[str, int]]:
-    """Streams the wanted collections out of the archive, decompressed, into open_out(name).
+    """Streams the wanted collections out of the archive, decompressed, into the restore
+    session: prepare(name, definition) first, then the bytes into open_out(name).
 
     Verifies every member's SHA-256 and item count against the manifest as it goes, and
     the embedded manifest against the one given. Yields (collection, items) per member.
@@ -155,6 +174,8 @@ def read_members(
     expected = manifest["collections"]
     seen_manifest = False
     by_member = {v["member"]: k for k, v in expected.items()}
+    by_schema = {v["schema_member"]: k for k, v in expected.items() if v.get("schema_member")}
+    definitions: dict[str, bytes] = {}
     try:
         tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
     except tarfile.TarError as e:
@@ -167,6 +188,11 @@ def read_members(
                     raise ArchiveError("embedded manifest differs from the stored manifest")
                 seen_manifest = True
                 continue
+            if member.name in by_schema:
+                ddl = tar.extractfile(member)
+                assert ddl is not None
+                definitions[by_schema[member.name]] = ddl.read()
+                continue
             name = by_member.get(member.name)
             if name is None:
                 raise ArchiveError(f"archive has an unexpected member {member.name!r}")
@@ -177,7 +203,8 @@ def read_members(
             sha = hashlib.sha256()
             inflate = zlib.decompressobj(wbits=31)
             items = 0
-            with open_out(name) as out:
+            session.prepare(name, definitions.get(name))
+            with session.open_out(name) as out:
                 try:
                     while chunk := src.read(CHUNK):
                         sha.update(chunk)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -40,8 +41,21 @@ class NdjsonSource:
                     found[collection] = path
         return found
 
-    def read_chunks(self, path: Path, on_raw_bytes: callable) -> Iterator[bytes]:  # type: ignore[valid-type]
+    @contextmanager
+    def open(self) -> Iterator[NdjsonSource]:
+        """A directory needs no session; PostgreSQL's opens one consistent transaction."""
+        self._paths = self.collections()
+        yield self
+
+    def estimates(self) -> dict[str, int]:
+        return {name: path.stat().st_size for name, path in self._paths.items()}
+
+    def definition(self, collection: str) -> bytes | None:
+        return None
+
+    def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Yields the collection's bytes, newline-terminated; reports file bytes consumed."""
+        path = self._paths[collection]
         raw = open(path, "rb")  # noqa: SIM115 - closed below
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
         last = b"\n"
@@ -72,28 +86,59 @@ class NdjsonTarget:
     def path(self, collection: str) -> Path:
         return self.directory / f"{collection}.ndjson"
 
-    def open_partial(self, collection: str) -> IO[bytes]:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        return open(self.directory / f"{collection}.ndjson{PARTIAL}", "wb")  # noqa: SIM115
+    def _partial(self, collection: str) -> Path:
+        return self.directory / f"{collection}.ndjson{PARTIAL}"
 
-    def commit(self, collections: list[str]) -> None:
-        for c in collections:
-            partial = self.directory / f"{c}.ndjson{PARTIAL}"
-            with open(partial, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(partial, self.path(c))
-
-    def abort(self, collections: list[str]) -> None:
-        for c in collections:
-            (self.directory / f"{c}.ndjson{PARTIAL}").unlink(missing_ok=True)
+    @contextmanager
+    def open(self, source_kind: str) -> Iterator[_NdjsonRestore]:
+        if source_kind != "ndjson":
+            raise TargetError(f"target {self.name!r} takes NDJSON snapshots, not {source_kind}")
+        session = _NdjsonRestore(self)
+        try:
+            yield session
+        except BaseException:
+            for c in session.opened:
+                self._partial(c).unlink(missing_ok=True)
+            raise
 
     def count_items(self, collection: str) -> int:
-        """Counts newlines in what landed: the consistency check reads the target itself."""
-        path = self.path(collection)
-        if not path.exists():
-            return 0
-        n = 0
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                n += chunk.count(b"\n")
-        return n
+        return _count_lines(self.path(collection))
+
+
+class TargetError(Exception):
+    """The target cannot take this restore as configured."""
+
+
+def _count_lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    n = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            n += chunk.count(b"\n")
+    return n
+
+
+class _NdjsonRestore:
+    def __init__(self, target: NdjsonTarget) -> None:
+        self.target = target
+        self.opened: list[str] = []
+
+    def prepare(self, collection: str, definition: bytes | None) -> None:
+        pass
+
+    def open_out(self, collection: str) -> IO[bytes]:
+        self.target.directory.mkdir(parents=True, exist_ok=True)
+        self.opened.append(collection)
+        return open(self.target._partial(collection), "wb")  # noqa: SIM115
+
+    def count_items(self, collection: str) -> int:
+        """Counts newlines in what was written: the check reads the target itself."""
+        return _count_lines(self.target._partial(collection))
+
+    def commit(self) -> None:
+        for c in self.opened:
+            partial = self.target._partial(c)
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(partial, self.target.path(c))

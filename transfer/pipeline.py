@@ -5,13 +5,13 @@ They know nothing about events: the worker passes a progress callback and a stop
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from transfer.archive import ArchiveError, ArchiveWriter, manifest_key, parse_manifest, read_members
-from transfer.ndjson import NdjsonSource, NdjsonTarget, SourceError
+from transfer.ndjson import SourceError
 from transfer.storage import Storage, StorageError
 
 Report = Callable[[int, int, float, "str | None"], None]
@@ -56,7 +56,7 @@ def select_collections(
 
 
 def run_backup(
-    source: NdjsonSource,
+    source: Any,
     storage: Storage,
     archive_key: str,
     include: list[str],
@@ -66,9 +66,6 @@ def run_backup(
     should_stop: ShouldStop,
     compresslevel: int = 6,
 ) -> BackupResult:
-    paths = source.collections()
-    names = select_collections(paths, include, exclude, source.name)
-    total = sum(paths[n].stat().st_size for n in names) or 1
     writer = storage.open_writer(archive_key)
     committed = False
     consumed = 0
@@ -79,19 +76,24 @@ def run_backup(
         nonlocal consumed
         consumed += n
 
-    def chunks(name: str):  # type: ignore[no-untyped-def]
-        nonlocal items
-        for chunk in source.read_chunks(paths[name], on_raw):
-            if should_stop():
-                raise Stopped
-            items += chunk.count(b"\n")
-            report(items, writer.bytes_written, min(99.0, 100.0 * consumed / total), name)
-            yield chunk
-
     try:
-        archive = ArchiveWriter(writer, compresslevel=compresslevel)
-        for name in names:
-            archive.add_collection(name, chunks(name))
+        with source.open() as session:
+            estimates = session.estimates()
+            names = select_collections(estimates, include, exclude, source.name)
+            total = sum(estimates[n] for n in names) or 1
+
+            def chunks(name: str) -> Iterator[bytes]:
+                nonlocal items
+                for chunk in session.read_chunks(name, on_raw):
+                    if should_stop():
+                        raise Stopped
+                    items += chunk.count(b"\n")
+                    report(items, writer.bytes_written, min(99.0, 100.0 * consumed / total), name)
+                    yield chunk
+
+            archive = ArchiveWriter(writer, source_kind=source.kind, compresslevel=compresslevel)
+            for name in names:
+                archive.add_collection(name, chunks(name), session.definition(name))
         if should_stop():
             raise Stopped
         manifest, sha256, size = archive.finish(
@@ -128,7 +130,7 @@ def remove_archive(storage: Storage, archive_key: str) -> None:
 def run_restore(
     storage: Storage,
     archive_key: str,
-    target: NdjsonTarget,
+    target: Any,
     collections: list[str],
     report: Report,
     should_stop: ShouldStop,
@@ -143,13 +145,8 @@ def run_restore(
     if missing:
         raise ArchiveError(f"archive has no collection {missing[0]!r}")
     total = sum(available[c]["bytes"] for c in wanted) or 1
-    opened: list[str] = []
     read = 0
     done_items = 0
-
-    def open_out(name: str):  # type: ignore[no-untyped-def]
-        opened.append(name)
-        return target.open_partial(name)
 
     def on_bytes(name: str, n: int, member_items: int) -> None:
         nonlocal read
@@ -158,23 +155,21 @@ def run_restore(
             raise Stopped
         report(done_items + member_items, read, min(99.0, 100.0 * read / total), name)
 
-    try:
+    with target.open(manifest.get("source_kind", "ndjson")) as session:
         with storage.open_reader(archive_key) as stream:
-            for _name, items in read_members(stream, manifest, wanted, open_out, on_bytes):
+            for _name, items in read_members(stream, manifest, wanted, session, on_bytes):
                 done_items += items
-        target.commit(opened)
-    except BaseException:
-        target.abort(opened)
-        raise
-    check = {}
-    for name in sorted(wanted):
-        found = target.count_items(name)
-        expected = available[name]["items"]
-        check[name] = {"expected": expected, "found": found, "ok": found == expected}
-    bad = [n for n, c in check.items() if not c["ok"]]
-    if bad:
-        raise ConsistencyError(
-            "item counts differ from the manifest in "
-            + ", ".join(f"{n} ({check[n]['found']} != {check[n]['expected']})" for n in bad)
-        )
+        # The consistency check reads the target itself, before anything becomes visible.
+        check = {}
+        for name in sorted(wanted):
+            found = session.count_items(name)
+            expected = available[name]["items"]
+            check[name] = {"expected": expected, "found": found, "ok": found == expected}
+        bad = [n for n, c in check.items() if not c["ok"]]
+        if bad:
+            raise ConsistencyError(
+                "item counts differ from the manifest in "
+                + ", ".join(f"{n} ({check[n]['found']} != {check[n]['expected']})" for n in bad)
+            )
+        session.commit()
     return RestoreResult(done_items, read, check)
