@@ -49,12 +49,25 @@ class DatabaseConfig:
         )
 
 
+KINDS = ("ndjson", "postgresql", "mongodb")
+EXISTING = {"postgresql": ("fail", "truncate", "append"), "mongodb": ("fail", "drop", "append")}
+
+
 @dataclass(frozen=True)
-class NamedDirectory:
+class Endpoint:
+    """A named source or restore target; `settings` holds the kind's own keys."""
+
     name: str
     kind: str
-    path: Path
+    settings: dict[str, Any] = field(default_factory=dict)
     password_env: str | None = None
+
+    @property
+    def path(self) -> Path:
+        return Path(self.settings["path"])
+
+    def password(self) -> str | None:
+        return os.environ.get(self.password_env) if self.password_env else None
 
 
 @dataclass(frozen=True)
@@ -72,8 +85,8 @@ class StorageConfig:
 class Config:
     data_dir: Path
     database: DatabaseConfig
-    sources: dict[str, NamedDirectory]
-    targets: dict[str, NamedDirectory]
+    sources: dict[str, Endpoint]
+    targets: dict[str, Endpoint]
     storages: dict[str, StorageConfig]
     host: str = "127.0.0.1"
     port: int = 8000
@@ -134,24 +147,61 @@ def _require_env(var: object, where: str) -> str:
     return os.environ[var]
 
 
-def _directories(
-    raw: dict[str, Any], section: str, base: Path, secrets: list[str]
-) -> dict[str, NamedDirectory]:
-    out = {}
-    for name, spec in raw.items():
-        where = f"{section}.{name}"
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where} must be a table")
-        kind = spec.get("kind", "ndjson")
-        if kind != "ndjson":
-            raise ConfigError(f"{where}.kind {kind!r} is not supported yet (supported: ndjson)")
+def _names(spec: dict[str, Any], key: str, where: str, default: list[str]) -> list[str]:
+    value = spec.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{where}.{key} must be a list of names")
+    return value
+
+
+def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]) -> Endpoint:
+    where = f"{section}.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where} must be a table")
+    kind = spec.get("kind", "ndjson")
+    if kind not in KINDS:
+        raise ConfigError(f"{where}.kind {kind!r} is not one of {', '.join(KINDS)}")
+    pw_env = spec.get("password_env")
+    if pw_env is not None:
+        secrets.append(_require_env(pw_env, where))
+    settings: dict[str, Any] = {}
+    if kind == "ndjson":
         if not isinstance(spec.get("path"), str):
             raise ConfigError(f"{where}.path must be a directory path")
-        pw_env = spec.get("password_env")
-        if pw_env is not None:
-            secrets.append(_require_env(pw_env, where))
-        out[name] = NamedDirectory(name, kind, base / spec["path"], pw_env)
-    return out
+        settings["path"] = base / spec["path"]
+    else:
+        url = spec.get("url")
+        scheme = "postgresql" if kind == "postgresql" else "mongodb"
+        parsed = urlparse(url) if isinstance(url, str) else None
+        if parsed is None or parsed.scheme not in (
+            scheme,
+            "postgres" if kind == "postgresql" else "mongodb+srv",
+        ):
+            raise ConfigError(f"{where}.url must be a {scheme}:// URL")
+        if parsed.password:
+            raise ConfigError(f"{where}.url must not contain a password: name its variable in password_env")
+        if kind == "postgresql" and not parsed.path.strip("/"):
+            raise ConfigError(f"{where}.url names no database")
+        settings["url"] = url
+        if kind == "postgresql":
+            settings["schemas"] = _names(spec, "schemas", where, ["public"])
+        else:
+            settings["databases"] = _names(spec, "databases", where, [])
+        if section == "targets":
+            existing = spec.get("existing", "fail")
+            if existing not in EXISTING[kind]:
+                raise ConfigError(f"{where}.existing must be one of {', '.join(EXISTING[kind])}")
+            settings["existing"] = existing
+    if section == "sources":
+        parallel = spec.get("parallel", 2)
+        if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
+            raise ConfigError(f"{where}.parallel must be an integer from 1 to 64")
+        settings["parallel"] = parallel
+    return Endpoint(name, kind, settings, pw_env)
+
+
+def _endpoints(raw: dict[str, Any], section: str, base: Path, secrets: list[str]) -> dict[str, Endpoint]:
+    return {name: _endpoint(name, spec, section, base, secrets) for name, spec in raw.items()}
 
 
 def _storages(raw: dict[str, Any], base: Path) -> dict[str, StorageConfig]:
@@ -220,10 +270,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     if database.kind == "sqlite" and not database.path.is_absolute():  # type: ignore[union-attr]
         database = DatabaseConfig(kind="sqlite", path=base / database.path)  # type: ignore[operator]
 
-    sources = {"demo": NamedDirectory("demo", "ndjson", DEMO_DATA)}
-    sources.update(_directories(_table(raw, "sources"), "sources", base, secrets))
-    targets = {"scratch": NamedDirectory("scratch", "ndjson", data_dir / "scratch")}
-    targets.update(_directories(_table(raw, "targets"), "targets", base, secrets))
+    sources = {"demo": Endpoint("demo", "ndjson", {"path": DEMO_DATA, "parallel": 2})}
+    sources.update(_endpoints(_table(raw, "sources"), "sources", base, secrets))
+    targets = {"scratch": Endpoint("scratch", "ndjson", {"path": data_dir / "scratch"})}
+    targets.update(_endpoints(_table(raw, "targets"), "targets", base, secrets))
     storages = {"local": StorageConfig("local", "local", path=data_dir / "archives")}
     storages.update(_storages(_table(raw, "storages"), base))
 

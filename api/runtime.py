@@ -11,7 +11,7 @@ from domain.application import Catalog, Snapledger
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
-from transfer.ndjson import NdjsonSource, NdjsonTarget
+from transfer.kinds import build_source, build_target
 from transfer.storage import LocalStorage, S3Storage, Storage
 from transfer.worker import Resources, Work, Worker
 
@@ -90,8 +90,8 @@ class Runtime:
             views = PostgresViews(config.database.conninfo(), config.database.schema)
         runner = ProjectionRunner(app, views)
         resources = Resources(
-            sources={n: NdjsonSource(n, s.path) for n, s in config.sources.items()},
-            targets={n: NdjsonTarget(n, t.path) for n, t in config.targets.items()},
+            sources={n: build_source(s) for n, s in config.sources.items()},
+            targets={n: build_target(t) for n, t in config.targets.items()},
             storages={n: build_storage(s) for n, s in config.storages.items()},
             secrets=list(config.secrets),
         )

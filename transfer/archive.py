@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from transfer.items import counter_for
+
 FORMAT = "snapledger-archive"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -104,6 +106,8 @@ class ArchiveWriter:
         self, name: str, chunks: Iterable[bytes], definition: bytes | None = None
     ) -> CollectionEntry:
         entry = CollectionEntry(name, member_name(name, self.source_kind))
+        counter = counter_for(self.source_kind)
+        self.entries.append(entry)  # counted while it streams, for progress
         if definition is not None:
             entry.schema_member = schema_member_name(name)
             self._tar.addfile(self._info(entry.schema_member, len(definition)), io.BytesIO(definition))
@@ -113,14 +117,17 @@ class ArchiveWriter:
                 filename="", mode="wb", fileobj=hashed, compresslevel=self.compresslevel, mtime=0
             ) as gz:  # type: ignore[arg-type]
                 for chunk in chunks:
-                    entry.items += chunk.count(b"\n")
+                    entry.items += counter.feed(chunk)
                     entry.raw_bytes += len(chunk)
                     gz.write(chunk)
             entry.bytes, entry.sha256 = hashed.size, hashed.sha.hexdigest()
             tmp.seek(0)
             self._tar.addfile(self._info(entry.member, entry.bytes), tmp)
-        self.entries.append(entry)
         return entry
+
+    @property
+    def items(self) -> int:
+        return sum(e.items for e in self.entries)
 
     @staticmethod
     def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -202,6 +209,7 @@ def read_members(
             assert src is not None
             sha = hashlib.sha256()
             inflate = zlib.decompressobj(wbits=31)
+            counter = counter_for(manifest.get("source_kind", "ndjson"))
             items = 0
             session.prepare(name, definitions.get(name))
             with session.open_out(name) as out:
@@ -209,13 +217,13 @@ def read_members(
                     while chunk := src.read(CHUNK):
                         sha.update(chunk)
                         data = inflate.decompress(chunk)
-                        items += data.count(b"\n")
+                        items += counter.feed(data)
                         out.write(data)
                         on_bytes(name, len(chunk), items)
                     tail = inflate.flush()
                 except zlib.error as e:
                     raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
-                items += tail.count(b"\n")
+                items += counter.feed(tail)
                 out.write(tail)
             if sha.hexdigest() != expected[name]["sha256"]:
                 raise ArchiveError(f"checksum mismatch in collection {name!r}")

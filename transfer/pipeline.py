@@ -69,7 +69,6 @@ def run_backup(
     writer = storage.open_writer(archive_key)
     committed = False
     consumed = 0
-    items = 0
     started = datetime.now(UTC)
 
     def on_raw(n: int) -> None:
@@ -82,16 +81,15 @@ def run_backup(
             names = select_collections(estimates, include, exclude, source.name)
             total = sum(estimates[n] for n in names) or 1
 
+            archive = ArchiveWriter(writer, source_kind=source.kind, compresslevel=compresslevel)
+
             def chunks(name: str) -> Iterator[bytes]:
-                nonlocal items
                 for chunk in session.read_chunks(name, on_raw):
                     if should_stop():
                         raise Stopped
-                    items += chunk.count(b"\n")
-                    report(items, writer.bytes_written, min(99.0, 100.0 * consumed / total), name)
+                    report(archive.items, writer.bytes_written, min(99.0, 100.0 * consumed / total), name)
                     yield chunk
 
-            archive = ArchiveWriter(writer, source_kind=source.kind, compresslevel=compresslevel)
             for name in names:
                 archive.add_collection(name, chunks(name), session.definition(name))
         if should_stop():

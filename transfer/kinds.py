@@ -1,0 +1,37 @@
+"""Builds the source or target object for a configured kind (ndjson, postgresql, mongodb)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transfer.ndjson import NdjsonSource, NdjsonTarget
+
+
+def build_source(endpoint: Any) -> Any:
+    s = endpoint.settings
+    if endpoint.kind == "ndjson":
+        return NdjsonSource(endpoint.name, s["path"])
+    if endpoint.kind == "postgresql":
+        from transfer.postgres import PostgresSource
+
+        return PostgresSource(endpoint.name, s["url"], endpoint.password(), s["schemas"])
+    if endpoint.kind == "mongodb":
+        from transfer.mongodb import MongoSource
+
+        return MongoSource(endpoint.name, s["url"], endpoint.password(), s["databases"])
+    raise ValueError(f"unknown source kind {endpoint.kind!r}")
+
+
+def build_target(endpoint: Any) -> Any:
+    s = endpoint.settings
+    if endpoint.kind == "ndjson":
+        return NdjsonTarget(endpoint.name, s["path"])
+    if endpoint.kind == "postgresql":
+        from transfer.postgres import PostgresTarget
+
+        return PostgresTarget(endpoint.name, s["url"], endpoint.password(), s["existing"])
+    if endpoint.kind == "mongodb":
+        from transfer.mongodb import MongoTarget
+
+        return MongoTarget(endpoint.name, s["url"], endpoint.password(), s["existing"])
+    raise ValueError(f"unknown target kind {endpoint.kind!r}")
