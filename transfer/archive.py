@@ -137,6 +137,13 @@ class ArchiveWriter:
         info.mode = 0o644
         return info
 
+    def discard(self) -> None:
+        """Drops an unfinished archive: the tar stream must not flush into an aborted sink."""
+        stream = self._tar.fileobj
+        if stream is not None and hasattr(stream, "closed"):
+            stream.closed = True  # tarfile's _Stream would otherwise write its tail on __del__
+        self._tar.closed = True
+
     def finish(self, header: dict[str, Any]) -> tuple[bytes, str, int]:
         """Writes the manifest as the last member; answers (manifest, sha256, size)."""
         manifest = dict(header)

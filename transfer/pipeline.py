@@ -67,6 +67,7 @@ def run_backup(
     compresslevel: int = 6,
 ) -> BackupResult:
     writer = storage.open_writer(archive_key)
+    archive: ArchiveWriter | None = None
     committed = False
     consumed = 0
     started = datetime.now(UTC)
@@ -110,6 +111,8 @@ def run_backup(
         if committed:
             storage.delete(archive_key)
         else:
+            if archive is not None:
+                archive.discard()
             writer.abort()
         raise
     collections = {
