@@ -50,7 +50,11 @@ class DatabaseConfig:
 
 
 KINDS = ("ndjson", "postgresql", "mongodb")
-EXISTING = {"postgresql": ("fail", "truncate", "append"), "mongodb": ("fail", "drop", "append")}
+EXISTING = {
+    "ndjson": ("fail", "replace", "append"),
+    "postgresql": ("fail", "truncate", "append"),
+    "mongodb": ("fail", "drop", "append"),
+}
 
 
 @dataclass(frozen=True)
@@ -154,6 +158,13 @@ def _names(spec: dict[str, Any], key: str, where: str, default: list[str]) -> li
     return value
 
 
+def _existing(spec: dict[str, Any], kind: str, where: str, default: str) -> str:
+    existing = spec.get("existing", default)
+    if existing not in EXISTING[kind]:
+        raise ConfigError(f"{where}.existing must be one of {', '.join(EXISTING[kind])}")
+    return existing
+
+
 def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]) -> Endpoint:
     where = f"{section}.{name}"
     if not isinstance(spec, dict):
@@ -169,6 +180,8 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
         if not isinstance(spec.get("path"), str):
             raise ConfigError(f"{where}.path must be a directory path")
         settings["path"] = base / spec["path"]
+        if section == "targets":
+            settings["existing"] = _existing(spec, kind, where, default="replace")
     else:
         url = spec.get("url")
         scheme = "postgresql" if kind == "postgresql" else "mongodb"
@@ -188,10 +201,7 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
         else:
             settings["databases"] = _names(spec, "databases", where, [])
         if section == "targets":
-            existing = spec.get("existing", "fail")
-            if existing not in EXISTING[kind]:
-                raise ConfigError(f"{where}.existing must be one of {', '.join(EXISTING[kind])}")
-            settings["existing"] = existing
+            settings["existing"] = _existing(spec, kind, where, default="fail")
     if section == "sources":
         parallel = spec.get("parallel", 2)
         if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
@@ -272,7 +282,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
 
     sources = {"demo": Endpoint("demo", "ndjson", {"path": DEMO_DATA, "parallel": 2})}
     sources.update(_endpoints(_table(raw, "sources"), "sources", base, secrets))
-    targets = {"scratch": Endpoint("scratch", "ndjson", {"path": data_dir / "scratch"})}
+    targets = {
+        "scratch": Endpoint("scratch", "ndjson", {"path": data_dir / "scratch", "existing": "replace"})
+    }
     targets.update(_endpoints(_table(raw, "targets"), "targets", base, secrets))
     storages = {"local": StorageConfig("local", "local", path=data_dir / "archives")}
     storages.update(_storages(_table(raw, "storages"), base))

@@ -34,6 +34,9 @@ STATUS: dict[type[DomainError], int] = {
 }
 
 
+RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run")
+
+
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status)
 
@@ -244,7 +247,7 @@ def _restore_id(request: Request) -> str:
 
 async def create_restore(request: Request) -> Response:
     data = await params.json_object(request)
-    unknown = sorted(set(data) - {"snapshot_id", "target", "collections"})
+    unknown = sorted(set(data) - {"snapshot_id", "target", *RESTORE_OPTIONS})
     if unknown:
         raise InvalidValue(f"{unknown[0]} is not a restore field", unknown[0])
     if not isinstance(data.get("snapshot_id"), str):
@@ -254,7 +257,7 @@ async def create_restore(request: Request) -> Response:
         rt(request).app.request_restore,
         snapshot_id,
         data.get("target"),
-        data.get("collections"),
+        {k: data[k] for k in RESTORE_OPTIONS if k in data},
         params.actor(request),
     )
     rt(request).nudge_worker()

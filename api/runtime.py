@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from api.config import Config, ConfigError, check_s3_credentials
+from api.config import EXISTING, Config, ConfigError, check_s3_credentials
 from domain.application import Catalog, Snapledger
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
@@ -78,6 +78,7 @@ class Runtime:
             sources=frozenset(config.sources),
             storages=frozenset(config.storages),
             targets=frozenset(config.targets),
+            existing_choices={n: EXISTING.get(t.kind, ()) for n, t in config.targets.items()},
         )
         if config.database.kind == "postgresql":
             _ensure_schema(config)

@@ -29,6 +29,7 @@ class Catalog:
     sources: frozenset[str] = frozenset()
     storages: frozenset[str] = frozenset()
     targets: frozenset[str] = frozenset()
+    existing_choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per target
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,17 @@ def _check_actor(actor: object) -> str:
     if not isinstance(actor, str) or not actor.strip() or len(actor) > 200:
         raise InvalidValue("actor must be a non-empty name of at most 200 characters", "actor")
     return actor.strip()
+
+
+def _check_mapping(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v.strip() and "/" not in v and v not in (".", "..")
+        for k, v in value.items()
+    ):
+        raise InvalidValue("mapping must map collection names to new names", "mapping")
+    return dict(value)
 
 
 class Snapledger(Application[UUID]):
@@ -292,30 +304,48 @@ class Snapledger(Application[UUID]):
 
     # ----------------------------------------------------------------- restores
     def request_restore(
-        self, snapshot_id: UUID | str, target: object, collections: object, actor: str
+        self, snapshot_id: UUID | str, target: object, options: dict[str, Any], actor: str
     ) -> Outcome:
+        """options: collections (list), mapping ({collection: new name}), existing, dry_run."""
         actor = _check_actor(actor)
         target = _check_ref(target, self.catalog.targets, "target", "restore target")
-        selection = CollectionSelection.parse(collections)
+        selection = CollectionSelection.parse(options.get("collections"))
         if selection.exclude:
             raise InvalidValue("a restore takes a list of collections", "collections")
+        mapping = _check_mapping(options.get("mapping"))
+        existing = options.get("existing")
+        choices = self.catalog.existing_choices.get(target, ())
+        if existing is not None and existing not in choices:
+            allowed = ", ".join(choices) or "none for this target"
+            raise InvalidValue(f"existing must be one of: {allowed}", "existing")
+        dry_run = options.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise InvalidValue("dry_run must be true or false", "dry_run")
         try:
             snap = self.get_snapshot(snapshot_id)
         except NotFound as e:
             raise NotFound(e.message, "snapshot_id") from None
         if snap.status != COMPLETED:
             raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}, not completed")
-        missing = [c for c in selection.include if c not in snap.manifest_collections]
-        if missing:
-            raise InvalidValue(f"snapshot has no collection {missing[0]!r}", "collections")
+        for field_name, names in (("collections", selection.include), ("mapping", list(mapping))):
+            missing = [c for c in names if c not in snap.manifest_collections]
+            if missing:
+                raise InvalidValue(f"snapshot has no collection {missing[0]!r}", field_name)
+        chosen = selection.include or tuple(snap.manifest_collections)
+        final = [mapping.get(c, c) for c in chosen]
+        if len(set(final)) != len(final):
+            raise InvalidValue("mapping sends two collections to one name", "mapping")
         restore = Restore(
             snapshot_id=snap.id,
             policy_id=snap.policy_id,
-            sub_name=f"{snap.sub_name}->{target}",
+            sub_name=f"{snap.sub_name}->{target}" + (" (dry run)" if dry_run else ""),
             storage=snap.storage,
             archive_key=snap.archive_key,
             target=target,
             collections=list(selection.include),
+            mapping=mapping,
+            existing=existing,
+            dry_run=dry_run,
             actor=actor,
         )
         return Outcome(restore.id, self.record(restore))

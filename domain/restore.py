@@ -15,7 +15,29 @@ from domain.snapshot import COMPLETED, FAILED, REQUESTED, RUNNING, STOPPED
 class Restore(Aggregate):
     """Copies what it needs of the snapshot at request time; the snapshot may go later."""
 
-    @event("RestoreRequested")
+    class RestoreRequested(Aggregate.Created):
+        """v2 added the per-restore options; v1 events load with the old behaviour."""
+
+        snapshot_id: UUID
+        policy_id: UUID
+        sub_name: str
+        storage: str
+        archive_key: str
+        target: str
+        collections: list[str]
+        mapping: dict[str, str]
+        existing: str | None
+        dry_run: bool
+        actor: str
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["mapping"] = {}
+            state["existing"] = None
+            state["dry_run"] = False
+
+    @event(RestoreRequested)
     def __init__(
         self,
         snapshot_id: UUID,
@@ -25,6 +47,9 @@ class Restore(Aggregate):
         archive_key: str,
         target: str,
         collections: list[str],
+        mapping: dict[str, str],
+        existing: str | None,
+        dry_run: bool,
         actor: str,
     ) -> None:
         self.snapshot_id = snapshot_id
@@ -34,6 +59,9 @@ class Restore(Aggregate):
         self.archive_key = archive_key
         self.target = target
         self.collections = collections
+        self.mapping = mapping
+        self.existing = existing
+        self.dry_run = dry_run
         self.status = REQUESTED
         self.stop_requested = False
         self.worker: str | None = None

@@ -170,21 +170,21 @@ def test_restore_requires_completed_snapshot_and_known_target(app):
     pid = policy(app)
     sid = app.take_snapshot(pid, "a").id
     with pytest.raises(InvalidTransition, match="not completed"):
-        app.request_restore(sid, "scratch", None, "a")
+        app.request_restore(sid, "scratch", {}, "a")
     snap = app.get_snapshot(sid)
     snap.start("w", "t")
     snap.complete(5, 50, {"orders": {"items": 5}}, "abc", now())
     app.record(snap)
     with pytest.raises(InvalidValue) as e:
-        app.request_restore(sid, "prod", None, "a")
+        app.request_restore(sid, "prod", {}, "a")
     assert e.value.field == "target"
     with pytest.raises(InvalidValue) as e:
-        app.request_restore(sid, "scratch", ["customers"], "a")
+        app.request_restore(sid, "scratch", {"collections": ["customers"]}, "a")
     assert e.value.field == "collections"
     with pytest.raises(NotFound) as e:
-        app.request_restore("8d4c2a47-0000-4000-8000-000000000000", "scratch", None, "a")
+        app.request_restore("8d4c2a47-0000-4000-8000-000000000000", "scratch", {}, "a")
     assert e.value.field == "snapshot_id"
-    rid = app.request_restore(sid, "scratch", ["orders"], "a").id
+    rid = app.request_restore(sid, "scratch", {"collections": ["orders"]}, "a").id
     restore = app.get_restore(rid)
     assert restore.collections == ["orders"] and restore.policy_id == snap.policy_id
     app.stop_restore(rid, "a")

@@ -46,7 +46,7 @@ def _mixed_history(app, rnd: random.Random) -> None:
                 snap.complete(1000, 100000, {"orders": {"items": 1000}}, "ab" * 32, now())
                 app.record(snap)
                 if rnd.random() < 0.5:
-                    rid = app.request_restore(snap.id, "scratch", None, "carol").id
+                    rid = app.request_restore(snap.id, "scratch", {}, "carol").id
                     restore = app.get_restore(rid)
                     restore.start("w2", f"ddt-r{step}")
                     restore.progress(500, 5000, 50.0, "orders", now())

@@ -25,7 +25,7 @@ def build_source(endpoint: Any) -> Any:
 def build_target(endpoint: Any) -> Any:
     s = endpoint.settings
     if endpoint.kind == "ndjson":
-        return NdjsonTarget(endpoint.name, s["path"])
+        return NdjsonTarget(endpoint.name, s["path"], s.get("existing", "replace"))
     if endpoint.kind == "postgresql":
         from transfer.postgres import PostgresTarget
 

@@ -75,31 +75,31 @@ class NdjsonSource:
 
 
 class NdjsonTarget:
-    """Writes each collection beside its final name and renames all at once on commit."""
+    """Writes each collection beside its final name and publishes all at once on commit."""
 
     kind = "ndjson"
 
-    def __init__(self, name: str, directory: str | Path) -> None:
+    def __init__(self, name: str, directory: str | Path, existing: str = "replace") -> None:
         self.name = name
         self.directory = Path(directory)
+        self.existing = existing
 
     def path(self, collection: str) -> Path:
         return self.directory / f"{collection}.ndjson"
 
-    def _partial(self, collection: str) -> Path:
+    def partial(self, collection: str) -> Path:
         return self.directory / f"{collection}.ndjson{PARTIAL}"
 
     @contextmanager
-    def open(self, source_kind: str) -> Iterator[_NdjsonRestore]:
+    def open(self, source_kind: str, existing: str | None = None) -> Iterator[_NdjsonRestore]:
         if source_kind != "ndjson":
             raise TargetError(f"target {self.name!r} takes NDJSON snapshots, not {source_kind}")
-        session = _NdjsonRestore(self)
+        session = _NdjsonRestore(self, existing or self.existing)
         try:
             yield session
-        except BaseException:
-            for c in session.opened:
-                self._partial(c).unlink(missing_ok=True)
-            raise
+        finally:
+            for name in session.names.values():
+                self.partial(name).unlink(missing_ok=True)
 
     def count_items(self, collection: str) -> int:
         return _count_lines(self.path(collection))
@@ -120,25 +120,42 @@ def _count_lines(path: Path) -> int:
 
 
 class _NdjsonRestore:
-    def __init__(self, target: NdjsonTarget) -> None:
-        self.target = target
-        self.opened: list[str] = []
+    """existing: replace (swap the file atomically), fail (refuse a non-empty file),
+    append (add the lines after what is there, on commit)."""
 
-    def prepare(self, collection: str, definition: bytes | None) -> None:
-        pass
+    def __init__(self, target: NdjsonTarget, existing: str) -> None:
+        self.target = target
+        self.existing = existing
+        self.names: dict[str, str] = {}
+
+    def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
+        name = as_name or collection
+        final = self.target.path(name)
+        if self.existing == "fail" and final.exists() and final.stat().st_size > 0:
+            raise TargetError(
+                f"{final.name} in target {self.target.name!r} is not empty (choose existing = replace or append)"
+            )
+        self.names[collection] = name
 
     def open_out(self, collection: str) -> IO[bytes]:
         self.target.directory.mkdir(parents=True, exist_ok=True)
-        self.opened.append(collection)
-        return open(self.target._partial(collection), "wb")  # noqa: SIM115
+        return open(self.target.partial(self.names[collection]), "wb")  # noqa: SIM115
 
     def count_items(self, collection: str) -> int:
         """Counts newlines in what was written: the check reads the target itself."""
-        return _count_lines(self.target._partial(collection))
+        return _count_lines(self.target.partial(self.names[collection])) if collection in self.names else 0
 
     def commit(self) -> None:
-        for c in self.opened:
-            partial = self.target._partial(c)
+        for name in self.names.values():
+            partial, final = self.target.partial(name), self.target.path(name)
+            if self.existing == "append" and final.exists():
+                with open(final, "ab") as out, open(partial, "rb") as src:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                partial.unlink()
+                continue
             with open(partial, "rb+") as f:
                 os.fsync(f.fileno())
-            os.replace(partial, self.target.path(c))
+            os.replace(partial, final)

@@ -78,15 +78,32 @@ def _table_sql(conn: psycopg.Connection, oid: int, schema: str, table: str) -> b
             col = sql.SQL("{} DEFAULT {}").format(col, sql.SQL(default))
         if notnull:
             col = sql.SQL("{} NOT NULL").format(col)
-        parts.append(col)
-    for conname, definition in constraints:
-        parts.append(sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(conname), sql.SQL(definition)))
-    qualified = sql.Identifier(schema, table)
-    ddl = sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE {} (\n  {}\n);\n").format(
-        sql.Identifier(schema), qualified, sql.SQL(",\n  ").join(parts)
+        parts.append(col.as_string(conn))
+    meta = {
+        "schema": schema,
+        "table": table,
+        "identity": identity,
+        "columns": parts,
+        "constraints": [[name, definition] for name, definition in constraints],
+    }
+    return (HEADER + json.dumps(meta) + "\n" + create_table_sql(conn, meta, schema, table)).encode()
+
+
+def create_table_sql(conn: psycopg.Connection, meta: dict[str, Any], schema: str, table: str) -> str:
+    """Keeps constraint names when the table keeps its name; a renamed copy gets fresh ones
+    (constraint indexes share the schema's namespace with the original's)."""
+    renamed = (schema, table) != (meta["schema"], meta["table"])
+    parts = [sql.SQL(c) for c in meta["columns"]]
+    for name, definition in meta["constraints"]:
+        if renamed:
+            parts.append(sql.SQL(definition))
+        else:
+            parts.append(sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition)))
+    return (
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE {} (\n  {}\n);\n")
+        .format(sql.Identifier(schema), sql.Identifier(schema, table), sql.SQL(",\n  ").join(parts))
+        .as_string(conn)
     )
-    header = json.dumps({"schema": schema, "table": table, "identity": identity})
-    return (HEADER + header + "\n" + ddl.as_string(conn)).encode()
 
 
 def parse_definition(data: bytes) -> tuple[dict[str, Any], str]:
@@ -154,29 +171,36 @@ class PostgresSource:
 
 
 class _RestoreSession:
-    def __init__(self, target: PostgresTarget, conn: psycopg.Connection) -> None:
+    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, existing: str) -> None:
         self.target = target
         self.conn = conn
+        self.existing = existing
         self.tables: dict[str, tuple[sql.Composable, list[str], int]] = {}
 
-    def prepare(self, collection: str, definition: bytes | None) -> None:
+    def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
+        """as_name: `table` (same schema) or `schema.table` to restore under another name."""
         if definition is None:
             raise TargetError(f"collection {collection!r} has no table definition in the archive")
-        meta, ddl = parse_definition(definition)
-        qualified = sql.Identifier(meta["schema"], meta["table"])
+        meta, _ = parse_definition(definition)
+        schema, table = meta["schema"], meta["table"]
+        if as_name:
+            schema, _, rest = as_name.partition(".") if "." in as_name else (schema, "", as_name)
+            table = rest or as_name
+        ddl = create_table_sql(self.conn, meta, schema, table)
+        qualified = sql.Identifier(schema, table)
         exists = self.conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", (qualified.as_string(self.conn),)
         ).fetchone()[0]
         baseline = 0
         if not exists:
             self.conn.execute(ddl.encode())
-        elif self.target.existing == "fail":
+        elif self.existing == "fail":
             if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(qualified)).fetchone()[0]:
                 raise TargetError(
-                    f"table {collection} in target {self.target.name!r} is not empty "
-                    "(configure existing = truncate or append)"
+                    f"table {schema}.{table} in target {self.target.name!r} is not empty "
+                    "(choose existing = truncate or append)"
                 )
-        elif self.target.existing == "truncate":
+        elif self.existing == "truncate":
             self.conn.execute(sql.SQL("TRUNCATE {}").format(qualified))
         else:
             baseline = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()[0]
@@ -218,12 +242,12 @@ class PostgresTarget:
         self.existing = existing
 
     @contextmanager
-    def open(self, source_kind: str) -> Iterator[_RestoreSession]:
+    def open(self, source_kind: str, existing: str | None = None) -> Iterator[_RestoreSession]:
         if source_kind != "postgresql":
             raise TargetError(f"target {self.name!r} takes PostgreSQL snapshots, not {source_kind}")
         conn = _connect(self.name, self.url, self.password, "target")
         try:
             with conn.transaction():  # all tables or none
-                yield _RestoreSession(self, conn)
+                yield _RestoreSession(self, conn, existing or self.existing)
         finally:
             conn.close()
