@@ -133,7 +133,8 @@ class _NdjsonRestore:
         final = self.target.path(name)
         if self.existing == "fail" and final.exists() and final.stat().st_size > 0:
             raise TargetError(
-                f"{final.name} in target {self.target.name!r} is not empty (choose existing = replace or append)"
+                f"{final.name} in target {self.target.name!r} is not empty "
+                "(choose existing = replace or append)"
             )
         self.names[collection] = name
 
