@@ -83,6 +83,9 @@ class StorageConfig:
     prefix: str = ""
     endpoint_url: str | None = None
     region: str | None = None
+    part_size: int = 8 * 1024 * 1024
+    concurrency: int = 4
+    path_style: bool = False
 
 
 @dataclass(frozen=True)
@@ -228,6 +231,19 @@ def _storages(raw: dict[str, Any], base: Path) -> dict[str, StorageConfig]:
             endpoint = spec.get("endpoint_url")
             if endpoint is not None and urlparse(endpoint).scheme not in ("http", "https"):
                 raise ConfigError(f"{where}.endpoint_url must be an http(s) URL")
+            part_mb = spec.get("part_size_mb", 8)
+            if isinstance(part_mb, bool) or not isinstance(part_mb, int) or not 5 <= part_mb <= 5120:
+                raise ConfigError(f"{where}.part_size_mb must be an integer from 5 to 5120 (S3's limits)")
+            concurrency = spec.get("concurrency", 4)
+            if (
+                isinstance(concurrency, bool)
+                or not isinstance(concurrency, int)
+                or not 1 <= concurrency <= 32
+            ):
+                raise ConfigError(f"{where}.concurrency must be an integer from 1 to 32")
+            path_style = spec.get("path_style", False)
+            if not isinstance(path_style, bool):
+                raise ConfigError(f"{where}.path_style must be true or false")
             out[name] = StorageConfig(
                 name,
                 "s3",
@@ -235,6 +251,9 @@ def _storages(raw: dict[str, Any], base: Path) -> dict[str, StorageConfig]:
                 prefix=parsed.path.strip("/"),
                 endpoint_url=endpoint,
                 region=spec.get("region"),
+                part_size=part_mb * 1024 * 1024,
+                concurrency=concurrency,
+                path_style=path_style,
             )
         elif parsed.scheme in ("", "file"):
             out[name] = StorageConfig(name, "local", path=base / (parsed.path if parsed.scheme else url))

@@ -57,7 +57,16 @@ def _ensure_schema(config: Config) -> None:
 
 def build_storage(spec: Any) -> Storage:
     if spec.kind == "s3":
-        return S3Storage(spec.name, spec.bucket, spec.prefix, spec.endpoint_url, spec.region)
+        return S3Storage(
+            spec.name,
+            spec.bucket,
+            spec.prefix,
+            spec.endpoint_url,
+            spec.region,
+            part_size=spec.part_size,
+            concurrency=spec.concurrency,
+            path_style=spec.path_style,
+        )
     return LocalStorage(spec.name, spec.path)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -136,42 +137,52 @@ def _s3_error(action: str, key: str, exc: Exception) -> StorageError:
 
 
 class _S3Writer(ArchiveWriter):
-    """Buffers one part at a time: memory stays at PART_SIZE whatever the archive size."""
+    """Uploads parts on a few threads while the pipeline keeps writing; memory stays at
+    part_size x (concurrency + 1) whatever the archive size."""
 
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.s3 = storage
         self.key = storage.full_key(key)
         self.buffer = bytearray()
         self.upload_id: str | None = None
+        self.pending: list[Future[dict[str, Any]]] = []
         self.parts: list[dict[str, Any]] = []
+        self.pool: ThreadPoolExecutor | None = None
         self.bytes_written = 0
 
     def write(self, data: bytes) -> int:
         self.buffer += data
         self.bytes_written += len(data)
-        while len(self.buffer) >= PART_SIZE:
-            self._upload_part(bytes(self.buffer[:PART_SIZE]))
-            del self.buffer[:PART_SIZE]
+        size = self.s3.part_size
+        while len(self.buffer) >= size:
+            self._submit(bytes(self.buffer[:size]))
+            del self.buffer[:size]
         return len(data)
 
-    def _upload_part(self, body: bytes) -> None:
+    def _submit(self, body: bytes) -> None:
         client = self.s3.client
         try:
             if self.upload_id is None:
                 self.upload_id = client.create_multipart_upload(Bucket=self.s3.bucket, Key=self.key)[
                     "UploadId"
                 ]
-            number = len(self.parts) + 1
-            etag = client.upload_part(
-                Bucket=self.s3.bucket,
-                Key=self.key,
-                UploadId=self.upload_id,
-                PartNumber=number,
-                Body=body,
+                self.pool = ThreadPoolExecutor(self.s3.concurrency, thread_name_prefix="s3-part")
+        except Exception as e:
+            raise _s3_error("upload", self.key, e) from None
+        assert self.pool is not None
+        number = len(self.parts) + len(self.pending) + 1
+        self.pending.append(self.pool.submit(self._upload_part, number, body))
+        while len(self.pending) >= self.s3.concurrency:
+            self.parts.append(self.pending.pop(0).result())
+
+    def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
+        try:
+            etag = self.s3.client.upload_part(
+                Bucket=self.s3.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
             )["ETag"]
         except Exception as e:
             raise _s3_error("upload", self.key, e) from None
-        self.parts.append({"PartNumber": number, "ETag": etag})
+        return {"PartNumber": number, "ETag": etag}
 
     def commit(self) -> None:
         client = self.s3.client
@@ -180,27 +191,36 @@ class _S3Writer(ArchiveWriter):
                 client.put_object(Bucket=self.s3.bucket, Key=self.key, Body=bytes(self.buffer))
                 return
             if self.buffer:
-                self._upload_part(bytes(self.buffer))
+                self._submit(bytes(self.buffer))
                 self.buffer.clear()
+            self.parts.extend(f.result() for f in self.pending)
+            self.pending.clear()
             client.complete_multipart_upload(
                 Bucket=self.s3.bucket,
                 Key=self.key,
                 UploadId=self.upload_id,
-                MultipartUpload={"Parts": self.parts},
+                MultipartUpload={"Parts": sorted(self.parts, key=lambda p: p["PartNumber"])},
             )
         except StorageError:
             raise
         except Exception as e:
             raise _s3_error("upload", self.key, e) from None
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
 
     def abort(self) -> None:
         self.buffer.clear()
+        if self.pool is not None:
+            for f in self.pending:
+                f.cancel()
+            self.pool.shutdown(wait=True)
         if self.upload_id is not None:
             try:
                 self.s3.client.abort_multipart_upload(
                     Bucket=self.s3.bucket, Key=self.key, UploadId=self.upload_id
                 )
-            except Exception:  # noqa: BLE001 - best effort; the bucket's lifecycle rule cleans up
+            except Exception:  # noqa: BLE001 - best effort; a bucket lifecycle rule cleans up
                 pass
 
 
@@ -212,11 +232,16 @@ class S3Storage(Storage):
         prefix: str = "",
         endpoint_url: str | None = None,
         region: str | None = None,
+        part_size: int = PART_SIZE,
+        concurrency: int = 4,
+        path_style: bool = False,
     ) -> None:
         import boto3
         from botocore.config import Config
 
         self.name = name
+        self.part_size = part_size
+        self.concurrency = concurrency
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
@@ -224,7 +249,11 @@ class S3Storage(Storage):
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            config=Config(retries={"mode": "standard", "max_attempts": 5}),
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 5},
+                s3={"addressing_style": "path" if path_style else "auto"},
+                max_pool_connections=max(10, concurrency * 2),
+            ),
         )
 
     def full_key(self, key: str) -> str:

@@ -1,0 +1,74 @@
+"""S3 behaviour an operator relies on: multipart in parallel, retries through faults, aborts."""
+
+from __future__ import annotations
+
+import hashlib
+
+import boto3
+import pytest
+
+from tests.s3proxy import FaultyProxy
+from transfer.ndjson import NdjsonSource, NdjsonTarget
+from transfer.pipeline import Stopped, run_backup, run_restore
+from transfer.storage import S3Storage
+
+
+def _client(endpoint: str):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+
+
+def test_multipart_parallel_upload_round_trip(s3_endpoint, bucket, big_source, tmp_path):
+    storage = S3Storage(
+        "s3", bucket, "pre", s3_endpoint, "us-east-1", part_size=5 << 20, concurrency=3, path_style=True
+    )
+    result = run_backup(
+        NdjsonSource("big", big_source), storage, "a/b.tar", [], [], {}, lambda *a: None, lambda: False
+    )
+    assert result.bytes > 15 << 20  # several parts
+    body = _client(s3_endpoint).get_object(Bucket=bucket, Key="pre/a/b.tar")["Body"].read()
+    assert len(body) == result.bytes and hashlib.sha256(body).hexdigest() == result.sha256
+    restored = run_restore(
+        storage, "a/b.tar", NdjsonTarget("t", tmp_path), [], lambda *a: None, lambda: False
+    )
+    assert restored.items == 40_000
+    assert (tmp_path / "events.ndjson").read_bytes() == (big_source / "events.ndjson").read_bytes()
+
+
+def test_faulty_endpoint_still_yields_a_correct_snapshot(s3_endpoint, bucket, big_source, tmp_path):
+    with FaultyProxy(s3_endpoint, fail_every=4) as proxy:
+        storage = S3Storage(
+            "s3", bucket, "", proxy.url, "us-east-1", part_size=5 << 20, concurrency=2, path_style=True
+        )
+        result = run_backup(
+            NdjsonSource("big", big_source), storage, "f.tar", [], [], {}, lambda *a: None, lambda: False
+        )
+        restored = run_restore(
+            storage, "f.tar", NdjsonTarget("t", tmp_path), [], lambda *a: None, lambda: False
+        )
+    assert proxy.failed >= 2, "the proxy must really have failed some requests"
+    assert restored.items == 40_000
+    assert (
+        hashlib.sha256((tmp_path / "events.ndjson").read_bytes()).digest()
+        == hashlib.sha256((big_source / "events.ndjson").read_bytes()).digest()
+    )
+    body = _client(s3_endpoint).get_object(Bucket=bucket, Key="f.tar")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == result.sha256
+
+
+def test_stopped_upload_is_aborted(s3_endpoint, bucket, big_source):
+    storage = S3Storage("s3", bucket, "", s3_endpoint, "us-east-1", part_size=5 << 20, concurrency=2)
+    reads = iter(range(10**6))
+    with pytest.raises(Stopped):
+        run_backup(
+            NdjsonSource("big", big_source),
+            storage,
+            "s.tar",
+            [],
+            [],
+            {},
+            lambda *a: None,
+            lambda: next(reads) > 25,
+        )
+    s3 = _client(s3_endpoint)
+    assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
