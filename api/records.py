@@ -117,6 +117,8 @@ def restore_row(r: dict[str, Any]) -> dict[str, Any]:
         "error": r["error"],
         "requested_by": r["requested_by"],
         "requested_collections": json.loads(r["requested_collections"]),
+        "options": json.loads(r["options"]),
+        "dry_run": bool(r["dry_run"]),
         "consistency": json.loads(r["collections"]) if r["collections"] else None,
         "worker": r["worker"],
         "attempt": r["attempt"],

@@ -25,6 +25,9 @@ log = logging.getLogger("snapledger.projections")
 TRACKING_DDL = "CREATE TABLE IF NOT EXISTS view_tracking (view TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 
 
+VERSIONS_DDL = "CREATE TABLE IF NOT EXISTS view_versions (view TEXT PRIMARY KEY, version BIGINT NOT NULL)"
+
+
 class PositionConflict(Exception):
     """Another runner moved the view while this batch was being applied."""
 
@@ -53,9 +56,30 @@ class ProjectionRunner:
 
     # ------------------------------------------------------------------ schema
     def create_tables(self) -> None:
+        """Creates the views; a view whose shape changed since it was built is dropped and
+        replayed from position 0 (views are disposable, events are not)."""
         with self.db.transaction() as cur:
             cur.execute(TRACKING_DDL)
+            cur.execute(VERSIONS_DDL)
             for view in self.views:
+                cur.execute("SELECT version FROM view_versions WHERE view = %(view)s", {"view": view.name})
+                row = cur.fetchone()
+                if row is not None and int(row["version"]) != view.version:
+                    log.warning(
+                        "view %s changed shape (v%s -> v%s): rebuilding",
+                        view.name,
+                        row["version"],
+                        view.version,
+                    )
+                    cur.execute(f"DROP TABLE IF EXISTS {view.table}")
+                    cur.execute(
+                        "UPDATE view_tracking SET position = 0 WHERE view = %(view)s", {"view": view.name}
+                    )
+                cur.execute(
+                    "INSERT INTO view_versions VALUES (%(view)s, %(version)s) "
+                    "ON CONFLICT (view) DO UPDATE SET version = excluded.version",
+                    {"view": view.name, "version": view.version},
+                )
                 for statement in view.ddl:
                     cur.execute(statement)
                 cur.execute(

@@ -32,6 +32,7 @@ class View:
     name: str
     table: str
     ddl: list[str]
+    version: int = 1  # bump when ddl changes: the runner rebuilds the view from events
     handlers: dict[str, Handler] = field(default_factory=dict)
 
     def on(self, *event_types: str) -> Callable[[Handler], Handler]:
@@ -318,6 +319,7 @@ def _snap_deleted(cur: Cursor, e: Any, position: int) -> None:
 restores = View(
     name="restores",
     table="restore_records",
+    version=2,
     ddl=[
         """CREATE TABLE IF NOT EXISTS restore_records (
             id TEXT PRIMARY KEY, snapshot_id TEXT NOT NULL, policy_id TEXT NOT NULL,
@@ -328,7 +330,7 @@ restores = View(
             transferred_bytes BIGINT NOT NULL, progress DOUBLE PRECISION NOT NULL,
             current_collection TEXT, elapsed_seconds DOUBLE PRECISION,
             created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, collections TEXT,
-            position BIGINT NOT NULL)""",
+            position BIGINT NOT NULL, options TEXT NOT NULL, dry_run BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS restore_records_created ON restore_records (created_at, id)",
         "CREATE INDEX IF NOT EXISTS restore_records_status ON restore_records (status)",
     ],
@@ -341,7 +343,7 @@ def _restore_requested(cur: Cursor, e: Any, position: int) -> None:
         """INSERT INTO restore_records VALUES (%(id)s, %(snapshot_id)s, %(policy_id)s,
             %(sub_name)s, %(target)s, %(storage)s, %(archive_key)s, %(collections)s, NULL,
             NULL, 0, %(actor)s, 'requested', 0, NULL, 0, 0, 0, NULL, NULL, %(ts)s, NULL,
-            NULL, NULL, %(position)s)
+            NULL, NULL, %(position)s, %(options)s, %(dry_run)s)
         ON CONFLICT (id) DO NOTHING""",
         {
             "id": str(e.originator_id),
@@ -355,6 +357,8 @@ def _restore_requested(cur: Cursor, e: Any, position: int) -> None:
             "actor": e.actor,
             "ts": iso(e.timestamp),
             "position": position,
+            "options": dumps({"mapping": e.mapping, "existing": e.existing}),
+            "dry_run": int(e.dry_run),
         },
     )
 

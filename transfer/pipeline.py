@@ -6,6 +6,7 @@ They know nothing about events: the worker passes a progress callback and a stop
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -128,26 +129,55 @@ def remove_archive(storage: Storage, archive_key: str) -> None:
     storage.delete(archive_key)
 
 
-def run_restore(
-    storage: Storage,
-    archive_key: str,
-    target: Any,
-    collections: list[str],
-    report: Report,
-    should_stop: ShouldStop,
-) -> RestoreResult:
+class _Discard:
+    """A restore session that writes nowhere: verify and dry runs read through it."""
+
+    def prepare(self, collection: str, definition: bytes | None) -> None:
+        pass
+
+    @contextmanager
+    def open_out(self, collection: str) -> Iterator[Any]:
+        yield self
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+class _Mapped:
+    """Gives the target session each collection's name in the target."""
+
+    def __init__(self, session: Any, mapping: dict[str, str]) -> None:
+        self.session = session
+        self.mapping = mapping
+
+    def prepare(self, collection: str, definition: bytes | None) -> None:
+        self.session.prepare(collection, definition, self.mapping.get(collection))
+
+    def open_out(self, collection: str) -> Any:
+        return self.session.open_out(collection)
+
+
+def load_manifest(storage: Storage, archive_key: str) -> dict[str, Any]:
     try:
-        manifest = parse_manifest(storage.get_bytes(manifest_key(archive_key)))
+        return parse_manifest(storage.get_bytes(manifest_key(archive_key)))
     except StorageError:
         raise ArchiveError(f"archive {archive_key!r} has no manifest in {storage.name!r}") from None
-    available = manifest["collections"]
-    wanted = set(collections or available)
-    missing = sorted(wanted - set(available))
-    if missing:
-        raise ArchiveError(f"archive has no collection {missing[0]!r}")
-    total = sum(available[c]["bytes"] for c in wanted) or 1
+
+
+def _read_through(
+    storage: Storage,
+    archive_key: str,
+    manifest: dict[str, Any],
+    wanted: set[str],
+    session: Any,
+    report: Report,
+    should_stop: ShouldStop,
+) -> tuple[int, int, dict[str, int]]:
+    """Streams the wanted members into the session, verifying as it goes."""
+    total = sum(manifest["collections"][c]["bytes"] for c in wanted) or 1
     read = 0
     done_items = 0
+    counts: dict[str, int] = {}
 
     def on_bytes(name: str, n: int, member_items: int) -> None:
         nonlocal read
@@ -156,21 +186,88 @@ def run_restore(
             raise Stopped
         report(done_items + member_items, read, min(99.0, 100.0 * read / total), name)
 
-    with target.open(manifest.get("source_kind", "ndjson")) as session:
-        with storage.open_reader(archive_key) as stream:
-            for _name, items in read_members(stream, manifest, wanted, session, on_bytes):
-                done_items += items
+    with storage.open_reader(archive_key) as stream:
+        for name, items in read_members(stream, manifest, wanted, session, on_bytes):
+            done_items += items
+            counts[name] = items
+    return done_items, read, counts
+
+
+def _check(expected: dict[str, Any], found: dict[str, int], names: list[str]) -> dict[str, dict[str, Any]]:
+    check = {}
+    for name in names:
+        check[name] = {"expected": expected[name]["items"], "found": found.get(name, 0)}
+        check[name]["ok"] = check[name]["expected"] == check[name]["found"]
+    bad = [n for n, c in check.items() if not c["ok"]]
+    if bad:
+        raise ConsistencyError(
+            "item counts differ from the manifest in "
+            + ", ".join(f"{n} ({check[n]['found']} != {check[n]['expected']})" for n in bad)
+        )
+    return check
+
+
+def verify_archive(
+    storage: Storage, archive_key: str, report: Report | None = None, should_stop: ShouldStop | None = None
+) -> RestoreResult:
+    """Re-reads the whole archive: every member's SHA-256 and item count, and the manifest."""
+    manifest = load_manifest(storage, archive_key)
+    wanted = set(manifest["collections"])
+    items, read, counts = _read_through(
+        storage,
+        archive_key,
+        manifest,
+        wanted,
+        _Discard(),
+        report or (lambda *a: None),
+        should_stop or (lambda: False),
+    )
+    return RestoreResult(items, read, _check(manifest["collections"], counts, sorted(wanted)))
+
+
+def run_restore(
+    storage: Storage,
+    archive_key: str,
+    target: Any,
+    collections: list[str],
+    report: Report,
+    should_stop: ShouldStop,
+    mapping: dict[str, str] | None = None,
+    existing: str | None = None,
+    dry_run: bool = False,
+) -> RestoreResult:
+    """A dry run verifies the archive and reports what would be written, touching nothing.
+
+    Targets that cannot make a restore all-or-nothing (`transactional = False`) get the
+    archive verified in full before the first write.
+    """
+    manifest = load_manifest(storage, archive_key)
+    available = manifest["collections"]
+    wanted = set(collections or available)
+    missing = sorted(wanted - set(available))
+    if missing:
+        raise ArchiveError(f"archive has no collection {missing[0]!r}")
+    mapping = mapping or {}
+    names = sorted(wanted)
+    kind = manifest.get("source_kind", "ndjson")
+    if dry_run:
+        items, read, counts = _read_through(
+            storage, archive_key, manifest, wanted, _Discard(), report, should_stop
+        )
+        check = _check(available, counts, names)
+        for name in names:
+            check[name].update(target_name=mapping.get(name, name), would_write=counts.get(name, 0))
+        return RestoreResult(items, read, check)
+    if not getattr(target, "transactional", True):
+        verify_archive(storage, archive_key, should_stop=should_stop)
+    with target.open(kind, existing) as session:
+        items, read, _ = _read_through(
+            storage, archive_key, manifest, wanted, _Mapped(session, mapping), report, should_stop
+        )
         # The consistency check reads the target itself, before anything becomes visible.
-        check = {}
-        for name in sorted(wanted):
-            found = session.count_items(name)
-            expected = available[name]["items"]
-            check[name] = {"expected": expected, "found": found, "ok": found == expected}
-        bad = [n for n, c in check.items() if not c["ok"]]
-        if bad:
-            raise ConsistencyError(
-                "item counts differ from the manifest in "
-                + ", ".join(f"{n} ({check[n]['found']} != {check[n]['expected']})" for n in bad)
-            )
+        check = _check(available, {n: session.count_items(n) for n in names}, names)
+        for name in names:
+            if name in mapping:
+                check[name]["target_name"] = mapping[name]
         session.commit()
-    return RestoreResult(done_items, read, check)
+    return RestoreResult(items, read, check)

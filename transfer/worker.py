@@ -256,6 +256,9 @@ class Worker:
                 list(restore.collections),
                 ProgressThrottle(run.report),
                 run.should_stop,
+                mapping=restore.mapping,
+                existing=restore.existing,
+                dry_run=restore.dry_run,
             )
 
             def finish() -> None:
