@@ -66,6 +66,38 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: archive intact; 1: archive damaged or incomplete; 2: bad input."""
+    from domain.errors import DomainError
+    from transfer.archive import ArchiveError
+    from transfer.pipeline import ConsistencyError, verify_archive
+    from transfer.storage import StorageError
+
+    runtime = _runtime(args)
+    try:
+        try:
+            snap = runtime.app.get_snapshot(args.snapshot)
+        except DomainError as e:
+            return _fail(e.message)
+        if snap.status != "completed":
+            return _fail(f"snapshot {snap.sub_name} is {snap.status}: there is no archive to verify")
+        storage = runtime.resources.storages.get(snap.storage)
+        if storage is None:
+            return _fail(f"storage {snap.storage!r} of {snap.sub_name} is not configured")
+        try:
+            result = verify_archive(storage, snap.archive_key)
+        except (ArchiveError, ConsistencyError, StorageError) as e:
+            print(f"DAMAGED {snap.sub_name} ({snap.archive_key}): {e}")
+            return 1
+        for name, check in result.collections.items():
+            print(f"ok  {name}: {check['found']} items")
+        print(f"OK {snap.sub_name} ({snap.archive_key}): {result.items} items, {result.bytes} bytes verified")
+        return 0
+    finally:
+        runtime.views.close()
+        runtime.app.close()
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value!r}")
@@ -88,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     rb = proj_sub.add_parser("rebuild", help="drop and replay a view (all if NAME is omitted)")
     rb.add_argument("name", nargs="?", help="policies, backups or restores")
     rb.set_defaults(func=cmd_rebuild)
+    verify = sub.add_parser("verify", help="re-read a snapshot's archive and check every checksum and count")
+    verify.add_argument("snapshot", help="snapshot id")
+    verify.set_defaults(func=cmd_verify)
     return p
 
 

@@ -52,3 +52,21 @@ def test_archive_without_manifest_is_not_restorable(client):
     rid = client.post("/api/v1/restores", json={"snapshot_id": snap["id"], "target": "scratch"}).json()["id"]
     rec = wait_for(client, f"/api/v1/restores/{rid}", lambda b: b["status"] in ("completed", "failed"))
     assert rec["status"] == "failed" and "no manifest" in rec["error"]
+
+
+def test_verify_command(client, capsys):
+    from api.cli import main
+
+    snap = completed_snapshot(client, create_policy(client))
+    config = client.app.state.runtime.config
+    path = str(config.data_dir.parent / "snapledger.toml")
+    assert main(["--config", path, "verify", snap["id"]]) == 0
+    assert "OK nightly#1" in capsys.readouterr().out
+    archive = _archive_path(client, snap)
+    data = bytearray(archive.read_bytes())
+    data[1500] ^= 0xFF  # inside the first data member
+    archive.write_bytes(bytes(data))
+    assert main(["--config", path, "verify", snap["id"]]) == 1
+    assert "DAMAGED" in capsys.readouterr().out
+    assert main(["--config", path, "verify", "not-an-id"]) == 2
+    assert main(["--config", path, "verify", "00000000-0000-4000-8000-000000000000"]) == 2
