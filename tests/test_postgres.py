@@ -97,8 +97,10 @@ def test_round_trip_row_for_row(databases, tmp_path):
         assert (
             c.execute("INSERT INTO shop.orders (customer) VALUES ('new') RETURNING id").fetchone()[0] > 5001
         )
-        with pytest.raises(psycopg.errors.CheckViolation):
+        with pytest.raises(psycopg.errors.CheckViolation), c.transaction():
             c.execute("INSERT INTO shop.orders (customer, amount) VALUES ('neg', -1)")
+        with pytest.raises(psycopg.errors.UniqueViolation), c.transaction():
+            c.execute("INSERT INTO shop.orders (id, customer) VALUES (1, 'dup')")  # the primary key is back
 
 
 def test_existing_data_policies(databases, tmp_path):

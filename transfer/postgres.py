@@ -89,21 +89,44 @@ def _table_sql(conn: psycopg.Connection, oid: int, schema: str, table: str) -> b
     return (HEADER + json.dumps(meta) + "\n" + create_table_sql(conn, meta, schema, table)).encode()
 
 
-def create_table_sql(conn: psycopg.Connection, meta: dict[str, Any], schema: str, table: str) -> str:
+def _constraint(meta: dict[str, Any], name: str, definition: str, renamed: bool) -> sql.Composable:
     """Keeps constraint names when the table keeps its name; a renamed copy gets fresh ones
     (constraint indexes share the schema's namespace with the original's)."""
+    if renamed:
+        return sql.SQL(definition)
+    return sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition))
+
+
+def _is_indexed(definition: str) -> bool:
+    return definition.startswith(("PRIMARY KEY", "UNIQUE"))
+
+
+def create_table_sql(
+    conn: psycopg.Connection, meta: dict[str, Any], schema: str, table: str, defer_indexes: bool = False
+) -> str:
+    """With defer_indexes, primary keys and unique constraints are left for
+    index_constraints_sql(): building an index once after COPY beats maintaining it per row."""
     renamed = (schema, table) != (meta["schema"], meta["table"])
     parts = [sql.SQL(c) for c in meta["columns"]]
     for name, definition in meta["constraints"]:
-        if renamed:
-            parts.append(sql.SQL(definition))
-        else:
-            parts.append(sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition)))
+        if not (defer_indexes and _is_indexed(definition)):
+            parts.append(_constraint(meta, name, definition, renamed))
     return (
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE {} (\n  {}\n);\n")
         .format(sql.Identifier(schema), sql.Identifier(schema, table), sql.SQL(",\n  ").join(parts))
         .as_string(conn)
     )
+
+
+def index_constraints_sql(meta: dict[str, Any], schema: str, table: str) -> list[sql.Composable]:
+    renamed = (schema, table) != (meta["schema"], meta["table"])
+    return [
+        sql.SQL("ALTER TABLE {} ADD {}").format(
+            sql.Identifier(schema, table), _constraint(meta, name, definition, renamed)
+        )
+        for name, definition in meta["constraints"]
+        if _is_indexed(definition)
+    ]
 
 
 def parse_definition(data: bytes) -> tuple[dict[str, Any], str]:
@@ -175,6 +198,7 @@ class _RestoreSession:
         self.target = target
         self.conn = conn
         self.existing = existing
+        self.deferred: list[sql.Composable] = []
         self.tables: dict[str, tuple[sql.Composable, list[str], int]] = {}
 
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
@@ -186,14 +210,14 @@ class _RestoreSession:
         if as_name:
             schema, _, rest = as_name.partition(".") if "." in as_name else (schema, "", as_name)
             table = rest or as_name
-        ddl = create_table_sql(self.conn, meta, schema, table)
         qualified = sql.Identifier(schema, table)
         exists = self.conn.execute(
             "SELECT to_regclass(%s) IS NOT NULL", (qualified.as_string(self.conn),)
         ).fetchone()[0]
         baseline = 0
         if not exists:
-            self.conn.execute(ddl.encode())
+            self.conn.execute(create_table_sql(self.conn, meta, schema, table, defer_indexes=True).encode())
+            self.deferred.extend(index_constraints_sql(meta, schema, table))
         elif self.existing == "fail":
             if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(qualified)).fetchone()[0]:
                 raise TargetError(
@@ -213,6 +237,10 @@ class _RestoreSession:
             yield copy
 
     def count_items(self, collection: str) -> int:
+        """Called once loading is done: builds the deferred indexes first, so a duplicate
+        key fails the restore before the counts are trusted."""
+        while self.deferred:
+            self.conn.execute(self.deferred.pop(0))
         if collection not in self.tables:
             return 0
         qualified, _, baseline = self.tables[collection]
