@@ -4,6 +4,10 @@ Layout (readable with tar + gunzip, no snapledger needed):
     data/<collection>.ndjson.gz   one per collection, in manifest order
     manifest.json                 last member; the same bytes are also stored beside the
                                   archive as `<archive>.manifest.json`, the commit marker
+MongoDB snapshots use mongodump's directory layout instead, so that after `tar -xf` the
+command `mongorestore --gzip --dir dump` restores them:
+    dump/<db>/<collection>.metadata.json.gz   options and indexes (gzipped, as --gzip expects)
+    dump/<db>/<collection>.bson.gz            concatenated BSON documents
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
+from urllib.parse import quote
 
 from transfer.items import counter_for
 
@@ -32,14 +37,28 @@ class ArchiveError(Exception):
     """The archive is missing, incomplete or does not match its manifest."""
 
 
-DATA_SUFFIX = {"ndjson": ".ndjson.gz", "postgresql": ".copy.gz"}
+DATA_SUFFIX = {"ndjson": ".ndjson.gz", "postgresql": ".copy.gz", "mongodb": ".bson.gz"}
+MONGODB_METADATA_SUFFIX = ".metadata.json.gz"
+_PATH_SEGMENT_SAFE = "$&+:=@"  # besides letters, digits and -._~, as Go's url.PathEscape
+
+
+def _mongodump_path(collection: str) -> str:
+    """`<db>.<collection>` as mongodump names it: dump/<db>/<collection>, the collection name
+    escaped like Go's url.PathEscape, which mongorestore undoes."""
+    db, _, coll = collection.partition(".")
+    return f"dump/{db}/{quote(coll, safe=_PATH_SEGMENT_SAFE)}"
 
 
 def member_name(collection: str, source_kind: str = "ndjson") -> str:
+    if source_kind == "mongodb":
+        return _mongodump_path(collection) + DATA_SUFFIX[source_kind]
     return f"data/{collection}{DATA_SUFFIX[source_kind]}"
 
 
-def schema_member_name(collection: str) -> str:
+def schema_member_name(collection: str, source_kind: str = "ndjson") -> str:
+    """Where a collection's definition goes; names ending in .gz are stored gzipped."""
+    if source_kind == "mongodb":
+        return _mongodump_path(collection) + MONGODB_METADATA_SUFFIX
     return f"schema/{collection}.sql"
 
 
@@ -109,7 +128,9 @@ class ArchiveWriter:
         counter = counter_for(self.source_kind)
         self.entries.append(entry)  # counted while it streams, for progress
         if definition is not None:
-            entry.schema_member = schema_member_name(name)
+            entry.schema_member = schema_member_name(name, self.source_kind)
+            if entry.schema_member.endswith(".gz"):
+                definition = gzip.compress(definition, compresslevel=self.compresslevel, mtime=0)
             self._tar.addfile(self._info(entry.schema_member, len(definition)), io.BytesIO(definition))
         with tempfile.TemporaryFile() as tmp:
             hashed = _Hashing(tmp)
@@ -205,7 +226,15 @@ def read_members(
             if member.name in by_schema:
                 ddl = tar.extractfile(member)
                 assert ddl is not None
-                definitions[by_schema[member.name]] = ddl.read()
+                definition = ddl.read()
+                if member.name.endswith(".gz"):
+                    try:
+                        definition = gzip.decompress(definition)
+                    except (OSError, EOFError, zlib.error) as e:
+                        raise ArchiveError(
+                            f"definition of {by_schema[member.name]!r} is damaged: {e}"
+                        ) from None
+                definitions[by_schema[member.name]] = definition
                 continue
             name = by_member.get(member.name)
             if name is None:
@@ -228,7 +257,7 @@ def read_members(
                         out.write(data)
                         on_bytes(name, len(chunk), items)
                     tail = inflate.flush()
-                except zlib.error as e:
+                except (zlib.error, ValueError) as e:  # ValueError: a broken BSON length prefix
                     raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
                 items += counter.feed(tail)
                 out.write(tail)

@@ -16,17 +16,20 @@ partitioned parents (their partitions back up as plain tables), views and functi
 from __future__ import annotations
 
 import json
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from transfer.ndjson import SourceError, TargetError
 
 HEADER = "-- snapledger-table: "
+CHUNK = 1 << 20
 
 
 def conninfo(url: str, password: str | None) -> str:
@@ -157,19 +160,61 @@ class _BackupSession:
         return _table_sql(self.conn, oid, schema, table)
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
+        """COPY rows arrive one message each; a reader thread gathers them into 1 MiB
+        chunks at libpq level while the caller compresses the previous chunk."""
         _, schema, table, _ = self.tables[collection]
-        statement = sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table))
-        with self.conn.cursor() as cur, cur.copy(statement) as copy:
-            buffer = bytearray()
-            for data in copy:
-                buffer += data
-                if len(buffer) >= 1 << 20:
-                    on_raw_bytes(len(buffer))
-                    yield bytes(buffer)
-                    buffer.clear()
-            if buffer:
-                on_raw_bytes(len(buffer))
-                yield bytes(buffer)
+        statement = sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table)).as_bytes(self.conn)
+        chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
+        abandoned = threading.Event()
+
+        def offer(item: bytes | BaseException | None) -> bool:
+            while not abandoned.is_set():
+                try:
+                    chunks.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def read() -> None:
+            try:
+                pgconn = self.conn.pgconn
+                result = pgconn.exec_(statement)
+                if result.status != pq.ExecStatus.COPY_OUT:
+                    raise SourceError(f"COPY of {collection} failed: {pgconn.get_error_message()}")
+                get = pgconn.get_copy_data
+                buffer = bytearray()
+                while True:
+                    size, data = get(0)
+                    if size < 0:
+                        break
+                    buffer += data
+                    if len(buffer) >= CHUNK and not offer(bytes(buffer)):
+                        return
+                    if len(buffer) >= CHUNK:
+                        buffer.clear()
+                end = pgconn.get_result()
+                if end is None or end.status != pq.ExecStatus.COMMAND_OK:
+                    raise SourceError(f"COPY of {collection} failed: {pgconn.get_error_message()}")
+                while pgconn.get_result() is not None:
+                    pass
+                if buffer:
+                    offer(bytes(buffer))
+                offer(None)
+            except BaseException as e:  # handed to the consumer, which re-raises it
+                offer(e)
+
+        reader = threading.Thread(target=read, name=f"copy-{collection}", daemon=True)
+        reader.start()
+        try:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                on_raw_bytes(len(item))
+                yield item
+        finally:
+            abandoned.set()
+            reader.join(timeout=5)
 
 
 class PostgresSource:

@@ -1,0 +1,113 @@
+"""PostgreSQL backup and restore against pg_dump -Fc / pg_restore, measured in one run.
+
+    python bench/pg_vs_pg_dump.py [--scale 50] [--url postgresql://postgres@127.0.0.1:5432]
+
+Initialises `pgbench -i -s SCALE` in database snapledger_bench (once), then times, best of
+--runs: pg_dump -Fc to a file vs a snapledger backup to local storage (both gzip/zlib
+level 6 by default), and pg_restore vs a snapledger restore into an empty database.
+Prints wall times and ratios (snapledger / reference; lower is better, target <= 1.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transfer.pipeline import run_backup, run_restore  # noqa: E402
+from transfer.postgres import PostgresSource, PostgresTarget, conninfo  # noqa: E402
+from transfer.storage import LocalStorage  # noqa: E402
+
+DB = "snapledger_bench"
+
+
+def admin(url: str, sql: str) -> None:
+    with psycopg.connect(conninfo(url + "/postgres", None), autocommit=True) as c:
+        c.execute(sql)
+
+
+def timed(fn) -> float:  # type: ignore[no-untyped-def]
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def best(runs: int, setup, fn) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(runs):
+        setup()
+        times.append(timed(fn))
+    return min(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scale", type=int, default=50)
+    p.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432")
+    p.add_argument("--runs", type=int, default=2)
+    args = p.parse_args()
+    src_url = f"{args.url}/{DB}"
+    with psycopg.connect(conninfo(args.url + "/postgres", None), autocommit=True) as c:
+        exists = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
+    if not exists:
+        admin(args.url, f"CREATE DATABASE {DB}")
+        subprocess.run(
+            ["pgbench", "-q", "-i", "-s", str(args.scale), "-d", conninfo(src_url, None)], check=True
+        )
+    with psycopg.connect(conninfo(src_url, None)) as c:
+        rows = c.execute("SELECT count(*) FROM pgbench_accounts").fetchone()[0]
+        size = c.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    print(f"source: pgbench, {rows:,} accounts, database {size / 2**20:.0f} MiB; best of {args.runs}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "bench.dump"
+        storage = LocalStorage("bench", Path(tmp) / "archives")
+        source = PostgresSource("bench", src_url, None, ["public"])
+        t_dump = best(
+            args.runs,
+            lambda: None,
+            lambda: subprocess.run(["pg_dump", "-Fc", "-f", str(dump), conninfo(src_url, None)], check=True),
+        )
+        t_ours = best(
+            args.runs,
+            lambda: None,
+            lambda: run_backup(source, storage, "b.tar", [], [], {}, lambda *a: None, lambda: False),
+        )
+        ours_size = (Path(tmp) / "archives" / "b.tar").stat().st_size
+        print(f"backup   pg_dump -Fc : {t_dump:7.2f} s  ({dump.stat().st_size / 2**20:.0f} MiB)")
+        print(f"backup   snapledger  : {t_ours:7.2f} s  ({ours_size / 2**20:.0f} MiB)")
+        print(f"backup   ratio (snapledger / pg_dump): {t_ours / t_dump:.2f}")
+
+        dst = f"{DB}_restore"
+        dst_url = f"{args.url}/{dst}"
+
+        def fresh() -> None:
+            admin(args.url, f"DROP DATABASE IF EXISTS {dst} WITH (FORCE)")
+            admin(args.url, f"CREATE DATABASE {dst}")
+
+        t_pgr = best(
+            args.runs,
+            fresh,
+            lambda: subprocess.run(["pg_restore", "-d", conninfo(dst_url, None), str(dump)], check=True),
+        )
+        target = PostgresTarget("bench", dst_url, None, "fail")
+        t_res = best(
+            args.runs,
+            fresh,
+            lambda: run_restore(storage, "b.tar", target, [], lambda *a: None, lambda: False),
+        )
+        admin(args.url, f"DROP DATABASE IF EXISTS {dst} WITH (FORCE)")
+        print(f"restore  pg_restore  : {t_pgr:7.2f} s")
+        print(f"restore  snapledger  : {t_res:7.2f} s")
+        print(f"restore  ratio (snapledger / pg_restore): {t_res / t_pgr:.2f}")
+
+
+if __name__ == "__main__":
+    main()

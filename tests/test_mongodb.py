@@ -1,0 +1,522 @@
+"""MongoDB source and restore target: raw BSON through the archive in mongodump's layout.
+
+No MongoDB server can run on this machine, so these tests use mongomock (a mock only where no
+real thing can run). Set SNAPLEDGER_TEST_MONGODB_URL to also run the round trip against a real
+server through pymongo.MongoClient.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tarfile
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import bson
+import mongomock
+import pymongo
+import pytest
+from bson import ObjectId
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import PyMongoError
+
+from transfer.archive import ArchiveError, manifest_key
+from transfer.mongodb import MongoSource, MongoTarget, _BsonWriter, split_name
+from transfer.ndjson import SourceError, TargetError
+from transfer.pipeline import BackupResult, RestoreResult, Stopped, run_backup, run_restore
+from transfer.storage import LocalStorage
+
+REAL_URL = os.environ.get("SNAPLEDGER_TEST_MONGODB_URL")
+real_server = pytest.mark.skipif(
+    not REAL_URL, reason="no MongoDB server here: set SNAPLEDGER_TEST_MONGODB_URL to run against one"
+)
+KEY = "nightly/snap-1.tar"
+SECRET = "pw-Very-s3cret-mongo"
+ORDERS = 2500  # several insert batches of 1000 and several 1 MiB read chunks
+
+
+def _quiet(*_: Any) -> None:
+    pass
+
+
+def _never() -> bool:
+    return False
+
+
+def factory(client: Any) -> Any:
+    """Stands in for pymongo.MongoClient: every connection reaches the same mongomock server."""
+    return lambda url, **kwargs: client
+
+
+def seed(client: Any, shop: str = "shop", crm: str = "crm") -> list[str]:
+    """Documents an operator would have: unicode, nulls, nesting, ~1 MB values, ObjectIds,
+    datetimes, 64-bit ints, an empty collection with an index. Answers the namespaces."""
+    start = datetime(2024, 2, 29, 23, 59, 59, 123000)  # BSON keeps milliseconds
+    client[shop]["orders"].insert_many(
+        [
+            {
+                "_id": ObjectId(),
+                "n": i,
+                "customer": f"Zoë {i} — 東京 🚀",
+                "note": None if i % 3 == 0 else "ok",
+                "lines": [{"sku": f"S{i % 17}", "qty": i % 5, "tags": ["a", {"deep": [None, i]}]}],
+                "placed": start + timedelta(milliseconds=i),
+                "cents": Int64(i * 10**12),
+                "ratio": i / 7,
+                "paid": i % 2 == 0,
+            }
+            for i in range(ORDERS)
+        ]
+    )
+    client[shop]["blobs"].insert_many(
+        [
+            {"_id": 1, "payload": "é" * 550_000},  # ~1.1 MB of UTF-8 in one document
+            {"_id": 2, "payload": "x" * 1_048_576},
+            {"_id": 3, "payload": ""},
+        ]
+    )
+    client[shop].create_collection("empty")
+    client[shop]["empty"].create_index([("sku", 1)], name="sku_1")
+    client[crm]["customers"].insert_many([{"email": f"c{i}@example.com", "since": start} for i in range(50)])
+    client[crm]["customers"].create_index([("email", 1)], unique=True, name="email_1")
+    client[crm]["café s"].insert_one({"_id": "x", "v": {"nested": {"deeper": None}}})
+    return sorted([f"{shop}.orders", f"{shop}.blobs", f"{shop}.empty", f"{crm}.customers", f"{crm}.café s"])
+
+
+def docs(client: Any, ns: str) -> list[dict[str, Any]]:
+    db, coll = split_name(ns)
+    return list(client[db][coll].find().sort("_id", 1))
+
+
+def indexes(client: Any, ns: str) -> dict[str, tuple[list[tuple[str, Any]], bool]]:
+    db, coll = split_name(ns)
+    return {
+        i["name"]: (list(i["key"].items()), bool(i.get("unique"))) for i in client[db][coll].list_indexes()
+    }
+
+
+def backup(storage: LocalStorage, client: Any, databases: list[str] | None = None) -> BackupResult:
+    source = MongoSource("mongo-src", "mongodb://source.invalid/", None, databases or [], factory(client))
+    return run_backup(source, storage, KEY, [], [], {"policy": "nightly"}, _quiet, _never)
+
+
+def restore(
+    storage: LocalStorage, client: Any, existing: str = "fail", collections: list[str] | None = None
+) -> RestoreResult:
+    target = MongoTarget("mongo-dst", "mongodb://target.invalid/", None, existing, factory(client))
+    return run_restore(storage, KEY, target, collections or [], _quiet, _never)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> LocalStorage:
+    return LocalStorage("local", tmp_path / "store")
+
+
+@pytest.fixture
+def source() -> Any:
+    client = mongomock.MongoClient()
+    client.admin["settings"].insert_one({"never": "backed up"})
+    return client
+
+
+@pytest.fixture
+def target() -> Any:
+    return mongomock.MongoClient()
+
+
+def test_round_trip_document_for_document(storage, source, target):
+    names = seed(source)
+    result = backup(storage, source)
+    assert sorted(result.collections) == names  # admin and system collections are skipped
+    manifest = json.loads(storage.get_bytes(manifest_key(KEY)))
+    assert manifest["source_kind"] == "mongodb"
+    for ns in names:
+        assert manifest["collections"][ns]["items"] == len(docs(source, ns))
+    assert manifest["collections"]["shop.orders"]["items"] == ORDERS
+    assert manifest["collections"]["shop.empty"]["items"] == 0
+    assert manifest["items"] == ORDERS + 3 + 50 + 1
+
+    restored = restore(storage, target)
+
+    assert restored.items == manifest["items"]
+    assert all(c["ok"] for c in restored.collections.values())
+    assert sorted(target.list_database_names()) == ["crm", "shop"]
+    for ns in names:
+        assert docs(target, ns) == docs(source, ns), ns
+    assert "shop.empty" in [f"shop.{c}" for c in target.shop.list_collection_names()]
+    assert indexes(target, "crm.customers")["email_1"] == ([("email", 1)], True)
+    assert indexes(target, "shop.empty")["sku_1"] == ([("sku", 1)], False)
+
+
+def test_archive_is_what_mongorestore_reads(storage, source):
+    """After `tar -xf`, `mongorestore --gzip --dir dump` finds <db>/<coll>.bson.gz and the
+    gzipped .metadata.json.gz beside it, collection names escaped as mongodump escapes them."""
+    names = seed(source)
+    backup(storage, source)
+    with tarfile.open(storage.path(KEY)) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        assert tar.getmembers()[-1].name == "manifest.json"
+    expected = {"manifest.json"}
+    for ns in names:
+        db, coll = split_name(ns)
+        escaped = coll.replace("é", "%C3%A9").replace(" ", "%20")
+        expected |= {f"dump/{db}/{escaped}.bson.gz", f"dump/{db}/{escaped}.metadata.json.gz"}
+    assert set(members) == expected
+    assert "dump/crm/caf%C3%A9%20s.bson.gz" in members
+
+    orders = bson.decode_all(gzip.decompress(members["dump/shop/orders.bson.gz"]))
+    assert sorted(orders, key=lambda d: d["_id"]) == docs(source, "shop.orders")
+    assert gzip.decompress(members["dump/shop/empty.bson.gz"]) == b""
+    meta = json.loads(gzip.decompress(members["dump/crm/customers.metadata.json.gz"]))
+    assert meta["collectionName"] == "customers" and meta["options"] == {}
+    email = next(i for i in meta["indexes"] if i["name"] == "email_1")
+    # canonical extended JSON, as mongodump writes and mongorestore parses
+    assert email == {
+        "key": {"email": {"$numberInt": "1"}},
+        "unique": True,
+        "name": "email_1",
+        "v": {"$numberInt": "2"},
+    }
+
+
+def test_databases_setting_selects_and_checks(storage, source):
+    seed(source)
+    assert sorted(backup(storage, source, ["crm"]).collections) == ["crm.café s", "crm.customers"]
+    with pytest.raises(SourceError, match="'nope'"):
+        backup(LocalStorage("other", storage.root.parent / "other"), source, ["nope"])
+
+
+def test_existing_fail_refuses_and_leaves_no_new_collection(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    target.shop.orders.insert_one({"_id": "theirs"})
+    with pytest.raises(TargetError, match="'mongo-dst'.*'shop.orders' already has documents"):
+        restore(storage, target, "fail")
+    assert target.crm.list_collection_names() == []  # restored before the refusal, dropped
+    assert target.shop.list_collection_names() == ["orders"]
+    assert docs(target, "shop.orders") == [{"_id": "theirs"}]
+
+
+def test_existing_fail_takes_an_empty_collection(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    target.shop.create_collection("orders")
+    restore(storage, target, "fail")
+    assert docs(target, "shop.orders") == docs(source, "shop.orders")
+
+
+def test_existing_drop_replaces(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    target.shop.orders.insert_one({"_id": "theirs"})
+    restore(storage, target, "drop")
+    assert docs(target, "shop.orders") == docs(source, "shop.orders")
+
+
+def test_existing_append_keeps_and_counts_only_restored(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    target.shop.orders.insert_one({"_id": "theirs"})
+    result = restore(storage, target, "append")
+    assert result.collections["shop.orders"] == {"expected": ORDERS, "found": ORDERS, "ok": True}
+    assert target.shop.orders.count_documents({}) == ORDERS + 1
+    assert target.shop.orders.find_one({"_id": "theirs"}) == {"_id": "theirs"}
+
+
+def test_append_conflict_fails_cleanly(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    target.shop.blobs.insert_one({"_id": 2, "payload": "theirs"})
+    with pytest.raises(TargetError) as failed:
+        restore(storage, target, "append")
+    assert "'mongo-dst'" in str(failed.value) and len(str(failed.value)) < 700  # no documents in it
+    assert target.crm.list_collection_names() == []
+    assert target.shop.list_collection_names() == ["blobs"]  # pre-existing: kept
+
+
+@pytest.mark.parametrize("where", [0.3, 0.5, 0.8])
+def test_flipped_byte_fails_restore_and_leaves_no_new_collection(storage, source, target, where):
+    seed(source)
+    backup(storage, source)
+    _flip_byte(storage, "dump/shop/orders.bson.gz", where)
+    with pytest.raises(ArchiveError, match="shop.orders"):
+        restore(storage, target)
+    assert target.list_database_names() == [] or all(
+        target[db].list_collection_names() == [] for db in target.list_database_names()
+    )
+
+
+def _stop_once_written(target: Any, ns: str, seen: list[int]) -> Any:
+    """A report hook that stops the restore once documents of `ns` are in the target, i.e.
+    after the archive was verified and writing is under way."""
+    db, coll = split_name(ns)
+
+    def report(items: int, read: int, percent: float, name: str | None) -> None:
+        if name == ns and target[db][coll].count_documents({}):
+            seen.append(target[db][coll].count_documents({}))
+            raise Stopped
+
+    return report
+
+
+def test_stopped_restore_leaves_no_new_collection(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    seen: list[int] = []
+    mongo = MongoTarget("mongo-dst", "mongodb://target.invalid/", None, "fail", factory(target))
+    with pytest.raises(Stopped):
+        run_restore(storage, KEY, mongo, [], _stop_once_written(target, "shop.orders", seen), _never)
+    assert seen and seen[0] > 0  # documents had landed before the stop
+    assert all(target[db].list_collection_names() == [] for db in target.list_database_names())
+
+
+def test_restore_selected_collection(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    restore(storage, target, collections=["shop.blobs"])
+    assert target.list_database_names() == ["shop"]
+    assert docs(target, "shop.blobs") == docs(source, "shop.blobs")
+
+
+def test_target_takes_only_mongodb_snapshots(target):
+    mongo = MongoTarget("mongo-dst", "mongodb://target.invalid/", None, "fail", factory(target))
+    with pytest.raises(TargetError, match="'mongo-dst'.*ndjson"):
+        with mongo.open("ndjson"):
+            pass
+
+
+def test_password_is_passed_as_keyword_and_kept_out_of_errors(storage):
+    seen: dict[str, Any] = {}
+
+    class Broken:
+        def list_database_names(self) -> list[str]:
+            raise PyMongoError(f"auth failed for password {SECRET}")
+
+        def get_database(self, name: str) -> Any:
+            return mongomock.MongoClient().get_database(name)
+
+        def close(self) -> None:
+            pass
+
+    def connect(url: str, **kwargs: Any) -> Broken:
+        seen.update(url=url, **kwargs)
+        return Broken()
+
+    source = MongoSource("mongo-src", "mongodb://backup@db.invalid/", SECRET, [], connect)
+    with pytest.raises(SourceError) as failed:
+        run_backup(source, storage, KEY, [], [], {}, _quiet, _never)
+    assert seen == {"url": "mongodb://backup@db.invalid/", "password": SECRET}
+    assert SECRET not in str(failed.value) and "'mongo-src'" in str(failed.value)
+    assert SECRET not in repr(source)
+
+
+def test_estimates_without_collection_stats(source):
+    seed(source)
+    mongo = MongoSource("mongo-src", "mongodb://source.invalid/", None, [], factory(source))
+    with mongo.open() as session:
+        estimates = session.estimates()
+    assert estimates["shop.empty"] == 0
+    assert estimates["shop.blobs"] > 2_000_000
+    assert ORDERS * 100 < estimates["shop.orders"] < ORDERS * 1000
+
+
+def _flip_byte(storage: LocalStorage, member_name: str, where: float = 0.5) -> None:
+    path = storage.path(KEY)
+    with tarfile.open(path) as tar:
+        member = tar.getmember(member_name)
+    data = bytearray(path.read_bytes())
+    data[member.offset_data + int(member.size * where)] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_failed_restore_empties_a_collection_it_found_empty(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    target.shop.create_collection("orders")
+    target.shop.orders.create_index([("keep", 1)], name="keep_1")
+    seen: list[int] = []
+    mongo = MongoTarget("mongo-dst", "mongodb://target.invalid/", None, "fail", factory(target))
+    with pytest.raises(Stopped):
+        run_restore(storage, KEY, mongo, [], _stop_once_written(target, "shop.orders", seen), _never)
+    assert seen and seen[0] > 0
+    assert target.shop.list_collection_names() == ["orders"]
+    assert target.shop.orders.count_documents({}) == 0
+    assert "keep_1" in indexes(target, "shop.orders")
+
+
+def test_session_maps_names_and_overrides_policy(storage, source, target):
+    """The restore may rename a collection (as_name) and override the configured policy."""
+    seed(source)
+    backup(storage, source)
+    target.archive.orders_2024.insert_one({"_id": "old"})
+    with tarfile.open(storage.path(KEY)) as tar:
+        raw = gzip.decompress(tar.extractfile("dump/shop/blobs.bson.gz").read())
+        meta = gzip.decompress(tar.extractfile("dump/shop/blobs.metadata.json.gz").read())
+    mongo = MongoTarget("mongo-dst", "mongodb://target.invalid/", None, "fail", factory(target))
+    with mongo.open("mongodb", "drop") as session:
+        session.prepare("shop.blobs", meta, "archive.orders_2024")
+        with session.open_out("shop.blobs") as out:
+            for pos in range(0, len(raw), 7777):
+                out.write(raw[pos : pos + 7777])
+        assert session.count_items("shop.blobs") == 3
+        session.commit()
+    assert docs(target, "archive.orders_2024") == docs(source, "shop.blobs")
+    assert "shop" not in target.list_database_names()
+    with pytest.raises(TargetError, match="existing must be one of"):
+        with mongo.open("mongodb", "truncate"):
+            pass
+    with pytest.raises(TargetError, match="<database>.<collection>"):
+        with mongo.open("mongodb") as session:
+            session.prepare("shop.blobs", meta, "no_database_given")
+    assert MongoTarget.transactional is False  # the pipeline verifies the archive first
+
+
+class _RawCollection:
+    """What pymongo does with RawBSONDocument, over mongomock's dict store: finds hand out
+    RawBSONDocument when asked for, inserts take them. Exercises the production byte path."""
+
+    def __init__(self, collection: Any, raw: bool) -> None:
+        self._collection, self._raw = collection, raw
+
+    def find(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._collection.find(*args, **kwargs)
+        return _RawCursor(cursor) if self._raw else cursor
+
+    def insert_many(self, documents: list[Any], ordered: bool = True) -> Any:
+        assert ordered and all(isinstance(d, RawBSONDocument) for d in documents)
+        return self._collection.insert_many([bson.decode(d.raw) for d in documents], ordered=ordered)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+
+class _RawCursor:
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    def __iter__(self) -> Any:
+        return (RawBSONDocument(bson.encode(d)) for d in self._cursor)
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
+class _RawDatabase:
+    def __init__(self, database: Any) -> None:
+        self._database = database
+
+    def get_collection(self, name: str, codec_options: Any = None) -> _RawCollection:
+        raw = codec_options is not None and codec_options.document_class is RawBSONDocument
+        return _RawCollection(self._database.get_collection(name), raw)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._database, name)
+
+
+class _RawClient:
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def get_database(self, name: str) -> _RawDatabase:
+        return _RawDatabase(self._client.get_database(name))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_raw_bson_path_round_trip(storage, source, target):
+    names = seed(source)
+    src = MongoSource("mongo-src", "mongodb://s.invalid/", None, [], factory(_RawClient(source)))
+    run_backup(src, storage, KEY, [], [], {}, _quiet, _never)
+    dst = MongoTarget("mongo-dst", "mongodb://t.invalid/", None, "fail", factory(_RawClient(target)))
+    run_restore(storage, KEY, dst, [], _quiet, _never)
+    for ns in names:
+        assert docs(target, ns) == docs(source, ns), ns
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    def insert_many(self, documents: list[Any], ordered: bool = True) -> None:
+        assert ordered
+        self.batches.append([d.raw for d in documents])
+
+
+@pytest.mark.parametrize("step", [1, 3, 4, 5, 4096, 1 << 20])
+def test_writer_cuts_documents_at_any_chunk_boundary(step):
+    documents = [bson.encode({"_id": i, "s": "é" * (i % 300)}) for i in range(2345)]
+    documents.append(bson.encode({"_id": "big", "s": "x" * 3_000_000}))
+    stream = b"".join(documents)
+    recorder = _Recorder()
+    writer = _BsonWriter("shop.orders", recorder, raw=True)
+    for pos in range(0, len(stream), step):
+        writer.write(stream[pos : pos + step])
+    writer.close()
+    assert [d for batch in recorder.batches for d in batch] == documents
+    assert all(len(batch) <= 1000 for batch in recorder.batches)
+
+
+def test_writer_refuses_a_stream_cut_inside_a_document():
+    writer = _BsonWriter("shop.orders", _Recorder(), raw=True)
+    writer.write(bson.encode({"a": 1})[:-2])
+    with pytest.raises(ArchiveError, match="ends inside a BSON document"):
+        writer.close()
+    with pytest.raises(ArchiveError, match="document length"):
+        _BsonWriter("shop.orders", _Recorder(), raw=True).write(b"\xff\xff\xff\x7f" + b"\0" * 8)
+
+
+@pytest.fixture
+def real_client() -> Any:
+    client = pymongo.MongoClient(REAL_URL, serverSelectionTimeoutMS=5000)
+    prefix = f"sl_{uuid.uuid4().hex[:8]}"
+    yield client, prefix
+    for db in client.list_database_names():
+        if db.startswith(prefix):
+            client.drop_database(db)
+    client.close()
+
+
+def _real_backup(storage: LocalStorage, prefix: str) -> tuple[BackupResult, list[str]]:
+    client = pymongo.MongoClient(REAL_URL, serverSelectionTimeoutMS=5000)
+    names = seed(client, shop=f"{prefix}_shop", crm=f"{prefix}_crm")
+    source = MongoSource("real", REAL_URL, None, [f"{prefix}_shop", f"{prefix}_crm"])
+    result = run_backup(source, storage, KEY, [], [], {}, _quiet, _never)
+    client.close()
+    return result, names
+
+
+@real_server
+def test_real_server_round_trip(storage, real_client):
+    client, prefix = real_client
+    result, names = _real_backup(storage, prefix)
+    before = {ns: docs(client, ns) for ns in names}
+    index_before = {ns: indexes(client, ns) for ns in names}
+    assert {ns: result.collections[ns]["items"] for ns in names} == {ns: len(d) for ns, d in before.items()}
+    for ns in names:
+        client.drop_database(split_name(ns)[0])
+
+    target = MongoTarget("real", REAL_URL, None, "fail")
+    restored = run_restore(storage, KEY, target, [], _quiet, _never)
+
+    assert all(c["ok"] for c in restored.collections.values())
+    for ns in names:
+        assert docs(client, ns) == before[ns], ns
+        assert indexes(client, ns) == index_before[ns], ns
+
+
+@real_server
+def test_real_server_flipped_byte_leaves_no_new_collection(storage, real_client):
+    client, prefix = real_client
+    _result, names = _real_backup(storage, prefix)
+    for ns in names:
+        client.drop_database(split_name(ns)[0])
+    _flip_byte(storage, f"dump/{prefix}_shop/orders.bson.gz")
+    with pytest.raises((ArchiveError, TargetError)):
+        run_restore(storage, KEY, MongoTarget("real", REAL_URL, None, "fail"), [], _quiet, _never)
+    assert not [db for db in client.list_database_names() if db.startswith(prefix)]
