@@ -69,14 +69,15 @@ def _rows(url: str, table: sql.Composable) -> list[tuple]:
 
 
 def _backup(src: str, storage: LocalStorage, key: str = "pg/a.tar", **kw):
-    source = PostgresSource("pg", _url(src), None, ["shop"])
+    source = PostgresSource("pg", _url(src), None, ["shop"], use_psql=kw.get("use_psql", True))
     return run_backup(source, storage, key, [], [], {}, lambda *a: None, kw.get("stop", lambda: False))
 
 
-def test_round_trip_row_for_row(databases, tmp_path):
+@pytest.mark.parametrize("use_psql", [True, False], ids=["psql-pipe", "in-process"])
+def test_round_trip_row_for_row(databases, tmp_path, use_psql):
     src, dst = databases
     storage = LocalStorage("local", tmp_path)
-    result = _backup(src, storage)
+    result = _backup(src, storage, use_psql=use_psql)
     assert {c: v["items"] for c, v in result.collections.items()} == {
         "shop.empty": 0,
         f"shop.{WEIRD}": 2,
@@ -149,17 +150,19 @@ def test_damaged_archive_writes_nothing(databases, tmp_path):
         assert c.execute("SELECT to_regclass('shop.orders')").fetchone()[0] is None
 
 
-def test_stop_mid_table_leaves_no_object(databases, tmp_path):
+@pytest.mark.parametrize("use_psql", [True, False], ids=["psql-pipe", "in-process"])
+def test_stop_mid_table_leaves_no_object(databases, tmp_path, use_psql):
     src, _ = databases
     storage = LocalStorage("local", tmp_path)
     calls = iter(range(10**6))
     with pytest.raises(Stopped):
-        _backup(src, storage, stop=lambda: next(calls) > 0)
+        _backup(src, storage, stop=lambda: next(calls) > 0, use_psql=use_psql)
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
     assert not storage.exists(manifest_key("pg/a.tar"))
 
 
-def test_backup_is_one_point_in_time(databases, tmp_path):
+@pytest.mark.parametrize("use_psql", [True, False], ids=["psql-pipe", "in-process"])
+def test_backup_is_one_point_in_time(databases, tmp_path, use_psql):
     """Rows committed while the backup runs are not in it: one REPEATABLE READ snapshot."""
     src, _ = databases
     storage = LocalStorage("local", tmp_path)
@@ -171,7 +174,7 @@ def test_backup_is_one_point_in_time(databases, tmp_path):
             writer.execute(sql.SQL("INSERT INTO {} VALUES ('late')").format(sql.Identifier("shop", WEIRD)))
             inserted.append(1)
 
-    source = PostgresSource("pg", _url(src), None, ["shop"])
+    source = PostgresSource("pg", _url(src), None, ["shop"], use_psql=use_psql)
     result = run_backup(source, storage, "pg/b.tar", [], [], {}, report, lambda: False)
     writer.close()
     assert inserted and result.collections[f"shop.{WEIRD}"]["items"] == 2
