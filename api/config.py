@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from transfer.codec import CODECS, LEVELS  # noqa: E402 - plain constants, no I/O
+
 DEMO_DATA = Path(__file__).resolve().parent.parent / "transfer" / "demo_data"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -100,6 +102,8 @@ class Config:
     presign_seconds: int = 900
     wait_seconds: float = 5.0
     worker: bool = True
+    codec: str = "gzip"
+    level: int = 6
     secrets: list[str] = field(default_factory=list, repr=False)
 
 
@@ -308,6 +312,14 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     storages = {"local": StorageConfig("local", "local", path=data_dir / "archives")}
     storages.update(_storages(_table(raw, "storages"), base))
 
+    archive = _table(raw, "archive")
+    codec = archive.get("compression", "gzip")
+    if codec not in CODECS:
+        raise ConfigError(f"archive.compression must be one of {', '.join(CODECS)}")
+    low, high = LEVELS[codec]
+    level = archive.get("level", 6 if codec == "gzip" else 3)
+    if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
+        raise ConfigError(f"archive.level must be an integer from {low} to {high} for {codec}")
     api = _table(raw, "api")
     try:
         port = int(env.get("SNAPLEDGER_PORT", api.get("port", 8000)))
@@ -331,4 +343,6 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         if isinstance(raw.get("worker"), dict)
         else True,
         secrets=secrets,
+        codec=codec,
+        level=level,
     )

@@ -104,6 +104,8 @@ class Runtime:
             targets={n: build_target(t) for n, t in config.targets.items()},
             storages={n: build_storage(s) for n, s in config.storages.items()},
             secrets=list(config.secrets),
+            codec=config.codec,
+            level=config.level,
         )
         return cls(config, app, views, runner, EventLog(app), resources)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import quote
 
+from transfer.codec import ERRORS, SUFFIX, compressor, decompressor
 from transfer.items import counter_for
 
 FORMAT = "snapledger-archive"
@@ -49,10 +50,10 @@ def _mongodump_path(collection: str) -> str:
     return f"dump/{db}/{quote(coll, safe=_PATH_SEGMENT_SAFE)}"
 
 
-def member_name(collection: str, source_kind: str = "ndjson") -> str:
+def member_name(collection: str, source_kind: str = "ndjson", codec: str = "gzip") -> str:
     if source_kind == "mongodb":
         return _mongodump_path(collection) + DATA_SUFFIX[source_kind]
-    return f"data/{collection}{DATA_SUFFIX[source_kind]}"
+    return f"data/{collection}{DATA_SUFFIX[source_kind].removesuffix('.gz')}{SUFFIX[codec]}"
 
 
 def schema_member_name(collection: str, source_kind: str = "ndjson") -> str:
@@ -108,43 +109,70 @@ class CollectionEntry:
 
 
 @dataclass
+class Staged:
+    entry: CollectionEntry
+    file: Any  # a temporary file holding the compressed member
+    definition: bytes | None
+
+
+@dataclass
 class ArchiveWriter:
-    """Streams collections into a tar on `sink`; each member is staged in a temp file
-    because tar needs its size up front (disk, not memory, absorbs the collection)."""
+    """Streams collections into a tar on `sink`. Each member is first staged, compressed,
+    in a temp file because tar needs its size up front (disk, not memory, absorbs the
+    collection); staging is thread-safe, so collections can compress in parallel while
+    append() keeps the tar itself single-writer."""
 
     sink: Any
     source_kind: str = "ndjson"
-    compresslevel: int = 6
+    codec: str = "gzip"
+    level: int = 6
     entries: list[CollectionEntry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.source_kind == "mongodb":
+            self.codec = "gzip"  # mongorestore --gzip reads nothing else
         self._out = _Hashing(self.sink)
         self._tar = tarfile.open(fileobj=self._out, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
 
-    def add_collection(
-        self, name: str, chunks: Iterable[bytes], definition: bytes | None = None
-    ) -> CollectionEntry:
-        entry = CollectionEntry(name, member_name(name, self.source_kind))
+    def stage(self, name: str, chunks: Iterable[bytes], definition: bytes | None = None) -> Staged:
+        entry = CollectionEntry(name, member_name(name, self.source_kind, self.codec))
         counter = counter_for(self.source_kind)
         self.entries.append(entry)  # counted while it streams, for progress
         if definition is not None:
             entry.schema_member = schema_member_name(name, self.source_kind)
             if entry.schema_member.endswith(".gz"):
-                definition = gzip.compress(definition, compresslevel=self.compresslevel, mtime=0)
-            self._tar.addfile(self._info(entry.schema_member, len(definition)), io.BytesIO(definition))
-        with tempfile.TemporaryFile() as tmp:
+                definition = gzip.compress(definition, compresslevel=self.level, mtime=0)
+        tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by append() or discard()
+        try:
             hashed = _Hashing(tmp)
-            with gzip.GzipFile(
-                filename="", mode="wb", fileobj=hashed, compresslevel=self.compresslevel, mtime=0
-            ) as gz:  # type: ignore[arg-type]
-                for chunk in chunks:
-                    entry.items += counter.feed(chunk)
-                    entry.raw_bytes += len(chunk)
-                    gz.write(chunk)
-            entry.bytes, entry.sha256 = hashed.size, hashed.sha.hexdigest()
+            compress = compressor(self.codec, self.level)
+            for chunk in chunks:
+                entry.items += counter.feed(chunk)
+                entry.raw_bytes += len(chunk)
+                hashed.write(compress.compress(chunk))
+            hashed.write(compress.flush())
+        except BaseException:
+            tmp.close()
+            raise
+        entry.bytes, entry.sha256 = hashed.size, hashed.sha.hexdigest()
+        return Staged(entry, tmp, definition)
+
+    def append(self, staged: Staged) -> CollectionEntry:
+        entry = staged.entry
+        with staged.file as tmp:
+            if staged.definition is not None:
+                assert entry.schema_member is not None
+                self._tar.addfile(
+                    self._info(entry.schema_member, len(staged.definition)), io.BytesIO(staged.definition)
+                )
             tmp.seek(0)
             self._tar.addfile(self._info(entry.member, entry.bytes), tmp)
         return entry
+
+    def add_collection(
+        self, name: str, chunks: Iterable[bytes], definition: bytes | None = None
+    ) -> CollectionEntry:
+        return self.append(self.stage(name, chunks, definition))
 
     @property
     def items(self) -> int:
@@ -171,7 +199,7 @@ class ArchiveWriter:
         manifest.update(
             format=FORMAT,
             format_version=FORMAT_VERSION,
-            compression="gzip",
+            compression=self.codec,
             collections={e.name: e.as_manifest() for e in self.entries},
             items=sum(e.items for e in self.entries),
         )
@@ -244,7 +272,7 @@ def read_members(
             src = tar.extractfile(member)
             assert src is not None
             sha = hashlib.sha256()
-            inflate = zlib.decompressobj(wbits=31)
+            inflate = decompressor(manifest.get("compression", "gzip"))
             counter = counter_for(manifest.get("source_kind", "ndjson"))
             items = 0
             session.prepare(name, definitions.get(name))
@@ -257,7 +285,7 @@ def read_members(
                         out.write(data)
                         on_bytes(name, len(chunk), items)
                     tail = inflate.flush()
-                except (zlib.error, ValueError) as e:  # ValueError: a broken BSON length prefix
+                except (*ERRORS, ValueError) as e:  # ValueError: a broken BSON length prefix
                     raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
                 items += counter.feed(tail)
                 out.write(tail)

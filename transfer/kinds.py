@@ -8,6 +8,12 @@ from transfer.ndjson import NdjsonSource, NdjsonTarget
 
 
 def build_source(endpoint: Any) -> Any:
+    source = _source(endpoint)
+    source.parallel = endpoint.settings.get("parallel", 2)
+    return source
+
+
+def _source(endpoint: Any) -> Any:
     s = endpoint.settings
     if endpoint.kind == "ndjson":
         return NdjsonSource(endpoint.name, s["path"])

@@ -132,6 +132,8 @@ class MongoSource:
 
 
 class _MongoBackup:
+    parallel_safe = True  # pymongo clients are thread-safe; each read has its own cursor
+
     def __init__(self, source: MongoSource, client: Any) -> None:
         self.source = source
         self.client = client

@@ -23,6 +23,8 @@ class SourceError(Exception):
 
 class NdjsonSource:
     kind = "ndjson"
+    parallel_safe = True  # files are read independently
+    parallel = 2
 
     def __init__(self, name: str, directory: str | Path) -> None:
         self.name = name

@@ -5,7 +5,9 @@ They know nothing about events: the worker passes a progress callback and a stop
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,35 +67,48 @@ def run_backup(
     header: dict[str, Any],
     report: Report,
     should_stop: ShouldStop,
-    compresslevel: int = 6,
+    codec: str = "gzip",
+    level: int = 6,
+    parallel: int = 1,
 ) -> BackupResult:
+    """Collections compress in parallel (up to `parallel`) when the source session allows
+    it; the tar is still written by this thread alone, member by member."""
     writer = storage.open_writer(archive_key)
     archive: ArchiveWriter | None = None
     committed = False
     consumed = 0
     started = datetime.now(UTC)
+    lock = threading.Lock()  # progress, stop checks and counters are shared by the stagers
+    abort = threading.Event()
 
     def on_raw(n: int) -> None:
         nonlocal consumed
-        consumed += n
+        with lock:
+            consumed += n
 
     try:
         with source.open() as session:
             estimates = session.estimates()
             names = select_collections(estimates, include, exclude, source.name)
             total = sum(estimates[n] for n in names) or 1
-
-            archive = ArchiveWriter(writer, source_kind=source.kind, compresslevel=compresslevel)
+            definitions = {name: session.definition(name) for name in names}
+            archive = ArchiveWriter(writer, source_kind=source.kind, codec=codec, level=level)
 
             def chunks(name: str) -> Iterator[bytes]:
                 for chunk in session.read_chunks(name, on_raw):
-                    if should_stop():
-                        raise Stopped
-                    report(archive.items, writer.bytes_written, min(99.0, 100.0 * consumed / total), name)
+                    with lock:
+                        if abort.is_set() or should_stop():
+                            raise Stopped
+                        percent = min(99.0, 100.0 * consumed / total)
+                        report(archive.items, writer.bytes_written, percent, name)
                     yield chunk
 
-            for name in names:
-                archive.add_collection(name, chunks(name), session.definition(name))
+            workers = min(parallel, len(names)) if getattr(session, "parallel_safe", False) else 1
+            if workers <= 1:
+                for name in names:
+                    archive.add_collection(name, chunks(name), definitions[name])
+            else:
+                _stage_in_parallel(archive, names, chunks, definitions, workers, abort)
         if should_stop():
             raise Stopped
         manifest, sha256, size = archive.finish(
@@ -121,6 +136,30 @@ def run_backup(
         for e in archive.entries
     }
     return BackupResult(sum(e.items for e in archive.entries), size, sha256, collections, manifest)
+
+
+def _stage_in_parallel(
+    archive: ArchiveWriter,
+    names: list[str],
+    chunks: Callable[[str], Iterator[bytes]],
+    definitions: dict[str, bytes | None],
+    workers: int,
+    abort: threading.Event,
+) -> None:
+    with ThreadPoolExecutor(workers, thread_name_prefix="stage") as pool:
+        futures = [pool.submit(archive.stage, n, chunks(n), definitions[n]) for n in names]
+        try:
+            for future in as_completed(futures):
+                archive.append(future.result())
+        except BaseException:
+            abort.set()  # the other stagers stop at their next chunk
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            for future in futures:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    future.result().file.close()
+            raise
 
 
 def remove_archive(storage: Storage, archive_key: str) -> None:

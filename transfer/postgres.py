@@ -158,6 +158,7 @@ class _BackupSession:
         ).fetchall()
         self.tables = {f"{s}.{t}": (oid, s, t, size) for oid, s, t, size in rows}
         self.psql = shutil.which("psql") if source.use_psql else None
+        self.parallel_safe = self.psql is not None  # in-process COPY shares one connection
         self.snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0] if self.psql else None
 
     def estimates(self) -> dict[str, int]:
@@ -269,6 +270,7 @@ class _BackupSession:
 
 class PostgresSource:
     kind = "postgresql"
+    parallel = 2
 
     def __init__(
         self, name: str, url: str, password: str | None, schemas: list[str], use_psql: bool = True

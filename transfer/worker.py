@@ -43,6 +43,8 @@ class Resources:
     targets: dict[str, NdjsonTarget]
     storages: dict[str, Storage]
     secrets: list[str] = field(default_factory=list)
+    codec: str = "gzip"
+    level: int = 6
 
     def redact(self, text: str) -> str:
         """Failure reasons become events, which are forever: scrub configured secrets."""
@@ -223,6 +225,9 @@ class Worker:
                 {"snapshot_id": str(snap.id), "policy": snap.policy_name, "source": snap.source},
                 ProgressThrottle(run.report),
                 run.should_stop,
+                codec=self.resources.codec,
+                level=self.resources.level,
+                parallel=getattr(source, "parallel", 1),
             )
 
             def finish() -> None:
