@@ -15,6 +15,7 @@ from typing import Any
 
 from transfer.archive import ArchiveError, ArchiveWriter, manifest_key, parse_manifest, read_members
 from transfer.ndjson import SourceError
+from transfer.prefetch import prefetch
 from transfer.storage import Storage, StorageError
 
 Report = Callable[[int, int, float, "str | None"], None]
@@ -95,7 +96,7 @@ def run_backup(
             archive = ArchiveWriter(writer, source_kind=source.kind, codec=codec, level=level)
 
             def chunks(name: str) -> Iterator[bytes]:
-                for chunk in session.read_chunks(name, on_raw):
+                for chunk in prefetch(session.read_chunks(name, on_raw)):
                     with lock:
                         if abort.is_set() or should_stop():
                             raise Stopped
