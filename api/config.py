@@ -102,6 +102,7 @@ class Config:
     presign_seconds: int = 900
     wait_seconds: float = 5.0
     worker: bool = True
+    worker_settings: dict[str, Any] = field(default_factory=lambda: dict(WORKER_DEFAULTS))
     codec: str = "gzip"
     level: int = 6
     secrets: list[str] = field(default_factory=list, repr=False)
@@ -277,6 +278,37 @@ def check_s3_credentials(config: Config) -> None:
         raise ConfigError(f"storage {names}: no AWS credentials found (boto3's usual chain)")
 
 
+WORKER_DEFAULTS: dict[str, Any] = {
+    "enabled": True,
+    "lease_seconds": 60,
+    "concurrency": 1,
+    "scheduler": True,
+    "scheduler_interval": 5.0,
+    "retention_interval": 60.0,
+}
+
+
+def _worker_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(raw) - set(WORKER_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"worker.{unknown[0]} is not a worker setting ({', '.join(WORKER_DEFAULTS)})")
+    out = {**WORKER_DEFAULTS, **raw}
+    for key in ("enabled", "scheduler"):
+        if not isinstance(out[key], bool):
+            raise ConfigError(f"worker.{key} must be true or false")
+    for key, low, high in (("lease_seconds", 2, 3600), ("concurrency", 1, 64)):
+        if isinstance(out[key], bool) or not isinstance(out[key], int) or not low <= out[key] <= high:
+            raise ConfigError(f"worker.{key} must be an integer from {low} to {high}")
+    for key in ("scheduler_interval", "retention_interval"):
+        if (
+            isinstance(out[key], bool)
+            or not isinstance(out[key], int | float)
+            or not 0.05 <= out[key] <= 86400
+        ):
+            raise ConfigError(f"worker.{key} must be a number of seconds from 0.05 to 86400")
+    return out
+
+
 def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     path = path or env.get("SNAPLEDGER_CONFIG")
@@ -320,6 +352,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     level = archive.get("level", 6 if codec == "gzip" else 3)
     if isinstance(level, bool) or not isinstance(level, int) or not low <= level <= high:
         raise ConfigError(f"archive.level must be an integer from {low} to {high} for {codec}")
+    worker_settings = _worker_settings(_table(raw, "worker"))
     api = _table(raw, "api")
     try:
         port = int(env.get("SNAPLEDGER_PORT", api.get("port", 8000)))
@@ -339,10 +372,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         port=port,
         presign_seconds=presign,
         wait_seconds=wait,
-        worker=bool(raw.get("worker", {}).get("enabled", True))
-        if isinstance(raw.get("worker"), dict)
-        else True,
+        worker=worker_settings["enabled"],
         secrets=secrets,
         codec=codec,
         level=level,
+        worker_settings=worker_settings,
     )

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -11,9 +16,14 @@ from domain.application import Catalog, Snapledger
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
+from projections.views import iso
+from transfer.janitor import Janitor
 from transfer.kinds import build_source, build_target
+from transfer.scheduler import Scheduler
 from transfer.storage import LocalStorage, S3Storage, Storage
 from transfer.worker import Resources, Work, Worker
+
+log = logging.getLogger("snapledger.runtime")
 
 
 def _event_store_env(config: Config) -> dict[str, str]:
@@ -79,6 +89,10 @@ class Runtime:
     eventlog: EventLog
     resources: Resources
     worker: Worker | None = None
+    scheduler: Scheduler | None = None
+    janitor: Janitor | None = None
+    _maintenance: threading.Thread | None = None
+    _closing: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -109,21 +123,70 @@ class Runtime:
         )
         return cls(config, app, views, runner, EventLog(app), resources)
 
-    def find_work(self) -> list[Work]:
-        """Requested runs, oldest first, read from the record views."""
+    def find_work(self, now: datetime | None = None) -> list[Work]:
+        """Due runs from the task-queue view, oldest first: requested ones, and running ones
+        whose lease lapsed (their worker died or froze)."""
+        now_iso = iso(now or datetime.now(UTC))
         rows = self.views.query(
-            "SELECT 'snapshot' AS kind, id, created_at FROM backup_records "
-            "WHERE status = 'requested' AND stop_requested = 0 "
-            "UNION ALL SELECT 'restore' AS kind, id, created_at FROM restore_records "
-            "WHERE status = 'requested' AND stop_requested = 0 ORDER BY created_at LIMIT 20"
+            "SELECT kind, id FROM task_queue WHERE (status = 'requested' AND stop_requested = 0) "
+            "OR (status = 'running' AND lease_expires_at < %(now)s) ORDER BY created_at LIMIT 50",
+            {"now": now_iso},
         )
         return [(r["kind"], UUID(r["id"])) for r in rows]
 
+    def due_policies(self, now: datetime) -> list[dict[str, Any]]:
+        return self.views.query(
+            "SELECT id, schedule, timezone FROM policies WHERE status = 'active' AND schedule IS NOT NULL "
+            "AND next_run_at IS NOT NULL AND next_run_at <= %(now)s",
+            {"now": iso(now)},
+        )
+
+    def retained(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Live policies with a retention rule, each with its completed snapshots, newest first."""
+        out = []
+        for policy in self.views.query("SELECT id, retention FROM policies WHERE status != 'deleted'"):
+            retention = json.loads(policy["retention"])
+            if retention.get("keep_last") is None and retention.get("expire_after_seconds") is None:
+                continue
+            completed = self.views.query(
+                "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s AND status = 'completed' "
+                "ORDER BY finished_at DESC, id DESC",
+                {"p": policy["id"]},
+            )
+            out.append((retention, completed))
+        return out
+
     def start(self, worker: bool = True) -> Runtime:
         self.runner.start()
+        settings = self.config.worker_settings
         if worker:
-            self.worker = Worker(self.app, self.resources, self.find_work).start()
+            self.worker = Worker(
+                self.app,
+                self.resources,
+                self.find_work,
+                lease_seconds=settings["lease_seconds"],
+                concurrency=settings["concurrency"],
+            ).start()
+        if settings["scheduler"]:
+            self.scheduler = Scheduler(self.app, self.due_policies)
+            self.janitor = Janitor(self.app, self.resources.storages, self.retained)
+            self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
+            self._maintenance.start()
         return self
+
+    def _maintain(self) -> None:
+        """Scheduler every few seconds, retention less often; every process may run both."""
+        settings = self.config.worker_settings
+        next_janitor = 0.0
+        while not self._closing.wait(settings["scheduler_interval"]):
+            try:
+                if self.scheduler.tick(datetime.now(UTC)):
+                    self.nudge_worker()
+                if time.monotonic() >= next_janitor:
+                    self.janitor.tick(datetime.now(UTC))
+                    next_janitor = time.monotonic() + settings["retention_interval"]
+            except Exception:
+                log.exception("maintenance pass failed; retrying")
 
     def wait(self, position: int) -> bool:
         return self.runner.wait(position, self.config.wait_seconds)
@@ -133,6 +196,9 @@ class Runtime:
             self.worker.nudge()
 
     def close(self) -> None:
+        self._closing.set()
+        if self._maintenance is not None:
+            self._maintenance.join(timeout=10)
         if self.worker is not None:
             self.worker.stop()
         self.runner.stop()

@@ -15,8 +15,10 @@ from eventsourcing.persistence import IntegrityError
 from domain.errors import Conflict, InvalidTransition, InvalidValue, NotFound
 from domain.policy import EDITABLE_FIELDS, BackupPolicy, PolicyNameClaim, name_claim_id
 from domain.restore import Restore
+from domain.schedule import scheduled_snapshot_id
+from domain.slots import RunSlot, slot_id
 from domain.snapshot import COMPLETED, DELETED, REQUESTED, RUNNING, Snapshot
-from domain.values import CollectionSelection, Retention, check_cron, check_name
+from domain.values import CollectionSelection, Retention, check_cron, check_name, check_timezone
 
 A = TypeVar("A", bound=Aggregate)
 COMMAND_ATTEMPTS = 3
@@ -145,6 +147,8 @@ class Snapledger(Application[UUID]):
                     out[key] = _check_ref(data.get(key), self.catalog.storages, "storage", "storage location")
         if "schedule" in data or not partial:
             out["schedule"] = check_cron(data.get("schedule"))
+        if "timezone" in data or not partial:
+            out["timezone"] = check_timezone(data.get("timezone"))
         if "retention" in data or not partial:
             out["retention"] = Retention.parse(data.get("retention")).to_dict()
         if "collections" in data or not partial:
@@ -208,7 +212,11 @@ class Snapledger(Application[UUID]):
 
     def _new_snapshot(self, policy: BackupPolicy, trigger: str, actor: str) -> Snapshot:
         snapshot_id = uuid4()
-        sequence = policy.take_snapshot(snapshot_id, trigger, actor)
+        policy.take_snapshot(snapshot_id, trigger, actor)
+        return self._snapshot_for(policy, snapshot_id, trigger, actor)
+
+    def _snapshot_for(self, policy: BackupPolicy, snapshot_id: UUID, trigger: str, actor: str) -> Snapshot:
+        sequence = len(policy.snapshot_ids)
         now = _now()
         file_name = f"{policy.name}-{now:%Y%m%dT%H%M%SZ}-{snapshot_id.hex[:8]}.tar"
         retention = Retention.from_dict(policy.retention)
@@ -278,6 +286,50 @@ class Snapledger(Application[UUID]):
             return Outcome(policy.id, self.record(policy, *snaps, claim))
 
         return self._retrying(command)
+
+    def schedule_snapshot(self, policy_id: UUID | str, slot: datetime) -> Outcome | None:
+        """The scheduler's command: None when the slot is not due or another scheduler won."""
+        try:
+            policy = self.get_policy(policy_id)
+            snapshot_id = scheduled_snapshot_id(policy.id, slot)
+            policy.schedule_snapshot(snapshot_id, slot)
+            snap = self._snapshot_for(policy, snapshot_id, "schedule", "scheduler")
+            return Outcome(snap.id, self.record(policy, snap), {"policy_id": policy.id, "slot": slot})
+        except (InvalidTransition, IntegrityError):
+            return None
+
+    # ---------------------------------------------------------------- run claims
+    def claim_run(
+        self, kind: str, task_id: UUID | str, worker: str, lease_seconds: int, now: datetime
+    ) -> Snapshot | Restore | None:
+        """Starts (or re-claims after a lapsed lease) a run together with its slot, in one
+        append; None when the run is not claimable, its slot is busy, or another worker won."""
+        task = self.get_snapshot(task_id) if kind == "snapshot" else self.get_restore(task_id)
+        key = f"policy:{task.policy_id}" if kind == "snapshot" else f"target:{task.target}"
+        try:
+            task.start(
+                worker,
+                f"ddt-{'backup' if kind == 'snapshot' else 'restore'}-{task.id.hex[:12]}",
+                lease_seconds,
+                now,
+            )
+        except InvalidTransition:
+            return None
+        try:
+            slot = self.repository.get(slot_id(key))
+        except AggregateNotFoundError:
+            slot = RunSlot(key=key, holder=task.id, kind=kind)
+        else:
+            if slot.holder != task.id:
+                holder = self._get(Snapshot if slot.kind == "snapshot" else Restore, slot.holder, slot.kind)
+                if holder.status == RUNNING and not holder.lease_expired(now):
+                    return None
+            slot.take(task.id, kind)
+        try:
+            self.record(task, slot)
+        except IntegrityError:
+            return None
+        return task
 
     # ---------------------------------------------------------------- snapshots
     def stop_snapshot(self, snapshot_id: UUID | str, actor: str) -> Outcome:

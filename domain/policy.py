@@ -2,27 +2,47 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.base import TimedAggregate
 from domain.errors import InvalidTransition
 
 ACTIVE, STOPPED, DELETED = "active", "stopped", "deleted"
-EDITABLE_FIELDS = ("name", "source", "storage", "schedule", "retention", "collections")
+EDITABLE_FIELDS = ("name", "source", "storage", "schedule", "timezone", "retention", "collections")
 
 
-class BackupPolicy(Aggregate):
+class BackupPolicy(TimedAggregate):
     """A named backup definition; it also numbers and remembers its snapshots."""
 
-    @event("PolicyCreated")
+    class PolicyCreated(Aggregate.Created):
+        """v2 added the schedule's time zone; older policies ran in UTC."""
+
+        name: str
+        source: str
+        storage: str
+        schedule: str | None
+        timezone: str
+        retention: dict[str, Any]
+        collections: dict[str, Any]
+        actor: str
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["timezone"] = "UTC"
+
+    @event(PolicyCreated)
     def __init__(
         self,
         name: str,
         source: str,
         storage: str,
         schedule: str | None,
+        timezone: str,
         retention: dict[str, Any],
         collections: dict[str, Any],
         actor: str,
@@ -31,11 +51,14 @@ class BackupPolicy(Aggregate):
         self.source = source
         self.storage = storage
         self.schedule = schedule
+        self.timezone = timezone
         self.retention = retention
         self.collections = collections
         self.status = ACTIVE
         self.snapshot_ids: list[UUID] = []
         self.rebuilds = 0
+        self.active_since: datetime = self.created_on
+        self.last_slot: datetime | None = None
 
     def _require_live(self, action: str) -> None:
         if self.status == DELETED:
@@ -72,18 +95,48 @@ class BackupPolicy(Aggregate):
     @event("PolicyResumed")
     def _resumed(self, actor: str) -> None:
         self.status = ACTIVE
+        self.active_since = self.modified_on
 
     def take_snapshot(self, snapshot_id: UUID, trigger: str, actor: str) -> int:
         """Numbers the new snapshot; taking one re-activates a stopped policy."""
         self._require_live("take a snapshot of")
         if self.status == STOPPED:
             self._resumed(actor)
-        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, trigger, actor)
+        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, trigger, actor, None)
         return len(self.snapshot_ids)
 
-    @event("SnapshotTaken")
-    def _snapshot_taken(self, snapshot_id: UUID, sequence: int, trigger: str, actor: str) -> None:
+    def schedule_snapshot(self, snapshot_id: UUID, slot: datetime) -> int:
+        """One run per slot: a slot at or before the last one, or before the policy became
+        active, is refused, so schedulers racing or catching up cannot double it."""
+        self._require_live("schedule")
+        if self.status != ACTIVE or not self.schedule:
+            raise InvalidTransition(f"policy {self.name!r} is not scheduled")
+        if (self.last_slot and slot <= self.last_slot) or slot < self.active_since:
+            raise InvalidTransition(f"slot {slot.isoformat()} of policy {self.name!r} is not due")
+        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, "schedule", "scheduler", slot)
+        return len(self.snapshot_ids)
+
+    class SnapshotTaken(TimedAggregate.Event):
+        """v2 added the schedule slot a scheduled snapshot belongs to."""
+
+        snapshot_id: UUID
+        sequence: int
+        trigger: str
+        actor: str
+        slot: datetime | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["slot"] = None
+
+    @event(SnapshotTaken)
+    def _snapshot_taken(
+        self, snapshot_id: UUID, sequence: int, trigger: str, actor: str, slot: datetime | None
+    ) -> None:
         self.snapshot_ids.append(snapshot_id)
+        if slot is not None:
+            self.last_slot = slot
 
     def rebuild(self, stopped_snapshot_ids: list[UUID], actor: str) -> None:
         self._require_live("rebuild")
@@ -91,6 +144,8 @@ class BackupPolicy(Aggregate):
 
     @event("PolicyRebuilt")
     def _rebuilt(self, stopped_snapshot_ids: list[UUID], actor: str) -> None:
+        if self.status != ACTIVE:
+            self.active_since = self.modified_on
         self.status = ACTIVE
         self.rebuilds += 1
 

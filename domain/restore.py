@@ -8,12 +8,24 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.base import TimedAggregate
 from domain.errors import InvalidTransition
-from domain.snapshot import COMPLETED, FAILED, REQUESTED, RUNNING, STOPPED
+from domain.run import (
+    COMPLETED,
+    DEFAULT_LEASE_SECONDS,
+    FAILED,
+    REQUESTED,
+    RUNNING,
+    STOPPED,
+    RunState,
+    upcast_started_v1_v2,
+)
 
 
-class Restore(Aggregate):
+class Restore(RunState, TimedAggregate):
     """Copies what it needs of the snapshot at request time; the snapshot may go later."""
+
+    kind = "restore"
 
     class RestoreRequested(Aggregate.Created):
         """v2 added the per-restore options; v1 events load with the old behaviour."""
@@ -68,28 +80,39 @@ class Restore(Aggregate):
         self.task_name: str | None = None
         self.attempt = 0
         self.started_at: datetime | None = None
+        self.last_beat: datetime | None = None
+        self.lease_seconds = DEFAULT_LEASE_SECONDS
         self.items = 0
         self.bytes = 0
         self.percent = 0.0
 
-    def _require(self, action: str, *states: str) -> None:
-        if self.status not in states:
-            raise InvalidTransition(f"cannot {action} restore {self.sub_name}: it is {self.status}")
+    def start(self, worker: str, task_name: str, lease_seconds: int, now: datetime) -> None:
+        """Claims a queued run, or re-claims one whose worker's lease lapsed (attempt + 1)."""
+        self._check_claimable(now)
+        self._started(worker, task_name, self.attempt + 1, lease_seconds)
 
-    def elapsed_until(self, when: datetime) -> float:
-        return round((when - self.started_at).total_seconds(), 3) if self.started_at else 0.0
+    class RestoreStarted(TimedAggregate.Event):
+        """v2 added the lease; v1 runs load with the default one."""
 
-    def start(self, worker: str, task_name: str) -> None:
-        self._require("start", REQUESTED)
-        self._started(worker, task_name, self.attempt + 1)
+        worker: str
+        task_name: str
+        attempt: int
+        lease_seconds: int
+        class_version = 2
+        upcast_v1_v2 = staticmethod(upcast_started_v1_v2)
 
-    @event("RestoreStarted")
-    def _started(self, worker: str, task_name: str, attempt: int) -> None:
-        self.status = RUNNING
-        self.worker = worker
-        self.task_name = task_name
-        self.attempt = attempt
-        self.started_at = self.modified_on
+    @event(RestoreStarted)
+    def _started(self, worker: str, task_name: str, attempt: int, lease_seconds: int) -> None:
+        self._begin(worker, task_name, attempt, lease_seconds)
+
+    def heartbeat(self) -> None:
+        """Renews the lease while a long step records no progress."""
+        self._require("renew the lease of", RUNNING)
+        self._heartbeat()
+
+    @event("RestoreHeartbeat")
+    def _heartbeat(self) -> None:
+        self.last_beat = self.modified_on
 
     def progress(self, items: int, bytes: int, percent: float, collection: str | None, at: datetime) -> None:
         self._require("record progress of", RUNNING)
@@ -100,6 +123,7 @@ class Restore(Aggregate):
         self, items: int, bytes: int, percent: float, collection: str | None, elapsed_seconds: float
     ) -> None:
         self.items, self.bytes, self.percent = items, bytes, percent
+        self.last_beat = self.modified_on
 
     def complete(
         self, items: int, bytes: int, collections: dict[str, dict[str, Any]], finished_at: datetime

@@ -6,24 +6,30 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import event
 
+from domain.base import TimedAggregate
 from domain.errors import InvalidTransition
-
-REQUESTED, RUNNING, COMPLETED, FAILED, STOPPED, DELETED = (
-    "requested",
-    "running",
-    "completed",
-    "failed",
-    "stopped",
-    "deleted",
+from domain.run import (  # noqa: E402,F401 - the states are part of this module's language
+    COMPLETED,
+    DEFAULT_LEASE_SECONDS,
+    DELETED,
+    FAILED,
+    FINISHED,
+    REQUESTED,
+    RUNNING,
+    STOPPED,
+    RunState,
+    upcast_started_v1_v2,
 )
-FINISHED = (COMPLETED, FAILED, STOPPED)
+
 TRIGGERS = ("manual", "schedule", "rebuild")
 
 
-class Snapshot(Aggregate):
+class Snapshot(RunState, TimedAggregate):
     """Freezes the policy's settings at request time so later edits never change a run."""
+
+    kind = "snapshot"
 
     @event("SnapshotRequested")
     def __init__(
@@ -59,25 +65,39 @@ class Snapshot(Aggregate):
         self.task_name: str | None = None
         self.attempt = 0
         self.started_at: datetime | None = None
+        self.last_beat: datetime | None = None
+        self.lease_seconds = DEFAULT_LEASE_SECONDS
         self.items = 0
         self.bytes = 0
         self.percent = 0.0
 
-    def _require(self, action: str, *states: str) -> None:
-        if self.status not in states:
-            raise InvalidTransition(f"cannot {action} snapshot {self.sub_name}: it is {self.status}")
+    def start(self, worker: str, task_name: str, lease_seconds: int, now: datetime) -> None:
+        """Claims a queued run, or re-claims one whose worker's lease lapsed (attempt + 1)."""
+        self._check_claimable(now)
+        self._started(worker, task_name, self.attempt + 1, lease_seconds)
 
-    def start(self, worker: str, task_name: str) -> None:
-        self._require("start", REQUESTED)
-        self._started(worker, task_name, self.attempt + 1)
+    class SnapshotStarted(TimedAggregate.Event):
+        """v2 added the lease; v1 runs load with the default one."""
 
-    @event("SnapshotStarted")
-    def _started(self, worker: str, task_name: str, attempt: int) -> None:
-        self.status = RUNNING
-        self.worker = worker
-        self.task_name = task_name
-        self.attempt = attempt
-        self.started_at = self.modified_on
+        worker: str
+        task_name: str
+        attempt: int
+        lease_seconds: int
+        class_version = 2
+        upcast_v1_v2 = staticmethod(upcast_started_v1_v2)
+
+    @event(SnapshotStarted)
+    def _started(self, worker: str, task_name: str, attempt: int, lease_seconds: int) -> None:
+        self._begin(worker, task_name, attempt, lease_seconds)
+
+    def heartbeat(self) -> None:
+        """Renews the lease while a long step records no progress."""
+        self._require("renew the lease of", RUNNING)
+        self._heartbeat()
+
+    @event("SnapshotHeartbeat")
+    def _heartbeat(self) -> None:
+        self.last_beat = self.modified_on
 
     def progress(self, items: int, bytes: int, percent: float, collection: str | None, at: datetime) -> None:
         self._require("record progress of", RUNNING)
@@ -88,9 +108,8 @@ class Snapshot(Aggregate):
         self, items: int, bytes: int, percent: float, collection: str | None, elapsed_seconds: float
     ) -> None:
         self.items, self.bytes, self.percent = items, bytes, percent
-
-    def elapsed_until(self, when: datetime) -> float:
-        return round((when - self.started_at).total_seconds(), 3) if self.started_at else 0.0
+        self.last_beat = self.modified_on
+        self.last_beat = self.modified_on
 
     def complete(
         self,

@@ -9,6 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
 
 from domain.errors import InvalidValue
 
@@ -74,7 +77,22 @@ def check_cron(value: object, field: str = "schedule") -> str | None:
             numbers = [int(b) for b in bounds]
             if any(n < low or n > high for n in numbers) or numbers != sorted(numbers):
                 raise InvalidValue(f"{field}: {name} field {part!r} is outside {low}-{high}", field)
+    if not croniter.is_valid(text):
+        raise InvalidValue(f"{field}: {text!r} is not a valid cron expression", field)
     return text
+
+
+def check_timezone(value: object, field: str = "timezone") -> str:
+    """Schedules fire in an explicit zone; UTC unless the operator names another."""
+    if value is None:
+        return "UTC"
+    if not isinstance(value, str) or not value:
+        raise InvalidValue(f"{field} must be an IANA time zone name such as 'Europe/Lisbon'", field)
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidValue(f"{field}: unknown time zone {value!r}", field) from None
+    return value
 
 
 @dataclass(frozen=True)

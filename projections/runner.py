@@ -71,7 +71,8 @@ class ProjectionRunner:
                         row["version"],
                         view.version,
                     )
-                    cur.execute(f"DROP TABLE IF EXISTS {view.table}")
+                    for table in view.tables:
+                        cur.execute(f"DROP TABLE IF EXISTS {table}")
                     cur.execute(
                         "UPDATE view_tracking SET position = 0 WHERE view = %(view)s", {"view": view.name}
                     )
@@ -208,7 +209,8 @@ def rebuild(runner: ProjectionRunner, names: list[str]) -> dict[str, int]:
     views = [ALL_VIEWS[n] for n in names]
     with runner.db.transaction() as cur:
         for view in views:
-            cur.execute(f"DROP TABLE IF EXISTS {view.table}")
+            for table in view.tables:
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in view.ddl:
                 cur.execute(statement)
             cur.execute("UPDATE view_tracking SET position = 0 WHERE view = %(view)s", {"view": view.name})

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from domain.schedule import next_slot
 from projections.db import Cursor
 
 Handler = Callable[[Cursor, Any, int], None]
@@ -33,7 +34,12 @@ class View:
     table: str
     ddl: list[str]
     version: int = 1  # bump when ddl changes: the runner rebuilds the view from events
+    extra_tables: list[str] = field(default_factory=list)
     handlers: dict[str, Handler] = field(default_factory=dict)
+
+    @property
+    def tables(self) -> list[str]:
+        return [self.table, *self.extra_tables]
 
     def on(self, *event_types: str) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -61,24 +67,46 @@ def _update(cur: Cursor, table: str, row_id: str, position: int, **values: Any) 
 policies = View(
     name="policies",
     table="policies",
+    version=2,
+    extra_tables=["policy_snapshots"],
     ddl=[
         """CREATE TABLE IF NOT EXISTS policies (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
-            storage TEXT NOT NULL, schedule TEXT, retention TEXT NOT NULL,
+            storage TEXT NOT NULL, schedule TEXT, timezone TEXT NOT NULL, retention TEXT NOT NULL,
             collections TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
-            last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, position BIGINT NOT NULL)""",
+            last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, last_slot TEXT, next_run_at TEXT,
+            last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT,
+            position BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS policies_created ON policies (created_at, id)",
+        # Which policy a snapshot belongs to, so snapshot outcomes reach the policy row.
+        """CREATE TABLE IF NOT EXISTS policy_snapshots (
+            snapshot_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL)""",
     ],
 )
+
+
+def _next_run(cur: Cursor, policy_id: str, after: datetime) -> None:
+    """next_run_at follows from the events alone, so a rebuilt view computes the same."""
+    cur.execute(
+        "SELECT schedule, timezone, status, last_slot FROM policies WHERE id = %(id)s", {"id": policy_id}
+    )
+    row = cur.fetchone()
+    if row is None:
+        return
+    value = None
+    if row["schedule"] and row["status"] == "active":
+        last = datetime.fromisoformat(row["last_slot"]) if row["last_slot"] else None
+        value = iso(next_slot(row["schedule"], row["timezone"], max(after, last) if last else after))
+    cur.execute("UPDATE policies SET next_run_at = %(v)s WHERE id = %(id)s", {"v": value, "id": policy_id})
 
 
 @policies.on("PolicyCreated")
 def _policy_created(cur: Cursor, e: Any, position: int) -> None:
     cur.execute(
         """INSERT INTO policies VALUES (%(id)s, %(name)s, %(source)s, %(storage)s,
-            %(schedule)s, %(retention)s, %(collections)s, 'active', %(ts)s, %(ts)s, %(actor)s,
-            0, NULL, 0, %(position)s)
+            %(schedule)s, %(timezone)s, %(retention)s, %(collections)s, 'active', %(ts)s, %(ts)s,
+            %(actor)s, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL, %(position)s)
         ON CONFLICT (id) DO NOTHING""",
         {
             "id": str(e.originator_id),
@@ -86,6 +114,7 @@ def _policy_created(cur: Cursor, e: Any, position: int) -> None:
             "source": e.source,
             "storage": e.storage,
             "schedule": e.schedule,
+            "timezone": e.timezone,
             "retention": dumps(e.retention),
             "collections": dumps(e.collections),
             "ts": iso(e.timestamp),
@@ -93,6 +122,7 @@ def _policy_created(cur: Cursor, e: Any, position: int) -> None:
             "position": position,
         },
     )
+    _next_run(cur, str(e.originator_id), e.timestamp)
 
 
 @policies.on("PolicyEdited")
@@ -101,18 +131,14 @@ def _policy_edited(cur: Cursor, e: Any, position: int) -> None:
         k: dumps(v["new"]) if k in ("retention", "collections") else v["new"] for k, v in e.changes.items()
     }
     _update(cur, "policies", str(e.originator_id), position, updated_at=iso(e.timestamp), **values)
+    _next_run(cur, str(e.originator_id), e.timestamp)
 
 
 def _policy_status(status: str) -> Handler:
     def handler(cur: Cursor, e: Any, position: int) -> None:
-        _update(
-            cur,
-            "policies",
-            str(e.originator_id),
-            position,
-            status=status,
-            updated_at=iso(e.timestamp),
-        )
+        pid = str(e.originator_id)
+        _update(cur, "policies", pid, position, status=status, updated_at=iso(e.timestamp))
+        _next_run(cur, pid, e.timestamp)
 
     return handler
 
@@ -124,30 +150,59 @@ policies.on("PolicyDeleted")(_policy_status("deleted"))
 
 @policies.on("PolicyRebuilt")
 def _policy_rebuilt(cur: Cursor, e: Any, position: int) -> None:
+    """Rebuild resets the policy's error state."""
     cur.execute(
-        """UPDATE policies SET status = 'active', rebuilds = rebuilds + 1,
-           updated_at = %(ts)s, position = %(position)s WHERE id = %(id)s""",
+        """UPDATE policies SET status = 'active', rebuilds = rebuilds + 1, last_failure_at = NULL,
+           last_failure_reason = NULL, updated_at = %(ts)s, position = %(position)s WHERE id = %(id)s""",
         {"ts": iso(e.timestamp), "position": position, "id": str(e.originator_id)},
     )
+    _next_run(cur, str(e.originator_id), e.timestamp)
 
 
 @policies.on("SnapshotTaken")
 def _snapshot_taken(cur: Cursor, e: Any, position: int) -> None:
-    _update(
-        cur,
-        "policies",
-        str(e.originator_id),
-        position,
-        snapshots_count=e.sequence,
-        last_snapshot_id=str(e.snapshot_id),
-        updated_at=iso(e.timestamp),
+    pid = str(e.originator_id)
+    values: dict[str, Any] = {
+        "snapshots_count": e.sequence,
+        "last_snapshot_id": str(e.snapshot_id),
+        "updated_at": iso(e.timestamp),
+    }
+    if e.slot is not None:
+        values["last_slot"] = iso(e.slot)
+    _update(cur, "policies", pid, position, **values)
+    cur.execute(
+        "INSERT INTO policy_snapshots VALUES (%(s)s, %(p)s) ON CONFLICT (snapshot_id) DO NOTHING",
+        {"s": str(e.snapshot_id), "p": pid},
     )
+    _next_run(cur, pid, e.timestamp)
+
+
+def _snapshot_outcome(success: bool) -> Handler:
+    def handler(cur: Cursor, e: Any, position: int) -> None:
+        cur.execute(
+            "SELECT policy_id FROM policy_snapshots WHERE snapshot_id = %(s)s", {"s": str(e.originator_id)}
+        )
+        row = cur.fetchone()
+        if row is None:
+            return
+        if success:
+            values = {"last_success_at": iso(e.timestamp)}
+        else:
+            values = {"last_failure_at": iso(e.timestamp), "last_failure_reason": e.reason}
+        _update(cur, "policies", row["policy_id"], position, **values)
+
+    return handler
+
+
+policies.on("SnapshotCompleted")(_snapshot_outcome(True))
+policies.on("SnapshotFailed")(_snapshot_outcome(False))
 
 
 # --------------------------------------------------------------- Backup Records
 backups = View(
     name="backups",
     table="backup_records",
+    version=2,
     ddl=[
         """CREATE TABLE IF NOT EXISTS backup_records (
             id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, policy_name TEXT NOT NULL,
@@ -315,6 +370,25 @@ def _snap_deleted(cur: Cursor, e: Any, position: int) -> None:
     )
 
 
+@backups.on("PolicyEdited")
+def _retention_edited(cur: Cursor, e: Any, position: int) -> None:
+    """A retention edit moves the expiry of the policy's existing snapshots too."""
+    if "retention" not in e.changes:
+        return
+    seconds = (e.changes["retention"]["new"] or {}).get("expire_after_seconds")
+    cur.execute(
+        "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s AND status = 'completed'",
+        {"p": str(e.originator_id)},
+    )
+    for row in cur.fetchall():
+        expires = None
+        if seconds and row["finished_at"]:
+            expires = iso(datetime.fromisoformat(row["finished_at"]) + timedelta(seconds=seconds))
+        cur.execute(
+            "UPDATE backup_records SET expires_at = %(x)s WHERE id = %(id)s", {"x": expires, "id": row["id"]}
+        )
+
+
 # -------------------------------------------------------------- Restore Records
 restores = View(
     name="restores",
@@ -370,4 +444,67 @@ restores.on("RestoreFailed")(_run_finished("restore_records", "failed"))
 restores.on("RestoreStopRequested")(_stop_requested("restore_records"))
 restores.on("RestoreStopped")(_stopped("restore_records"))
 
-ALL_VIEWS: dict[str, View] = {v.name: v for v in (policies, backups, restores)}
+# ------------------------------------------------------------------ Task queue
+tasks = View(
+    name="tasks",
+    table="task_queue",
+    ddl=[
+        """CREATE TABLE IF NOT EXISTS task_queue (
+            id TEXT PRIMARY KEY, kind TEXT NOT NULL, policy_id TEXT NOT NULL, target TEXT,
+            status TEXT NOT NULL, stop_requested BIGINT NOT NULL, worker TEXT,
+            lease_seconds BIGINT, lease_expires_at TEXT, created_at TEXT NOT NULL,
+            position BIGINT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS task_queue_due ON task_queue (status, lease_expires_at)",
+    ],
+)
+
+
+@tasks.on("SnapshotRequested", "RestoreRequested")
+def _task_requested(cur: Cursor, e: Any, position: int) -> None:
+    kind = "snapshot" if type(e).__name__ == "SnapshotRequested" else "restore"
+    cur.execute(
+        """INSERT INTO task_queue VALUES (%(id)s, %(kind)s, %(policy_id)s, %(target)s, 'requested',
+            0, NULL, NULL, NULL, %(ts)s, %(position)s) ON CONFLICT (id) DO NOTHING""",
+        {
+            "id": str(e.originator_id),
+            "kind": kind,
+            "policy_id": str(e.policy_id),
+            "target": getattr(e, "target", None),
+            "ts": iso(e.timestamp),
+            "position": position,
+        },
+    )
+
+
+@tasks.on("SnapshotStarted", "RestoreStarted")
+def _task_started(cur: Cursor, e: Any, position: int) -> None:
+    _update(
+        cur, "task_queue", str(e.originator_id), position,
+        status="running", worker=e.worker, lease_seconds=e.lease_seconds,
+        lease_expires_at=iso(e.timestamp + timedelta(seconds=e.lease_seconds)),
+    )  # fmt: skip
+
+
+@tasks.on("SnapshotProgressed", "RestoreProgressed", "SnapshotHeartbeat", "RestoreHeartbeat")
+def _task_renewed(cur: Cursor, e: Any, position: int) -> None:
+    cur.execute("SELECT lease_seconds FROM task_queue WHERE id = %(id)s", {"id": str(e.originator_id)})
+    row = cur.fetchone()
+    if row is not None and row["lease_seconds"] is not None:
+        expires = e.timestamp + timedelta(seconds=int(row["lease_seconds"]))
+        _update(cur, "task_queue", str(e.originator_id), position, lease_expires_at=iso(expires))
+
+
+@tasks.on("SnapshotStopRequested", "RestoreStopRequested")
+def _task_stop_requested(cur: Cursor, e: Any, position: int) -> None:
+    _update(cur, "task_queue", str(e.originator_id), position, stop_requested=1)
+
+
+@tasks.on(
+    "SnapshotCompleted", "SnapshotFailed", "SnapshotStopped", "SnapshotDeleted",
+    "RestoreCompleted", "RestoreFailed", "RestoreStopped",
+)  # fmt: skip
+def _task_done(cur: Cursor, e: Any, position: int) -> None:
+    cur.execute("DELETE FROM task_queue WHERE id = %(id)s", {"id": str(e.originator_id)})
+
+
+ALL_VIEWS: dict[str, View] = {v.name: v for v in (policies, backups, restores, tasks)}

@@ -111,9 +111,9 @@ def test_snapshot_lifecycle_and_invalid_transitions(app):
         snap.progress(1, 1, 1.0, None, now())
     with pytest.raises(InvalidTransition):
         snap.complete(1, 1, {}, "x", now())
-    snap.start("w1", "ddt-1")
+    snap.start("w1", "ddt-1", 60, now())
     with pytest.raises(InvalidTransition):
-        snap.start("w2", "ddt-2")
+        snap.start("w2", "ddt-2", 60, now())
     snap.progress(10, 100, 50.0, "orders", now())
     snap.complete(20, 200, {"orders": {"items": 20}}, "abc", now())
     assert snap.status == COMPLETED and snap.percent == 100.0
@@ -135,7 +135,7 @@ def test_stop_of_queued_run_is_immediate_and_running_run_acknowledges(app):
     queued = app.get_snapshot(app.stop_snapshot(app.take_snapshot(pid, "a").id, "a").id)
     assert queued.status == STOPPED
     running = app.get_snapshot(app.take_snapshot(pid, "a").id)
-    running.start("w", "t")
+    running.start("w", "t", 60, now())
     app.record(running)
     app.stop_snapshot(running.id, "bob")
     fresh = app.get_snapshot(running.id)
@@ -148,7 +148,7 @@ def test_stop_of_queued_run_is_immediate_and_running_run_acknowledges(app):
 
 def test_failed_snapshot_keeps_reason(app):
     snap = app.get_snapshot(app.take_snapshot(policy(app), "a").id)
-    snap.start("w", "t")
+    snap.start("w", "t", 60, now())
     snap.fail("disk full", now())
     assert snap.status == FAILED and snap.reason == "disk full"
 
@@ -158,7 +158,7 @@ def test_stale_worker_is_fenced_by_version(app):
     from eventsourcing.persistence import IntegrityError
 
     snap = app.get_snapshot(app.take_snapshot(policy(app), "a").id)
-    snap.start("w", "t")
+    snap.start("w", "t", 60, now())
     app.record(snap)
     app.stop_snapshot(snap.id, "bob")
     snap.complete(1, 1, {}, "x", now())
@@ -172,7 +172,7 @@ def test_restore_requires_completed_snapshot_and_known_target(app):
     with pytest.raises(InvalidTransition, match="not completed"):
         app.request_restore(sid, "scratch", {}, "a")
     snap = app.get_snapshot(sid)
-    snap.start("w", "t")
+    snap.start("w", "t", 60, now())
     snap.complete(5, 50, {"orders": {"items": 5}}, "abc", now())
     app.record(snap)
     with pytest.raises(InvalidValue) as e:
@@ -195,7 +195,7 @@ def test_restore_requires_completed_snapshot_and_known_target(app):
 def test_delete_policy_requires_archives_removed_unless_kept(app):
     pid = policy(app)
     snap = app.get_snapshot(app.take_snapshot(pid, "a").id)
-    snap.start("w", "t")
+    snap.start("w", "t", 60, now())
     snap.complete(1, 1, {}, "x", now())
     app.record(snap)
     with pytest.raises(InvalidTransition, match="still stored"):
@@ -207,7 +207,7 @@ def test_delete_policy_requires_archives_removed_unless_kept(app):
 def test_rebuild_stops_runs_and_requests_fresh_snapshot(app):
     pid = policy(app)
     running = app.get_snapshot(app.take_snapshot(pid, "a").id)
-    running.start("w", "t")
+    running.start("w", "t", 60, now())
     app.record(running)
     queued = app.take_snapshot(pid, "a").id
     out = app.rebuild_policy(pid, "bob")

@@ -38,7 +38,7 @@ def _mixed_history(app, rnd: random.Random) -> None:
             app.delete_policy(pid, True, "bob", set())
         else:
             snap = app.get_snapshot(app.take_snapshot(pid, "alice").id)
-            snap.start("w1", f"ddt-{step}")
+            snap.start("w1", f"ddt-{step}", 60, now())
             for pct in (10.0, 40.0, 80.0):
                 snap.progress(int(pct * 10), int(pct * 1000), pct, "orders", now())
             fate = rnd.random()
@@ -48,7 +48,7 @@ def _mixed_history(app, rnd: random.Random) -> None:
                 if rnd.random() < 0.5:
                     rid = app.request_restore(snap.id, "scratch", {}, "carol").id
                     restore = app.get_restore(rid)
-                    restore.start("w2", f"ddt-r{step}")
+                    restore.start("w2", f"ddt-r{step}", 60, now())
                     restore.progress(500, 5000, 50.0, "orders", now())
                     restore.complete(1000, 100000, {"orders": {"ok": True}}, now())
                     app.record(restore)

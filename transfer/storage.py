@@ -7,7 +7,9 @@ half an archive under its final key.
 
 from __future__ import annotations
 
+import glob
 import os
+import uuid
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -55,6 +57,10 @@ class Storage(ABC):
         """Deleting a missing key is not an error: deletes are retried after crashes."""
 
     @abstractmethod
+    def cleanup_partials(self, key: str) -> int:
+        """Removes unfinished writes of `key` left by a dead attempt; answers how many."""
+
+    @abstractmethod
     def describe(self) -> str:
         """Where objects go, for logs and the API (no credentials)."""
 
@@ -67,7 +73,9 @@ class Storage(ABC):
 class _LocalWriter(ArchiveWriter):
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.partial = path.with_name(path.name + ".partial")
+        # A name of its own per writer: a re-claimed run never shares a file with the
+        # attempt it replaced, even if that attempt is only frozen, not dead.
+        self.partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:12]}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
         self.bytes_written = 0
@@ -121,9 +129,17 @@ class LocalStorage(Storage):
         return self.path(key).exists()
 
     def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+        self.cleanup_partials(key)
+
+    def cleanup_partials(self, key: str) -> int:
         path = self.path(key)
-        path.unlink(missing_ok=True)
-        path.with_name(path.name + ".partial").unlink(missing_ok=True)
+        if not path.parent.is_dir():
+            return 0
+        partials = list(path.parent.glob(glob.escape(path.name) + ".partial-*"))
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+        return len(partials)
 
     def describe(self) -> str:
         return f"local directory {self.root}"
@@ -289,6 +305,20 @@ class S3Storage(Storage):
             self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
         except Exception as e:
             raise _s3_error("delete", key, e) from None
+
+    def cleanup_partials(self, key: str) -> int:
+        """Aborts multipart uploads of `key` (a frozen writer's next part then fails)."""
+        full = self.full_key(key)
+        try:
+            uploads = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=full).get("Uploads", [])
+            for upload in uploads:
+                if upload["Key"] == full:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=full, UploadId=upload["UploadId"]
+                    )
+        except Exception as e:
+            raise _s3_error("cleanup", key, e) from None
+        return sum(1 for u in uploads if u["Key"] == full)
 
     def presign(self, key: str, file_name: str, expires_seconds: int) -> str:
         return self.client.generate_presigned_url(

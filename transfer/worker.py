@@ -1,8 +1,11 @@
 """The worker loop: claim a requested snapshot or restore, run it, record the outcome.
 
-Every append is made at the version the worker last saw, so a stop, delete or another
-worker's claim in between surfaces as a version conflict: the worker re-reads, and
-either unwinds (stop/delete) or abandons the run (fenced). It never overwrites.
+A claim is an append at the run's version with a lease; progress and heartbeat events
+renew it. A run whose lease lapsed (its worker died or froze) is claimed again by any
+worker, which first cleans what the dead attempt left. Every append is made at the
+version the worker last saw, so a stop, delete or another worker's claim in between
+surfaces as a version conflict: the worker re-reads, and either unwinds (stop/delete) or
+abandons the run (fenced). It never overwrites.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +27,8 @@ from eventsourcing.persistence import IntegrityError
 from domain.application import Snapledger
 from domain.errors import InvalidTransition
 from domain.restore import Restore
-from domain.snapshot import DELETED, REQUESTED, RUNNING, Snapshot
+from domain.snapshot import DELETED, RUNNING, Snapshot
+from transfer.archive import manifest_key
 from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import Stopped, remove_archive, run_backup, run_restore
 from transfer.progress import ProgressThrottle
@@ -59,45 +64,62 @@ def _now() -> datetime:
 
 
 class _Run:
-    """One claimed task: appends at the held version, polls for stop requests."""
+    """One claimed task: appends at the held version, renews the lease, polls for stops."""
 
     def __init__(
         self, app: Snapledger, agg: Snapshot | Restore, load: Callable[[], Any], poll: float
     ) -> None:
         self.app = app
         self.agg = agg
+        self.attempt = agg.attempt
         self.load = load
         self.poll = poll
+        self.beat_every = max(agg.lease_seconds / 3, 0.2)
+        self.last_append = time.monotonic()
         self.next_check = 0.0
         self.stop_seen = False
+        self.lock = threading.Lock()
+
+    def _fresh(self) -> Any:
+        """Re-reads the run; raises Fenced if another attempt took it over."""
+        fresh = self.load()
+        if fresh.attempt != self.attempt:
+            raise Fenced(f"{fresh.kind} {fresh.sub_name} was claimed again (attempt {fresh.attempt})")
+        return fresh
 
     def append(self) -> None:
         try:
             self.app.record(self.agg)
         except IntegrityError:
-            fresh = self.load()
+            fresh = self._fresh()
             if fresh.status == DELETED or fresh.stop_requested:
                 self.agg = fresh
                 self.stop_seen = True
                 raise Stopped from None
-            raise Fenced(f"{type(fresh).__name__} {fresh.id} changed under this worker") from None
+            raise Fenced(f"{fresh.kind} {fresh.sub_name} changed under this worker") from None
+        self.last_append = time.monotonic()
 
     def report(self, items: int, bytes_: int, percent: float, collection: str | None) -> None:
-        self.agg.progress(items, bytes_, percent, collection, _now())
-        self.append()
+        with self.lock:
+            self.agg.progress(items, bytes_, percent, collection, _now())
+            self.append()
 
     def should_stop(self) -> bool:
-        now = time.monotonic()
-        if self.stop_seen:
-            return True
-        if now < self.next_check:
-            return False
-        self.next_check = now + self.poll
-        fresh = self.load()
-        if fresh.version != self.agg.version and (fresh.status == DELETED or fresh.stop_requested):
-            self.agg = fresh
-            self.stop_seen = True
-        return self.stop_seen
+        with self.lock:
+            now = time.monotonic()
+            if self.stop_seen:
+                return True
+            if now - self.last_append >= self.beat_every:
+                self.agg.heartbeat()
+                self.append()
+            if now < self.next_check:
+                return False
+            self.next_check = now + self.poll
+            fresh = self._fresh()
+            if fresh.version != self.agg.version and (fresh.status == DELETED or fresh.stop_requested):
+                self.agg = fresh
+                self.stop_seen = True
+            return self.stop_seen
 
     def finish_stopped(self) -> None:
         if self.agg.status == RUNNING:
@@ -114,6 +136,8 @@ class Worker:
         worker_id: str | None = None,
         poll_interval: float = 0.2,
         stop_poll: float = 0.25,
+        lease_seconds: int = 60,
+        concurrency: int = 1,
     ) -> None:
         self.app = app
         self.resources = resources
@@ -121,9 +145,13 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_interval = poll_interval
         self.stop_poll = stop_poll
+        self.lease_seconds = lease_seconds
+        self.concurrency = concurrency
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="run")
+        self._active: dict[UUID, Future[None]] = {}
 
     # ---------------------------------------------------------------- loop
     def start(self) -> Worker:
@@ -136,6 +164,7 @@ class Worker:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=30)
+        self._pool.shutdown(wait=True)
 
     def nudge(self) -> None:
         self._wake.set()
@@ -143,44 +172,59 @@ class Worker:
     def run_forever(self) -> None:
         while not self._stop.is_set():
             try:
-                did = self.run_pending()
+                self.claim_pending()
             except Exception:
                 log.exception("worker loop error")
-                did = 0
-            if not did:
-                self._wake.wait(self.poll_interval)
-                self._wake.clear()
+            self._wake.wait(self.poll_interval)
+            self._wake.clear()
+
+    def claim_pending(self) -> int:
+        """Claims what fits under this worker's concurrency; answers how many it started."""
+        self._active = {k: f for k, f in self._active.items() if not f.done()}
+        started = 0
+        for kind, task_id in self.find_work():
+            if self._stop.is_set() or len(self._active) >= self.concurrency:
+                break
+            if task_id in self._active:
+                continue
+            task = self.app.claim_run(kind, task_id, self.worker_id, self.lease_seconds, _now())
+            if task is None:
+                continue  # another worker has it, its slot is busy, or it is no longer due
+            run = self.run_snapshot if kind == "snapshot" else self.run_restore
+            self._active[task_id] = self._pool.submit(self._guarded, run, task)
+            started += 1
+        return started
 
     def run_pending(self) -> int:
-        done = 0
-        for kind, task_id in self.find_work():
-            if self._stop.is_set():
-                break
-            ran = self.run_snapshot(task_id) if kind == "snapshot" else self.run_restore(task_id)
-            done += int(ran)
-        return done
+        """Claims and runs what is due, waiting for it (tests and one-shot use)."""
+        total = 0
+        while started := self.claim_pending():
+            total += started
+            for future in list(self._active.values()):
+                future.result()
+        return total
 
-    # -------------------------------------------------------------- claims
-    def _claim(self, agg: Snapshot | Restore, prefix: str) -> bool:
-        if agg.status != REQUESTED or agg.stop_requested:
-            return False
+    @staticmethod
+    def _guarded(run: Callable[[Any], None], task: Any) -> None:
         try:
-            agg.start(self.worker_id, f"ddt-{prefix}-{agg.id.hex[:12]}")
-            self.app.record(agg)
-        except (IntegrityError, InvalidTransition):
-            return False  # another worker claimed it, or it was stopped meanwhile
-        return True
+            run(task)
+        except Exception:
+            log.exception("run of %s %s crashed", task.kind, task.id)
 
     def _execute(
         self, run: _Run, work: Callable[[_Run], Callable[[], None]], cleanup: Callable[[], None]
     ) -> None:
+        if run.agg.stop_requested or run.agg.status == DELETED:
+            cleanup()  # a re-claimed run that was asked to stop while its worker was gone
+            run.finish_stopped()
+            return
         try:
             finish = work(run)
             try:
                 finish()
                 run.app.record(run.agg)
             except IntegrityError:
-                fresh = run.load()
+                fresh = run._fresh()
                 if fresh.status == DELETED or fresh.stop_requested:
                     cleanup()
                     run.agg = fresh
@@ -199,17 +243,20 @@ class Worker:
                 run.agg.fail(reason, _now())
                 run.app.record(run.agg)
             except (IntegrityError, InvalidTransition):
-                fresh = run.load()
+                try:
+                    fresh = run._fresh()
+                except Fenced:
+                    return
                 if fresh.status == RUNNING:
                     fresh.fail(reason, _now())
                     run.app.record(fresh)
 
-    def run_snapshot(self, snapshot_id: UUID) -> bool:
-        snap = self.app.get_snapshot(snapshot_id)
-        if not self._claim(snap, "backup"):
-            return False
-        run = _Run(self.app, snap, lambda: self.app.get_snapshot(snapshot_id), self.stop_poll)
+    def run_snapshot(self, snap: Snapshot) -> None:
+        run = _Run(self.app, snap, lambda: self.app.get_snapshot(snap.id), self.stop_poll)
         storage = self.resources.storages.get(snap.storage)
+        if snap.attempt > 1 and storage is not None:
+            storage.cleanup_partials(snap.archive_key)  # what the dead attempt left
+            storage.cleanup_partials(manifest_key(snap.archive_key))
 
         def work(run: _Run) -> Callable[[], None]:
             source = self.resources.sources.get(snap.source)
@@ -240,13 +287,9 @@ class Worker:
                 remove_archive(storage, snap.archive_key)
 
         self._execute(run, work, cleanup)
-        return True
 
-    def run_restore(self, restore_id: UUID) -> bool:
-        restore = self.app.get_restore(restore_id)
-        if not self._claim(restore, "restore"):
-            return False
-        run = _Run(self.app, restore, lambda: self.app.get_restore(restore_id), self.stop_poll)
+    def run_restore(self, restore: Restore) -> None:
+        run = _Run(self.app, restore, lambda: self.app.get_restore(restore.id), self.stop_poll)
 
         def work(run: _Run) -> Callable[[], None]:
             storage = self.resources.storages.get(restore.storage)
@@ -272,4 +315,3 @@ class Worker:
             return finish
 
         self._execute(run, work, lambda: None)
-        return True
