@@ -1,0 +1,207 @@
+"""Many worker processes on PostgreSQL: no double work, crash recovery, fencing by version."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from api.runtime import Runtime
+from tests.conftest import PG_URL
+from transfer.pipeline import verify_archive
+
+LEASE = 3
+
+
+@pytest.fixture
+def pg_config(make_config, big_source, backend):
+    if backend != "postgresql":
+        pytest.skip("several processes share work through the PostgreSQL event store")
+    return make_config(
+        extra=f"""
+[sources.big]
+path = "{big_source}"
+
+[worker]
+lease_seconds = {LEASE}
+scheduler = false
+"""
+    )
+
+
+def _snapledger() -> str:
+    found = Path(sys.executable).parent / "snapledger"
+    return str(found) if found.exists() else "snapledger"
+
+
+class Workers:
+    def __init__(self, config_path: str, log_dir: Path) -> None:
+        self.config_path = config_path
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> subprocess.Popen:
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [_snapledger(), "--config", self.config_path, "worker"], stdout=log, stderr=log
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def workers(pg_config, tmp_path):
+    pool = Workers(str(tmp_path / "snapledger.toml"), tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture
+def runtime(pg_config):
+    rt = Runtime.build(pg_config)
+    yield rt
+    rt.views.close()
+    rt.app.close()
+
+
+def _wait(predicate, timeout: float = 60, what: str = ""):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+    return value
+
+
+def _events(runtime: Runtime, aggregate_id) -> list[str]:
+    return [type(e).__name__ for e in runtime.app.repository.event_store.get(aggregate_id)]
+
+
+def test_workers_share_work_without_doing_any_twice(runtime, workers):
+    policies = [
+        runtime.app.create_policy({"name": f"p{i}", "source": "demo", "storage": "local"}, "t").id
+        for i in range(3)
+    ]
+    snaps = [runtime.app.take_snapshot(p, "t").id for p in policies for _ in range(3)]
+    for _ in range(3):
+        workers.start()
+    _wait(lambda: all(runtime.app.get_snapshot(s).status == "completed" for s in snaps), what="all snapshots")
+    for s in snaps:
+        assert Counter(_events(runtime, s))["SnapshotStarted"] == 1  # claimed once, run once
+    # At most one snapshot per policy at a time: the runs of one policy never overlap.
+    for p in policies:
+        runs = sorted(
+            (runtime.app.get_snapshot(s).started_at, runtime.app.repository.get(s).modified_on)
+            for s in snaps
+            if runtime.app.get_snapshot(s).policy_id == p
+        )
+        for (_, end), (start, _) in zip(runs, runs[1:], strict=False):
+            assert end <= start
+    workers_seen = {runtime.app.get_snapshot(s).worker for s in snaps}
+    assert len(workers_seen) >= 2, "the work was shared"
+    # The views built live equal a rebuild.
+    from projections.runner import rebuild
+    from projections.views import ALL_VIEWS
+
+    runtime.runner.catch_up()
+    before = {
+        v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
+    }
+    rebuild(runtime.runner, list(ALL_VIEWS))
+    after = {v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()}
+    assert after == before
+
+
+def _start_big_backup(runtime: Runtime):
+    pid = runtime.app.create_policy({"name": "big", "source": "big", "storage": "local"}, "t").id
+    return runtime.app.take_snapshot(pid, "t").id
+
+
+def test_killed_worker_task_is_reclaimed_and_completes(runtime, workers, pg_config):
+    sid = _start_big_backup(runtime)
+    first = workers.start()
+    _wait(lambda: runtime.app.get_snapshot(sid).percent > 0, what="the backup to be under way")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert runtime.app.get_snapshot(sid).status == "running"
+    workers.start()
+    snap = _wait(
+        lambda: (s := runtime.app.get_snapshot(sid)).status == "completed" and s,
+        timeout=90,
+        what="re-claimed backup",
+    )
+    assert snap.attempt == 2
+    storage = runtime.resources.storages["local"]
+    assert verify_archive(storage, snap.archive_key).items == 40_000
+    leftovers = [p.name for p in storage.root.rglob("*") if p.is_file() and "partial" in p.name]
+    assert leftovers == [], "the dead attempt's partial archive was cleaned up"
+
+
+def test_killed_worker_restore_is_reclaimed(runtime, workers):
+    sid = _start_big_backup(runtime)
+    workers.start()
+    _wait(lambda: runtime.app.get_snapshot(sid).status == "completed", timeout=90, what="backup")
+    workers.stop_all()
+    workers.procs.clear()
+    rid = runtime.app.request_restore(sid, "scratch", {}, "t").id
+    first = workers.start()
+    _wait(lambda: runtime.app.get_restore(rid).percent > 0, what="the restore to be under way")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    workers.start()
+    restore = _wait(
+        lambda: (r := runtime.app.get_restore(rid)).status == "completed" and r,
+        timeout=90,
+        what="re-claimed restore",
+    )
+    assert restore.attempt == 2
+    scratch = runtime.config.targets["scratch"].path
+    assert sum(1 for _ in open(scratch / "events.ndjson", "rb")) == 40_000
+    assert not list(scratch.glob("*partial*"))
+
+
+def test_frozen_worker_cannot_complete_after_its_lease(runtime, workers):
+    sid = _start_big_backup(runtime)
+    frozen = workers.start()
+    _wait(lambda: runtime.app.get_snapshot(sid).percent > 0, what="the backup to be under way")
+    os.kill(frozen.pid, signal.SIGSTOP)
+    workers.start()
+    snap = _wait(
+        lambda: (s := runtime.app.get_snapshot(sid)).status == "completed" and s,
+        timeout=90,
+        what="the other worker to finish",
+    )
+    frozen_worker = runtime.app.repository.event_store.get(sid)
+    version = snap.version
+    os.kill(frozen.pid, signal.SIGCONT)
+    time.sleep(LEASE)  # the thawed worker tries to go on; its appends must all conflict
+    assert runtime.app.get_snapshot(sid).version == version
+    names = _events(runtime, sid)
+    assert names.count("SnapshotCompleted") == 1 and names[-1] == "SnapshotCompleted"
+    assert snap.attempt == 2 and snap.worker != next(
+        e.worker for e in frozen_worker if type(e).__name__ == "SnapshotStarted"
+    )
+    storage = runtime.resources.storages["local"]
+    assert verify_archive(storage, snap.archive_key).items == 40_000
+    _wait(
+        lambda: not [p for p in storage.root.rglob("*") if "partial" in p.name],
+        timeout=20,
+        what="the thawed worker to drop its own partial file",
+    )
+    assert PG_URL  # these tests ran against PostgreSQL
