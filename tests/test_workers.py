@@ -20,9 +20,13 @@ LEASE = 3
 
 
 @pytest.fixture
-def pg_config(make_config, big_source, backend):
-    if backend != "postgresql":
-        pytest.skip("several processes share work through the PostgreSQL event store")
+def backend() -> str:
+    """Several processes share work through the PostgreSQL event store (SQLite: one process)."""
+    return "postgresql"
+
+
+@pytest.fixture
+def pg_config(make_config, big_source):
     return make_config(
         extra=f"""
 [sources.big]
