@@ -18,8 +18,8 @@ from domain.errors import InvalidValue
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7)]
-_CRON_FIELD_NAMES = ["minute", "hour", "day of month", "month", "day of week"]
+_CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7), (0, 59)]
+_CRON_FIELD_NAMES = ["minute", "hour", "day of month", "month", "day of week", "second"]
 _CRON_MACROS = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 
 
@@ -50,7 +50,8 @@ def parse_duration(value: object, field: str) -> int:
 
 
 def check_cron(value: object, field: str = "schedule") -> str | None:
-    """Validates five-field cron text (or an @macro); the scheduler interprets it later."""
+    """Validates five-field cron text (or an @macro, or six fields with seconds last, as
+    croniter reads them); the scheduler interprets it later."""
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -59,12 +60,13 @@ def check_cron(value: object, field: str = "schedule") -> str | None:
     if text in _CRON_MACROS:
         return text
     parts = text.split(" ")
-    if len(parts) != 5:
+    if len(parts) not in (5, 6):
         raise InvalidValue(
-            f"{field} must have 5 fields (minute hour day-of-month month day-of-week), got {len(parts)}",
+            f"{field} must have 5 fields (minute hour day-of-month month day-of-week), "
+            f"or a 6th for seconds; got {len(parts)}",
             field,
         )
-    for part, (low, high), name in zip(parts, _CRON_RANGES, _CRON_FIELD_NAMES, strict=True):
+    for part, (low, high), name in zip(parts, _CRON_RANGES, _CRON_FIELD_NAMES, strict=False):
         for item in part.split(","):
             base, _, step = item.partition("/")
             if step and (not step.isdigit() or int(step) == 0):

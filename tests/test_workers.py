@@ -209,3 +209,99 @@ def test_frozen_worker_cannot_complete_after_its_lease(runtime, workers):
         what="the thawed worker to drop its own partial file",
     )
     assert PG_URL  # these tests ran against PostgreSQL
+
+
+class _SlowSource:
+    """A source whose first chunk takes longer than a lease: only heartbeats keep it."""
+
+    kind = "ndjson"
+    name = "slow"
+    parallel = 1
+    parallel_safe = False
+
+    def open(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def session():
+            yield self
+
+        return session()
+
+    def estimates(self):
+        return {"things": 10}
+
+    def definition(self, name):
+        return None
+
+    def read_chunks(self, name, on_raw):
+        time.sleep(2 * LEASE)
+        on_raw(10)
+        yield b'{"a":1}\n'
+
+
+def test_heartbeats_hold_the_lease_through_a_silent_step(runtime):
+    from transfer.worker import Worker
+
+    runtime.resources.sources["slow"] = _SlowSource()
+    runtime.app.catalog = runtime.app.catalog.__class__(
+        sources=runtime.app.catalog.sources | {"slow"},
+        storages=runtime.app.catalog.storages,
+        targets=runtime.app.catalog.targets,
+    )
+    pid = runtime.app.create_policy({"name": "slow", "source": "slow", "storage": "local"}, "t").id
+    sid = runtime.app.take_snapshot(pid, "t").id
+    runtime.runner.start()
+    try:
+        one = Worker(runtime.app, runtime.resources, runtime.find_work, "one", lease_seconds=LEASE).start()
+        _wait(lambda: runtime.app.get_snapshot(sid).status == "running", what="claim")
+        two = Worker(runtime.app, runtime.resources, runtime.find_work, "two", lease_seconds=LEASE).start()
+        snap = _wait(
+            lambda: (s := runtime.app.get_snapshot(sid)).status == "completed" and s, what="completion"
+        )
+        one.stop()
+        two.stop()
+    finally:
+        runtime.runner.stop()
+    assert snap.attempt == 1 and snap.worker == "one"  # never re-claimed
+    assert "SnapshotHeartbeat" in _events(runtime, sid)
+
+
+def test_worker_processes_with_schedulers_make_one_snapshot_per_slot(make_config, tmp_path, runtime):
+    """Two processes, each a scheduler and a worker, for a while: one snapshot per slot."""
+    make_config(extra="[worker]\nlease_seconds = 5\nscheduler_interval = 0.2\n")  # rewrites the file
+    pool = Workers(str(tmp_path / "snapledger.toml"), tmp_path)
+    pid = runtime.app.create_policy(
+        {"name": "often", "source": "demo", "storage": "local", "schedule": "* * * * * */2"}, "t"
+    ).id
+    try:
+        pool.start()
+        pool.start()
+        time.sleep(9)
+        runtime.app.stop_policy(pid, "t")
+        policy = runtime.app.get_policy(pid)
+        _wait(
+            lambda: all(
+                runtime.app.get_snapshot(s).status in ("completed", "stopped") for s in policy.snapshot_ids
+            ),
+            what="the scheduled runs",
+        )
+    finally:
+        pool.stop_all()
+    taken = [e for e in runtime.app.repository.event_store.get(pid) if type(e).__name__ == "SnapshotTaken"]
+    slots = [e.slot for e in taken]
+    assert len(slots) >= 3 and len(set(slots)) == len(slots), slots
+    assert all((b - a).total_seconds() % 2 == 0 for a, b in zip(slots, slots[1:], strict=False))
+    for sid in policy.snapshot_ids:
+        assert Counter(_events(runtime, sid))["SnapshotStarted"] <= 1
+    runtime.runner.catch_up()
+    from projections.runner import rebuild
+    from projections.views import ALL_VIEWS
+
+    before = {
+        v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
+    }
+    rebuild(runtime.runner, list(ALL_VIEWS))
+    assert {
+        v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
+    } == before

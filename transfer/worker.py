@@ -78,7 +78,36 @@ class _Run:
         self.last_append = time.monotonic()
         self.next_check = 0.0
         self.stop_seen = False
+        self.fenced: Fenced | None = None
         self.lock = threading.Lock()
+        self._done = threading.Event()
+        self._beats = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+
+    def __enter__(self) -> _Run:
+        self._beats.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._beats.join(timeout=10)
+
+    def _beat(self) -> None:
+        """Renews the lease while the process lives, even in a step that reports nothing
+        for long (index builds, a slow COPY, a large upload's last part)."""
+        while not self._done.wait(self.beat_every / 2):
+            with self.lock:
+                if self._done.is_set() or time.monotonic() - self.last_append < self.beat_every:
+                    continue
+                try:
+                    self.agg.heartbeat()
+                    self.append()
+                except Stopped:
+                    pass  # should_stop() reports it to the pipeline
+                except Fenced as e:
+                    self.fenced = e
+                    return
+                except Exception:  # noqa: BLE001 - a lost heartbeat only shortens the lease
+                    log.exception("heartbeat failed")
 
     def _fresh(self) -> Any:
         """Re-reads the run; raises Fenced if another attempt took it over."""
@@ -107,11 +136,10 @@ class _Run:
     def should_stop(self) -> bool:
         with self.lock:
             now = time.monotonic()
+            if self.fenced is not None:
+                raise self.fenced
             if self.stop_seen:
                 return True
-            if now - self.last_append >= self.beat_every:
-                self.agg.heartbeat()
-                self.append()
             if now < self.next_check:
                 return False
             self.next_check = now + self.poll
@@ -219,7 +247,10 @@ class Worker:
             run.finish_stopped()
             return
         try:
-            finish = work(run)
+            with run:
+                finish = work(run)
+            if run.fenced is not None:
+                raise run.fenced
             try:
                 finish()
                 run.app.record(run.agg)
