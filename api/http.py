@@ -369,6 +369,8 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
         HTTPException: http_error,
         Exception: unexpected,
     }
-    app = Starlette(routes=ROUTES, exception_handlers=handlers, lifespan=lifespan)
+    from api.observability import ROUTES as OBSERVABILITY_ROUTES
+
+    app = Starlette(routes=ROUTES + OBSERVABILITY_ROUTES, exception_handlers=handlers, lifespan=lifespan)
     app.state.runtime = runtime
     return app

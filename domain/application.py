@@ -13,7 +13,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import Conflict, InvalidTransition, InvalidValue, NotFound
-from domain.policy import EDITABLE_FIELDS, BackupPolicy, PolicyNameClaim, name_claim_id
+from domain.policy import EDITABLE_FIELDS, SCHEDULER_ACTOR, BackupPolicy, PolicyNameClaim, name_claim_id
 from domain.restore import Restore
 from domain.schedule import scheduled_snapshot_id
 from domain.slots import RunSlot, slot_id
@@ -293,7 +293,7 @@ class Snapledger(Application[UUID]):
             policy = self.get_policy(policy_id)
             snapshot_id = scheduled_snapshot_id(policy.id, slot)
             policy.schedule_snapshot(snapshot_id, slot)
-            snap = self._snapshot_for(policy, snapshot_id, "schedule", "scheduler")
+            snap = self._snapshot_for(policy, snapshot_id, "schedule", SCHEDULER_ACTOR)
             return Outcome(snap.id, self.record(policy, snap), {"policy_id": policy.id, "slot": slot})
         except (InvalidTransition, IntegrityError):
             return None

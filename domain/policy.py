@@ -12,6 +12,8 @@ from domain.base import TimedAggregate
 from domain.errors import InvalidTransition
 
 ACTIVE, STOPPED, DELETED = "active", "stopped", "deleted"
+SCHEDULER_ACTOR = "system:scheduler"
+RETENTION_ACTOR = "system:retention"
 EDITABLE_FIELDS = ("name", "source", "storage", "schedule", "timezone", "retention", "collections")
 
 
@@ -113,7 +115,7 @@ class BackupPolicy(TimedAggregate):
             raise InvalidTransition(f"policy {self.name!r} is not scheduled")
         if (self.last_slot and slot <= self.last_slot) or slot < self.active_since:
             raise InvalidTransition(f"slot {slot.isoformat()} of policy {self.name!r} is not due")
-        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, "schedule", "scheduler", slot)
+        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, "schedule", SCHEDULER_ACTOR, slot)
         return len(self.snapshot_ids)
 
     class SnapshotTaken(TimedAggregate.Event):

@@ -44,7 +44,7 @@ def test_janitor_deletes_archives_and_records_reason(client):
     assert len([p for p in root.rglob("*.tar")]) == 2
     log = client.get(f"{API}/backups/{snaps[0]['id']}/log").json()["items"]
     assert log[-1]["type"] == "SnapshotDeleted" and log[-1]["data"]["reason"] == "retention"
-    assert log[-1]["actor"] == "janitor"
+    assert log[-1]["actor"] == "system:retention"
     runtime.runner.catch_up()
     assert janitor.tick(datetime.now(UTC)) == []  # idempotent
 

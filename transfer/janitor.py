@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.application import Snapledger
 from domain.errors import DomainError
+from domain.policy import RETENTION_ACTOR
 from transfer.pipeline import remove_archive
 from transfer.storage import Storage, StorageError
 
@@ -70,7 +71,7 @@ class Janitor:
                 )
                 return False
             remove_archive(storage, snap.archive_key)
-            self.app.delete_snapshot(snap.id, True, "janitor", reason="retention")
+            self.app.delete_snapshot(snap.id, True, RETENTION_ACTOR, reason="retention")
         except (DomainError, IntegrityError, StorageError) as e:
             log.warning("retention: %s not deleted: %s", snapshot_id, e)
             return False
