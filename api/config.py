@@ -91,6 +91,45 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class ApiToken:
+    """A bearer token's holder: its name becomes the actor on every event it causes."""
+
+    name: str
+    role: str  # "viewer" | "operator"
+    token: str = field(repr=False)
+
+
+ROLES = ("viewer", "operator")
+
+
+def _tokens(raw: Any, secrets: list[str]) -> list[ApiToken]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError("api.tokens must be an array of tables ([[api.tokens]])")
+    out = []
+    for i, spec in enumerate(raw):
+        where = f"api.tokens[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where} must be a table with name, role and token_env")
+        name, role = spec.get("name"), spec.get("role")
+        if not isinstance(name, str) or not name.strip() or len(name) > 100:
+            raise ConfigError(f"{where}.name must be a non-empty name")
+        if role not in ROLES:
+            raise ConfigError(f"{where}.role must be viewer or operator")
+        if "token" in spec:
+            raise ConfigError(f"{where}: put the token in an environment variable and name it in token_env")
+        value = _require_env(spec.get("token_env"), where, key="token_env")
+        if len(value) < 16:
+            raise ConfigError(f"{where}: the token in {spec['token_env']} must be at least 16 characters")
+        secrets.append(value)
+        out.append(ApiToken(name, role, value))
+    if len({t.name for t in out}) != len(out):
+        raise ConfigError("api.tokens: names must be unique")
+    return out
+
+
+@dataclass(frozen=True)
 class Config:
     data_dir: Path
     database: DatabaseConfig
@@ -102,6 +141,8 @@ class Config:
     presign_seconds: int = 900
     wait_seconds: float = 5.0
     worker: bool = True
+    tokens: list[ApiToken] = field(default_factory=list, repr=False)
+    max_body_bytes: int = 1 << 20
     worker_settings: dict[str, Any] = field(default_factory=lambda: dict(WORKER_DEFAULTS))
     codec: str = "gzip"
     level: int = 6
@@ -151,11 +192,11 @@ def _table(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _require_env(var: object, where: str) -> str:
+def _require_env(var: object, where: str, key: str = "password_env") -> str:
     if not isinstance(var, str) or not var:
-        raise ConfigError(f"{where}.password_env must name an environment variable")
+        raise ConfigError(f"{where}.{key} must name an environment variable")
     if var not in os.environ:
-        raise ConfigError(f"{where}.password_env: environment variable {var} is not set")
+        raise ConfigError(f"{where}.{key}: environment variable {var} is not set")
     return os.environ[var]
 
 
@@ -357,9 +398,12 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     try:
         port = int(env.get("SNAPLEDGER_PORT", api.get("port", 8000)))
         presign = int(api.get("presign_seconds", 900))
+        max_body = int(api.get("max_body_bytes", 1 << 20))
         wait = float(api.get("wait_seconds", 5.0))
     except (TypeError, ValueError):
         raise ConfigError("api.port, api.presign_seconds and api.wait_seconds must be numbers") from None
+    if not 1024 <= max_body <= 1 << 30:
+        raise ConfigError("api.max_body_bytes must be between 1024 and 1073741824")
     if not 1 <= presign <= 7 * 86400:
         raise ConfigError("api.presign_seconds must be between 1 and 604800 (S3's limit)")
     return Config(
@@ -373,6 +417,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         presign_seconds=presign,
         wait_seconds=wait,
         worker=worker_settings["enabled"],
+        tokens=_tokens(api.get("tokens"), secrets),
+        max_body_bytes=max_body,
         secrets=secrets,
         codec=codec,
         level=level,

@@ -11,11 +11,13 @@ from uuid import UUID
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from api import params
+from api.auth import AuthMiddleware, BodyTooLarge
 from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records
 from api.runtime import Runtime
 from domain.application import Outcome
@@ -311,6 +313,10 @@ async def domain_error(request: Request, exc: Exception) -> Response:
     return error(status, exc.message, exc.field)
 
 
+async def too_large(request: Request, exc: Exception) -> Response:
+    return error(413, str(exc), "body")
+
+
 async def storage_error(request: Request, exc: Exception) -> Response:
     return error(502, str(exc), "storage")
 
@@ -364,6 +370,7 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
                 await run_in_threadpool(runtime.close)
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        BodyTooLarge: too_large,
         DomainError: domain_error,
         StorageError: storage_error,
         HTTPException: http_error,
@@ -371,6 +378,14 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
     }
     from api.observability import ROUTES as OBSERVABILITY_ROUTES
 
-    app = Starlette(routes=ROUTES + OBSERVABILITY_ROUTES, exception_handlers=handlers, lifespan=lifespan)
+    middleware = [
+        Middleware(AuthMiddleware, tokens=runtime.config.tokens, max_body_bytes=runtime.config.max_body_bytes)
+    ]
+    app = Starlette(
+        routes=ROUTES + OBSERVABILITY_ROUTES,
+        exception_handlers=handlers,
+        lifespan=lifespan,
+        middleware=middleware,
+    )
     app.state.runtime = runtime
     return app

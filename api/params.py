@@ -92,7 +92,11 @@ def decode_cursor(request: Request) -> tuple[str, str] | None:
 
 
 def actor(request: Request) -> str:
-    """Who asked. Authentication comes later; until then the caller names itself."""
+    """Who asked: the bearer token's name; without configured tokens (loopback only) the
+    caller may name itself in X-Snapledger-Actor."""
+    token_name = getattr(request.state, "actor", None)
+    if token_name:
+        return token_name
     value = request.headers.get("x-snapledger-actor", "api").strip()
     if not value or len(value) > 200 or not value.isprintable():
         raise InvalidValue("X-Snapledger-Actor must be 1-200 printable characters", "X-Snapledger-Actor")
