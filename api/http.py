@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from api import params
+from api import params, schemas
 from api.auth import AuthMiddleware, BodyTooLarge
-from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records
+from api.openapi import document
+from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records, backup_row, policy_row, restore_row
 from api.runtime import Runtime
 from domain.application import Outcome
 from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
@@ -65,7 +70,7 @@ async def done(request: Request, outcome: Outcome, status: int = 200, **extra: A
 
 # ------------------------------------------------------------------- policies
 async def list_policies(request: Request) -> Response:
-    filters = {"status": params.choice(request, "status", POLICY_STATUSES)}
+    filters = {"status": params.choice(request, "status", POLICY_STATUSES), **params.time_range(request)}
     return await list_records(request, "policies", filters)
 
 
@@ -84,6 +89,7 @@ async def get_record(request: Request, kind: str, row_id: str, what: str) -> Res
 
 async def create_policy(request: Request) -> Response:
     data = await params.json_object(request)
+    schemas.validate(schemas.POLICY_CREATE, data)
     outcome = await call(rt(request).app.create_policy, data, params.actor(request))
     return await done(request, outcome, 201)
 
@@ -95,11 +101,50 @@ def _policy_id(request: Request) -> str:
 
 
 async def get_policy(request: Request) -> Response:
-    return await get_record(request, "policies", _policy_id(request), "policy")
+    as_of = request.query_params.get("as_of")
+    if as_of is None:
+        return await get_record(request, "policies", _policy_id(request), "policy")
+    return JSONResponse(await call(_policy_as_of, rt(request), _policy_id(request), as_of))
+
+
+def _policy_as_of(runtime: Runtime, policy_id: str, as_of: str) -> dict[str, Any]:
+    """The policy as it was at a time or position, replayed from its own events."""
+    policy = runtime.app.get_policy(policy_id)
+    entries = runtime.eventlog.for_aggregates([policy.id], 0, 100_000)
+    if as_of.isdigit():
+        seen = [e for e in entries if e["position"] <= int(as_of)]
+    else:
+        try:
+            moment = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidValue("as_of must be an ISO-8601 time or an event position", "as_of") from None
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        seen = [e for e in entries if datetime.fromisoformat(e["time"]) <= moment]
+    if not seen:
+        raise NotFound(f"policy {policy_id} did not exist at {as_of}", "as_of")
+    then = runtime.app.repository.get(policy.id, version=seen[-1]["version"])
+    return {
+        "id": str(then.id),
+        "name": then.name,
+        "source": then.source,
+        "storage": then.storage,
+        "schedule": then.schedule,
+        "timezone": then.timezone,
+        "retention": then.retention,
+        "collections": then.collections,
+        "status": then.status,
+        "created_at": then.created_on.isoformat(),
+        "snapshots_count": len(then.snapshot_ids),
+        "rebuilds": then.rebuilds,
+        "version": then.version,
+        "as_of": as_of,
+        "position": seen[-1]["position"],
+    }
 
 
 async def edit_policy(request: Request) -> Response:
     data = await params.json_object(request)
+    schemas.validate(schemas.POLICY_EDIT, data)
     outcome = await call(rt(request).app.edit_policy, _policy_id(request), data, params.actor(request))
     return await done(request, outcome)
 
@@ -149,17 +194,31 @@ def _policy_events(runtime: Runtime, policy_id: str, after: int, limit: int) -> 
     return runtime.eventlog.for_aggregates(ids, after, limit)
 
 
-def event_page(entries: list[dict[str, Any]], limit: int) -> JSONResponse:
-    nxt = str(entries[-1]["position"]) if len(entries) == limit else None
+def event_page(
+    entries: list[dict[str, Any]], limit: int, scanned: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    """next_cursor is the last position read, so a filtered page still moves on."""
+    scanned = entries if scanned is None else scanned
+    nxt = str(scanned[-1]["position"]) if len(scanned) == limit else None
     return JSONResponse({"items": entries, "next_cursor": nxt})
+
+
+def _in_range(entries: list[dict[str, Any]], since: datetime | None, until: datetime | None) -> list[dict]:
+    return [
+        e
+        for e in entries
+        if (since is None or datetime.fromisoformat(e["time"]) >= since)
+        and (until is None or datetime.fromisoformat(e["time"]) < until)
+    ]
 
 
 async def policy_events(request: Request) -> Response:
     lim = params.limit(request, 200)
+    since, until = params.timestamp(request, "since"), params.timestamp(request, "until")
     entries = await call(
         _policy_events, rt(request), _policy_id(request), params.non_negative(request, "after"), lim
     )
-    return event_page(entries, lim)
+    return event_page(_in_range(entries, since, until), lim, entries)
 
 
 # -------------------------------------------------------------------- backups
@@ -173,6 +232,7 @@ def _run_filters(request: Request, statuses: tuple[str, ...]) -> dict[str, Any]:
     return {
         "policy_id": params.uuid_param(request.query_params.get("policy_id"), "policy_id"),
         "status": params.choice(request, "status", statuses),
+        **params.time_range(request),
     }
 
 
@@ -249,11 +309,7 @@ def _restore_id(request: Request) -> str:
 
 async def create_restore(request: Request) -> Response:
     data = await params.json_object(request)
-    unknown = sorted(set(data) - {"snapshot_id", "target", *RESTORE_OPTIONS})
-    if unknown:
-        raise InvalidValue(f"{unknown[0]} is not a restore field", unknown[0])
-    if not isinstance(data.get("snapshot_id"), str):
-        raise InvalidValue("snapshot_id must be the id of a completed snapshot", "snapshot_id")
+    schemas.validate(schemas.RESTORE_CREATE, data)
     snapshot_id = params.uuid_param(data["snapshot_id"], "snapshot_id")
     outcome = await call(
         rt(request).app.request_restore,
@@ -287,8 +343,76 @@ async def stop_restore(request: Request) -> Response:
 async def global_events(request: Request) -> Response:
     lim = params.limit(request, 200)
     types = [t for raw in request.query_params.getlist("type") for t in raw.split(",") if t]
+    since, until = params.timestamp(request, "since"), params.timestamp(request, "until")
     entries = await call(rt(request).eventlog.global_page, params.non_negative(request, "after"), lim, types)
-    return event_page(entries, lim)
+    return event_page(_in_range(entries, since, until), lim, entries)
+
+
+async def openapi(request: Request) -> Response:
+    from transfer.pipeline import VERSION
+
+    return JSONResponse(document(VERSION))
+
+
+STREAM_TABLES = (("policy", "policies", policy_row), ("backup", "backup_records", backup_row),
+                 ("restore", "restore_records", restore_row))  # fmt: skip
+
+
+def _changes(runtime: Runtime, after: int) -> list[tuple[int, str, dict[str, Any]]]:
+    out = []
+    for kind, table, shape in STREAM_TABLES:
+        rows = runtime.views.query(
+            f"SELECT * FROM {table} WHERE position > %(after)s ORDER BY position LIMIT 500", {"after": after}
+        )
+        out += [(int(r["position"]), kind, shape(r)) for r in rows]
+    return sorted(out, key=lambda c: c[0])
+
+
+def _running(runtime: Runtime) -> list[tuple[int, str, dict[str, Any]]]:
+    out = []
+    for kind, table, shape in STREAM_TABLES[1:]:
+        rows = runtime.views.query(f"SELECT * FROM {table} WHERE status = 'running'")
+        out += [(int(r["position"]), kind, shape(r)) for r in rows]
+    return out
+
+
+async def stream(request: Request) -> Response:
+    """Record changes as they are projected; the SSE id is the position, so a client
+    resumes with Last-Event-ID. Running records are repeated every second, so progress
+    arrives at least once a second even between progress events."""
+    runtime = rt(request)
+    resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    if not resume.isdigit():
+        raise InvalidValue("Last-Event-ID / after must be a position", "after")
+    raw_timeout = request.query_params.get("timeout")
+    try:
+        timeout = float(raw_timeout) if raw_timeout is not None else None
+    except ValueError:
+        raise InvalidValue("timeout must be a number of seconds", "timeout") from None
+
+    async def events() -> AsyncIterator[bytes]:
+        position = int(resume)
+        started = loop_time = time.monotonic()
+        yield b"retry: 1000\n\n"
+        while timeout is None or time.monotonic() - started < timeout:
+            if await request.is_disconnected():
+                return
+            for pos, kind, row in await call(_changes, runtime, position):
+                position = max(position, pos)
+                yield _sse(pos, kind, row)
+            if time.monotonic() - loop_time >= 1.0:
+                loop_time = time.monotonic()
+                for _, kind, row in await call(_running, runtime):
+                    yield _sse(position, kind, row)
+                yield b": keep-alive\n\n"
+            await anyio.sleep(0.2)
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(position: int, kind: str, row: dict[str, Any]) -> bytes:
+    return f"id: {position}\nevent: {kind}\ndata: {json.dumps(row)}\n\n".encode()
 
 
 async def healthz(request: Request) -> Response:
@@ -355,6 +479,8 @@ ROUTES = [
     Route("/api/v1/restores/{restore_id}/log", restore_log, methods=["GET"]),
     Route("/api/v1/restores/{restore_id}/stop", stop_restore, methods=["POST"]),
     Route("/api/v1/events", global_events, methods=["GET"]),
+    Route("/api/v1/stream", stream, methods=["GET"]),
+    Route("/api/v1/openapi.json", openapi, methods=["GET"]),
 ]
 
 

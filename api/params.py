@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -54,6 +55,27 @@ def uuid_param(value: str | None, name: str) -> str | None:
         return str(UUID(value))
     except ValueError:
         raise InvalidValue(f"{name} must be a UUID", name) from None
+
+
+def timestamp(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    try:
+        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidValue(f"{name} must be an ISO-8601 time such as 2026-11-25T03:00:00Z", name) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def time_range(request: Request, low: str = "created_after", high: str = "created_before") -> dict[str, str]:
+    """As stored in the views: ISO-8601 UTC with microseconds, so text order is time order."""
+    out = {}
+    for name in (low, high):
+        value = timestamp(request, name)
+        if value is not None:
+            out[name] = value.astimezone(UTC).isoformat(timespec="microseconds")
+    return out
 
 
 def choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:

@@ -20,8 +20,16 @@ def _page(
     cursor: tuple[str, str] | None,
     limit: int,
 ) -> tuple[list[dict[str, Any]], str | None]:
+    """filters: column equalities, plus created_after / created_before (ISO, UTC)."""
+    ranges = {k: filters.pop(k) for k in ("created_after", "created_before") if k in filters}
     where = [f"{k} = %({k})s" for k, v in filters.items() if v is not None]
     params = {k: v for k, v in filters.items() if v is not None}
+    if ranges.get("created_after"):
+        where.append("created_at >= %(created_after)s")
+        params["created_after"] = ranges["created_after"]
+    if ranges.get("created_before"):
+        where.append("created_at < %(created_before)s")
+        params["created_before"] = ranges["created_before"]
     if cursor:
         where.append("(created_at < %(c_at)s OR (created_at = %(c_at)s AND id < %(c_id)s))")
         params.update(c_at=cursor[0], c_id=cursor[1])
