@@ -32,7 +32,8 @@ class NdjsonSource:
 
     def collections(self) -> dict[str, Path]:
         if not self.directory.is_dir():
-            raise SourceError(f"source {self.name!r}: {self.directory} is not a directory")
+            # The reason becomes an event and an API field: name the source, not server paths.
+            raise SourceError(f"source {self.name!r}: its configured directory is missing or not a directory")
         found: dict[str, Path] = {}
         for path in sorted(self.directory.iterdir()):
             for suffix in SUFFIXES:
