@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from api import params, schemas
 from api.auth import AuthMiddleware, BodyTooLarge
@@ -32,6 +33,7 @@ from transfer.pipeline import remove_archive
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
+STATIC = Path(__file__).resolve().parent / "static"  # the web console: plain files, no build step
 STATUS: dict[type[DomainError], int] = {
     params.BadRequest: 400,
     NotFound: 404,
@@ -507,8 +509,9 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
     middleware = [
         Middleware(AuthMiddleware, tokens=runtime.config.tokens, max_body_bytes=runtime.config.max_body_bytes)
     ]
+    console = Mount("/", app=StaticFiles(directory=STATIC, html=True), name="console")
     app = Starlette(
-        routes=ROUTES + OBSERVABILITY_ROUTES,
+        routes=[*ROUTES, *OBSERVABILITY_ROUTES, console],
         exception_handlers=handlers,
         lifespan=lifespan,
         middleware=middleware,
