@@ -19,10 +19,11 @@ from eventsourcing.utils import get_topic
 from domain.errors import InvalidValue
 from domain.policy import BackupPolicy, PolicyNameClaim
 from domain.restore import Restore
+from domain.slots import RunSlot
 from domain.snapshot import Snapshot
 
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim)
+AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim, RunSlot)
 
 
 def _event_classes() -> dict[str, type]:
@@ -113,6 +114,10 @@ def message(kind: str, d: dict[str, Any]) -> str:
             return f"name {d.get('name', '')} claimed by policy {d['policy_id']}".replace("  ", " ")
         case "PolicyNameReleased":
             return f"name released by policy {d['policy_id']}"
+        case "RunSlotTaken" | "RunSlotHandedOver":
+            return f"run slot {d.get('key', '')} held by {d['kind']} {d['holder']}".replace("  ", " ")
+        case "SnapshotHeartbeat" | "RestoreHeartbeat":
+            return "lease renewed"
     return kind
 
 
