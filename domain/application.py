@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +23,7 @@ from domain.snapshot import COMPLETED, DELETED, REQUESTED, RUNNING, Snapshot
 from domain.values import CollectionSelection, Retention, check_cron, check_name, check_timezone
 
 A = TypeVar("A", bound=Aggregate)
-COMMAND_ATTEMPTS = 3
+COMMAND_ATTEMPTS = 6
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class Snapledger(Application[UUID]):
             except IntegrityError:
                 if attempt == COMMAND_ATTEMPTS - 1:
                     raise Conflict("the record changed while the command ran; retry") from None
+                time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))  # de-synchronise racers
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------- policies
