@@ -25,8 +25,13 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise BadRequest("request body must be a JSON object", "body")
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise BadRequest("request body nests too deeply", "body") from None
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8", "body") from None
     except ValueError as e:
-        raise BadRequest(f"request body is not valid JSON: {e.msg} at position {e.pos}", "body") from None
+        msg = f"{e.msg} at position {e.pos}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise BadRequest(f"request body is not valid JSON: {msg}", "body") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", "body")
     return data

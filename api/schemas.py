@@ -17,7 +17,7 @@ DURATION = {
 NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
 RETENTION = {
     "type": ["object", "null"],
-    "properties": {"keep_last": {"type": ["integer", "null"], "minimum": 1}, "expire_after": DURATION},
+    "properties": {"keep_last": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000}, "expire_after": DURATION},
     "additionalProperties": False,
 }
 COLLECTIONS = {
@@ -137,4 +137,5 @@ def validate(schema: dict[str, Any], data: Any) -> None:
         raise InvalidValue(f"{path} is not a known field", path)
     if err.validator == "minProperties":
         raise InvalidValue("nothing to change: give at least one field", None)
-    raise InvalidValue(f"{path or 'body'}: {err.message}", path or "body")
+    message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
+    raise InvalidValue(f"{path or 'body'}: {message}", path or "body")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -20,6 +20,8 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7), (0, 59)]
 _CRON_FIELD_NAMES = ["minute", "hour", "day of month", "month", "day of week", "second"]
+MAX_DURATION_SECONDS = 100 * 366 * 86400
+MAX_KEEP_LAST = 1_000_000
 _CRON_MACROS = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
 
 
@@ -46,6 +48,8 @@ def parse_duration(value: object, field: str) -> int:
         raise InvalidValue(f"{field} must be a duration such as '30d', '12h' or seconds", field)
     if seconds <= 0:
         raise InvalidValue(f"{field} must be positive", field)
+    if seconds > MAX_DURATION_SECONDS:
+        raise InvalidValue(f"{field} must be at most 100 years", field)
     return seconds
 
 
@@ -81,6 +85,10 @@ def check_cron(value: object, field: str = "schedule") -> str | None:
                 raise InvalidValue(f"{field}: {name} field {part!r} is outside {low}-{high}", field)
     if not croniter.is_valid(text):
         raise InvalidValue(f"{field}: {text!r} is not a valid cron expression", field)
+    try:
+        croniter(text, datetime(2000, 1, 1, tzinfo=UTC)).get_next(datetime)
+    except ValueError:
+        raise InvalidValue(f"{field}: {text!r} never fires (no such date)", field) from None
     return text
 
 
@@ -116,9 +124,13 @@ class Retention:
             raise InvalidValue(f"{field}.{name} is not a retention setting", f"{field}.{name}")
         keep_last = value.get("keep_last")
         if keep_last is not None and (
-            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+            isinstance(keep_last, bool)
+            or not isinstance(keep_last, int)
+            or not 1 <= keep_last <= MAX_KEEP_LAST
         ):
-            raise InvalidValue(f"{field}.keep_last must be a positive integer", f"{field}.keep_last")
+            raise InvalidValue(
+                f"{field}.keep_last must be an integer from 1 to {MAX_KEEP_LAST}", f"{field}.keep_last"
+            )
         expire = value.get("expire_after")
         seconds = None if expire is None else parse_duration(expire, f"{field}.expire_after")
         return cls(keep_last=keep_last, expire_after_seconds=seconds)

@@ -97,7 +97,10 @@ def _next_run(cur: Cursor, policy_id: str, after: datetime) -> None:
     value = None
     if row["schedule"] and row["status"] == "active":
         last = datetime.fromisoformat(row["last_slot"]) if row["last_slot"] else None
-        value = iso(next_slot(row["schedule"], row["timezone"], max(after, last) if last else after))
+        try:
+            value = iso(next_slot(row["schedule"], row["timezone"], max(after, last) if last else after))
+        except (ValueError, KeyError):  # a schedule that never fires, or an unknown zone
+            value = None
     cur.execute("UPDATE policies SET next_run_at = %(v)s WHERE id = %(id)s", {"v": value, "id": policy_id})
 
 
