@@ -17,7 +17,10 @@ DURATION = {
 NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
 RETENTION = {
     "type": ["object", "null"],
-    "properties": {"keep_last": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000}, "expire_after": DURATION},
+    "properties": {
+        "keep_last": {"type": ["integer", "null"], "minimum": 1, "maximum": 1_000_000},
+        "expire_after": DURATION,
+    },
     "additionalProperties": False,
 }
 COLLECTIONS = {
