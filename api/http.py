@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -13,6 +14,9 @@ from typing import Any
 from uuid import UUID
 
 import anyio
+import psycopg
+import psycopg_pool
+from eventsourcing import persistence as es_persistence
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -453,7 +457,28 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, exc.detail or "error", None)
 
 
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+    es_persistence.ConnectionUnavailableError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    sqlite3.OperationalError,
+)
+
+
+async def unavailable(request: Request, exc: Exception) -> Response:
+    """The database is down or unreachable: say so, and let the client retry."""
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+    response = error(503, "the event store or the record views are unavailable; retry shortly", None)
+    response.headers["Retry-After"] = "2"
+    return response
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, UNAVAILABLE):
+        return await unavailable(request, exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error(500, "internal error; see the server log", None)
 
@@ -500,6 +525,7 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
 
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         BodyTooLarge: too_large,
+        **dict.fromkeys(UNAVAILABLE, unavailable),
         DomainError: domain_error,
         StorageError: storage_error,
         HTTPException: http_error,

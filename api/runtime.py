@@ -45,6 +45,7 @@ def _event_store_env(config: Config) -> dict[str, str]:
         "POSTGRES_PASSWORD": db.password(),
         "POSTGRES_SCHEMA": db.schema,
         "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_PRE_PING": "y",  # survive a database restart without failing the next command
     }
 
 

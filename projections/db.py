@@ -117,6 +117,7 @@ class PostgresViews(ViewDatabase):
             min_size=1,
             max_size=8,
             kwargs={"row_factory": dict_row, "options": f"-c search_path={schema}"},
+            check=ConnectionPool.check_connection,  # a restarted server leaves dead connections
             open=True,
         )
 
