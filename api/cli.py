@@ -8,7 +8,9 @@ import signal
 import sys
 import threading
 
+from api import cli_verbs
 from api.config import ConfigError, load_config
+from api.logs import setup_logging
 from api.runtime import Runtime
 
 
@@ -18,7 +20,9 @@ def _fail(message: str) -> int:
 
 
 def _runtime(args: argparse.Namespace) -> Runtime:
-    return Runtime.build(load_config(args.config))
+    config = load_config(args.config)
+    setup_logging(secrets=config.secrets)  # configured passwords never reach a log line
+    return Runtime.build(config)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -27,12 +31,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from api.http import create_app
 
     config = load_config(args.config)
-    runtime = Runtime.build(config)
     host = args.host or config.host
     port = args.port if args.port is not None else config.port
+    if not config.tokens and host not in ("127.0.0.1", "::1", "localhost"):
+        return _fail(
+            f"refusing to serve on {host} without API tokens: configure [[api.tokens]] "
+            "(name, role, token_env) or bind 127.0.0.1"
+        )
+    setup_logging(secrets=config.secrets)
+    runtime = Runtime.build(config)
     app = create_app(runtime, worker=not args.no_worker and config.worker)
     print(f"snapledger API on http://{host}:{port}/api/v1 (events: {config.database.kind})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)  # our JSON/text handler
     return 0
 
 
@@ -123,11 +133,12 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-read a snapshot's archive and check every checksum and count")
     verify.add_argument("snapshot", help="snapshot id")
     verify.set_defaults(func=cmd_verify)
+    cli_verbs.register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level=logging.INFO)
     args = parser().parse_args(argv)
     try:
         return args.func(args)

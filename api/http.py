@@ -33,8 +33,7 @@ from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records, backup_row, p
 from api.runtime import Runtime
 from domain.application import Outcome
 from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
-from domain.snapshot import COMPLETED, RUNNING
-from transfer.pipeline import remove_archive
+from domain.snapshot import COMPLETED
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
@@ -156,24 +155,9 @@ async def edit_policy(request: Request) -> Response:
     return await done(request, outcome)
 
 
-def _delete_policy(runtime: Runtime, policy_id: str, keep_files: bool, actor: str) -> Outcome:
-    removed: set[UUID] = set()
-    if not keep_files:
-        for snap in runtime.app.policy_archives(policy_id):
-            storage = runtime.resources.storages.get(snap.storage)
-            if storage is None:
-                raise InvalidTransition(
-                    f"storage {snap.storage!r} of {snap.sub_name} is no longer configured; "
-                    "delete with keep_files=true"
-                )
-            remove_archive(storage, snap.archive_key)
-            removed.add(snap.id)
-    return runtime.app.delete_policy(policy_id, keep_files, actor, removed)
-
-
 async def delete_policy(request: Request) -> Response:
     keep = params.boolean(request, "keep_files")
-    outcome = await call(_delete_policy, rt(request), _policy_id(request), keep, params.actor(request))
+    outcome = await call(rt(request).delete_policy, _policy_id(request), keep, params.actor(request))
     return await done(request, outcome)
 
 
@@ -289,21 +273,8 @@ async def stop_backup(request: Request) -> Response:
     return await done(request, outcome)
 
 
-def _delete_snapshot(runtime: Runtime, snapshot_id: str, actor: str) -> Outcome:
-    snap = runtime.app.get_snapshot(snapshot_id)
-    if snap.status == "deleted":
-        raise InvalidTransition(f"snapshot {snap.sub_name} is already deleted")
-    removed = False
-    if snap.status != RUNNING:  # a running worker removes its own partial archive
-        storage = runtime.resources.storages.get(snap.storage)
-        if storage is not None:
-            remove_archive(storage, snap.archive_key)
-            removed = snap.status == COMPLETED
-    return runtime.app.delete_snapshot(snapshot_id, removed, actor)
-
-
 async def delete_backup(request: Request) -> Response:
-    outcome = await call(_delete_snapshot, rt(request), _snapshot_id(request), params.actor(request))
+    outcome = await call(rt(request).delete_snapshot, _snapshot_id(request), params.actor(request))
     return await done(request, outcome)
 
 

@@ -12,13 +12,16 @@ from typing import Any
 from uuid import UUID
 
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
-from domain.application import Catalog, Snapledger
+from domain.application import Catalog, Outcome, Snapledger
+from domain.errors import InvalidTransition
+from domain.snapshot import COMPLETED, DELETED, RUNNING
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
 from projections.views import iso
 from transfer.janitor import Janitor
 from transfer.kinds import build_source, build_target
+from transfer.pipeline import remove_archive
 from transfer.scheduler import Scheduler
 from transfer.storage import LocalStorage, S3Storage, Storage
 from transfer.worker import Resources, Work, Worker
@@ -188,6 +191,33 @@ class Runtime:
                     next_janitor = time.monotonic() + settings["retention_interval"]
             except Exception:
                 log.exception("maintenance pass failed; retrying")
+
+    def delete_policy(self, policy_id: str, keep_files: bool, actor: str) -> Outcome:
+        """Archives go first, so no event claims a removal that did not happen."""
+        removed: set[UUID] = set()
+        if not keep_files:
+            for snap in self.app.policy_archives(policy_id):
+                storage = self.resources.storages.get(snap.storage)
+                if storage is None:
+                    raise InvalidTransition(
+                        f"storage {snap.storage!r} of {snap.sub_name} is no longer configured; "
+                        "delete keeping the files"
+                    )
+                remove_archive(storage, snap.archive_key)
+                removed.add(snap.id)
+        return self.app.delete_policy(policy_id, keep_files, actor, removed)
+
+    def delete_snapshot(self, snapshot_id: str, actor: str) -> Outcome:
+        snap = self.app.get_snapshot(snapshot_id)
+        if snap.status == DELETED:
+            raise InvalidTransition(f"snapshot {snap.sub_name} is already deleted")
+        removed = False
+        if snap.status != RUNNING:  # a running worker removes its own partial archive
+            storage = self.resources.storages.get(snap.storage)
+            if storage is not None:
+                remove_archive(storage, snap.archive_key)
+                removed = snap.status == COMPLETED
+        return self.app.delete_snapshot(snapshot_id, removed, actor)
 
     def wait(self, position: int) -> bool:
         return self.runner.wait(position, self.config.wait_seconds)
