@@ -47,7 +47,7 @@ def _event_store_env(config: Config) -> dict[str, str]:
         "POSTGRES_USER": db.user,
         "POSTGRES_PASSWORD": db.password(),
         "POSTGRES_SCHEMA": db.schema,
-        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_CONNECT_TIMEOUT": "3",  # also how long a request waits for a pooled connection
         "POSTGRES_PRE_PING": "y",  # survive a database restart without failing the next command
     }
 

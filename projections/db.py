@@ -118,6 +118,7 @@ class PostgresViews(ViewDatabase):
             max_size=8,
             kwargs={"row_factory": dict_row, "options": f"-c search_path={schema}"},
             check=ConnectionPool.check_connection,  # a restarted server leaves dead connections
+            timeout=3,  # while the database is down, answer 503 soon instead of hanging
             open=True,
         )
 
