@@ -59,6 +59,16 @@ class Resources:
         return text[:2000]
 
 
+def _fields(task: Any) -> dict[str, str]:
+    """Ids that let an operator find a log line's run (JSON logs carry them as keys)."""
+    return {
+        "task_name": task.task_name or "",
+        f"{task.kind}_id": str(task.id),
+        "policy_id": str(task.policy_id),
+        "attempt": str(task.attempt),
+    }
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -237,7 +247,7 @@ class Worker:
         try:
             run(task)
         except Exception:
-            log.exception("run of %s %s crashed", task.kind, task.id)
+            log.exception("run of %s %s crashed", task.kind, task.id, extra=_fields(task))
 
     def _execute(
         self, run: _Run, work: Callable[[_Run], Callable[[], None]], cleanup: Callable[[], None]
@@ -266,9 +276,9 @@ class Worker:
             cleanup()
             run.finish_stopped()
         except Fenced as e:
-            log.warning("abandoning run: %s", e)
+            log.warning("abandoning run: %s", e, extra=_fields(run.agg))
         except Exception as e:  # the reason goes into an event: no secrets, no traces
-            log.exception("run failed")
+            log.exception("run failed", extra=_fields(run.agg))
             reason = self.resources.redact(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
             try:
                 run.agg.fail(reason, _now())
