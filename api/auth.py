@@ -49,7 +49,7 @@ class AuthMiddleware:
             )
             return
         state: dict[str, Any] = scope.setdefault("state", {})
-        if self.tokens and scope["path"] not in OPEN_PATHS:
+        if self.tokens and _guarded(scope["path"]):
             token = identify(self.tokens, headers.get("authorization"))
             if token is None:
                 response = _error(401, "a valid bearer token is required", "Authorization")
@@ -63,6 +63,12 @@ class AuthMiddleware:
                 return
             state["actor"] = token.name
         await self.app(scope, _limited(receive, self.max_body_bytes), send)
+
+
+def _guarded(path: str) -> bool:
+    """The API and metrics need a token; probes, the OpenAPI document and the console's
+    static files (which hold no data: it reads everything through the API) do not."""
+    return path not in OPEN_PATHS and (path.startswith("/api/") or path == "/metrics")
 
 
 def _error(status: int, message: str, field: str | None) -> JSONResponse:

@@ -336,14 +336,24 @@ STREAM_TABLES = (("policy", "policies", policy_row), ("backup", "backup_records"
                  ("restore", "restore_records", restore_row))  # fmt: skip
 
 
+STREAM_BATCH = 500
+
+
 def _changes(runtime: Runtime, after: int) -> list[tuple[int, str, dict[str, Any]]]:
+    """Changed rows after a position, in position order. When a table has more than a
+    batch, nothing past its last delivered row is sent yet, so no change is skipped."""
     out = []
+    bound = None
     for kind, table, shape in STREAM_TABLES:
         rows = runtime.views.query(
-            f"SELECT * FROM {table} WHERE position > %(after)s ORDER BY position LIMIT 500", {"after": after}
+            f"SELECT * FROM {table} WHERE position > %(after)s ORDER BY position LIMIT {STREAM_BATCH}",
+            {"after": after},
         )
+        if len(rows) == STREAM_BATCH:
+            last = int(rows[-1]["position"])
+            bound = last if bound is None else min(bound, last)
         out += [(int(r["position"]), kind, shape(r)) for r in rows]
-    return sorted(out, key=lambda c: c[0])
+    return sorted((c for c in out if bound is None or c[0] <= bound), key=lambda c: c[0])
 
 
 def _running(runtime: Runtime) -> list[tuple[int, str, dict[str, Any]]]:

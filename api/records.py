@@ -74,6 +74,7 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         "last_snapshot_id": r["last_snapshot_id"],
         "rebuilds": r["rebuilds"],
         "events_url": f"{BASE}/policies/{r['id']}/events",
+        "position": r["position"],
     }
 
 
@@ -107,6 +108,7 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
         "sha256": r["sha256"],
         "worker": r["worker"],
         "attempt": r["attempt"],
+        "position": r["position"],
     }
 
 
@@ -136,6 +138,7 @@ def restore_row(r: dict[str, Any]) -> dict[str, Any]:
         "consistency": json.loads(r["collections"]) if r["collections"] else None,
         "worker": r["worker"],
         "attempt": r["attempt"],
+        "position": r["position"],
     }
 
 

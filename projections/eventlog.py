@@ -6,6 +6,7 @@ notifications of just those aggregates, still in notification (position) order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -73,7 +74,7 @@ def message(kind: str, d: dict[str, Any]) -> str:
             return f"policy {d['name']} created{by}: {d['source']} -> {d['storage']}"
         case "PolicyEdited":
             return f"policy edited{by}: " + ", ".join(
-                f"{k} {v['old']!r} -> {v['new']!r}" for k, v in d["changes"].items()
+                f"{k} {json.dumps(v['old'])} -> {json.dumps(v['new'])}" for k, v in d["changes"].items()
             )
         case "PolicyStopped" | "PolicyResumed" | "PolicyRebuilt":
             return f"policy {kind.removeprefix('Policy').lower()}{by}"

@@ -29,7 +29,7 @@ def test_policy_event_log_tells_the_whole_cycle_in_order(client):
     edited = entries[-1]
     assert edited["actor"] == "eve" and edited["aggregate_type"] == "BackupPolicy"
     assert edited["data"]["changes"] == {"schedule": {"old": None, "new": "@daily"}}
-    assert "schedule None -> '@daily'" in edited["message"]
+    assert 'schedule null -> "@daily"' in edited["message"]
     done = next(e for e in entries if e["type"] == "SnapshotCompleted")
     assert done["data"]["items"] == 3650 and "3650 items" in done["message"]
     assert done["version"] > 1 and done["time"] >= entries[0]["time"]
