@@ -106,15 +106,9 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~40 MB of incompressible lines: long enough to watch progress and stop a run."""
-    d = tmp_path_factory.mktemp("big")
-    with open(d / "events.ndjson", "wb") as f:
-        for i in range(40):
-            block = os.urandom(512 * 1024).hex()
-            lines = [
-                f'{{"_id":{i * 1000 + j},"blob":"{block[j * 1000 : j * 1000 + 1000]}"}}' for j in range(1000)
-            ]
-            f.write(("\n".join(lines) + "\n").encode())
-    return d
+    from tests.servers import write_big_source
+
+    return write_big_source(tmp_path_factory.mktemp("big"))
 
 
 @pytest.fixture

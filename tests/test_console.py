@@ -12,10 +12,7 @@ import json
 import mimetypes
 import os
 import re
-import shutil
-import socket
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -24,6 +21,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.servers import free_port, snapledger_exe, wait_until_up, write_big_source
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = bool(os.environ.get("CI"))
@@ -57,17 +56,6 @@ def browser() -> Iterator[Any]:
         chromium.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _snapledger() -> str:
-    found = Path(sys.executable).parent / "snapledger"
-    return str(found) if found.exists() else (shutil.which("snapledger") or "snapledger")
-
-
 @contextlib.contextmanager
 def serving(directory: Path, config: str | None = None, env: dict[str, str] | None = None) -> Iterator[str]:
     """`snapledger serve` in `directory`, with no SNAPLEDGER_ variables but the config file."""
@@ -75,9 +63,9 @@ def serving(directory: Path, config: str | None = None, env: dict[str, str] | No
     if config is not None:
         (directory / "snapledger.toml").write_text(config)
         clean["SNAPLEDGER_CONFIG"] = str(directory / "snapledger.toml")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
-        [_snapledger(), "serve", "--port", str(port)],
+        [snapledger_exe(), "serve", "--port", str(port)],
         cwd=directory,
         env={**clean, **(env or {})},
         stdout=subprocess.PIPE,
@@ -86,17 +74,7 @@ def serving(directory: Path, config: str | None = None, env: dict[str, str] | No
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("serve did not come up:\n" + proc.communicate()[0])
-            time.sleep(0.1)
+        wait_until_up(base, proc)
         yield base
     finally:
         if proc.poll() is None:
@@ -106,19 +84,6 @@ def serving(directory: Path, config: str | None = None, env: dict[str, str] | No
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-
-
-def _big_source(directory: Path) -> Path:
-    """~40 MB of incompressible NDJSON lines, as the big_source fixture in conftest."""
-    directory.mkdir()
-    with open(directory / "events.ndjson", "wb") as f:
-        for i in range(40):
-            block = os.urandom(512 * 1024).hex()
-            lines = [
-                f'{{"_id":{i * 1000 + j},"blob":"{block[j * 1000 : j * 1000 + 1000]}"}}' for j in range(1000)
-            ]
-            f.write(("\n".join(lines) + "\n").encode())
-    return directory
 
 
 class Server:
@@ -131,7 +96,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, browser: Any) -> Iterator[S
     """Embedded defaults (demo source, local storage, scratch target) plus source `big`.
     zstd at level 19 makes a snapshot of `big` run long enough to stop it from the console."""
     directory = tmp_path_factory.mktemp("console")
-    big = _big_source(directory / "big")
+    big = write_big_source(directory / "big")
     config = (
         f'[sources.big]\nkind = "ndjson"\npath = "{big}"\n\n[archive]\ncompression = "zstd"\nlevel = 19\n'
     )
@@ -471,7 +436,6 @@ def test_token_entry_when_the_api_answers_401(browser: Any, tmp_path: Path) -> N
 
     config = '[[api.tokens]]\nname = "alice"\nrole = "operator"\ntoken_env = "SL_CONSOLE_TOKEN"\n'
     with serving(tmp_path, config, env={"SL_CONSOLE_TOKEN": TOKEN}) as base:
-
         # The console's own files are public (they hold no data), so a browser can load
         # the page and then ask for the token the API needs.
         assert httpx.get(f"{base}/app.js").status_code == 200

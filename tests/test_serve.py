@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _snapledger() -> str:
-    found = Path(sys.executable).parent / "snapledger"
-    return str(found) if found.exists() else (shutil.which("snapledger") or "snapledger")
+from tests.servers import free_port, snapledger_exe, wait_until_up
 
 
 def test_serve_on_embedded_defaults(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPLEDGER_")}
     proc = subprocess.Popen(
-        [_snapledger(), "serve", "--port", str(port)],
+        [snapledger_exe(), "serve", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -37,15 +24,8 @@ def test_serve_on_embedded_defaults(tmp_path):
     )
     base = f"http://127.0.0.1:{port}"
     try:
+        wait_until_up(base, proc)
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.1)
         r = httpx.post(f"{base}/api/v1/policies", json={"name": "n", "source": "demo", "storage": "local"})
         assert r.status_code == 201, r.text
         sid = httpx.post(f"{base}/api/v1/policies/{r.json()['id']}/snapshots").json()["id"]

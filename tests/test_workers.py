@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from api.runtime import Runtime
 from tests.conftest import PG_URL
+from tests.servers import snapledger_exe
 from transfer.pipeline import verify_archive
 
 LEASE = 3
@@ -39,11 +39,6 @@ scheduler = false
     )
 
 
-def _snapledger() -> str:
-    found = Path(sys.executable).parent / "snapledger"
-    return str(found) if found.exists() else "snapledger"
-
-
 class Workers:
     def __init__(self, config_path: str, log_dir: Path) -> None:
         self.config_path = config_path
@@ -53,7 +48,7 @@ class Workers:
     def start(self) -> subprocess.Popen:
         log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
         proc = subprocess.Popen(
-            [_snapledger(), "--config", self.config_path, "worker"], stdout=log, stderr=log
+            [snapledger_exe(), "--config", self.config_path, "worker"], stdout=log, stderr=log
         )
         self.procs.append(proc)
         return proc

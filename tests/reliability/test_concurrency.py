@@ -5,28 +5,19 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
 from api.runtime import Runtime
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.servers import free_port, snapledger_exe, wait_until_up
 
 
 def test_concurrent_mutations_on_one_policy(make_config, tmp_path):
     config = make_config()
-    port = _free_port()
-    exe = Path(sys.executable).parent / "snapledger"
+    port = free_port()
+    exe = snapledger_exe()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(exe), "--config", str(tmp_path / "snapledger.toml"), "serve", "--port", str(port)],
@@ -34,15 +25,7 @@ def test_concurrent_mutations_on_one_policy(make_config, tmp_path):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "serve did not come up"
-            time.sleep(0.1)
+        wait_until_up(base.removesuffix("/api/v1"), proc)
         pid = httpx.post(
             f"{base}/policies", json={"name": "hot", "source": "demo", "storage": "local"}
         ).json()["id"]

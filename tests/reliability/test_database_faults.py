@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,6 +15,7 @@ import httpx
 import pytest
 
 from api.runtime import Runtime
+from tests.servers import free_port, snapledger_exe, wait_until_up
 
 
 @pytest.fixture
@@ -31,19 +30,13 @@ def _cluster() -> list[str]:
     return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.soak  # ~75 s: the connection pools back off while the server is away
 def test_postgres_restart_under_load(make_config, tmp_path):
     cluster = _cluster()
     config = make_config(extra="[worker]\nlease_seconds = 5\nscheduler = false\n")
-    port = _free_port()
+    port = free_port()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    exe = Path(sys.executable).parent / "snapledger"
+    exe = snapledger_exe()
     proc = subprocess.Popen(
         [str(exe), "--config", str(tmp_path / "snapledger.toml"), "serve", "--port", str(port)],
         stdout=log, stderr=log, env=dict(os.environ),
@@ -53,15 +46,7 @@ def test_postgres_restart_under_load(make_config, tmp_path):
     accepted: list[str] = []
     stop = threading.Event()
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "serve did not come up"
-            time.sleep(0.1)
+        wait_until_up(base.removesuffix("/api/v1"), proc)
         pid = httpx.post(f"{base}/api/v1/policies", json={"name": "pg", "source": "demo", "storage": "local"})
         pid = pid.json()["id"]
 
