@@ -119,6 +119,7 @@ def test_stop_running_snapshot(make_config, client_for, big_source):
     stopped = wait_for(client, f"/api/v1/backups/{sid}", lambda b: b["status"] == "stopped", timeout=10)
     assert time.monotonic() - asked < 2.0, "a running snapshot must stop within 2 seconds"
     assert 0 < stopped["progress"] < 100 and stopped["items"] > 0  # partial progress is kept
+    assert stopped["transferred_bytes"] > 0  # compressed bytes so far, not 0 until a member lands
     archives = config.storages["local"].path
     assert not [p for p in archives.rglob("*") if p.is_file()], "a stopped run leaves no objects"
     again = client.post(f"/api/v1/backups/{sid}/stop")

@@ -150,6 +150,7 @@ class ArchiveWriter:
                 entry.items += counter.feed(chunk)
                 entry.raw_bytes += len(chunk)
                 hashed.write(compress.compress(chunk))
+                entry.bytes = hashed.size  # compressed so far: what progress reports as transferred
             hashed.write(compress.flush())
         except BaseException:
             tmp.close()
@@ -177,6 +178,12 @@ class ArchiveWriter:
     @property
     def items(self) -> int:
         return sum(e.items for e in self.entries)
+
+    @property
+    def bytes_so_far(self) -> int:
+        """Compressed bytes produced, staged or already in the tar (the final size adds
+        only tar headers and the manifest)."""
+        return sum(e.bytes for e in self.entries)
 
     @staticmethod
     def _info(name: str, size: int) -> tarfile.TarInfo:

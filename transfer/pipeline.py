@@ -101,7 +101,7 @@ def run_backup(
                         if abort.is_set() or should_stop():
                             raise Stopped
                         percent = min(99.0, 100.0 * consumed / total)
-                        report(archive.items, writer.bytes_written, percent, name)
+                        report(archive.items, archive.bytes_so_far, percent, name)
                     yield chunk
 
             workers = min(parallel, len(names)) if getattr(session, "parallel_safe", False) else 1
