@@ -71,20 +71,31 @@ def backup(src: Path, out: Path, parallel: int) -> float:
     return float(run.stdout)
 
 
+HWM = """
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print(line.split()[1])
+"""
+
+
 def rss_of(src: Path, out: Path) -> int:
-    """Peak RSS of one backup in a fresh child, measured by /usr/bin/time-like wait4."""
-    code = CHILD.format(root=str(ROOT), src=str(src), out=str(out), parallel=2)
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
-    _, _, usage = os.wait4(proc.pid, 0)
-    return usage.ru_maxrss
+    """Peak RSS (KiB) of one backup in a fresh child, read from the child's own VmHWM.
+
+    Not wait4's ru_maxrss: Linux carries the parent's RSS at fork time into the child's
+    ru_maxrss across exec, so from a large parent (bench/run_all.py) it reported the
+    parent's size, not the backup's."""
+    code = CHILD.format(root=str(ROOT), src=str(src), out=str(out), parallel=2) + HWM
+    run = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return int(run.stdout.split()[-1])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Runs the comparison; answers the figures so bench/run_all.py can tabulate them."""
     p = argparse.ArgumentParser()
     p.add_argument("--mb", type=int, default=1024)
     p.add_argument("--small-mb", type=int, default=100)
     p.add_argument("--runs", type=int, default=2)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         big, small = Path(tmp) / "big", Path(tmp) / "small"
         big.mkdir()
@@ -117,6 +128,14 @@ def main() -> None:
             f"peak RSS: {args.small_mb} MiB source {rss_small / 1024:.0f} MiB, {mb:.0f} MiB source "
             f"{rss_big / 1024:.0f} MiB (ratio {rss_big / rss_small:.2f}; flat = within 1.20)"
         )
+    return {
+        "mib": mb,
+        "tar_gzip": t_ref,
+        "one": t_one,
+        "two": t_two,
+        "rss_small": rss_small / 1024,
+        "rss_big": rss_big / 1024,
+    }
 
 
 if __name__ == "__main__":

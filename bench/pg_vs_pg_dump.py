@@ -47,12 +47,13 @@ def best(runs: int, setup, fn) -> float:  # type: ignore[no-untyped-def]
     return min(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Runs the comparison; answers the figures (seconds) so bench/run_all.py can tabulate them."""
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=int, default=50)
     p.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432")
     p.add_argument("--runs", type=int, default=2)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     src_url = f"{args.url}/{DB}"
     with psycopg.connect(conninfo(args.url + "/postgres", None), autocommit=True) as c:
         exists = c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB,)).fetchone()
@@ -107,6 +108,7 @@ def main() -> None:
         print(f"restore  pg_restore  : {t_pgr:7.2f} s")
         print(f"restore  snapledger  : {t_res:7.2f} s")
         print(f"restore  ratio (snapledger / pg_restore): {t_res / t_pgr:.2f}")
+    return {"pg_dump": t_dump, "backup": t_ours, "pg_restore": t_pgr, "restore": t_res, "scale": args.scale}
 
 
 if __name__ == "__main__":
