@@ -29,7 +29,19 @@ from transfer.worker import Resources, Work, Worker
 log = logging.getLogger("snapledger.runtime")
 
 
+CACHE = {
+    # Commands re-read a policy's whole history otherwise; fast-forwarding a cached
+    # aggregate reads only newer events, so other processes' writes are still seen.
+    "AGGREGATE_CACHE_MAXSIZE": "1000",
+    "AGGREGATE_CACHE_FASTFORWARD": "y",
+}
+
+
 def _event_store_env(config: Config) -> dict[str, str]:
+    return {**_store_env(config), **CACHE}
+
+
+def _store_env(config: Config) -> dict[str, str]:
     db = config.database
     if db.kind == "sqlite":
         assert db.path is not None

@@ -6,6 +6,7 @@ Statements use psycopg's named placeholders (%(name)s); SQLite gets them rewritt
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 import threading
@@ -43,12 +44,18 @@ class ViewDatabase(ABC):
     def close(self) -> None: ...
 
 
+@functools.lru_cache(maxsize=512)
+def _sqlite_sql(sql: str) -> str:
+    """The views' statements are few and fixed: rewrite each placeholder style once."""
+    return _NAMED.sub(r":\1", sql)
+
+
 class _SQLiteCursor:
     def __init__(self, cur: sqlite3.Cursor) -> None:
         self._cur = cur
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self._cur.execute(_NAMED.sub(r":\1", sql), dict(params or {}))
+        return self._cur.execute(_sqlite_sql(sql), dict(params or {}))
 
     def fetchone(self) -> dict[str, Any] | None:
         row = self._cur.fetchone()
