@@ -578,16 +578,9 @@ def cmd_policy_rebuild(args: argparse.Namespace, runtime: Runtime) -> int:
     return wait_for_run(runtime, "snapshot", snapshot_id) if args.wait else 0
 
 
-def delete_policy(runtime: Runtime, policy_id: str, keep_files: bool, actor: str) -> tuple[Any, int]:
-    """Answers the outcome and how many archives were removed."""
-    archives = 0 if keep_files else len(runtime.app.policy_archives(policy_id))
-    return runtime.delete_policy(policy_id, keep_files, actor), archives
-
-
 def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome, removed = delete_policy(
-        runtime, resolve_policy(runtime, args.policy), args.keep_files, args.actor
-    )
+    outcome = runtime.delete_policy(resolve_policy(runtime, args.policy), args.keep_files, args.actor)
+    removed = outcome.extra["archives_removed"]
     _mutated(runtime)
     files = "archives kept" if args.keep_files else f"{removed} archive(s) removed"
     print(f"deleted policy {args.policy}: {outcome.id} ({files})")

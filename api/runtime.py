@@ -217,7 +217,8 @@ class Runtime:
                     )
                 remove_archive(storage, snap.archive_key)
                 removed.add(snap.id)
-        return self.app.delete_policy(policy_id, keep_files, actor, removed)
+        outcome = self.app.delete_policy(policy_id, keep_files, actor, removed)
+        return Outcome(outcome.id, outcome.position, {**outcome.extra, "archives_removed": len(removed)})
 
     def delete_snapshot(self, snapshot_id: str, actor: str) -> Outcome:
         snap = self.app.get_snapshot(snapshot_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import mimetypes
 import os
 import re
 import subprocess
@@ -27,7 +26,6 @@ from tests.servers import free_port, snapledger_exe, wait_until_up, write_big_so
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = bool(os.environ.get("CI"))
 SHOTS = Path(__file__).resolve().parent / "screenshots"
-STATIC = Path(__file__).resolve().parent.parent / "api" / "static"
 LAPTOP = {"width": 1366, "height": 768}
 TOKEN = "console-operator-token-0123456789"
 
@@ -420,15 +418,6 @@ def test_without_the_stream_the_console_polls(browser: Any, server: Server) -> N
         httpx.post(f"{api}/policies/{r.json()['id']}/snapshots")
         backup = row(page, "backups", "polled#1")
         expect(backup.locator(".badge")).to_have_text("completed", timeout=15_000)
-
-
-def _static(route: Any) -> None:
-    path = httpx.URL(route.request.url).path.lstrip("/") or "index.html"
-    file = STATIC / path
-    if not file.is_file():
-        route.fulfill(status=404, body="not found")
-        return
-    route.fulfill(body=file.read_bytes(), content_type=mimetypes.guess_type(file.name)[0] or "text/plain")
 
 
 def test_token_entry_when_the_api_answers_401(browser: Any, tmp_path: Path) -> None:

@@ -73,7 +73,7 @@ def test_rebuilt_views_equal_incremental(make_config):
         incremental = _rows(runtime)
         assert len(incremental["backup_records"]) > 30 and incremental["restore_records"]
         statuses = {r["status"] for r in incremental["backup_records"]}
-        assert {"completed", "failed", "stopped", "deleted"} <= statuses or len(statuses) >= 3
+        assert {"requested", "running", "completed", "failed", "stopped"} <= statuses  # every state replays
 
         runtime.runner.batch_size = 500
         counts = rebuild(runtime.runner, list(ALL_VIEWS))

@@ -233,15 +233,6 @@ class Worker:
             started += 1
         return started
 
-    def run_pending(self) -> int:
-        """Claims and runs what is due, waiting for it (tests and one-shot use)."""
-        total = 0
-        while started := self.claim_pending():
-            total += started
-            for future in list(self._active.values()):
-                future.result()
-        return total
-
     @staticmethod
     def _guarded(run: Callable[[Any], None], task: Any) -> None:
         try:
