@@ -99,17 +99,23 @@ class ProjectionRunner:
 
     # -------------------------------------------------------------- processing
     def process_batch(self, views: list[View] | None = None) -> int:
-        """Applies the next batch; answers how many notifications it read."""
+        """Applies the next batch; answers how many notifications it read.
+
+        The batch first locks the views' tracking rows in name order and reads the
+        positions under that lock, so concurrent runners queue behind one another instead
+        of updating the same view rows in different orders (which deadlocked on
+        PostgreSQL). The guarded position update stays as a second line of defence.
+        """
         views = views or self.views
-        before = {k: v for k, v in self.positions().items() if k in {x.name for x in views}}
-        start = min(before.values())
-        notifications = self.app.recorder.select_notifications(
-            start=start, limit=self.batch_size, inclusive_of_start=False
-        )
-        if not notifications:
-            return 0
-        last = notifications[-1].id
         with self.db.transaction() as cur:
+            before = self._lock_positions(cur, views)
+            start = min(before.values())
+            notifications = self.app.recorder.select_notifications(
+                start=start, limit=self.batch_size, inclusive_of_start=False
+            )
+            if not notifications:
+                return 0
+            last = notifications[-1].id
             for n in notifications:
                 event = self.app.mapper.to_domain_event(n)
                 for view in views:
@@ -126,6 +132,17 @@ class ProjectionRunner:
         with self._advanced:
             self._advanced.notify_all()
         return len(notifications)
+
+    def _lock_positions(self, cur: Any, views: list[View]) -> dict[str, int]:
+        names = sorted(v.name for v in views)
+        params = {f"v{i}": name for i, name in enumerate(names)}
+        marks = ", ".join(f"%(v{i})s" for i in range(len(names)))
+        lock = " FOR UPDATE" if self.db.dialect == "postgresql" else ""
+        cur.execute(
+            f"SELECT view, position FROM view_tracking WHERE view IN ({marks}) ORDER BY view{lock}", params
+        )
+        known = {r["view"]: int(r["position"]) for r in cur.fetchall()}
+        return {name: known.get(name, 0) for name in names}
 
     def catch_up(self, views: list[View] | None = None) -> int:
         """Processes until the views reach the end of the log; answers the count read."""
