@@ -911,3 +911,6 @@ def register(sub: Any) -> None:
     _add_policy(sub)
     _add_runs(sub)
     _add_events(sub)
+    from api import cli_storage  # it builds on this module's helpers
+
+    cli_storage.register(sub)

@@ -278,6 +278,17 @@ async def delete_backup(request: Request) -> Response:
     return await done(request, outcome)
 
 
+# ------------------------------------------------------------------- storages
+async def sync_storage(request: Request) -> Response:
+    report = await call(
+        rt(request).sync_storage,
+        request.path_params["storage"],
+        params.actor(request),
+        params.boolean(request, "dry_run"),
+    )
+    return JSONResponse(report.as_dict())
+
+
 # ------------------------------------------------------------------- restores
 def _restore_id(request: Request) -> str:
     value = params.uuid_param(request.path_params["restore_id"], "restore_id")
@@ -487,6 +498,7 @@ ROUTES = [
     Route("/api/v1/restores/{restore_id}", get_restore, methods=["GET"]),
     Route("/api/v1/restores/{restore_id}/log", restore_log, methods=["GET"]),
     Route("/api/v1/restores/{restore_id}/stop", stop_restore, methods=["POST"]),
+    Route("/api/v1/storages/{storage}/sync", sync_storage, methods=["POST"]),
     Route("/api/v1/events", global_events, methods=["GET"]),
     Route("/api/v1/stream", stream, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),

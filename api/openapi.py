@@ -39,6 +39,7 @@ AS_OF = {
     "description": "an ISO-8601 time or an event position: the policy as it was then",
     "schema": {"type": "string"},
 }
+DRY_RUN = {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}
 EVENT_TYPES = {"name": "type", "in": "query", "schema": {"type": "string"}}
 
 # (method, path, summary, parameters, request schema, success status, success schema)
@@ -77,6 +78,9 @@ OPERATIONS: list[Operation] = [
     ("get", "/api/v1/restores/{restore_id}/log", "Task log of a restore", [RESTORE_ID, AFTER, LIMIT], None, 200,
      schemas.page_of(schemas.EVENT)),
     ("post", "/api/v1/restores/{restore_id}/stop", "Stop a restore", [RESTORE_ID], None, 200, schemas.MUTATION),
+    ("post", "/api/v1/storages/{storage}/sync", "Import archives the catalog does not know (catalog resync)",
+     [{"name": "storage", "in": "path", "required": True, "schema": {"type": "string"}}, DRY_RUN], None, 200,
+     schemas.SYNC_REPORT),
     ("get", "/api/v1/events", "Global Event Log", [AFTER, LIMIT, EVENT_TYPES, *EVENT_TIME_RANGE], None, 200,
      schemas.page_of(schemas.EVENT)),
     ("get", "/api/v1/stream", "Live record changes (Server-Sent Events; resume with Last-Event-ID)",

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
 from domain.application import Catalog, Outcome, Snapledger
-from domain.errors import InvalidTransition
+from domain.errors import InvalidTransition, NotFound
 from domain.snapshot import COMPLETED, DELETED, RUNNING
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
@@ -24,6 +24,7 @@ from transfer.kinds import build_source, build_target
 from transfer.pipeline import remove_archive
 from transfer.scheduler import Scheduler
 from transfer.storage import LocalStorage, S3Storage, Storage
+from transfer.sync import SyncReport, sync_storage
 from transfer.worker import Resources, Work, Worker
 
 log = logging.getLogger("snapledger.runtime")
@@ -231,6 +232,22 @@ class Runtime:
                 remove_archive(storage, snap.archive_key)
                 removed = snap.status == COMPLETED
         return self.app.delete_snapshot(snapshot_id, removed, actor)
+
+    def storage(self, name: str) -> Storage:
+        storage = self.resources.storages.get(name)
+        if storage is None:
+            known = ", ".join(sorted(self.resources.storages)) or "none"
+            raise NotFound(f"unknown storage location {name!r} (configured: {known})", "storage")
+        return storage
+
+    def sync_storage(self, name: str, actor: str, dry_run: bool = False) -> SyncReport:
+        """Imports the archives of a location the event store does not know; the views
+        show them before this answers."""
+        report = sync_storage(self.app, self.storage(name), actor, dry_run)
+        positions = [e["position"] for e in report.imported if "position" in e]
+        if positions:
+            self.runner.wait(max(positions), self.config.wait_seconds)
+        return report
 
     def wait(self, position: int) -> bool:
         return self.runner.wait(position, self.config.wait_seconds)

@@ -79,6 +79,19 @@ MUTATION = {
     "properties": {"id": {"type": "string"}, "position": {"type": "integer"}},
     "required": ["id", "position"],
 }
+SYNC_REPORT = {
+    "type": "object",
+    "required": ["storage", "dry_run", "imported", "known", "changed", "incomplete", "invalid"],
+    "properties": {
+        "storage": {"type": "string"},
+        "dry_run": {"type": "boolean"},
+        "imported": {"type": "array", "items": {"type": "object"}},
+        "known": {"type": "integer"},
+        "changed": {"type": "array", "items": {"type": "object"}},
+        "incomplete": {"type": "array", "items": {"type": "string"}},
+        "invalid": {"type": "array", "items": {"type": "object"}},
+    },
+}
 _S, _N, _I, _F = (
     {"type": ["string", "null"]},
     {"type": "number"},

@@ -118,6 +118,12 @@ class BackupPolicy(TimedAggregate):
         self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, "schedule", SCHEDULER_ACTOR, slot)
         return len(self.snapshot_ids)
 
+    def import_snapshot(self, snapshot_id: UUID, actor: str) -> int:
+        """Numbers an archive found in storage; unlike taking one, it resumes nothing."""
+        self._require_live("import a snapshot into")
+        self._snapshot_taken(snapshot_id, len(self.snapshot_ids) + 1, "import", actor, None)
+        return len(self.snapshot_ids)
+
     class SnapshotTaken(TimedAggregate.Event):
         """v2 added the schedule slot a scheduled snapshot belongs to."""
 

@@ -23,7 +23,7 @@ from domain.run import (  # noqa: E402,F401 - the states are part of this module
     upcast_started_v1_v2,
 )
 
-TRIGGERS = ("manual", "schedule", "rebuild")
+TRIGGERS = ("manual", "schedule", "rebuild", "import")
 
 
 class Snapshot(RunState, TimedAggregate):
@@ -139,6 +139,57 @@ class Snapshot(RunState, TimedAggregate):
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
         self.sha256 = sha256
+        self.expires_at = expires_at
+
+    def import_archive(
+        self,
+        archive_bytes: int,
+        manifest: dict[str, Any],
+        manifest_sha256: str,
+        started_at: datetime | None,
+        finished_at: datetime,
+        actor: str,
+    ) -> None:
+        """Records an archive found in storage (catalog resync) as a completed snapshot.
+
+        The facts come from its manifest, which is the archive's commit marker; expiry
+        follows the original run's retention when the manifest carries it."""
+        self._require("import an archive into", REQUESTED)
+        expires_at = None
+        if self.expire_after_seconds:
+            expires_at = finished_at + timedelta(seconds=self.expire_after_seconds)
+        elapsed = round((finished_at - started_at).total_seconds(), 3) if started_at else 0.0
+        self._imported(
+            int(manifest.get("items", 0)),
+            archive_bytes,
+            manifest["collections"],
+            manifest_sha256,
+            started_at,
+            finished_at,
+            elapsed,
+            expires_at,
+            actor,
+        )
+
+    @event("SnapshotImported")
+    def _imported(
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        manifest_sha256: str,
+        started_at: datetime | None,
+        finished_at: datetime,
+        elapsed_seconds: float,
+        expires_at: datetime | None,
+        actor: str,
+    ) -> None:
+        self.status = COMPLETED
+        self.items, self.bytes, self.percent = items, bytes, 100.0
+        self.manifest_collections = collections
+        self.manifest_sha256 = manifest_sha256
+        self.sha256 = None
+        self.started_at = started_at
         self.expires_at = expires_at
 
     def fail(self, reason: str, finished_at: datetime) -> None:

@@ -95,6 +95,11 @@ def message(kind: str, d: dict[str, Any]) -> str:
                 f"completed: {d['items']} items, {_mb(d['bytes'])} in "
                 f"{d['elapsed_seconds']:.1f}s, sha256 {d['sha256'][:12]}"
             )
+        case "SnapshotImported":
+            return (
+                f"imported from storage{by}: {d['items']} items, {_mb(d['bytes'])}, "
+                f"finished {d['finished_at']}"
+            )
         case "RestoreCompleted":
             return (
                 f"completed and verified: {d['items']} items, {_mb(d['bytes'])} in "

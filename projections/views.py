@@ -197,7 +197,7 @@ def _snapshot_outcome(success: bool) -> Handler:
     return handler
 
 
-policies.on("SnapshotCompleted")(_snapshot_outcome(True))
+policies.on("SnapshotCompleted", "SnapshotImported")(_snapshot_outcome(True))
 policies.on("SnapshotFailed")(_snapshot_outcome(False))
 
 
@@ -360,6 +360,16 @@ def _snap_completed(cur: Cursor, e: Any, position: int) -> None:
     )
 
 
+@backups.on("SnapshotImported")
+def _snap_imported(cur: Cursor, e: Any, position: int) -> None:
+    """The record shows the original run's times, not the moment of the import."""
+    _run_finished("backup_records", "completed")(cur, e, position)
+    values: dict[str, Any] = {"finished_at": iso(e.finished_at), "expires_at": iso(e.expires_at)}
+    if e.started_at is not None:
+        values.update(started_at=iso(e.started_at), created_at=iso(e.started_at))
+    _update(cur, "backup_records", str(e.originator_id), position, **values)
+
+
 @backups.on("SnapshotDeleted")
 def _snap_deleted(cur: Cursor, e: Any, position: int) -> None:
     _update(
@@ -465,6 +475,8 @@ tasks = View(
 @tasks.on("SnapshotRequested", "RestoreRequested")
 def _task_requested(cur: Cursor, e: Any, position: int) -> None:
     kind = "snapshot" if type(e).__name__ == "SnapshotRequested" else "restore"
+    if getattr(e, "trigger", None) == "import":
+        return  # an imported archive is a record, never work for a worker
     cur.execute(
         """INSERT INTO task_queue VALUES (%(id)s, %(kind)s, %(policy_id)s, %(target)s, 'requested',
             0, NULL, NULL, NULL, %(ts)s, %(position)s) ON CONFLICT (id) DO NOTHING""",

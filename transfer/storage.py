@@ -11,7 +11,9 @@ import glob
 import os
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +22,12 @@ PART_SIZE = 8 * 1024 * 1024
 
 class StorageError(Exception):
     """The object store refused or failed an operation (message carries no credentials)."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
 
 
 class ArchiveWriter(ABC):
@@ -63,6 +71,10 @@ class Storage(ABC):
     @abstractmethod
     def describe(self) -> str:
         """Where objects go, for logs and the API (no credentials)."""
+
+    @abstractmethod
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Every complete object of the location, keys relative to it, sorted by key."""
 
     def get_bytes(self, key: str) -> bytes:
         with self.open_reader(key) as f:
@@ -143,6 +155,14 @@ class LocalStorage(Storage):
 
     def describe(self) -> str:
         return f"local directory {self.root}"
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        """Unfinished writes (`.partial-*`) are not objects yet, so they are not listed."""
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and ".partial-" not in path.name:
+                yield StoredObject(path.relative_to(self.root).as_posix(), path.stat().st_size)
 
 
 # --------------------------------------------------------------------------- s3
@@ -319,6 +339,18 @@ class S3Storage(Storage):
         except Exception as e:
             raise _s3_error("cleanup", key, e) from None
         return sum(1 for u in uploads if u["Key"] == full)
+
+    def list_objects(self) -> Iterator[StoredObject]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+            )
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    yield StoredObject(obj["Key"][strip:], int(obj["Size"]))
+        except Exception as e:
+            raise _s3_error("listing", self.prefix or "/", e) from None
 
     def presign(self, key: str, file_name: str, expires_seconds: int) -> str:
         return self.client.generate_presigned_url(

@@ -301,7 +301,12 @@ class Worker:
                 snap.archive_key,
                 list(snap.collections.get("include", [])),
                 list(snap.collections.get("exclude", [])),
-                {"snapshot_id": str(snap.id), "policy": snap.policy_name, "source": snap.source},
+                {
+                    "snapshot_id": str(snap.id),
+                    "policy": snap.policy_name,
+                    "source": snap.source,
+                    "expire_after_seconds": snap.expire_after_seconds,  # a resync keeps the expiry
+                },
                 ProgressThrottle(run.report),
                 run.should_stop,
                 codec=self.resources.codec,

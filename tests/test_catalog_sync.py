@@ -1,0 +1,144 @@
+"""Catalog resync: the bucket outlives the control plane. A fresh installation pointed at
+the same storage rebuilds Backup Records from the manifests and restores from them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+
+from api.cli import main
+from api.config import DEMO_DATA
+from tests.conftest import PG_URL, completed_snapshot, create_policy, wait_for
+from tests.test_cycle import _docs, _s3_storage
+
+
+def _wipe_event_store(config, backend: str) -> None:
+    """What losing the control plane looks like: no events, no views; storage untouched."""
+    if backend == "sqlite":
+        for path in config.data_dir.glob("events*"):
+            path.unlink()
+    else:
+        schema = config.database.schema
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+
+
+def _put_junk(config, storage: str, request) -> None:
+    """An archive that never completed (no manifest) and a manifest that is not one."""
+    if storage == "s3":
+        s3 = boto3.client("s3", endpoint_url=config.storages["s3"].endpoint_url, region_name="us-east-1")
+        bucket = config.storages["s3"].bucket
+        s3.put_object(Bucket=bucket, Key="backups/team-a/nightly/half.tar", Body=b"x" * 100)
+        s3.put_object(Bucket=bucket, Key="backups/team-a/odd.tar", Body=b"tar")
+        s3.put_object(Bucket=bucket, Key="backups/team-a/odd.tar.manifest.json", Body=b"{not json")
+    else:
+        root = config.storages["local"].path
+        (root / "nightly" / "half.tar").write_bytes(b"x" * 100)
+        (root / "odd.tar").write_bytes(b"tar")
+        (root / "odd.tar.manifest.json").write_bytes(b"{not json")
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_fresh_installation_resyncs_and_restores(storage, backend, make_config, client_for, request):
+    storages = ""
+    if storage == "s3":
+        storages = _s3_storage(request.getfixturevalue("s3_endpoint"), request.getfixturevalue("bucket"))
+    config = make_config(storages=storages)
+    client = client_for(config)
+    pid = create_policy(client, storage=storage, retention={"expire_after": "7d"})
+    originals = [completed_snapshot(client, pid) for _ in range(2)]
+    assert all(s["status"] == "completed" for s in originals)
+    # A run that failed leaves nothing a sync could mistake for a snapshot.
+    _put_junk(config, storage, request)
+
+    # Syncing the installation that wrote the archives changes nothing.
+    before = client.get("/api/v1/events?limit=500").json()["items"]
+    r = client.post(f"/api/v1/storages/{storage}/sync")
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["imported"] == [] and report["known"] == 2
+    assert report["incomplete"] == ["nightly/half.tar"]
+    assert [i["key"] for i in report["invalid"]] == ["odd.tar.manifest.json"]
+    assert client.get("/api/v1/events?limit=500").json()["items"] == before
+    client.__exit__(None, None, None)
+
+    _wipe_event_store(config, backend)
+    fresh = client_for(config)
+    assert fresh.get("/api/v1/backups").json()["items"] == []
+
+    dry = fresh.post(f"/api/v1/storages/{storage}/sync?dry_run=true").json()
+    assert dry["dry_run"] and len(dry["imported"]) == 2
+    assert fresh.get("/api/v1/backups").json()["items"] == [], "a dry run records nothing"
+    assert fresh.get("/api/v1/events").json()["items"] == []
+
+    report = fresh.post(f"/api/v1/storages/{storage}/sync").json()
+    assert len(report["imported"]) == 2 and report["known"] == 0
+    assert report["incomplete"] == ["nightly/half.tar"]
+    records = {r["id"]: r for r in fresh.get("/api/v1/backups").json()["items"]}
+    assert set(records) == {s["id"] for s in originals}, "imported snapshots keep their original ids"
+    for original in originals:
+        rec = records[original["id"]]
+        assert rec["status"] == "completed" and rec["trigger"] == "import"
+        assert rec["items"] == 3650 and rec["file_name"] == original["file_name"]
+        assert rec["collections"]["orders"]["items"] == 2600
+        assert rec["transferred_bytes"] == original["transferred_bytes"]
+        # The expiry follows the original run's retention, from its finish time.
+        drift = datetime.fromisoformat(rec["expires_at"]) - datetime.fromisoformat(original["expires_at"])
+        assert abs(drift) < timedelta(seconds=5)
+        assert rec["download_url"]
+    policies = fresh.get("/api/v1/policies").json()["items"]
+    assert [(p["name"], p["status"]) for p in policies] == [("nightly", "stopped")]
+
+    # Idempotent: a second sync imports nothing and writes no event.
+    events = fresh.get("/api/v1/events?limit=500").json()["items"]
+    again = fresh.post(f"/api/v1/storages/{storage}/sync").json()
+    assert again["imported"] == [] and again["known"] == 2
+    assert fresh.get("/api/v1/events?limit=500").json()["items"] == events
+    assert any(e["type"] == "SnapshotImported" for e in events)
+
+    # The newest snapshot restores with identical content.
+    newest = max(originals, key=lambda s: s["created_at"])
+    r = fresh.post("/api/v1/restores", json={"snapshot_id": newest["id"], "target": "scratch"})
+    assert r.status_code == 202, r.text
+    rec = wait_for(
+        fresh, f"/api/v1/restores/{r.json()['id']}", lambda b: b["status"] in ("completed", "failed")
+    )
+    assert rec["status"] == "completed", rec["error"]
+    scratch = config.targets["scratch"].path
+    for name in ("customers", "orders", "products"):
+        assert _docs(scratch / f"{name}.ndjson") == _docs(DEMO_DATA / f"{name}.ndjson")
+
+
+def test_sync_joins_a_live_policy_of_the_same_name_and_the_cli_reports(make_config, client_for, tmp_path):
+    config = make_config()
+    client = client_for(config)
+    pid = create_policy(client, name="weekly")
+    snap = completed_snapshot(client, pid)
+    # Another installation's archive lands in the same location under a copied name.
+    root: Path = config.storages["local"].path
+    manifest = json.loads((root / f"weekly/{snap['file_name']}.manifest.json").read_text())
+    manifest["snapshot_id"] = "not-a-uuid"
+    shutil.copy(root / f"weekly/{snap['file_name']}", root / "weekly/copied.tar")
+    (root / "weekly/copied.tar.manifest.json").write_text(json.dumps(manifest))
+
+    report = client.post("/api/v1/storages/local/sync").json()
+    assert [i["archive_key"] for i in report["imported"]] == ["weekly/copied.tar"]
+    rows = client.get(f"/api/v1/backups?policy_id={pid}").json()["items"]
+    assert sorted(r["sub_name"] for r in rows) == ["weekly#1", "weekly#2"]
+    assert client.get(f"/api/v1/policies/{pid}").json()["status"] == "active"
+
+    assert client.post("/api/v1/storages/nowhere/sync").json()["field"] == "storage"
+    assert client.post("/api/v1/storages/local/sync?dry_run=maybe").json()["field"] == "dry_run"
+    client.__exit__(None, None, None)
+
+    cfg = str(tmp_path / "snapledger.toml")
+    assert main(["--config", cfg, "storage", "sync", "local"]) == 0
+    assert main(["--config", cfg, "storage", "sync", "nowhere"]) == 2
+    assert main(["--config", cfg, "storage", "list"]) == 0
