@@ -77,9 +77,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 0: archive intact; 1: archive damaged or incomplete; 2: bad input."""
+    """Exit 0: archive intact; 1: archive damaged or incomplete; 2: bad input (a missing or
+    wrong encryption key too: the archive may be intact)."""
     from domain.errors import DomainError
     from transfer.archive import ArchiveError
+    from transfer.crypto import EncryptionKeyError
     from transfer.pipeline import ConsistencyError, verify_archive
     from transfer.storage import StorageError
 
@@ -95,7 +97,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if storage is None:
             return _fail(f"storage {snap.storage!r} of {snap.sub_name} is not configured")
         try:
-            result = verify_archive(storage, snap.archive_key)
+            keyring = runtime.resources.keyrings.get(snap.storage)
+            result = verify_archive(storage, snap.archive_key, keyring=keyring)
+        except EncryptionKeyError as e:
+            return _fail(f"cannot verify {snap.sub_name}: {e}")
         except (ArchiveError, ConsistencyError, StorageError) as e:
             print(f"DAMAGED {snap.sub_name} ({snap.archive_key}): {e}")
             return 1

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from transfer.codec import CODECS, LEVELS  # noqa: E402 - plain constants, no I/O
+from transfer.crypto import KEY_ID, Keyring, parse_key
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "transfer" / "demo_data"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -88,6 +89,7 @@ class StorageConfig:
     part_size: int = 8 * 1024 * 1024
     concurrency: int = 4
     path_style: bool = False
+    keyring: Keyring | None = None  # client-side encryption keys (its repr shows key ids only)
 
 
 @dataclass(frozen=True)
@@ -263,12 +265,64 @@ def _endpoints(raw: dict[str, Any], section: str, base: Path, secrets: list[str]
     return {name: _endpoint(name, spec, section, base, secrets) for name, spec in raw.items()}
 
 
-def _storages(raw: dict[str, Any], base: Path) -> dict[str, StorageConfig]:
+def _key_from_env(var: object, where: str, key: str, secrets: list[str]) -> bytes:
+    text = _require_env(var, where, key=key)
+    secrets.append(text.strip())
+    try:
+        return parse_key(text)
+    except ValueError:
+        raise ConfigError(
+            f"{where}.{key}: the key in {var} must be 32 bytes, as 64 hex digits or base64 "
+            "(e.g. from `openssl rand -base64 32`)"
+        ) from None
+
+
+def _key_id(value: object, where: str) -> str:
+    if not isinstance(value, str) or not KEY_ID.match(value):
+        raise ConfigError(
+            f"{where} must be a key id of 1-64 letters, digits and . _ : - (recorded in each manifest)"
+        )
+    return value
+
+
+def _keyring(name: str, spec: dict[str, Any], where: str, secrets: list[str]) -> Keyring | None:
+    """Keys come from the environment only; the configuration names them by id."""
+    for inline in ("encryption_key", "decryption_keys"):
+        if inline in spec:
+            raise ConfigError(
+                f"{where}.{inline}: put keys in environment variables and name them in {inline}_env"
+            )
+    key_env, key_id = spec.get("encryption_key_env"), spec.get("encryption_key_id")
+    old = spec.get("decryption_keys_env", {})
+    if key_env is None and key_id is None and not old:
+        return None
+    keys: dict[str, bytes] = {}
+    if key_env is not None or key_id is not None:
+        if key_id is None:
+            raise ConfigError(f"{where}.encryption_key_id must name the key in encryption_key_env")
+        if key_env is None:
+            raise ConfigError(f"{where}.encryption_key_env must name the variable holding key {key_id!r}")
+        key_id = _key_id(key_id, f"{where}.encryption_key_id")
+        keys[key_id] = _key_from_env(key_env, where, "encryption_key_env", secrets)
+    if not isinstance(old, dict):
+        raise ConfigError(
+            f'{where}.decryption_keys_env must be a table of key id = "VARIABLE" (older keys, for reading)'
+        )
+    for old_id, var in old.items():
+        old_id = _key_id(old_id, f"{where}.decryption_keys_env key {old_id!r}")
+        if old_id in keys:
+            raise ConfigError(f"{where}.decryption_keys_env: {old_id!r} is already the encryption key's id")
+        keys[old_id] = _key_from_env(var, where, f"decryption_keys_env.{old_id}", secrets)
+    return Keyring(name, key_id, keys)
+
+
+def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, StorageConfig]:
     out = {}
     for name, spec in raw.items():
         where = f"storages.{name}"
         if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
             raise ConfigError(f"{where}.url must be a local path, file:// or s3://bucket/prefix URL")
+        keyring = _keyring(name, spec, where, secrets)
         url = spec["url"]
         parsed = urlparse(url)
         if parsed.scheme == "s3":
@@ -300,9 +354,11 @@ def _storages(raw: dict[str, Any], base: Path) -> dict[str, StorageConfig]:
                 part_size=part_mb * 1024 * 1024,
                 concurrency=concurrency,
                 path_style=path_style,
+                keyring=keyring,
             )
         elif parsed.scheme in ("", "file"):
-            out[name] = StorageConfig(name, "local", path=base / (parsed.path if parsed.scheme else url))
+            path = base / (parsed.path if parsed.scheme else url)
+            out[name] = StorageConfig(name, "local", path=path, keyring=keyring)
         else:
             raise ConfigError(f"{where}.url {url!r}: scheme must be file or s3")
     return out
@@ -383,7 +439,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     }
     targets.update(_endpoints(_table(raw, "targets"), "targets", base, secrets))
     storages = {"local": StorageConfig("local", "local", path=data_dir / "archives")}
-    storages.update(_storages(_table(raw, "storages"), base))
+    storages.update(_storages(_table(raw, "storages"), base, secrets))
 
     archive = _table(raw, "archive")
     codec = archive.get("compression", "gzip")

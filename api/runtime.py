@@ -137,6 +137,7 @@ class Runtime:
             secrets=list(config.secrets),
             codec=config.codec,
             level=config.level,
+            keyrings={n: s.keyring for n, s in config.storages.items() if s.keyring is not None},
         )
         return cls(config, app, views, runner, EventLog(app), resources)
 

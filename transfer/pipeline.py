@@ -11,9 +11,10 @@ from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from transfer.archive import ArchiveError, ArchiveWriter, manifest_key, parse_manifest, read_members
+from transfer.crypto import DecryptingReader, Keyring, require_key
 from transfer.ndjson import SourceError
 from transfer.prefetch import prefetch
 from transfer.storage import Storage, StorageError
@@ -71,10 +72,20 @@ def run_backup(
     codec: str = "gzip",
     level: int = 6,
     parallel: int = 1,
+    keyring: Keyring | None = None,
 ) -> BackupResult:
     """Collections compress in parallel (up to `parallel`) when the source session allows
-    it; the tar is still written by this thread alone, member by member."""
+    it; the tar is still written by this thread alone, member by member.
+
+    With a keyring that has an encryption key the tar is encrypted on its way to the
+    store; the manifest says with which key id, and the result's sha256 and bytes are
+    those of the stored (encrypted) object."""
     writer = storage.open_writer(archive_key)
+    encrypted = keyring.encrypting(writer) if keyring is not None and keyring.key_id else None
+    if encrypted is not None:
+        assert keyring is not None
+        header = {**header, "encryption": keyring.manifest_entry()}
+    sink = encrypted or writer
     archive: ArchiveWriter | None = None
     committed = False
     consumed = 0
@@ -93,7 +104,7 @@ def run_backup(
             names = select_collections(estimates, include, exclude, source.name)
             total = sum(estimates[n] for n in names) or 1
             definitions = {name: session.definition(name) for name in names}
-            archive = ArchiveWriter(writer, source_kind=source.kind, codec=codec, level=level)
+            archive = ArchiveWriter(sink, source_kind=source.kind, codec=codec, level=level)
 
             def chunks(name: str) -> Iterator[bytes]:
                 for chunk in prefetch(session.read_chunks(name, on_raw)):
@@ -121,7 +132,7 @@ def run_backup(
                 "snapledger_version": VERSION,
             }
         )
-        writer.commit()
+        sink.commit()
         committed = True
         storage.put_bytes(manifest_key(archive_key), manifest)
     except BaseException:
@@ -130,8 +141,10 @@ def run_backup(
         else:
             if archive is not None:
                 archive.discard()
-            writer.abort()
+            sink.abort()
         raise
+    if encrypted is not None:
+        sha256, size = encrypted.sha256, encrypted.bytes_written
     collections = {
         e.name: {"items": e.items, "bytes": e.bytes, "raw_bytes": e.raw_bytes, "sha256": e.sha256}
         for e in archive.entries
@@ -204,9 +217,27 @@ def load_manifest(storage: Storage, archive_key: str) -> dict[str, Any]:
         raise ArchiveError(f"archive {archive_key!r} has no manifest in {storage.name!r}") from None
 
 
+@contextmanager
+def open_archive(
+    storage: Storage, archive_key: str, manifest: dict[str, Any], keyring: Keyring | None = None
+) -> Iterator[IO[bytes]]:
+    """The archive's tar stream, decrypted when its manifest says it is encrypted.
+
+    A missing key id fails before the download starts and a wrong key as soon as the
+    header is read: either way before the caller opens a target."""
+    encryption = manifest.get("encryption")
+    if encryption is not None:
+        require_key(keyring, storage.name, str(encryption.get("key_id")))
+    with storage.open_reader(archive_key) as raw:
+        if encryption is None:
+            yield raw
+        else:
+            assert keyring is not None
+            yield DecryptingReader(raw, keyring, expected_key_id=encryption.get("key_id"))  # type: ignore[misc]
+
+
 def _read_through(
-    storage: Storage,
-    archive_key: str,
+    stream: IO[bytes],
     manifest: dict[str, Any],
     wanted: set[str],
     session: Any,
@@ -226,10 +257,9 @@ def _read_through(
             raise Stopped
         report(done_items + member_items, read, min(99.0, 100.0 * read / total), name)
 
-    with storage.open_reader(archive_key) as stream:
-        for name, items in read_members(stream, manifest, wanted, session, on_bytes):
-            done_items += items
-            counts[name] = items
+    for name, items in read_members(stream, manifest, wanted, session, on_bytes):
+        done_items += items
+        counts[name] = items
     return done_items, read, counts
 
 
@@ -248,20 +278,25 @@ def _check(expected: dict[str, Any], found: dict[str, int], names: list[str]) ->
 
 
 def verify_archive(
-    storage: Storage, archive_key: str, report: Report | None = None, should_stop: ShouldStop | None = None
+    storage: Storage,
+    archive_key: str,
+    report: Report | None = None,
+    should_stop: ShouldStop | None = None,
+    keyring: Keyring | None = None,
 ) -> RestoreResult:
-    """Re-reads the whole archive: every member's SHA-256 and item count, and the manifest."""
+    """Re-reads the whole archive: every member's SHA-256 and item count, and the manifest
+    (an encrypted archive is also authenticated, segment by segment)."""
     manifest = load_manifest(storage, archive_key)
     wanted = set(manifest["collections"])
-    items, read, counts = _read_through(
-        storage,
-        archive_key,
-        manifest,
-        wanted,
-        _Discard(),
-        report or (lambda *a: None),
-        should_stop or (lambda: False),
-    )
+    with open_archive(storage, archive_key, manifest, keyring) as stream:
+        items, read, counts = _read_through(
+            stream,
+            manifest,
+            wanted,
+            _Discard(),
+            report or (lambda *a: None),
+            should_stop or (lambda: False),
+        )
     return RestoreResult(items, read, _check(manifest["collections"], counts, sorted(wanted)))
 
 
@@ -275,11 +310,13 @@ def run_restore(
     mapping: dict[str, str] | None = None,
     existing: str | None = None,
     dry_run: bool = False,
+    keyring: Keyring | None = None,
 ) -> RestoreResult:
     """A dry run verifies the archive and reports what would be written, touching nothing.
 
     Targets that cannot make a restore all-or-nothing (`transactional = False`) get the
-    archive verified in full before the first write.
+    archive verified in full before the first write. An encrypted archive's key is
+    checked before the target is opened.
     """
     manifest = load_manifest(storage, archive_key)
     available = manifest["collections"]
@@ -291,18 +328,20 @@ def run_restore(
     names = sorted(wanted)
     kind = manifest.get("source_kind", "ndjson")
     if dry_run:
-        items, read, counts = _read_through(
-            storage, archive_key, manifest, wanted, _Discard(), report, should_stop
-        )
+        with open_archive(storage, archive_key, manifest, keyring) as stream:
+            items, read, counts = _read_through(stream, manifest, wanted, _Discard(), report, should_stop)
         check = _check(available, counts, names)
         for name in names:
             check[name].update(target_name=mapping.get(name, name), would_write=counts.get(name, 0))
         return RestoreResult(items, read, check)
     if not getattr(target, "transactional", True):
-        verify_archive(storage, archive_key, should_stop=should_stop)
-    with target.open(kind, existing) as session:
+        verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring)
+    with (
+        open_archive(storage, archive_key, manifest, keyring) as stream,
+        target.open(kind, existing) as session,
+    ):
         items, read, _ = _read_through(
-            storage, archive_key, manifest, wanted, _Mapped(session, mapping), report, should_stop
+            stream, manifest, wanted, _Mapped(session, mapping), report, should_stop
         )
         # The consistency check reads the target itself, before anything becomes visible.
         check = _check(available, {n: session.count_items(n) for n in names}, names)

@@ -29,6 +29,7 @@ from domain.errors import InvalidTransition
 from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from transfer.archive import manifest_key
+from transfer.crypto import Keyring
 from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import Stopped, remove_archive, run_backup, run_restore
 from transfer.progress import ProgressThrottle
@@ -50,6 +51,7 @@ class Resources:
     secrets: list[str] = field(default_factory=list)
     codec: str = "gzip"
     level: int = 6
+    keyrings: dict[str, Keyring] = field(default_factory=dict, repr=False)  # per storage location
 
     def redact(self, text: str) -> str:
         """Failure reasons become events, which are forever: scrub configured secrets."""
@@ -312,6 +314,7 @@ class Worker:
                 codec=self.resources.codec,
                 level=self.resources.level,
                 parallel=getattr(source, "parallel", 1),
+                keyring=self.resources.keyrings.get(snap.storage),
             )
 
             def finish() -> None:
@@ -344,6 +347,7 @@ class Worker:
                 mapping=restore.mapping,
                 existing=restore.existing,
                 dry_run=restore.dry_run,
+                keyring=self.resources.keyrings.get(restore.storage),
             )
 
             def finish() -> None:
