@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
@@ -36,6 +36,7 @@ class DatabaseConfig:
     dbname: str = ""
     schema: str = "public"
     password_env: str | None = None
+    cipher_key: bytes | None = field(default=None, repr=False)  # encrypts the events' state at rest
 
     def password(self) -> str:
         return os.environ.get(self.password_env, "") if self.password_env else ""
@@ -431,6 +432,9 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     database = parse_database_url(url, data_dir, password_env)
     if database.kind == "sqlite" and not database.path.is_absolute():  # type: ignore[union-attr]
         database = DatabaseConfig(kind="sqlite", path=base / database.path)  # type: ignore[operator]
+    if db.get("encryption_key_env") is not None:
+        key = _key_from_env(db["encryption_key_env"], "database", "encryption_key_env", secrets)
+        database = replace(database, cipher_key=key)
 
     sources = {"demo": Endpoint("demo", "ndjson", {"path": DEMO_DATA, "parallel": 2})}
     sources.update(_endpoints(_table(raw, "sources"), "sources", base, secrets))

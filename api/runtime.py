@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -39,7 +40,41 @@ CACHE = {
 
 
 def _event_store_env(config: Config) -> dict[str, str]:
-    return {**_store_env(config), **CACHE}
+    return {**_store_env(config), **CACHE, **_cipher_env(config)}
+
+
+def _cipher_env(config: Config) -> dict[str, str]:
+    """The library's own cipher: each event's state is sealed with AES-GCM at rest."""
+    key = config.database.cipher_key
+    if key is None:
+        return {}
+    return {
+        "CIPHER_TOPIC": "eventsourcing.cryptography:AESCipher",
+        "CIPHER_KEY": base64.b64encode(key).decode(),
+    }
+
+
+def _check_event_key(app: Snapledger, config: Config) -> None:
+    """A key that does not read the stored events (or a missing one) stops startup with a
+    clear message, instead of failing every replay later."""
+    from eventsourcing.persistence import MapperDeserialisationError
+
+    first = app.recorder.select_notifications(start=None, limit=1)
+    if not first:
+        return
+    try:
+        app.mapper.to_domain_event(first[0])
+    except MapperDeserialisationError:
+        app.close()
+        if config.database.cipher_key is None:
+            raise ConfigError(
+                "the event store's events cannot be read: they are encrypted, so set "
+                "database.encryption_key_env to the key they were written with"
+            ) from None
+        raise ConfigError(
+            "database.encryption_key_env: the event store's events cannot be decrypted with this "
+            "key (they were written with another key, or without encryption)"
+        ) from None
 
 
 def _store_env(config: Config) -> dict[str, str]:
@@ -123,6 +158,7 @@ class Runtime:
         if config.database.kind == "postgresql":
             _ensure_schema(config)
         app = Snapledger(_event_store_env(config), catalog)
+        _check_event_key(app, config)
         if config.database.kind == "sqlite":
             assert config.database.path is not None
             path = config.database.path

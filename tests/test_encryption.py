@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -519,3 +520,41 @@ def test_the_readme_recipe_decrypts_a_real_archive(tmp_path: Path) -> None:
             timeout=60,
         )
     assert wrong.returncode != 0 and not wrong.stdout
+
+
+# -------------------------------------------------------- the event store at rest
+EVENTS_KEY = '[database]\nencryption_key_env = "SNAPLEDGER_TEST_KEY_{}"\n'
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the library's cipher is the same on PostgreSQL
+def test_event_store_encryption_seals_each_event_and_refuses_the_wrong_key(make_config, keys_env, capsys):
+    config = make_config(extra=EVENTS_KEY.format("A"))
+    with serving(config) as client:
+        pid = create_policy(client, name="confidential-payroll")
+        assert completed_snapshot(client, pid)["status"] == "completed"
+    assert config.database.path is not None
+    with sqlite3.connect(config.database.path) as db:
+        rows = db.execute("SELECT topic, state FROM stored_events").fetchall()
+    assert len(rows) >= 4 and any("PolicyCreated" in topic for topic, _ in rows)
+    assert not any(b"confidential-payroll" in state or b"demo" in state for _, state in rows)
+
+    with serving(make_config(extra=EVENTS_KEY.format("A"))) as client:  # the same key reads them back
+        events = client.get("/api/v1/events").json()["items"]
+        assert any(e["data"].get("name") == "confidential-payroll" for e in events)
+    path = str(config.data_dir.parent / "snapledger.toml")
+    for extra, message in (
+        ("", "they are encrypted, so set database.encryption_key_env"),
+        (EVENTS_KEY.format("B"), "database.encryption_key_env: the event store's events cannot be decrypted"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            Runtime.build(make_config(extra=extra))
+        assert main(["--config", path, "policy", "list"]) == 2
+        assert message.split(": ")[-1] in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_plaintext_event_store_is_not_silently_opened_with_a_key(make_config, keys_env) -> None:
+    with serving(make_config()) as client:
+        create_policy(client)
+    with pytest.raises(ConfigError, match="written with another key, or without encryption"):
+        Runtime.build(make_config(extra=EVENTS_KEY.format("A")))
