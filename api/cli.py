@@ -91,7 +91,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             snap = runtime.app.get_snapshot(args.snapshot)
         except DomainError as e:
             return _fail(e.message)
-        if snap.status != "completed":
+        if snap.status not in ("completed", "partially_failed"):
             return _fail(f"snapshot {snap.sub_name} is {snap.status}: there is no archive to verify")
         storage = runtime.resources.storages.get(snap.storage)
         if storage is None:

@@ -1,11 +1,11 @@
-"""`snapledger storage ...`: what a storage location holds, and catalog resync from it."""
+"""`snapledger storage ...` (what a location holds, catalog resync) and `snapledger retention run`."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from api.cli_verbs import _mutating, _print_json, _reading, _verb, human_size
+from api.cli_verbs import _mutating, _print_json, _reading, _verb, human_size, print_plan
 from api.runtime import Runtime
 
 
@@ -49,7 +49,18 @@ def cmd_storage_list(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0
 
 
+def cmd_retention_run(args: argparse.Namespace, runtime: Runtime) -> int:
+    return print_plan(runtime.retention_pass(dry_run=args.dry_run).extra, args.json)
+
+
 def register(sub: Any) -> None:
+    retention = sub.add_parser("retention", help="apply the policies' retention rules now")
+    retention_verbs = retention.add_subparsers(dest="action", required=True)
+    run = retention_verbs.add_parser("run", parents=[_mutating()], help="one retention pass")
+    run.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
+    run.add_argument("--json", action="store_true", help="print the plan as JSON")
+    run.set_defaults(func=_verb(cmd_retention_run))
+
     storage = sub.add_parser("storage", help="storage locations: list them, resync the catalog from one")
     verbs = storage.add_subparsers(dest="action", required=True)
     sync = verbs.add_parser(

@@ -578,7 +578,23 @@ def cmd_policy_rebuild(args: argparse.Namespace, runtime: Runtime) -> int:
     return wait_for_run(runtime, "snapshot", snapshot_id) if args.wait else 0
 
 
+def print_plan(plan: dict[str, Any], as_json: bool = False) -> int:
+    """What a delete or retention pass removes (or, in a dry run, would remove)."""
+    if as_json:
+        _print_json(plan)
+        return 0
+    verb = "would delete" if plan["dry_run"] else "deleted"
+    for row in plan["snapshots"]:
+        refused = f"  REFUSED: {row['refused']}" if "refused" in row else ""
+        print(f"{verb}  {row['sub_name']}  {human_size(row['bytes'])}  {row['archive_key']}{refused}")
+    print(f"{plan['count']} snapshot(s), {human_size(plan['bytes'])} of archives")
+    return 0
+
+
 def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
+    if args.dry_run:
+        policy_id = resolve_policy(runtime, args.policy)
+        return print_plan(runtime.delete_policy(policy_id, args.keep_files, args.actor, dry_run=True).extra)
     outcome = runtime.delete_policy(resolve_policy(runtime, args.policy), args.keep_files, args.actor)
     removed = outcome.extra["archives_removed"]
     _mutated(runtime)
@@ -603,6 +619,9 @@ def cmd_snapshot_stop(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def cmd_snapshot_delete(args: argparse.Namespace, runtime: Runtime) -> int:
+    if args.dry_run:
+        snapshot_id = resolve_snapshot(runtime, args.snapshot)
+        return print_plan(runtime.delete_snapshot(snapshot_id, args.actor, dry_run=True).extra)
     outcome = runtime.delete_snapshot(resolve_snapshot(runtime, args.snapshot), args.actor)
     _mutated(runtime)
     print(f"snapshot {runtime.app.get_snapshot(outcome.id).sub_name}: deleted")
@@ -850,6 +869,7 @@ def _add_policy(sub: Any) -> None:
     delete = verbs.add_parser("delete", parents=[_mutating()], help="delete a policy and its archives")
     delete.add_argument("policy", **ref)
     delete.add_argument("--keep-files", action="store_true", help="leave the archives in storage")
+    delete.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
     delete.set_defaults(func=_verb(cmd_policy_delete))
 
 
@@ -864,6 +884,7 @@ def _add_runs(sub: Any) -> None:
     stop.set_defaults(func=_verb(cmd_snapshot_stop))
     delete = snap_verbs.add_parser("delete", parents=[_mutating()], help="delete a snapshot and its archive")
     delete.add_argument("snapshot", help="snapshot id or task name (e.g. nightly#3)")
+    delete.add_argument("--dry-run", action="store_true", help="show what would be deleted; change nothing")
     delete.set_defaults(func=_verb(cmd_snapshot_delete))
     stop_restore = sub.add_parser(
         "stop-restore", parents=[_mutating()], help="stop a queued or running restore"

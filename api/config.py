@@ -91,6 +91,9 @@ class StorageConfig:
     concurrency: int = 4
     path_style: bool = False
     keyring: Keyring | None = None  # client-side encryption keys (its repr shows key ids only)
+    object_lock: str | None = None  # S3 Object Lock mode archives are written under
+    object_lock_days: int = 30  # the lock of snapshots that have no expiry
+    sync_interval: float | None = None  # seconds between catalog resyncs of this location
 
 
 @dataclass(frozen=True)
@@ -317,6 +320,15 @@ def _keyring(name: str, spec: dict[str, Any], where: str, secrets: list[str]) ->
     return Keyring(name, key_id, keys)
 
 
+def _sync_interval(spec: dict[str, Any], where: str) -> float | None:
+    value = spec.get("sync_interval_seconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 10 <= value <= 7 * 86400:
+        raise ConfigError(f"{where}.sync_interval_seconds must be a number from 10 to 604800")
+    return float(value)
+
+
 def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, StorageConfig]:
     out = {}
     for name, spec in raw.items():
@@ -345,6 +357,12 @@ def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, 
             path_style = spec.get("path_style", False)
             if not isinstance(path_style, bool):
                 raise ConfigError(f"{where}.path_style must be true or false")
+            lock = spec.get("object_lock")
+            if lock is not None and lock not in ("compliance", "governance"):
+                raise ConfigError(f"{where}.object_lock must be compliance or governance")
+            lock_days = spec.get("object_lock_days", 30)
+            if isinstance(lock_days, bool) or not isinstance(lock_days, int) or not 1 <= lock_days <= 36500:
+                raise ConfigError(f"{where}.object_lock_days must be an integer from 1 to 36500")
             out[name] = StorageConfig(
                 name,
                 "s3",
@@ -356,10 +374,17 @@ def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, 
                 concurrency=concurrency,
                 path_style=path_style,
                 keyring=keyring,
+                object_lock=lock,
+                object_lock_days=lock_days,
+                sync_interval=_sync_interval(spec, where),
             )
         elif parsed.scheme in ("", "file"):
             path = base / (parsed.path if parsed.scheme else url)
-            out[name] = StorageConfig(name, "local", path=path, keyring=keyring)
+            if "object_lock" in spec:
+                raise ConfigError(f"{where}.object_lock needs an s3:// location (S3 Object Lock)")
+            out[name] = StorageConfig(
+                name, "local", path=path, keyring=keyring, sync_interval=_sync_interval(spec, where)
+            )
         else:
             raise ConfigError(f"{where}.url {url!r}: scheme must be file or s3")
     return out
@@ -383,6 +408,7 @@ WORKER_DEFAULTS: dict[str, Any] = {
     "scheduler": True,
     "scheduler_interval": 5.0,
     "retention_interval": 60.0,
+    "health_interval": 60.0,
 }
 
 
@@ -397,7 +423,7 @@ def _worker_settings(raw: dict[str, Any]) -> dict[str, Any]:
     for key, low, high in (("lease_seconds", 2, 3600), ("concurrency", 1, 64)):
         if isinstance(out[key], bool) or not isinstance(out[key], int) or not low <= out[key] <= high:
             raise ConfigError(f"worker.{key} must be an integer from {low} to {high}")
-    for key in ("scheduler_interval", "retention_interval"):
+    for key in ("scheduler_interval", "retention_interval", "health_interval"):
         if (
             isinstance(out[key], bool)
             or not isinstance(out[key], int | float)

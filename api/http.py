@@ -33,7 +33,7 @@ from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records, backup_row, p
 from api.runtime import Runtime
 from domain.application import Outcome
 from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
-from domain.snapshot import COMPLETED
+from domain.snapshot import HAS_ARCHIVE
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
@@ -83,13 +83,24 @@ async def list_policies(request: Request) -> Response:
 async def list_records(request: Request, kind: str, filters: dict[str, Any]) -> Response:
     page = Records(rt(request).views).page
     items, nxt = await call(page, kind, filters, params.decode_cursor(request), params.limit(request))
+    if kind == "policies":
+        items = [with_storage_health(rt(request), p) for p in items]
     return JSONResponse({"items": items, "next_cursor": nxt})
+
+
+def with_storage_health(runtime: Runtime, policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy's storage location as this process last found it (not an event: health
+    is an observation of now, so it is never replayed)."""
+    health = runtime.resources.health.last(policy["storage"]) if runtime.resources.health else None
+    return {**policy, "storage_health": health.as_dict() if health else None}
 
 
 async def get_record(request: Request, kind: str, row_id: str, what: str) -> Response:
     row = await call(Records(rt(request).views).one, kind, row_id)
     if row is None:
         raise NotFound(f"{what} {row_id} not found", f"{what}_id")
+    if kind == "policies":
+        row = with_storage_health(rt(request), row)
     return JSONResponse(row)
 
 
@@ -157,8 +168,21 @@ async def edit_policy(request: Request) -> Response:
 
 async def delete_policy(request: Request) -> Response:
     keep = params.boolean(request, "keep_files")
-    outcome = await call(rt(request).delete_policy, _policy_id(request), keep, params.actor(request))
-    return await done(request, outcome)
+    dry_run = params.boolean(request, "dry_run")
+    outcome = await call(rt(request).delete_policy, _policy_id(request), keep, params.actor(request), dry_run)
+    return plan(outcome) if dry_run else await done(request, outcome)
+
+
+def plan(outcome: Outcome) -> JSONResponse:
+    """A dry run's answer: what would go, and nothing written (no position)."""
+    subject = {"id": str(outcome.id)} if outcome.id is not None else {}
+    return JSONResponse({**subject, **outcome.extra})
+
+
+async def run_retention(request: Request) -> Response:
+    dry_run = params.boolean(request, "dry_run")
+    outcome = await call(rt(request).retention_pass, dry_run)
+    return JSONResponse({**outcome.extra, "position": outcome.position} if not dry_run else outcome.extra)
 
 
 async def take_snapshot(request: Request) -> Response:
@@ -253,7 +277,7 @@ async def backup_log(request: Request) -> Response:
 async def download_backup(request: Request) -> Response:
     runtime = rt(request)
     snap = await call(runtime.app.get_snapshot, _snapshot_id(request))
-    if snap.status != COMPLETED:
+    if snap.status not in HAS_ARCHIVE:
         raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}: no archive to download")
     storage = runtime.resources.storages.get(snap.storage)
     if storage is None:
@@ -274,11 +298,19 @@ async def stop_backup(request: Request) -> Response:
 
 
 async def delete_backup(request: Request) -> Response:
-    outcome = await call(rt(request).delete_snapshot, _snapshot_id(request), params.actor(request))
-    return await done(request, outcome)
+    dry_run = params.boolean(request, "dry_run")
+    outcome = await call(rt(request).delete_snapshot, _snapshot_id(request), params.actor(request), dry_run)
+    return plan(outcome) if dry_run else await done(request, outcome)
 
 
 # ------------------------------------------------------------------- storages
+async def list_storages(request: Request) -> Response:
+    runtime = rt(request)
+    if params.boolean(request, "check"):
+        await call(runtime.resources.health.check_all)
+    return JSONResponse({"items": await call(runtime.storages_status)})
+
+
 async def sync_storage(request: Request) -> Response:
     report = await call(
         rt(request).sync_storage,
@@ -498,7 +530,9 @@ ROUTES = [
     Route("/api/v1/restores/{restore_id}", get_restore, methods=["GET"]),
     Route("/api/v1/restores/{restore_id}/log", restore_log, methods=["GET"]),
     Route("/api/v1/restores/{restore_id}/stop", stop_restore, methods=["POST"]),
+    Route("/api/v1/storages", list_storages, methods=["GET"]),
     Route("/api/v1/storages/{storage}/sync", sync_storage, methods=["POST"]),
+    Route("/api/v1/retention/run", run_retention, methods=["POST"]),
     Route("/api/v1/events", global_events, methods=["GET"]),
     Route("/api/v1/stream", stream, methods=["GET"]),
     Route("/api/v1/openapi.json", openapi, methods=["GET"]),

@@ -9,7 +9,8 @@ from api.params import encode_cursor
 from projections.db import ViewDatabase
 
 BASE = "/api/v1"
-BACKUP_STATUSES = ("requested", "running", "completed", "failed", "stopped", "deleted")
+ARCHIVED = ("completed", "partially_failed")
+BACKUP_STATUSES = ("requested", "running", "completed", "partially_failed", "failed", "stopped", "deleted")
 POLICY_STATUSES = ("active", "stopped", "deleted")
 
 
@@ -78,14 +79,32 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pace(r: dict[str, Any]) -> dict[str, Any]:
+    """Rate over the whole run so far, and the time left at that rate, for running rows.
+
+    Both come from the last progress event (elapsed, items, bytes, percent), so every
+    reader of the view computes the same figures."""
+    elapsed = r["elapsed_seconds"] or 0.0
+    if r["status"] != "running" or elapsed <= 0:
+        return {"items_per_second": None, "bytes_per_second": None, "eta_seconds": None}
+    progress = r["progress"] or 0.0
+    eta = round(elapsed * (100.0 - progress) / progress, 1) if 0 < progress < 100 else None
+    return {
+        "items_per_second": round(r["items"] / elapsed, 1),
+        "bytes_per_second": round(r["transferred_bytes"] / elapsed, 1),
+        "eta_seconds": eta,
+    }
+
+
 def backup_row(r: dict[str, Any]) -> dict[str, Any]:
     return {
+        **pace(r),
         "id": r["id"],
         "policy_id": r["policy_id"],
         "policy_name": r["policy_name"],
         "sub_name": r["sub_name"],
         "file_name": r["file_name"],
-        "download_url": f"{BASE}/backups/{r['id']}/download" if r["status"] == "completed" else None,
+        "download_url": f"{BASE}/backups/{r['id']}/download" if r["status"] in ARCHIVED else None,
         "task_name": r["task_name"],
         "log_url": f"{BASE}/backups/{r['id']}/log",
         "elapsed_seconds": r["elapsed_seconds"],
@@ -106,6 +125,8 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
         "current_collection": r["current_collection"],
         "collections": json.loads(r["collections"]) if r["collections"] else None,
         "sha256": r["sha256"],
+        "locked_until": r["locked_until"],
+        "failed_collections": json.loads(r["failed_collections"]) if r["failed_collections"] else None,
         "worker": r["worker"],
         "attempt": r["attempt"],
         "position": r["position"],
@@ -114,6 +135,7 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
 
 def restore_row(r: dict[str, Any]) -> dict[str, Any]:
     return {
+        **pace(r),
         "id": r["id"],
         "snapshot_id": r["snapshot_id"],
         "policy_id": r["policy_id"],

@@ -79,6 +79,17 @@ MUTATION = {
     "properties": {"id": {"type": "string"}, "position": {"type": "integer"}},
     "required": ["id", "position"],
 }
+DELETION_PLAN = {
+    "type": "object",
+    "required": ["dry_run", "snapshots", "count", "bytes"],
+    "properties": {
+        "dry_run": {"type": "boolean"},
+        "snapshots": {"type": "array", "items": {"type": "object"}},
+        "count": {"type": "integer"},
+        "bytes": {"type": "integer"},
+    },
+}
+MUTATION_OR_PLAN = {"oneOf": [MUTATION, DELETION_PLAN]}
 SYNC_REPORT = {
     "type": "object",
     "required": ["storage", "dry_run", "imported", "known", "changed", "incomplete", "invalid"],

@@ -19,7 +19,7 @@ from domain.policy import EDITABLE_FIELDS, SCHEDULER_ACTOR, BackupPolicy, Policy
 from domain.restore import Restore
 from domain.schedule import scheduled_snapshot_id
 from domain.slots import RunSlot, slot_id
-from domain.snapshot import COMPLETED, DELETED, REQUESTED, RUNNING, Snapshot
+from domain.snapshot import DELETED, HAS_ARCHIVE, REQUESTED, RUNNING, Snapshot
 from domain.values import CollectionSelection, Retention, check_cron, check_name, check_timezone
 
 A = TypeVar("A", bound=Aggregate)
@@ -284,7 +284,7 @@ class Snapledger(Application[UUID]):
     def policy_archives(self, policy_id: UUID | str) -> list[Snapshot]:
         """Completed snapshots whose archives a policy delete would remove."""
         policy = self.get_policy(policy_id)
-        return [s for s in self._live_snapshots(policy) if s.status == COMPLETED]
+        return [s for s in self._live_snapshots(policy) if s.status in HAS_ARCHIVE]
 
     def delete_policy(
         self, policy_id: UUID | str, keep_files: bool, actor: str, removed: set[UUID]
@@ -296,7 +296,7 @@ class Snapledger(Application[UUID]):
             policy = self.get_policy(policy_id)
             snaps = self._live_snapshots(policy)
             if not keep_files:
-                left = [s.sub_name for s in snaps if s.status == COMPLETED and s.id not in removed]
+                left = [s.sub_name for s in snaps if s.status in HAS_ARCHIVE and s.id not in removed]
                 if left:
                     raise InvalidTransition(f"archives of {', '.join(left)} are still stored")
             policy.delete(keep_files, actor)
@@ -486,7 +486,7 @@ class Snapledger(Application[UUID]):
             snap = self.get_snapshot(snapshot_id)
         except NotFound as e:
             raise NotFound(e.message, "snapshot_id") from None
-        if snap.status != COMPLETED:
+        if snap.status not in HAS_ARCHIVE:
             raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}, not completed")
         for field_name, names in (("collections", selection.include), ("mapping", list(mapping))):
             missing = [c for c in names if c not in snap.manifest_collections]

@@ -20,7 +20,9 @@ REQUESTED, RUNNING, COMPLETED, FAILED, STOPPED, DELETED = (
     "stopped",
     "deleted",
 )
-FINISHED = (COMPLETED, FAILED, STOPPED)
+PARTIALLY_FAILED = "partially_failed"  # some collections archived, the others named with reasons
+FINISHED = (COMPLETED, PARTIALLY_FAILED, FAILED, STOPPED)
+HAS_ARCHIVE = (COMPLETED, PARTIALLY_FAILED)  # the states whose archive can be restored and must be removed
 DEFAULT_LEASE_SECONDS = 60
 
 

@@ -16,6 +16,8 @@ from domain.run import (  # noqa: E402,F401 - the states are part of this module
     DELETED,
     FAILED,
     FINISHED,
+    HAS_ARCHIVE,
+    PARTIALLY_FAILED,
     REQUESTED,
     RUNNING,
     STOPPED,
@@ -70,6 +72,7 @@ class Snapshot(RunState, TimedAggregate):
         self.items = 0
         self.bytes = 0
         self.percent = 0.0
+        self.locked_until: datetime | None = None
 
     def start(self, worker: str, task_name: str, lease_seconds: int, now: datetime) -> None:
         """Claims a queued run, or re-claims one whose worker's lease lapsed (attempt + 1)."""
@@ -111,6 +114,11 @@ class Snapshot(RunState, TimedAggregate):
         self.last_beat = self.modified_on
         self.last_beat = self.modified_on
 
+    def expiry(self, finished_at: datetime) -> datetime | None:
+        if not self.expire_after_seconds:
+            return None
+        return finished_at + timedelta(seconds=self.expire_after_seconds)
+
     def complete(
         self,
         items: int,
@@ -118,14 +126,60 @@ class Snapshot(RunState, TimedAggregate):
         collections: dict[str, dict[str, Any]],
         sha256: str,
         finished_at: datetime,
+        locked_until: datetime | None = None,
+        failed_collections: dict[str, str] | None = None,
     ) -> None:
+        """`locked_until`: the storage's object lock on the archive, when the location has one.
+        `failed_collections`: collections the archive lacks, with reasons; the snapshot is
+        then partially failed, and restorable for what it holds."""
         self._require("complete", RUNNING)
-        expires_at = None
-        if self.expire_after_seconds:
-            expires_at = finished_at + timedelta(seconds=self.expire_after_seconds)
-        self._completed(items, bytes, collections, sha256, self.elapsed_until(finished_at), expires_at)
+        args = (
+            items,
+            bytes,
+            collections,
+            sha256,
+            self.elapsed_until(finished_at),
+            self.expiry(finished_at),
+            locked_until,
+        )
+        if failed_collections:
+            self._partially_failed(*args, failed_collections)
+        else:
+            self._completed(*args)
 
-    @event("SnapshotCompleted")
+    @event("SnapshotPartiallyFailed")
+    def _partially_failed(
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        sha256: str,
+        elapsed_seconds: float,
+        expires_at: datetime | None,
+        locked_until: datetime | None,
+        failed_collections: dict[str, str],
+    ) -> None:
+        self._archived(items, bytes, collections, sha256, expires_at, locked_until)
+        self.status = PARTIALLY_FAILED
+        self.failed_collections = failed_collections
+
+    class SnapshotCompleted(TimedAggregate.Event):
+        """v2 added the object lock's retain-until time; older archives were never locked."""
+
+        items: int
+        bytes: int
+        collections: dict[str, dict[str, Any]]
+        sha256: str
+        elapsed_seconds: float
+        expires_at: datetime | None
+        locked_until: datetime | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["locked_until"] = None
+
+    @event(SnapshotCompleted)
     def _completed(
         self,
         items: int,
@@ -134,12 +188,36 @@ class Snapshot(RunState, TimedAggregate):
         sha256: str,
         elapsed_seconds: float,
         expires_at: datetime | None,
+        locked_until: datetime | None,
+    ) -> None:
+        self._archived(items, bytes, collections, sha256, expires_at, locked_until)
+
+    def _archived(
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        sha256: str,
+        expires_at: datetime | None,
+        locked_until: datetime | None,
     ) -> None:
         self.status = COMPLETED
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
         self.sha256 = sha256
         self.expires_at = expires_at
+        self.locked_until = locked_until
+        self.failed_collections: dict[str, str] = {}
+
+    def check_deletable(self, now: datetime) -> None:
+        """An archive under object lock cannot go before its retain-until time; saying so
+        here gives a clear refusal instead of a storage AccessDenied halfway through."""
+        locked = self.locked_until
+        if locked is not None and now < locked:
+            raise InvalidTransition(
+                f"snapshot {self.sub_name} is under object lock until {locked.isoformat()}: "
+                "it cannot be deleted before then"
+            )
 
     def import_archive(
         self,
@@ -155,9 +233,7 @@ class Snapshot(RunState, TimedAggregate):
         The facts come from its manifest, which is the archive's commit marker; expiry
         follows the original run's retention when the manifest carries it."""
         self._require("import an archive into", REQUESTED)
-        expires_at = None
-        if self.expire_after_seconds:
-            expires_at = finished_at + timedelta(seconds=self.expire_after_seconds)
+        expires_at = self.expiry(finished_at)
         elapsed = round((finished_at - started_at).total_seconds(), 3) if started_at else 0.0
         self._imported(
             int(manifest.get("items", 0)),
@@ -169,9 +245,29 @@ class Snapshot(RunState, TimedAggregate):
             elapsed,
             expires_at,
             actor,
+            dict(manifest.get("failed_collections") or {}),
         )
 
-    @event("SnapshotImported")
+    class SnapshotImported(TimedAggregate.Event):
+        """v2 added the collections a partially failed run left out."""
+
+        items: int
+        bytes: int
+        collections: dict[str, dict[str, Any]]
+        manifest_sha256: str
+        started_at: datetime | None
+        finished_at: datetime
+        elapsed_seconds: float
+        expires_at: datetime | None
+        actor: str
+        failed_collections: dict[str, str]
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["failed_collections"] = {}
+
+    @event(SnapshotImported)
     def _imported(
         self,
         items: int,
@@ -183,14 +279,15 @@ class Snapshot(RunState, TimedAggregate):
         elapsed_seconds: float,
         expires_at: datetime | None,
         actor: str,
+        failed_collections: dict[str, str],
     ) -> None:
-        self.status = COMPLETED
-        self.items, self.bytes, self.percent = items, bytes, 100.0
-        self.manifest_collections = collections
-        self.manifest_sha256 = manifest_sha256
+        self._archived(items, bytes, collections, "", expires_at, None)
         self.sha256 = None
+        self.manifest_sha256 = manifest_sha256
         self.started_at = started_at
-        self.expires_at = expires_at
+        if failed_collections:
+            self.status = PARTIALLY_FAILED
+            self.failed_collections = failed_collections
 
     def fail(self, reason: str, finished_at: datetime) -> None:
         self._require("fail", RUNNING)

@@ -55,7 +55,7 @@ class _SQLiteCursor:
         self._cur = cur
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self._cur.execute(_sqlite_sql(sql), dict(params or {}))
+        return self._cur.execute(_sqlite_sql(sql), params or {})
 
     def fetchone(self) -> dict[str, Any] | None:
         row = self._cur.fetchone()

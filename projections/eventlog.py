@@ -95,6 +95,11 @@ def message(kind: str, d: dict[str, Any]) -> str:
                 f"completed: {d['items']} items, {_mb(d['bytes'])} in "
                 f"{d['elapsed_seconds']:.1f}s, sha256 {d['sha256'][:12]}"
             )
+        case "SnapshotPartiallyFailed":
+            return (
+                f"partially failed: {d['items']} items, {_mb(d['bytes'])} archived; failed "
+                + ", ".join(f"{n} ({why})" for n, why in sorted(d["failed_collections"].items()))
+            )
         case "SnapshotImported":
             return (
                 f"imported from storage{by}: {d['items']} items, {_mb(d['bytes'])}, "

@@ -101,27 +101,38 @@ class ProjectionRunner:
     def process_batch(self, views: list[View] | None = None) -> int:
         """Applies the next batch; answers how many notifications it read.
 
-        The batch first locks the views' tracking rows in name order and reads the
+        The notifications are read first, outside the view transaction (holding view locks
+        while waiting on the event store could wedge against DDL on the events table).
+        The transaction then locks the views' tracking rows in name order and re-reads the
         positions under that lock, so concurrent runners queue behind one another instead
         of updating the same view rows in different orders (which deadlocked on
-        PostgreSQL). The guarded position update stays as a second line of defence.
+        PostgreSQL), and each applies only what the others have not.
         """
         views = views or self.views
+        start = min(v for k, v in self.positions().items() if k in {x.name for x in views})
+        notifications = self.app.recorder.select_notifications(
+            start=start, limit=self.batch_size, inclusive_of_start=False
+        )
+        if not notifications:
+            return 0
+        last = notifications[-1].id
         with self.db.transaction() as cur:
             before = self._lock_positions(cur, views)
-            start = min(before.values())
-            notifications = self.app.recorder.select_notifications(
-                start=start, limit=self.batch_size, inclusive_of_start=False
-            )
-            if not notifications:
-                return 0
-            last = notifications[-1].id
+            if min(before.values()) < start:
+                raise PositionConflict("a view was reset (rebuilt) while this batch was read")
+            followed = set().union(*(v.handlers for v in views))
+            skip = superseded(notifications)
             for n in notifications:
-                event = self.app.mapper.to_domain_event(n)
+                if n.id in skip or n.topic.rsplit(".", 1)[-1] not in followed:
+                    continue
+                event = None
                 for view in views:
                     if n.id > before[view.name]:
+                        event = event or self.app.mapper.to_domain_event(n)
                         view.apply(cur, event, n.id)
             for view in views:
+                if before[view.name] >= last:
+                    continue  # another runner already applied this batch to this view
                 cur.execute(
                     "UPDATE view_tracking SET position = %(new)s "
                     "WHERE view = %(view)s AND position = %(old)s",
@@ -197,7 +208,10 @@ class ProjectionRunner:
         self._wake.set()
 
     def wait(self, position: int, timeout: float = 5.0) -> bool:
-        """Blocks until every view has applied `position`; False on timeout."""
+        """Blocks until every view has applied `position`; False on timeout. Without a
+        background thread (the CLI) this caller applies the events itself."""
+        if self._thread is None:
+            self.catch_up()
         deadline = time.monotonic() + timeout
         self.nudge()
         while True:
@@ -221,6 +235,31 @@ class ProjectionRunner:
             self._listener.join(timeout=5)
 
 
+# Events whose every effect on every view is overwritten by the same run's next progress
+# event: within one batch only the last of a run of them needs applying.
+_PROGRESS = ("SnapshotProgressed", "RestoreProgressed", "SnapshotHeartbeat", "RestoreHeartbeat")
+
+
+def superseded(notifications: list[Any]) -> set[int]:
+    """Ids of progress/heartbeat notifications followed, in the batch, by a progress event
+    of the same aggregate (which rewrites every column they touch, position included).
+    A heartbeat followed by a heartbeat is superseded too; a progress event followed by a
+    heartbeat is not (the heartbeat leaves the counters alone)."""
+    skip: set[int] = set()
+    following: dict[Any, str] = {}
+    for n in reversed(notifications):
+        kind = n.topic.rsplit(".", 1)[-1]
+        later = following.get(n.originator_id)
+        if kind in _PROGRESS and later is not None:
+            if later.endswith("Progressed") or (kind.endswith("Heartbeat") and later == kind):
+                skip.add(n.id)
+        following[n.originator_id] = kind
+    return skip
+
+
+REBUILD_BATCH = 5_000
+
+
 def rebuild(runner: ProjectionRunner, names: list[str]) -> dict[str, int]:
     """Drops and replays the named views; answers how many events each replay read."""
     views = [ALL_VIEWS[n] for n in names]
@@ -231,5 +270,9 @@ def rebuild(runner: ProjectionRunner, names: list[str]) -> dict[str, int]:
             for statement in view.ddl:
                 cur.execute(statement)
             cur.execute("UPDATE view_tracking SET position = 0 WHERE view = %(view)s", {"view": view.name})
-    read = runner.catch_up(views)  # one pass over the log feeds every rebuilt view
+    batch, runner.batch_size = runner.batch_size, max(runner.batch_size, REBUILD_BATCH)
+    try:
+        read = runner.catch_up(views)  # one pass over the log feeds every rebuilt view
+    finally:
+        runner.batch_size = batch
     return {view.name: read for view in views}

@@ -6,6 +6,7 @@ concurrent runner already applied leaves the same rows.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +21,14 @@ Handler = Callable[[Cursor, Any, int], None]
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value else None
+
+
+def failure_reason(e: Any) -> str:
+    """A failed run's reason, or the collections a partially failed one left out."""
+    failed = getattr(e, "failed_collections", None)
+    if failed:
+        return "collections failed: " + "; ".join(f"{name} ({why})" for name, why in sorted(failed.items()))
+    return e.reason
 
 
 def dumps(value: Any) -> str:
@@ -55,12 +64,15 @@ class View:
             handler(cur, event, position)
 
 
+@functools.lru_cache(maxsize=256)
+def _update_sql(table: str, columns: tuple[str, ...]) -> str:
+    sets = ", ".join(f"{k} = %({k})s" for k in columns)
+    return f"UPDATE {table} SET {sets}, position = %(position)s WHERE id = %(id)s"
+
+
 def _update(cur: Cursor, table: str, row_id: str, position: int, **values: Any) -> None:
-    sets = ", ".join(f"{k} = %({k})s" for k in values)
-    cur.execute(
-        f"UPDATE {table} SET {sets}, position = %(position)s WHERE id = %(id)s",
-        {**values, "id": row_id, "position": position},
-    )
+    values["id"], values["position"] = row_id, position
+    cur.execute(_update_sql(table, tuple(values)[:-2]), values)
 
 
 # --------------------------------------------------------------------- Policies
@@ -191,21 +203,21 @@ def _snapshot_outcome(success: bool) -> Handler:
         if success:
             values = {"last_success_at": iso(e.timestamp)}
         else:
-            values = {"last_failure_at": iso(e.timestamp), "last_failure_reason": e.reason}
+            values = {"last_failure_at": iso(e.timestamp), "last_failure_reason": failure_reason(e)}
         _update(cur, "policies", row["policy_id"], position, **values)
 
     return handler
 
 
 policies.on("SnapshotCompleted", "SnapshotImported")(_snapshot_outcome(True))
-policies.on("SnapshotFailed")(_snapshot_outcome(False))
+policies.on("SnapshotFailed", "SnapshotPartiallyFailed")(_snapshot_outcome(False))
 
 
 # --------------------------------------------------------------- Backup Records
 backups = View(
     name="backups",
     table="backup_records",
-    version=2,
+    version=3,
     ddl=[
         """CREATE TABLE IF NOT EXISTS backup_records (
             id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, policy_name TEXT NOT NULL,
@@ -217,7 +229,8 @@ backups = View(
             progress DOUBLE PRECISION NOT NULL, current_collection TEXT,
             elapsed_seconds DOUBLE PRECISION, created_at TEXT NOT NULL, started_at TEXT,
             finished_at TEXT, expires_at TEXT, collections TEXT, sha256 TEXT,
-            files_removed BIGINT, position BIGINT NOT NULL)""",
+            files_removed BIGINT, position BIGINT NOT NULL, locked_until TEXT,
+            failed_collections TEXT)""",
         "CREATE INDEX IF NOT EXISTS backup_records_created ON backup_records (created_at, id)",
         "CREATE INDEX IF NOT EXISTS backup_records_policy ON backup_records (policy_id)",
         "CREATE INDEX IF NOT EXISTS backup_records_status ON backup_records (status)",
@@ -231,7 +244,7 @@ def _snap_requested(cur: Cursor, e: Any, position: int) -> None:
         """INSERT INTO backup_records VALUES (%(id)s, %(policy_id)s, %(policy_name)s,
             %(sequence)s, %(sub_name)s, %(file_name)s, %(archive_key)s, %(storage)s,
             %(source)s, NULL, NULL, 0, %(trigger)s, %(actor)s, 'requested', 0, NULL, 0, 0,
-            0, NULL, NULL, %(ts)s, NULL, NULL, NULL, NULL, NULL, NULL, %(position)s)
+            0, NULL, NULL, %(ts)s, NULL, NULL, NULL, NULL, NULL, NULL, %(position)s, NULL, NULL)
         ON CONFLICT (id) DO NOTHING""",
         {
             "id": str(e.originator_id),
@@ -357,7 +370,17 @@ def _snap_completed(cur: Cursor, e: Any, position: int) -> None:
         position,
         sha256=e.sha256,
         expires_at=iso(e.expires_at),
+        locked_until=iso(e.locked_until),
     )
+
+
+@backups.on("SnapshotPartiallyFailed")
+def _snap_partially_failed(cur: Cursor, e: Any, position: int) -> None:
+    _snap_completed(cur, e, position)
+    _update(
+        cur, "backup_records", str(e.originator_id), position,
+        status="partially_failed", error=failure_reason(e), failed_collections=dumps(e.failed_collections),
+    )  # fmt: skip
 
 
 @backups.on("SnapshotImported")
@@ -365,6 +388,10 @@ def _snap_imported(cur: Cursor, e: Any, position: int) -> None:
     """The record shows the original run's times, not the moment of the import."""
     _run_finished("backup_records", "completed")(cur, e, position)
     values: dict[str, Any] = {"finished_at": iso(e.finished_at), "expires_at": iso(e.expires_at)}
+    if e.failed_collections:
+        values.update(
+            status="partially_failed", error=failure_reason(e), failed_collections=dumps(e.failed_collections)
+        )
     if e.started_at is not None:
         values.update(started_at=iso(e.started_at), created_at=iso(e.started_at))
     _update(cur, "backup_records", str(e.originator_id), position, **values)
@@ -390,7 +417,8 @@ def _retention_edited(cur: Cursor, e: Any, position: int) -> None:
         return
     seconds = (e.changes["retention"]["new"] or {}).get("expire_after_seconds")
     cur.execute(
-        "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s AND status = 'completed'",
+        "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
+        "AND status IN ('completed', 'partially_failed')",
         {"p": str(e.originator_id)},
     )
     for row in cur.fetchall():
@@ -515,7 +543,7 @@ def _task_stop_requested(cur: Cursor, e: Any, position: int) -> None:
 
 
 @tasks.on(
-    "SnapshotCompleted", "SnapshotFailed", "SnapshotStopped", "SnapshotDeleted",
+    "SnapshotCompleted", "SnapshotPartiallyFailed", "SnapshotFailed", "SnapshotStopped", "SnapshotDeleted",
     "RestoreCompleted", "RestoreFailed", "RestoreStopped",
 )  # fmt: skip
 def _task_done(cur: Cursor, e: Any, position: int) -> None:

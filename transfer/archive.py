@@ -154,6 +154,7 @@ class ArchiveWriter:
             hashed.write(compress.flush())
         except BaseException:
             tmp.close()
+            self.entries.remove(entry)  # a collection left out must not reach the manifest
             raise
         entry.bytes, entry.sha256 = hashed.size, hashed.sha.hexdigest()
         return Staged(entry, tmp, definition)

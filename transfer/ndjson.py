@@ -24,6 +24,7 @@ class SourceError(Exception):
 class NdjsonSource:
     kind = "ndjson"
     parallel_safe = True  # files are read independently
+    isolated_collections = True  # one damaged file does not spoil the others
     parallel = 2
 
     def __init__(self, name: str, directory: str | Path) -> None:

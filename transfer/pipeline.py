@@ -6,10 +6,11 @@ They know nothing about events: the worker passes a progress callback and a stop
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -28,6 +29,29 @@ class Stopped(Exception):
     """The run noticed a stop (or delete) request and unwound cleanly."""
 
 
+class CollectionFailed(Exception):
+    """One collection could not be read; the others still make a (partial) snapshot."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+# What reading one collection can fail with while the others stay readable: a damaged or
+# vanished file, a bad compressed stream, a source-side refusal. Storage errors and stops
+# are not among them: they end the whole run.
+COLLECTION_FAULTS = (SourceError, OSError, EOFError, zlib.error)
+
+
+def _reason(e: BaseException) -> str:
+    kind = type(e).__name__
+    if kind == "error":  # zlib.error and friends name only their module
+        kind = f"{type(e).__module__}.error"
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return f"{kind}: {text}" if text else kind
+
+
 class ConsistencyError(Exception):
     """The target's item counts differ from the manifest after a restore."""
 
@@ -39,6 +63,7 @@ class BackupResult:
     sha256: str
     collections: dict[str, dict[str, Any]]
     manifest: bytes
+    failed: dict[str, str] = field(default_factory=dict)  # collections left out, with reasons
 
 
 @dataclass
@@ -89,6 +114,7 @@ def run_backup(
     archive: ArchiveWriter | None = None
     committed = False
     consumed = 0
+    failed: dict[str, str] = {}  # collection -> reason, when the source isolates collections
     started = datetime.now(UTC)
     lock = threading.Lock()  # progress, stop checks and counters are shared by the stagers
     abort = threading.Event()
@@ -106,26 +132,39 @@ def run_backup(
             definitions = {name: session.definition(name) for name in names}
             archive = ArchiveWriter(sink, source_kind=source.kind, codec=codec, level=level)
 
+            isolated = getattr(session, "isolated_collections", False)
+
             def chunks(name: str) -> Iterator[bytes]:
-                for chunk in prefetch(session.read_chunks(name, on_raw)):
-                    with lock:
-                        if abort.is_set() or should_stop():
-                            raise Stopped
-                        percent = min(99.0, 100.0 * consumed / total)
-                        report(archive.items, archive.bytes_so_far, percent, name)
-                    yield chunk
+                try:
+                    for chunk in prefetch(session.read_chunks(name, on_raw)):
+                        with lock:
+                            if abort.is_set() or should_stop():
+                                raise Stopped
+                            percent = min(99.0, 100.0 * consumed / total)
+                            report(archive.items, archive.bytes_so_far, percent, name)
+                        yield chunk
+                except COLLECTION_FAULTS as e:
+                    if not isolated:
+                        raise
+                    raise CollectionFailed(name, _reason(e)) from e
 
             workers = min(parallel, len(names)) if getattr(session, "parallel_safe", False) else 1
             if workers <= 1:
                 for name in names:
-                    archive.add_collection(name, chunks(name), definitions[name])
+                    try:
+                        archive.add_collection(name, chunks(name), definitions[name])
+                    except CollectionFailed as e:
+                        failed[e.name] = e.reason
             else:
-                _stage_in_parallel(archive, names, chunks, definitions, workers, abort)
+                _stage_in_parallel(archive, names, chunks, definitions, workers, abort, failed)
         if should_stop():
             raise Stopped
+        if failed and len(failed) == len(names):
+            raise SourceError("every collection failed: " + "; ".join(f"{n}: {r}" for n, r in failed.items()))
         manifest, sha256, size = archive.finish(
             {
                 **header,
+                **({"failed_collections": failed} if failed else {}),
                 "source_kind": source.kind,
                 "started_at": started.isoformat(),
                 "finished_at": datetime.now(UTC).isoformat(),
@@ -149,7 +188,7 @@ def run_backup(
         e.name: {"items": e.items, "bytes": e.bytes, "raw_bytes": e.raw_bytes, "sha256": e.sha256}
         for e in archive.entries
     }
-    return BackupResult(sum(e.items for e in archive.entries), size, sha256, collections, manifest)
+    return BackupResult(sum(e.items for e in archive.entries), size, sha256, collections, manifest, failed)
 
 
 def _stage_in_parallel(
@@ -159,12 +198,18 @@ def _stage_in_parallel(
     definitions: dict[str, bytes | None],
     workers: int,
     abort: threading.Event,
+    failed: dict[str, str],
 ) -> None:
     with ThreadPoolExecutor(workers, thread_name_prefix="stage") as pool:
         futures = [pool.submit(archive.stage, n, chunks(n), definitions[n]) for n in names]
         try:
             for future in as_completed(futures):
-                archive.append(future.result())
+                try:
+                    staged = future.result()
+                except CollectionFailed as e:
+                    failed[e.name] = e.reason
+                    continue
+                archive.append(staged)
         except BaseException:
             abort.set()  # the other stagers stop at their next chunk
             for future in futures:
@@ -211,10 +256,15 @@ class _Mapped:
 
 
 def load_manifest(storage: Storage, archive_key: str) -> dict[str, Any]:
+    """No manifest: the archive is incomplete. A storage that cannot answer says so
+    instead (the lookup raises), so a dead endpoint is never reported as a missing file."""
     try:
-        return parse_manifest(storage.get_bytes(manifest_key(archive_key)))
+        data = storage.get_bytes(manifest_key(archive_key))
     except StorageError:
+        if storage.exists(manifest_key(archive_key)):
+            raise
         raise ArchiveError(f"archive {archive_key!r} has no manifest in {storage.name!r}") from None
+    return parse_manifest(data)
 
 
 @contextmanager

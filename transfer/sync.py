@@ -19,6 +19,7 @@ from domain.application import ImportedArchive, Snapledger, imported_snapshot_id
 from domain.errors import DomainError, InvalidValue
 from domain.values import check_name
 from transfer.archive import ArchiveError, manifest_key, parse_manifest
+from transfer.health import PROBE_PREFIX
 from transfer.storage import Storage, StorageError
 
 log = logging.getLogger("snapledger.sync")
@@ -100,7 +101,7 @@ def sync_storage(
     """Idempotent: an archive is known by its snapshot id and key, so a second run imports
     nothing; a known imported archive whose manifest changed since is reported as changed."""
     report = SyncReport(storage.name, dry_run=dry_run)
-    sizes = {o.key: o.size for o in storage.list_objects()}
+    sizes = {o.key: o.size for o in storage.list_objects() if not o.key.startswith(PROBE_PREFIX)}
     manifests = sorted(k for k in sizes if k.endswith(MANIFEST_SUFFIX))
     committed = {k[: -len(MANIFEST_SUFFIX)] for k in manifests}
     report.incomplete = sorted(k for k in sizes if not k.endswith(MANIFEST_SUFFIX) and k not in committed)

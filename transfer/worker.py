@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,10 +30,11 @@ from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from transfer.archive import manifest_key
 from transfer.crypto import Keyring
+from transfer.health import HealthBoard
 from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import Stopped, remove_archive, run_backup, run_restore
 from transfer.progress import ProgressThrottle
-from transfer.storage import Storage
+from transfer.storage import Storage, StorageError
 
 log = logging.getLogger("snapledger.worker")
 Work = tuple[str, UUID]  # ("snapshot" | "restore", id)
@@ -52,6 +53,19 @@ class Resources:
     codec: str = "gzip"
     level: int = 6
     keyrings: dict[str, Keyring] = field(default_factory=dict, repr=False)  # per storage location
+    health: HealthBoard | None = None
+
+    def usable(self, storage_name: str) -> None:
+        """Checks the location before a run, so an unreachable one fails the run at once
+        with the reason, rather than leaving it "running" through a retry budget per part."""
+        if self.health is None or storage_name not in self.storages:
+            return
+        health = self.health.check(storage_name)
+        if not health.ok:
+            raise StorageError(f"storage {storage_name!r} is not usable: {health.error}")
+
+    def redact_all(self, reasons: dict[str, str]) -> dict[str, str]:
+        return {name: self.redact(reason) for name, reason in reasons.items()}
 
     def redact(self, text: str) -> str:
         """Failure reasons become events, which are forever: scrub configured secrets."""
@@ -297,6 +311,7 @@ class Worker:
             if source is None or storage is None:
                 missing = snap.source if source is None else snap.storage
                 raise LookupError(f"{missing!r} is no longer configured")
+            self.resources.usable(snap.storage)
             result = run_backup(
                 source,
                 storage,
@@ -317,8 +332,19 @@ class Worker:
                 keyring=self.resources.keyrings.get(snap.storage),
             )
 
+            finished_at = _now()
+            locked_until = self._lock_archive(storage, snap, finished_at) if storage.lock_mode else None
+
             def finish() -> None:
-                run.agg.complete(result.items, result.bytes, result.collections, result.sha256, _now())
+                run.agg.complete(
+                    result.items,
+                    result.bytes,
+                    result.collections,
+                    result.sha256,
+                    finished_at,
+                    locked_until,
+                    self.resources.redact_all(result.failed),
+                )
 
             return finish
 
@@ -327,6 +353,23 @@ class Worker:
                 remove_archive(storage, snap.archive_key)
 
         self._execute(run, work, cleanup)
+
+    @staticmethod
+    def _lock_archive(storage: Storage, snap: Snapshot, finished_at: datetime) -> datetime:
+        """Locks archive and manifest before the completion is recorded, so no completed
+        snapshot of a locked location is ever deletable early. A failed lock fails the run
+        and removes what it can: an unlocked archive must not pass for a locked one."""
+        until = snap.expiry(finished_at) or finished_at + timedelta(days=storage.lock_days)
+        try:
+            for key in (snap.archive_key, manifest_key(snap.archive_key)):
+                storage.lock(key, until)
+        except StorageError:
+            try:
+                remove_archive(storage, snap.archive_key)
+            except StorageError:
+                log.warning("archive %s stays without its manifest", snap.archive_key, extra=_fields(snap))
+            raise
+        return until
 
     def run_restore(self, restore: Restore) -> None:
         run = _Run(self.app, restore, lambda: self.app.get_restore(restore.id), self.stop_poll)
@@ -337,6 +380,7 @@ class Worker:
             if storage is None or target is None:
                 missing = restore.storage if storage is None else restore.target
                 raise LookupError(f"{missing!r} is no longer configured")
+            self.resources.usable(restore.storage)
             result = run_restore(
                 storage,
                 restore.archive_key,

@@ -169,6 +169,13 @@
       { class: "progress" },
       el("progress", { max: 100, value: pct, "aria-label": `Progress of ${label}` }, `${shown} %`),
       el("span", { class: "pct" }, `${shown} %`),
+      row.status === "running" && row.bytes_per_second
+        ? el(
+            "span",
+            { class: "pace" },
+            ` ${bytes(row.bytes_per_second)}/s` + (row.eta_seconds != null ? `, ${duration(row.eta_seconds)} left` : ""),
+          )
+        : "",
     );
   }
 
