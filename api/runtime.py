@@ -188,6 +188,10 @@ class Runtime:
         )
         return [(r["kind"], UUID(r["id"])) for r in rows]
 
+    def in_flight(self) -> list[dict[str, Any]]:
+        """Every requested or running task (the janitor leaves their unfinished writes be)."""
+        return self.views.query("SELECT kind, id, target FROM task_queue")
+
     def due_policies(self, now: datetime) -> list[dict[str, Any]]:
         return self.views.query(
             "SELECT id, schedule, timezone FROM policies WHERE status = 'active' AND schedule IS NOT NULL "
@@ -223,7 +227,9 @@ class Runtime:
             ).start()
         if settings["scheduler"]:
             self.scheduler = Scheduler(self.app, self.due_policies)
-            self.janitor = Janitor(self.app, self.resources.storages, self.retained)
+            self.janitor = Janitor(
+                self.app, self.resources.storages, self.retained, self.in_flight, self.resources.targets
+            )
             self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
             self._maintenance.start()
         return self

@@ -29,6 +29,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "soak: a long reliability variant; runs with --soak")
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from tests.reliability.tally import LINES
+
+    if LINES:
+        terminalreporter.section("reliability counts")
+        for line in LINES:
+            terminalreporter.write_line(line)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--soak"):
         return

@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from api.http import ROUTES
 from tests.conftest import completed_snapshot, create_policy, wait_for
+from tests.reliability.tally import report
 
 API = "/api/v1"
 
@@ -47,6 +48,7 @@ def test_schemathesis_finds_no_server_errors(make_config, backend):
         app = create_app(runtime, start=False)
         schema = schemathesis.openapi.from_asgi(f"{API}/openapi.json", app)
         failures = []
+        statuses: list[int] = []
         for operation in schema.get_all_operations():
             op = operation.ok()
             if op.path in ("/api/v1/stream",):
@@ -56,6 +58,7 @@ def test_schemathesis_finds_no_server_errors(make_config, backend):
             @given(case=op.as_strategy())
             def check(case):  # type: ignore[no-untyped-def]
                 response = case.call()
+                statuses.append(response.status_code)
                 assert response.status_code < 500, (case.method, case.path, response.text)
                 case.validate_response(response, checks=CHECKS)
 
@@ -63,6 +66,8 @@ def test_schemathesis_finds_no_server_errors(make_config, backend):
                 check()
             except Exception as e:  # collect, then report all
                 failures.append(f"{op.method.upper()} {op.path}: {e}")
+        fuzzed = f"requests={len(statuses)} 5xx={sum(s >= 500 for s in statuses)}"
+        report(f"contract: schemathesis {fuzzed} operations={len(list(schema.get_all_operations()))}")
         assert not failures, "\n".join(failures[:5])
     finally:
         runtime.close()

@@ -3,13 +3,18 @@ retention (keep_last N newest, and/or older than expire_after), archive first, t
 SnapshotDeleted event with reason `retention`. It never deletes the newest completed
 snapshot of a live policy, and it reads the policy's current retention, so an edit
 applies to existing snapshots on the next pass.
+
+Each pass also sweeps orphans: unfinished writes (a partial local file, an open S3
+multipart upload, a restore's partial target file) that no requested or running task owns,
+such as a killed worker's upload whose snapshot was then deleted, or an upload that a
+retried CreateMultipartUpload left behind when its first answer was lost.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from eventsourcing.persistence import IntegrityError
@@ -17,10 +22,14 @@ from eventsourcing.persistence import IntegrityError
 from domain.application import Snapledger
 from domain.errors import DomainError
 from domain.policy import RETENTION_ACTOR
+from transfer.ndjson import PARTIAL, NdjsonTarget
 from transfer.pipeline import remove_archive
 from transfer.storage import Storage, StorageError
 
 log = logging.getLogger("snapledger.janitor")
+# Writes younger than this are never swept, owned or not: a margin for writers the
+# in-flight list cannot know about yet. Ownership, not age, is what protects live runs.
+ORPHAN_GRACE_SECONDS = 900
 
 
 def expired_snapshots(retention: dict[str, Any], completed: list[dict[str, Any]], now: datetime) -> list[str]:
@@ -46,18 +55,81 @@ class Janitor:
         app: Snapledger,
         storages: dict[str, Storage],
         retained: Callable[[], list[tuple[dict[str, Any], list[dict[str, Any]]]]],
+        in_flight: Callable[[], list[dict[str, Any]]] | None = None,
+        targets: dict[str, Any] | None = None,
+        orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
     ) -> None:
         self.app = app
         self.storages = storages
         self.retained = retained
+        self.in_flight = in_flight  # task-queue rows (kind, id, target); None: no sweep
+        self.targets = targets or {}
+        self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
 
     def tick(self, now: datetime) -> list[str]:
+        self.sweep(now)
         deleted = []
         for retention, completed in self.retained():
             for snapshot_id in expired_snapshots(retention, completed, now):
                 if self._delete(snapshot_id):
                     deleted.append(snapshot_id)
         return deleted
+
+    def sweep(self, now: datetime) -> int:
+        """Removes unfinished writes that no requested or running task owns and that are
+        older than the grace; answers how many. Writes are listed before the tasks are
+        read, so a write that starts meanwhile belongs to a task the list already holds."""
+        if self.in_flight is None:
+            return 0
+        found: dict[str, list[Any]] = {}
+        for name, storage in self.storages.items():
+            try:
+                found[name] = storage.list_partials()
+            except StorageError as e:
+                log.warning("orphan sweep: cannot list unfinished writes in %s: %s", name, e)
+        target_files = {
+            name: list(target.directory.glob("*" + PARTIAL))
+            for name, target in self.targets.items()
+            if isinstance(target, NdjsonTarget) and target.directory.is_dir()
+        }
+        owned: dict[str, list[str]] = {}
+        busy_targets = set()
+        for row in self.in_flight():
+            if row["kind"] == "restore":
+                busy_targets.add(row["target"])
+                continue
+            try:
+                snap = self.app.get_snapshot(row["id"])
+            except DomainError:
+                continue
+            owned.setdefault(snap.storage, []).append(snap.archive_key)
+        oldest = now - self.orphan_grace
+        removed = 0
+        for name, partials in found.items():
+            keys = owned.get(name, [])
+            for partial in partials:
+                if partial.started > oldest or any(partial.key.startswith(k) for k in keys):
+                    continue
+                try:
+                    self.storages[name].remove_partial(partial)
+                except StorageError as e:
+                    log.warning("orphan sweep: %s in %s kept: %s", partial.key, name, e)
+                    continue
+                log.info("orphan sweep: removed an unfinished write of %s in %s", partial.key, name)
+                removed += 1
+        for name, paths in target_files.items():
+            if name in busy_targets:
+                continue
+            for path in paths:
+                try:
+                    if datetime.fromtimestamp(path.stat().st_mtime, UTC) > oldest:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # its restore published or removed it meanwhile
+                log.info("orphan sweep: removed %s of restore target %s", path.name, name)
+                removed += 1
+        return removed
 
     def _delete(self, snapshot_id: str) -> bool:
         try:

@@ -8,12 +8,15 @@ half an archive under its final key.
 from __future__ import annotations
 
 import glob
+import io
 import os
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +31,15 @@ class StorageError(Exception):
 class StoredObject:
     key: str
     size: int
+
+
+@dataclass(frozen=True)
+class Partial:
+    """An unfinished write: a local `.partial-*` file or an open S3 multipart upload."""
+
+    key: str  # the key it was writing, relative to the location
+    ref: str  # what removes it: the file's path, or the upload id
+    started: datetime
 
 
 class ArchiveWriter(ABC):
@@ -79,6 +91,14 @@ class Storage(ABC):
     def get_bytes(self, key: str) -> bytes:
         with self.open_reader(key) as f:
             return f.read()
+
+    def list_partials(self) -> list[Partial]:
+        """Every unfinished write of the location, for the janitor's orphan sweep."""
+        return []
+
+    def remove_partial(self, partial: Partial) -> None:
+        """Removes one unfinished write; one already gone is not an error."""
+        raise NotImplementedError  # list_partials() above names none
 
 
 # ------------------------------------------------------------------------ local
@@ -153,6 +173,22 @@ class LocalStorage(Storage):
             partial.unlink(missing_ok=True)
         return len(partials)
 
+    def list_partials(self) -> list[Partial]:
+        found = []
+        for path in self.root.rglob("*.partial-*") if self.root.is_dir() else ():
+            try:
+                started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                continue  # committed or aborted while we looked
+            key = path.relative_to(self.root).as_posix().rsplit(".partial-", 1)[0]
+            found.append(Partial(key, str(path), started))
+        return found
+
+    def remove_partial(self, partial: Partial) -> None:
+        path = Path(partial.ref)
+        if self.root in path.parents and ".partial-" in path.name:
+            path.unlink(missing_ok=True)
+
     def describe(self) -> str:
         return f"local directory {self.root}"
 
@@ -166,9 +202,42 @@ class LocalStorage(Storage):
 
 
 # --------------------------------------------------------------------------- s3
+@dataclass(frozen=True)
+class S3Retry:
+    """Bounds on every request: how long to wait for a connection and for each read of an
+    answer, and how many attempts botocore's standard retry mode makes (with its jittered
+    backoff) before the run fails. A stalled endpoint therefore costs a bounded time, and
+    the run's heartbeats never hold a lease for a request that will not end."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    max_attempts: int = 5
+
+
+# Transport failures, explained: the reason becomes an event an operator reads.
+_TRANSPORT = {
+    "EndpointConnectionError": "cannot connect to the endpoint",
+    "ConnectTimeoutError": "timed out connecting to the endpoint",
+    "ReadTimeoutError": "the endpoint did not answer in time",
+    "ConnectionClosedError": "the endpoint closed the connection",
+    "ResponseStreamingError": "the connection broke while reading the answer",
+    "IncompleteReadError": "the answer was cut short",
+    "ProxyConnectionError": "cannot connect to the proxy",
+}
+
+
 def _s3_error(action: str, key: str, exc: Exception) -> StorageError:
-    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
-    detail = code or type(exc).__name__
+    """A clear reason naming the operation, the key and what went wrong (an S3 error code,
+    or the transport failure), with the attempts made; never the endpoint's full answer."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code") or type(exc).__name__
+        attempts = int(response.get("ResponseMetadata", {}).get("RetryAttempts", 0)) + 1
+        detail = code if attempts == 1 else f"{code} (after {attempts} attempts)"
+    elif type(exc).__name__ in _TRANSPORT:
+        detail = f"{type(exc).__name__}: {_TRANSPORT[type(exc).__name__]} (retries exhausted)"
+    else:
+        detail = type(exc).__name__
     return StorageError(f"S3 {action} of {key!r} failed: {detail}")
 
 
@@ -199,10 +268,15 @@ class _S3Writer(ArchiveWriter):
         client = self.s3.client
         try:
             if self.upload_id is None:
-                self.upload_id = client.create_multipart_upload(Bucket=self.s3.bucket, Key=self.key)[
+                upload_id = client.create_multipart_upload(Bucket=self.s3.bucket, Key=self.key).get(
                     "UploadId"
-                ]
+                )
+                if not upload_id:
+                    raise StorageError(f"S3 upload of {self.key!r} failed: the answer carried no upload id")
+                self.upload_id = upload_id
                 self.pool = ThreadPoolExecutor(self.s3.concurrency, thread_name_prefix="s3-part")
+        except StorageError:
+            raise
         except Exception as e:
             raise _s3_error("upload", self.key, e) from None
         assert self.pool is not None
@@ -215,9 +289,11 @@ class _S3Writer(ArchiveWriter):
         try:
             etag = self.s3.client.upload_part(
                 Bucket=self.s3.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=body
-            )["ETag"]
+            ).get("ETag")
         except Exception as e:
             raise _s3_error("upload", self.key, e) from None
+        if not etag:
+            raise StorageError(f"S3 upload of {self.key!r} failed: part {number}'s answer carried no ETag")
         return {"PartNumber": number, "ETag": etag}
 
     def commit(self) -> None:
@@ -260,6 +336,73 @@ class _S3Writer(ArchiveWriter):
                 pass
 
 
+class _S3Reader(io.RawIOBase):
+    """An object read front to back. botocore retries a request, not a body that breaks
+    or stalls half-way; this reader then resumes where it stopped, with a ranged GET
+    pinned to the object's ETag (so it never splices two versions together), giving up
+    after max_attempts failures in a row."""
+
+    def __init__(self, storage: S3Storage, key: str) -> None:
+        super().__init__()
+        self.s3 = storage
+        self.key = key
+        self.position = 0
+        self.etag: str | None = None
+        self.size: int | None = None
+        self.body: Any = None
+        self._get()
+
+    def _get(self) -> None:
+        extra = {"Range": f"bytes={self.position}-", "IfMatch": self.etag} if self.etag else {}
+        try:
+            answer = self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.s3.full_key(self.key), **extra)
+        except Exception as e:
+            raise _s3_error("download", self.key, e) from None
+        if self.etag is None:
+            self.etag, self.size = answer.get("ETag"), answer.get("ContentLength")
+        self.body = answer["Body"]
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
+
+        failures = 0
+        while True:
+            if self.size is not None and self.position >= self.size:
+                return 0
+            try:
+                data = self.body.read(len(buffer))
+                if not data and self.size is not None:
+                    raise _CutShort
+            except (BotoCoreError, HTTPError, OSError, _CutShort) as e:
+                failures += 1
+                if failures >= self.s3.retry.max_attempts:
+                    if isinstance(e, _CutShort):
+                        raise StorageError(
+                            f"S3 download of {self.key!r} failed: the answer was cut short"
+                        ) from None
+                    raise _s3_error("download", self.key, e) from None
+                self.body.close()
+                time.sleep(min(0.05 * 2**failures, 2.0))
+                self._get()
+                continue
+            buffer[: len(data)] = data
+            self.position += len(data)
+            return len(data)
+
+    def close(self) -> None:
+        if self.body is not None:
+            self.body.close()
+        super().close()
+
+
+class _CutShort(Exception):
+    """The answer ended before the object's length."""
+
+
 class S3Storage(Storage):
     def __init__(
         self,
@@ -271,6 +414,7 @@ class S3Storage(Storage):
         part_size: int = PART_SIZE,
         concurrency: int = 4,
         path_style: bool = False,
+        retry: S3Retry | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -281,12 +425,15 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self.retry = retry or S3Retry()
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
             config=Config(
-                retries={"mode": "standard", "max_attempts": 5},
+                retries={"mode": "standard", "total_max_attempts": self.retry.max_attempts},
+                connect_timeout=self.retry.connect_timeout,
+                read_timeout=self.retry.read_timeout,
                 s3={"addressing_style": "path" if path_style else "auto"},
                 max_pool_connections=max(10, concurrency * 2),
             ),
@@ -299,11 +446,7 @@ class S3Storage(Storage):
         return _S3Writer(self, key)
 
     def open_reader(self, key: str) -> IO[bytes]:
-        try:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.full_key(key))["Body"]
-        except Exception as e:
-            raise _s3_error("download", key, e) from None
-        return body  # botocore StreamingBody: read(n), close(), context manager
+        return io.BufferedReader(_S3Reader(self, key), buffer_size=1 << 20)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         try:
@@ -339,6 +482,29 @@ class S3Storage(Storage):
         except Exception as e:
             raise _s3_error("cleanup", key, e) from None
         return sum(1 for u in uploads if u["Key"] == full)
+
+    def list_partials(self) -> list[Partial]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found = []
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else ""
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    found.append(Partial(upload["Key"][strip:], upload["UploadId"], upload["Initiated"]))
+        except Exception as e:
+            raise _s3_error("listing of uploads", self.prefix or "/", e) from None
+        return found
+
+    def remove_partial(self, partial: Partial) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.full_key(partial.key), UploadId=partial.ref
+            )
+        except Exception as e:
+            if getattr(e, "response", {}).get("Error", {}).get("Code") != "NoSuchUpload":
+                raise _s3_error("abort", partial.key, e) from None
 
     def list_objects(self) -> Iterator[StoredObject]:
         strip = len(self.prefix) + 1 if self.prefix else 0

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from api.runtime import Runtime
+from tests.reliability.tally import report
 from tests.servers import free_port, snapledger_exe, wait_until_up
 
 
@@ -56,6 +57,10 @@ def test_concurrent_mutations_on_one_policy(make_config, tmp_path):
         # 409 either because the state forbids it (stop of a stopped policy) or because the
         # command lost every retry to other writers (499 here); both leave nothing half-done.
         assert sum(c < 300 for c in codes) >= 30, codes
+        ok = sum(c < 300 for c in codes)
+        report(
+            f"concurrency: requests={len(codes)} 2xx={ok} 409={len(codes) - ok} 5xx=0"
+        )  # act() fails on any
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -4,13 +4,37 @@ never a 5xx, never a half-written record, never a stuck projection."""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import completed_snapshot, create_policy
+from tests.reliability.tally import report
 
 API = "/api/v1"
 BASE = {"source": "demo", "storage": "local"}
+SEEN: Counter[str] = Counter()
+
+
+@pytest.fixture(autouse=True)
+def _count_answers(client, monkeypatch) -> None:
+    """Counts every request these tests send and every 5xx among the answers."""
+    send = client.request
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        answer = send(*args, **kwargs)
+        SEEN["requests"] += 1
+        SEEN["5xx"] += answer.status_code >= 500
+        return answer
+
+    monkeypatch.setattr(client, "request", counted)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_counts() -> Iterator[None]:
+    yield
+    report(f"hostile-input: requests={SEEN['requests']} 5xx={SEEN['5xx']}")
 
 
 @pytest.mark.parametrize(
