@@ -96,9 +96,8 @@ def message(kind: str, d: dict[str, Any]) -> str:
                 f"{d['elapsed_seconds']:.1f}s, sha256 {d['sha256'][:12]}"
             )
         case "SnapshotPartiallyFailed":
-            return (
-                f"partially failed: {d['items']} items, {_mb(d['bytes'])} archived; failed "
-                + ", ".join(f"{n} ({why})" for n, why in sorted(d["failed_collections"].items()))
+            return f"partially failed: {d['items']} items, {_mb(d['bytes'])} archived; failed " + ", ".join(
+                f"{n} ({why})" for n, why in sorted(d["failed_collections"].items())
             )
         case "SnapshotImported":
             return (

@@ -256,3 +256,23 @@ def test_retention_and_collections_parsing():
     with pytest.raises(InvalidValue) as e:
         CollectionSelection.parse({"include": ["../etc"]})
     assert e.value.field == "collections.include"
+
+
+def test_policy_copies_are_independent_and_cheap():
+    """The repository's cache hands out deep copies: a command that fails halfway must not
+    leave its changes in the cached policy, however the copy is made."""
+    import copy
+    from uuid import uuid4
+
+    from domain.policy import BackupPolicy
+
+    policy = BackupPolicy("p", "demo", "local", None, "UTC", {}, {"include": []}, "t")
+    for _ in range(3):
+        policy.take_snapshot(uuid4(), "manual", "t")
+    policy.collect_events()
+    clone = copy.deepcopy(policy)
+    clone.take_snapshot(uuid4(), "manual", "t")
+    clone.collections["include"].append("x")
+    assert len(policy.snapshot_ids) == 3 and len(clone.snapshot_ids) == 4
+    assert policy.collections == {"include": []} and policy.version == 4
+    assert clone.snapshot_ids[:3] == policy.snapshot_ids
