@@ -15,17 +15,18 @@ from uuid import UUID
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
 from domain.application import Catalog, Outcome, Snapledger
 from domain.errors import InvalidTransition, NotFound
-from domain.snapshot import COMPLETED, DELETED, RUNNING
+from domain.snapshot import DELETED, HAS_ARCHIVE, RUNNING
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
 from projections.views import iso
+from transfer.health import HealthBoard
 from transfer.janitor import Janitor
 from transfer.kinds import build_source, build_target
 from transfer.pipeline import remove_archive
 from transfer.scheduler import Scheduler
-from transfer.storage import LocalStorage, S3Storage, Storage
-from transfer.sync import SyncReport, sync_storage
+from transfer.storage import LocalStorage, S3Storage, Storage, StorageError
+from transfer.sync import SYNC_ACTOR, SyncReport, sync_storage
 from transfer.worker import Resources, Work, Worker
 
 log = logging.getLogger("snapledger.runtime")
@@ -128,6 +129,8 @@ def build_storage(spec: Any) -> Storage:
             part_size=spec.part_size,
             concurrency=spec.concurrency,
             path_style=spec.path_style,
+            lock_mode=spec.object_lock,
+            lock_days=spec.object_lock_days,
         )
     return LocalStorage(spec.name, spec.path)
 
@@ -175,6 +178,7 @@ class Runtime:
             level=config.level,
             keyrings={n: s.keyring for n, s in config.storages.items() if s.keyring is not None},
         )
+        resources.health = HealthBoard(resources.storages)
         return cls(config, app, views, runner, EventLog(app), resources)
 
     def find_work(self, now: datetime | None = None) -> list[Work]:
@@ -207,8 +211,8 @@ class Runtime:
             if retention.get("keep_last") is None and retention.get("expire_after_seconds") is None:
                 continue
             completed = self.views.query(
-                "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s AND status = 'completed' "
-                "ORDER BY finished_at DESC, id DESC",
+                "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
+                "AND status IN ('completed', 'partially_failed') ORDER BY finished_at DESC, id DESC",
                 {"p": policy["id"]},
             )
             out.append((retention, completed))
@@ -237,44 +241,129 @@ class Runtime:
     def _maintain(self) -> None:
         """Scheduler every few seconds, retention less often; every process may run both."""
         settings = self.config.worker_settings
-        next_janitor = 0.0
+        due = {"retention": 0.0, "health": 0.0}
+        due.update({f"sync:{n}": 0.0 for n, s in self.config.storages.items() if s.sync_interval})
         while not self._closing.wait(settings["scheduler_interval"]):
             try:
                 if self.scheduler.tick(datetime.now(UTC)):
                     self.nudge_worker()
-                if time.monotonic() >= next_janitor:
+                now = time.monotonic()
+                if now >= due["retention"]:
                     self.janitor.tick(datetime.now(UTC))
-                    next_janitor = time.monotonic() + settings["retention_interval"]
+                    due["retention"] = now + settings["retention_interval"]
+                if now >= due["health"]:
+                    self.resources.health.check_all()
+                    due["health"] = now + settings["health_interval"]
+                for key in [k for k, at in due.items() if k.startswith("sync:") and now >= at]:
+                    name = key.removeprefix("sync:")
+                    self._periodic_sync(name)
+                    due[key] = now + (self.config.storages[name].sync_interval or 0)
             except Exception:
                 log.exception("maintenance pass failed; retrying")
 
-    def delete_policy(self, policy_id: str, keep_files: bool, actor: str) -> Outcome:
-        """Archives go first, so no event claims a removal that did not happen."""
+    def _periodic_sync(self, name: str) -> None:
+        try:
+            report = self.sync_storage(name, SYNC_ACTOR)
+        except StorageError as e:
+            log.warning("sync of %s failed: %s", name, e)
+            return
+        if report.imported or report.invalid or report.changed:
+            log.info(
+                "sync of %s: %d imported, %d invalid, %d changed",
+                name, len(report.imported), len(report.invalid), len(report.changed),
+            )  # fmt: skip
+
+    def storages_status(self) -> list[dict[str, Any]]:
+        """Configured locations (no credentials, no keys) with their last health check."""
+        out = []
+        for name, spec in sorted(self.config.storages.items()):
+            storage = self.resources.storages[name]
+            health = self.resources.health.last(name)
+            out.append(
+                {
+                    "name": name,
+                    "kind": spec.kind,
+                    "where": storage.describe(),
+                    "object_lock": spec.object_lock,
+                    "encrypted": spec.keyring is not None,
+                    "sync_interval_seconds": spec.sync_interval,
+                    "health": health.as_dict() if health else None,
+                }
+            )
+        return out
+
+    def delete_policy(self, policy_id: str, keep_files: bool, actor: str, dry_run: bool = False) -> Outcome:
+        """Archives go first, so no event claims a removal that did not happen. Every
+        archive is checked deletable (object lock) before the first one is removed."""
+        doomed = [] if keep_files else self.app.policy_archives(policy_id)
+        if dry_run:
+            self.app.get_policy(policy_id)  # 404 for an unknown policy, as without dry_run
+            return self._plan(policy_id, doomed)
+        now = datetime.now(UTC)
+        storages = {}
+        for snap in doomed:
+            snap.check_deletable(now)
+            storage = self.resources.storages.get(snap.storage)
+            if storage is None:
+                raise InvalidTransition(
+                    f"storage {snap.storage!r} of {snap.sub_name} is no longer configured; "
+                    "delete keeping the files"
+                )
+            storages[snap.id] = storage
         removed: set[UUID] = set()
-        if not keep_files:
-            for snap in self.app.policy_archives(policy_id):
-                storage = self.resources.storages.get(snap.storage)
-                if storage is None:
-                    raise InvalidTransition(
-                        f"storage {snap.storage!r} of {snap.sub_name} is no longer configured; "
-                        "delete keeping the files"
-                    )
-                remove_archive(storage, snap.archive_key)
-                removed.add(snap.id)
+        for snap in doomed:
+            remove_archive(storages[snap.id], snap.archive_key)
+            removed.add(snap.id)
         outcome = self.app.delete_policy(policy_id, keep_files, actor, removed)
         return Outcome(outcome.id, outcome.position, {**outcome.extra, "archives_removed": len(removed)})
 
-    def delete_snapshot(self, snapshot_id: str, actor: str) -> Outcome:
+    def delete_snapshot(self, snapshot_id: str, actor: str, dry_run: bool = False) -> Outcome:
         snap = self.app.get_snapshot(snapshot_id)
         if snap.status == DELETED:
             raise InvalidTransition(f"snapshot {snap.sub_name} is already deleted")
+        snap.check_deletable(datetime.now(UTC))
+        if dry_run:
+            return self._plan(snap.id, [snap] if snap.status in HAS_ARCHIVE else [])
         removed = False
         if snap.status != RUNNING:  # a running worker removes its own partial archive
             storage = self.resources.storages.get(snap.storage)
             if storage is not None:
                 remove_archive(storage, snap.archive_key)
-                removed = snap.status == COMPLETED
+                removed = snap.status in HAS_ARCHIVE
         return self.app.delete_snapshot(snapshot_id, removed, actor)
+
+    def retention_pass(self, dry_run: bool = False) -> Outcome:
+        """One retention pass now (what the maintenance thread does on its interval)."""
+        janitor = self.janitor or Janitor(self.app, self.resources.storages, self.retained)
+        now = datetime.now(UTC)
+        planned = [self.app.get_snapshot(i) for i in janitor.plan(now)]
+        if dry_run:
+            return self._plan(None, planned)
+        done = set(janitor.tick(now))
+        position = self.app.recorder.max_notification_id() or 0
+        self.runner.wait(position, self.config.wait_seconds)
+        return self._plan(None, [s for s in planned if str(s.id) in done], dry_run=False, position=position)
+
+    @staticmethod
+    def _plan(subject: Any, snaps: list[Any], dry_run: bool = True, position: int = 0) -> Outcome:
+        """Exactly which snapshots (and archive bytes) a delete removes, or would remove."""
+        now = datetime.now(UTC)
+        rows = []
+        for s in snaps:
+            row = {"id": str(s.id), "sub_name": s.sub_name, "policy_name": s.policy_name,
+                   "archive_key": s.archive_key, "storage": s.storage, "bytes": s.bytes}  # fmt: skip
+            try:
+                s.check_deletable(now)
+            except InvalidTransition as e:
+                row["refused"] = e.message
+            rows.append(row)
+        extra = {
+            "dry_run": dry_run,
+            "snapshots": rows,
+            "count": len(rows),
+            "bytes": sum(r["bytes"] for r in rows if "refused" not in r),
+        }
+        return Outcome(subject, position, extra)
 
     def storage(self, name: str) -> Storage:
         storage = self.resources.storages.get(name)

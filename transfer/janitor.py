@@ -22,6 +22,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.application import Snapledger
 from domain.errors import DomainError
 from domain.policy import RETENTION_ACTOR
+from domain.run import HAS_ARCHIVE
 from transfer.ndjson import PARTIAL, NdjsonTarget
 from transfer.pipeline import remove_archive
 from transfer.storage import Storage, StorageError
@@ -66,14 +67,17 @@ class Janitor:
         self.targets = targets or {}
         self.orphan_grace = timedelta(seconds=orphan_grace_seconds)
 
+    def plan(self, now: datetime) -> list[str]:
+        """The snapshots a pass at `now` would delete, oldest rule first; nothing changes."""
+        return [
+            snapshot_id
+            for retention, completed in self.retained()
+            for snapshot_id in expired_snapshots(retention, completed, now)
+        ]
+
     def tick(self, now: datetime) -> list[str]:
         self.sweep(now)
-        deleted = []
-        for retention, completed in self.retained():
-            for snapshot_id in expired_snapshots(retention, completed, now):
-                if self._delete(snapshot_id):
-                    deleted.append(snapshot_id)
-        return deleted
+        return [snapshot_id for snapshot_id in self.plan(now) if self._delete(snapshot_id)]
 
     def sweep(self, now: datetime) -> int:
         """Removes unfinished writes that no requested or running task owns and that are
@@ -134,8 +138,9 @@ class Janitor:
     def _delete(self, snapshot_id: str) -> bool:
         try:
             snap = self.app.get_snapshot(snapshot_id)
-            if snap.status != "completed":
+            if snap.status not in HAS_ARCHIVE:
                 return False
+            snap.check_deletable(datetime.now(UTC))  # object lock: kept until it lapses
             storage = self.storages.get(snap.storage)
             if storage is None:
                 log.warning(

@@ -59,6 +59,14 @@ class ArchiveWriter(ABC):
 
 class Storage(ABC):
     name: str
+    lock_mode: str | None = None  # S3 Object Lock: "compliance" or "governance"
+    lock_days: int = 30
+
+    def lock(self, key: str, until: datetime) -> None:
+        raise StorageError(f"storage location {self.name!r} cannot lock objects")
+
+    def check_lock(self) -> None:
+        raise StorageError(f"storage location {self.name!r} cannot lock objects")
 
     @abstractmethod
     def open_writer(self, key: str) -> ArchiveWriter: ...
@@ -414,6 +422,8 @@ class S3Storage(Storage):
         part_size: int = PART_SIZE,
         concurrency: int = 4,
         path_style: bool = False,
+        lock_mode: str | None = None,
+        lock_days: int = 30,
         retry: S3Retry | None = None,
     ) -> None:
         import boto3
@@ -425,6 +435,8 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        self.lock_mode = lock_mode
+        self.lock_days = lock_days
         self.retry = retry or S3Retry()
         self.client = boto3.client(
             "s3",
@@ -464,10 +476,41 @@ class S3Storage(Storage):
         return True
 
     def delete(self, key: str) -> None:
+        """On a locked location the versions themselves go (a plain delete would only add
+        a delete marker and keep the bytes); S3 refuses while the lock holds."""
+        full = self.full_key(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.full_key(key))
+            if self.lock_mode is None:
+                self.client.delete_object(Bucket=self.bucket, Key=full)
+                return
+            listing = self.client.list_object_versions(Bucket=self.bucket, Prefix=full)
+            for version in [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]:
+                if version["Key"] == full:
+                    self.client.delete_object(Bucket=self.bucket, Key=full, VersionId=version["VersionId"])
         except Exception as e:
             raise _s3_error("delete", key, e) from None
+
+    def check_lock(self) -> None:
+        """The bucket answers with these credentials and has Object Lock enabled."""
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.full_key(""), MaxKeys=1)
+            config = self.client.get_object_lock_configuration(Bucket=self.bucket)
+        except Exception as e:
+            raise _s3_error("object lock check", self.bucket, e) from None
+        if config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") != "Enabled":
+            raise StorageError(f"bucket {self.bucket!r} does not have Object Lock enabled")
+
+    def lock(self, key: str, until: datetime) -> None:
+        """Retention on the current version: neither snapledger nor anyone with the bucket's
+        credentials can remove it before `until` (compliance mode)."""
+        try:
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=self.full_key(key),
+                Retention={"Mode": (self.lock_mode or "compliance").upper(), "RetainUntilDate": until},
+            )
+        except Exception as e:
+            raise _s3_error("object lock", key, e) from None
 
     def cleanup_partials(self, key: str) -> int:
         """Aborts multipart uploads of `key` (a frozen writer's next part then fails)."""
