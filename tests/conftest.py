@@ -26,15 +26,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from tests.reliability import tally
+
     config.addinivalue_line("markers", "soak: a long reliability variant; runs with --soak")
+    if not hasattr(config, "workerinput"):  # the main process, before xdist starts workers
+        tally.start()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from tests.reliability.tally import LINES
+    from tests.reliability import tally
 
-    if LINES:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return  # the main process shows every worker's lines
+    lines = tally.lines()
+    tally.finish()
+    if lines:
         terminalreporter.section("reliability counts")
-        for line in LINES:
+        for line in lines:
             terminalreporter.write_line(line)
 
 

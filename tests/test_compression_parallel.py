@@ -54,8 +54,10 @@ def test_parallel_failure_stops_the_others_and_leaves_nothing(tmp_path, big_sour
     (src / "big.ndjson").symlink_to(big_source / "events.ndjson")
     (src / "broken.ndjson.gz").write_bytes(b"this is not gzip at all")
     storage = LocalStorage("l", tmp_path / "a")
+    source = _source(src, 2)
+    source.isolated_collections = False  # as PostgreSQL's one transaction: a failure ends the run
     with pytest.raises(OSError):
-        run_backup(_source(src, 2), storage, "k.tar", [], [], {}, lambda *a: None, lambda: False, parallel=2)
+        run_backup(source, storage, "k.tar", [], [], {}, lambda *a: None, lambda: False, parallel=2)
     assert not [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
 
 

@@ -140,9 +140,10 @@ def run_backup(
                         with lock:
                             if abort.is_set() or should_stop():
                                 raise Stopped
+                        yield chunk
+                        with lock:  # after the chunk was counted, so items never lag the percent
                             percent = min(99.0, 100.0 * consumed / total)
                             report(archive.items, archive.bytes_so_far, percent, name)
-                        yield chunk
                 except COLLECTION_FAULTS as e:
                     if not isolated:
                         raise
