@@ -142,3 +142,39 @@ def test_sync_joins_a_live_policy_of_the_same_name_and_the_cli_reports(make_conf
     assert main(["--config", cfg, "storage", "sync", "local"]) == 0
     assert main(["--config", cfg, "storage", "sync", "nowhere"]) == 2
     assert main(["--config", cfg, "storage", "list"]) == 0
+
+
+def test_periodic_sync_imports_encrypted_archives_without_their_key(make_config, client_for, tmp_path):
+    """A location with sync_interval_seconds is resynced by the maintenance loop. The
+    sidecar manifest is plaintext, so an encrypted archive is imported without its key;
+    reading it then needs the key, and says so."""
+    import os
+    from uuid import uuid4
+
+    from transfer.crypto import Keyring
+    from transfer.ndjson import NdjsonSource
+    from transfer.pipeline import run_backup
+    from transfer.storage import LocalStorage
+
+    shared = tmp_path / "shared"
+    keyring = Keyring("shared", "k1", {"k1": os.urandom(32)})
+    header = {"snapshot_id": str(uuid4()), "policy": "elsewhere", "source": "demo"}
+    run_backup(
+        NdjsonSource("demo", DEMO_DATA), LocalStorage("shared", shared), "elsewhere/a.tar", [], [],
+        header, lambda *a: None, lambda: False, keyring=keyring,
+    )  # fmt: skip
+    config = make_config(
+        extra="[worker]\nscheduler_interval = 0.2\n",
+        storages=f'[storages.shared]\nurl = "{shared}"\nsync_interval_seconds = 10\n',
+    )
+    client = client_for(config)
+    rows = wait_for(client, "/api/v1/backups", lambda b: len(b["items"]) == 1, timeout=15)["items"]
+    assert rows[0]["id"] == header["snapshot_id"] and rows[0]["requested_by"] == "system:sync"
+    assert rows[0]["items"] == 3650 and rows[0]["storage"] == "shared"
+    policy = client.get(f"/api/v1/policies/{rows[0]['policy_id']}").json()
+    assert (policy["name"], policy["status"]) == ("elsewhere", "stopped")
+    r = client.post("/api/v1/restores", json={"snapshot_id": rows[0]["id"], "target": "scratch"})
+    rec = wait_for(
+        client, f"/api/v1/restores/{r.json()['id']}", lambda b: b["status"] in ("completed", "failed")
+    )
+    assert rec["status"] == "failed" and "'k1'" in rec["error"], rec["error"]
