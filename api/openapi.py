@@ -104,13 +104,54 @@ ERRORS = {
 }
 
 
+def operation_id(method: str, path: str) -> str:
+    words = [w.strip("{}") for w in path.removeprefix("/api").split("/") if w]
+    return "_".join([method, *words]) if words else method
+
+
+# OpenAPI links: which answer's `id` names the resource of which later operations. They
+# document the API's flow, and let schemathesis chain real ids in its stateful run.
+_POLICY, _SNAPSHOT, _RESTORE = (
+    "/api/v1/policies/{policy_id}",
+    "/api/v1/backups/{snapshot_id}",
+    "/api/v1/restores/{restore_id}",
+)
+LINKS: dict[tuple[str, str], tuple[str, list[tuple[str, str]]]] = {
+    ("post", "/api/v1/policies"): ("policy_id", [
+        ("get", _POLICY), ("patch", _POLICY), ("delete", _POLICY), ("post", _POLICY + "/snapshots"),
+        ("post", _POLICY + "/stop"), ("post", _POLICY + "/rebuild"), ("get", _POLICY + "/events"),
+    ]),
+    ("post", _POLICY + "/snapshots"): ("snapshot_id", [
+        ("get", _SNAPSHOT), ("delete", _SNAPSHOT), ("get", _SNAPSHOT + "/log"), ("post", _SNAPSHOT + "/stop"),
+    ]),
+    ("post", "/api/v1/restores"): ("restore_id", [
+        ("get", _RESTORE), ("get", _RESTORE + "/log"), ("post", _RESTORE + "/stop"),
+    ]),
+}  # fmt: skip
+
+
+def _links(method: str, path: str) -> dict[str, Any]:
+    if (method, path) not in LINKS:
+        return {}
+    parameter, targets = LINKS[(method, path)]
+    return {
+        operation_id(m, p): {
+            "operationId": operation_id(m, p),
+            "parameters": {parameter: "$response.body#/id"},
+        }
+        for m, p in targets
+    }
+
+
 def document(version: str) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, parameters, body, status, response in OPERATIONS:
+        links = _links(method, path)
         responses: dict[str, Any] = {
             str(status): {
                 "description": "OK",
                 **({"content": {"application/json": {"schema": response}}} if response else {}),
+                **({"links": links} if links else {}),
             }
         }
         for code, text in ERRORS.items():
@@ -118,7 +159,12 @@ def document(version: str) -> dict[str, Any]:
                 "description": text,
                 "content": {"application/json": {"schema": schemas.ERROR}},
             }
-        operation: dict[str, Any] = {"summary": summary, "parameters": parameters, "responses": responses}
+        operation: dict[str, Any] = {
+            "operationId": operation_id(method, path),
+            "summary": summary,
+            "parameters": parameters,
+            "responses": responses,
+        }
         if body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
         if path.startswith("/api/v1/") and path not in ("/api/v1/healthz", "/api/v1/openapi.json"):

@@ -300,3 +300,41 @@ def test_worker_processes_with_schedulers_make_one_snapshot_per_slot(make_config
     assert {
         v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
     } == before
+
+
+def test_a_lost_append_abandons_the_run_which_is_claimed_again(runtime):
+    """An append that fails without an answer (database away) loses its events while the
+    aggregate's version moves on. The worker must neither fail the run nor append again
+    (that would leave a gap no replay survives): it abandons the run, and once the lease
+    lapses the run is claimed again and completes, with a stream that replays."""
+    from eventsourcing.persistence import OperationalError
+
+    from transfer.worker import Worker
+
+    pid = runtime.app.create_policy({"name": "flaky", "source": "big", "storage": "local"}, "t").id
+    sid = runtime.app.take_snapshot(pid, "t").id
+    record = runtime.app.record
+    calls = {"n": 0}
+
+    def flaky_record(*aggregates):
+        if any(getattr(a, "id", None) == sid for a in aggregates):
+            calls["n"] += 1
+            if calls["n"] == 3:  # the claim and a progress event went through; this one is lost
+                aggregates[0].collect_events()
+                raise OperationalError("couldn't get a connection after 3.00 sec")
+        return record(*aggregates)
+
+    runtime.app.record = flaky_record
+    runtime.runner.start()
+    try:
+        worker = Worker(runtime.app, runtime.resources, runtime.find_work, "w", lease_seconds=LEASE).start()
+        snap = _wait(
+            lambda: (s := runtime.app.get_snapshot(sid)).status in ("completed", "failed") and s,
+            what="the run to end",
+        )
+        worker.stop()
+    finally:
+        runtime.runner.stop()
+    assert snap.status == "completed" and snap.attempt == 2, (snap.status, getattr(snap, "reason", None))
+    kinds = _events(runtime, sid)  # replays without a version gap
+    assert "SnapshotFailed" not in kinds and kinds.count("SnapshotStarted") == 2

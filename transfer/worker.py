@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from domain.application import Snapledger
 from domain.errors import InvalidTransition
@@ -42,6 +42,13 @@ Work = tuple[str, UUID]  # ("snapshot" | "restore", id)
 
 class Fenced(Exception):
     """Someone else changed the task in a way this worker must not overwrite."""
+
+
+class StoreUnavailable(Fenced):
+    """An append to the event store failed without an answer (database down, no
+    connection). The events it carried are gone from the aggregate while its version moved
+    on, so this worker must not append again: any later event would leave a gap in the
+    stream. It abandons the run; once the lease lapses the run is claimed again."""
 
 
 @dataclass
@@ -143,16 +150,25 @@ class _Run:
         return fresh
 
     def append(self) -> None:
+        if isinstance(self.fenced, StoreUnavailable):
+            raise self.fenced  # an earlier append was lost: never write after a gap
         try:
             self.app.record(self.agg)
-        except IntegrityError:
-            fresh = self._fresh()
-            if fresh.status == DELETED or fresh.stop_requested:
-                self.agg = fresh
-                self.stop_seen = True
-                raise Stopped from None
-            raise Fenced(f"{fresh.kind} {fresh.sub_name} changed under this worker") from None
+        except PersistenceError as e:
+            if isinstance(e, IntegrityError):
+                self._conflict()
+            self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
+            raise self.fenced from None
         self.last_append = time.monotonic()
+
+    def _conflict(self) -> None:
+        """Another writer appended first: a stop or delete is honoured, anything else fences."""
+        fresh = self._fresh()
+        if fresh.status == DELETED or fresh.stop_requested:
+            self.agg = fresh
+            self.stop_seen = True
+            raise Stopped from None
+        raise Fenced(f"{fresh.kind} {fresh.sub_name} changed under this worker") from None
 
     def report(self, items: int, bytes_: int, percent: float, collection: str | None) -> None:
         with self.lock:
@@ -169,7 +185,11 @@ class _Run:
             if now < self.next_check:
                 return False
             self.next_check = now + self.poll
-            fresh = self._fresh()
+            try:
+                fresh = self._fresh()
+            except PersistenceError as e:  # the database is away: not the run's fault
+                self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
+                raise self.fenced from None
             if fresh.version != self.agg.version and (fresh.status == DELETED or fresh.stop_requested):
                 self.agg = fresh
                 self.stop_seen = True
@@ -271,7 +291,9 @@ class Worker:
             try:
                 finish()
                 run.app.record(run.agg)
-            except IntegrityError:
+            except PersistenceError as e:
+                if not isinstance(e, IntegrityError):
+                    raise StoreUnavailable(f"event store unavailable at completion ({e})") from None
                 fresh = run._fresh()
                 if fresh.status == DELETED or fresh.stop_requested:
                     cleanup()

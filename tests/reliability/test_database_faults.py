@@ -91,7 +91,8 @@ def test_postgres_restart_under_load(make_config, tmp_path):
             try:
                 deadline = time.monotonic() + 90
                 while any(runtime.app.get_snapshot(s).status != "completed" for s in accepted):
-                    assert time.monotonic() < deadline, "accepted snapshots did not all complete"
+                    left = Counter(runtime.app.get_snapshot(s).status for s in accepted)
+                    assert time.monotonic() < deadline, f"accepted snapshots did not all complete: {left}"
                     time.sleep(0.5)
             finally:
                 runtime.views.close()
