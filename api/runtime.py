@@ -375,7 +375,12 @@ class Runtime:
     def sync_storage(self, name: str, actor: str, dry_run: bool = False) -> SyncReport:
         """Imports the archives of a location the event store does not know; the views
         show them before this answers."""
-        report = sync_storage(self.app, self.storage(name), actor, dry_run)
+        written = self.views.query(
+            "SELECT archive_key FROM backup_records WHERE storage = %(s)s AND trigger != 'import'",
+            {"s": name},
+        )
+        recorded = frozenset(r["archive_key"] for r in written)
+        report = sync_storage(self.app, self.storage(name), actor, dry_run, recorded)
         positions = [e["position"] for e in report.imported if "position" in e]
         if positions:
             self.runner.wait(max(positions), self.config.wait_seconds)

@@ -58,9 +58,15 @@ def test_fresh_installation_resyncs_and_restores(storage, backend, make_config, 
     # A run that failed leaves nothing a sync could mistake for a snapshot.
     _put_junk(config, storage, request)
 
-    # Syncing the installation that wrote the archives changes nothing.
+    # Syncing the installation that wrote the archives changes nothing, and does not
+    # even fetch their manifests (only the stranger's).
     before = client.get("/api/v1/events?limit=500").json()["items"]
+    located = client.app.state.runtime.resources.storages[storage]
+    fetched: list[str] = []
+    get_bytes = located.get_bytes
+    located.get_bytes = lambda key: fetched.append(key) or get_bytes(key)
     r = client.post(f"/api/v1/storages/{storage}/sync")
+    assert fetched == ["odd.tar.manifest.json"]
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["imported"] == [] and report["known"] == 2

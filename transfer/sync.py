@@ -96,10 +96,18 @@ def read_found(manifest: dict[str, Any], data: bytes, archive_key: str) -> Impor
 
 
 def sync_storage(
-    app: Snapledger, storage: Storage, actor: str = SYNC_ACTOR, dry_run: bool = False
+    app: Snapledger,
+    storage: Storage,
+    actor: str = SYNC_ACTOR,
+    dry_run: bool = False,
+    recorded: frozenset[str] = frozenset(),
 ) -> SyncReport:
     """Idempotent: an archive is known by its snapshot id and key, so a second run imports
-    nothing; a known imported archive whose manifest changed since is reported as changed."""
+    nothing; a known imported archive whose manifest changed since is reported as changed.
+
+    `recorded`: archive keys this installation wrote itself (from the views). Their
+    manifests are not fetched, so a periodic sync of a large bucket costs one listing,
+    not one GET per archive."""
     report = SyncReport(storage.name, dry_run=dry_run)
     sizes = {o.key: o.size for o in storage.list_objects() if not o.key.startswith(PROBE_PREFIX)}
     manifests = sorted(k for k in sizes if k.endswith(MANIFEST_SUFFIX))
@@ -109,6 +117,9 @@ def sync_storage(
         archive_key = mkey[: -len(MANIFEST_SUFFIX)]
         if archive_key not in sizes:
             report.invalid.append({"key": mkey, "reason": "manifest without its archive"})
+            continue
+        if archive_key in recorded:
+            report.known += 1
             continue
         try:
             data = storage.get_bytes(mkey)
