@@ -95,6 +95,14 @@ class SQLiteViews(ViewDatabase):
                 self._all.append(conn)
         return conn
 
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """A read is one statement in autocommit mode: WAL gives it a consistent snapshot
+        without the write lock, so API reads neither queue behind one another nor behind
+        the projection runner (BEGIN IMMEDIATE here made every read wait for the lock)."""
+        cur = _SQLiteCursor(self._connection().cursor())
+        cur.execute(sql, params or {})
+        return cur.fetchall()
+
     @contextmanager
     def transaction(self) -> Iterator[Cursor]:
         conn = self._connection()
