@@ -13,6 +13,7 @@ from typing import Any
 from uuid import UUID
 
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
+from api.pagecache import PageCache
 from domain.application import Catalog, Outcome, Snapledger
 from domain.errors import InvalidTransition, NotFound
 from domain.snapshot import DELETED, HAS_ARCHIVE, RUNNING
@@ -147,6 +148,11 @@ class Runtime:
     scheduler: Scheduler | None = None
     janitor: Janitor | None = None
     _maintenance: threading.Thread | None = None
+    pages: PageCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pages = PageCache(self.views)
+
     _closing: threading.Event = field(default_factory=threading.Event)
 
     @classmethod

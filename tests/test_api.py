@@ -160,3 +160,22 @@ def test_restore_bad_input(client):
 def test_healthz(client):
     body = client.get("/healthz").json()
     assert body["status"] == "ok" and body["worker"] is True
+
+
+def test_list_pages_are_reused_only_while_the_views_stand_still(client):
+    """Identical list requests reuse the rendered page; any applied event invalidates it,
+    so a record never reads older than the view it came from."""
+    runtime = client.app.state.runtime
+    renders = []
+    get = runtime.pages.get
+    runtime.pages.get = lambda key, render: get(key, lambda: renders.append(key) or render())
+    pid = create_policy(client)
+    first = client.get("/api/v1/backups?limit=5").json()
+    again = client.get("/api/v1/backups?limit=5").json()
+    assert first == again and len(renders) == 1, "a standing view renders once"
+    sid = client.post(f"/api/v1/policies/{pid}/snapshots").json()["id"]
+    rows = client.get("/api/v1/backups?limit=5").json()["items"]
+    assert [r["id"] for r in rows] == [sid], "an applied event invalidates the page"
+    assert len(renders) == 2
+    client.get("/api/v1/backups?limit=5&status=completed")
+    assert len(renders) == 3, "other filters are other pages"
