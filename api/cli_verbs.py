@@ -270,17 +270,24 @@ POLICY_COLUMNS: list[Column] = [
     ("LAST SUCCESS", lambda r: _when(r["last_success_at"]), False),
 ]
 
-BACKUP_COLUMNS: list[Column] = [
-    ("ID", lambda r: r["id"], False),
-    ("SUB NAME", lambda r: r["sub_name"], False),
-    ("STATUS", lambda r: r["status"], False),
-    ("PROGRESS", _percent, True),
-    ("ITEMS", lambda r: f"{r['items']:,}" if r.get("items") is not None else "-", True),
-    ("TRANSFERRED", lambda r: human_size(r["transferred_bytes"]), True),
-    ("ELAPSED", lambda r: human_duration(r["elapsed_seconds"]), True),
-    ("CREATED (UTC)", lambda r: _when(r["created_at"]), False),
-    ("FILE NAME", lambda r: r["file_name"], False),
-]
+
+def _run_columns(extra: list[Column], last: Column) -> list[Column]:
+    """Backup and Restore Records share every column but one after the name, and the last."""
+    return [
+        ("ID", lambda r: r["id"], False),
+        ("SUB NAME", lambda r: r["sub_name"], False),
+        *extra,
+        ("STATUS", lambda r: r["status"], False),
+        ("PROGRESS", _percent, True),
+        ("ITEMS", lambda r: f"{r['items']:,}" if r.get("items") is not None else "-", True),
+        ("TRANSFERRED", lambda r: human_size(r["transferred_bytes"]), True),
+        ("ELAPSED", lambda r: human_duration(r["elapsed_seconds"]), True),
+        ("CREATED (UTC)", lambda r: _when(r["created_at"]), False),
+        last,
+    ]
+
+
+BACKUP_COLUMNS = _run_columns([], ("FILE NAME", lambda r: r["file_name"], False))
 
 
 def _consistency_text(r: Row) -> str:
@@ -291,18 +298,9 @@ def _consistency_text(r: Row) -> str:
     return f"mismatch: {', '.join(bad)}" if bad else f"ok ({len(check)})"
 
 
-RESTORE_COLUMNS: list[Column] = [
-    ("ID", lambda r: r["id"], False),
-    ("SUB NAME", lambda r: r["sub_name"], False),
-    ("TARGET", lambda r: r["target"], False),
-    ("STATUS", lambda r: r["status"], False),
-    ("PROGRESS", _percent, True),
-    ("ITEMS", lambda r: f"{r['items']:,}" if r.get("items") is not None else "-", True),
-    ("TRANSFERRED", lambda r: human_size(r["transferred_bytes"]), True),
-    ("ELAPSED", lambda r: human_duration(r["elapsed_seconds"]), True),
-    ("CREATED (UTC)", lambda r: _when(r["created_at"]), False),
-    ("CHECK", _consistency_text, False),
-]
+RESTORE_COLUMNS = _run_columns(
+    [("TARGET", lambda r: r["target"], False)], ("CHECK", _consistency_text, False)
+)
 
 
 # --------------------------------------------------------------- progress

@@ -342,10 +342,12 @@ class Runtime:
         """One retention pass now (what the maintenance thread does on its interval)."""
         janitor = self.janitor or Janitor(self.app, self.resources.storages, self.retained)
         now = datetime.now(UTC)
-        planned = [self.app.get_snapshot(i) for i in janitor.plan(now)]
+        ids = janitor.plan(now)
+        planned = [self.app.get_snapshot(i) for i in ids]
         if dry_run:
             return self._plan(None, planned)
-        done = set(janitor.tick(now))
+        janitor.sweep(now)
+        done = set(janitor.delete(ids))  # what the dry run would have listed, not a second plan
         position = self.app.recorder.max_notification_id() or 0
         self.runner.wait(position, self.config.wait_seconds)
         return self._plan(None, [s for s in planned if str(s.id) in done], dry_run=False, position=position)

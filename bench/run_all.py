@@ -311,11 +311,31 @@ def bench_commands(quick: bool, tmp: Path) -> None:
 
 
 # --------------------------------------------------------- 3. projection rebuild
+def requested_snapshot(policy: Any, sid: uuid.UUID, seq: int) -> Any:
+    """A snapshot as Take a Snapshot requests it, written straight through the Application."""
+    from domain.snapshot import Snapshot
+
+    return Snapshot(
+        id=sid,
+        policy_id=policy.id,
+        policy_name=policy.name,
+        sequence=seq,
+        sub_name=f"{policy.name}#{seq}",
+        file_name=f"f{seq}.tar",
+        archive_key=f"{policy.name}/f{seq}.tar",
+        source="demo",
+        storage="local",
+        collections={},
+        expire_after_seconds=None,
+        trigger="manual",
+        actor="bench",
+    )
+
+
 def write_mix(app: Any, events: int, batch: int = 400) -> int:
     """A realistic mix straight through the Application: policies, snapshots requested,
     started, a few progress events, completed or stopped, some deleted. Answers the count."""
     from domain.policy import BackupPolicy
-    from domain.snapshot import Snapshot
 
     written, pending = 0, []
     now = datetime.now(UTC)
@@ -338,21 +358,7 @@ def write_mix(app: Any, events: int, batch: int = 400) -> int:
             written += 1
         sid = uuid.uuid4()
         seq = policy.take_snapshot(sid, "manual", "bench")
-        snap = Snapshot(
-            id=sid,
-            policy_id=policy.id,
-            policy_name=policy.name,
-            sequence=seq,
-            sub_name=f"{policy.name}#{seq}",
-            file_name=f"f{seq}.tar",
-            archive_key=f"{policy.name}/f{seq}.tar",
-            source="demo",
-            storage="local",
-            collections={},
-            expire_after_seconds=None,
-            trigger="manual",
-            actor="bench",
-        )
+        snap = requested_snapshot(policy, sid, seq)
         snap.start("bench-worker", f"ddt-backup-{sid.hex[:12]}", 60, now)
         for k in range(1, 5):
             snap.progress(k * 100, k * 10_000, k * 20.0, "orders", now)
@@ -576,7 +582,6 @@ def bench_http(quick: bool, tmp: Path) -> None:
 
     from api.runtime import Runtime
     from domain.policy import BackupPolicy
-    from domain.snapshot import Snapshot
 
     records, seconds = (10_000, 5) if quick else (100_000, 10)
     d = tmp / "http"
@@ -599,23 +604,7 @@ def bench_http(quick: bool, tmp: Path) -> None:
         for _ in range(records):
             sid = uuid.uuid4()
             seq = policy.take_snapshot(sid, "manual", "bench")
-            pending.append(
-                Snapshot(
-                    id=sid,
-                    policy_id=policy.id,
-                    policy_name="http",
-                    sequence=seq,
-                    sub_name=f"http#{seq}",
-                    file_name=f"f{seq}.tar",
-                    archive_key=f"http/f{seq}.tar",
-                    source="demo",
-                    storage="local",
-                    collections={},
-                    expire_after_seconds=None,
-                    trigger="manual",
-                    actor="bench",
-                )
-            )
+            pending.append(requested_snapshot(policy, sid, seq))
             if len(pending) >= 500:
                 app.save(*pending)
                 pending = []

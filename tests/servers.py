@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -49,3 +52,45 @@ def write_big_source(directory: Path) -> Path:
             ]
             f.write(("\n".join(lines) + "\n").encode())
     return directory
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 60, what: str = "", every: float = 0.1) -> Any:
+    """Polls until `predicate` answers something true, and answers it."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+    return value
+
+
+class WorkerProcesses:
+    """Real `snapledger worker` processes, each logging to its own file, all stopped
+    (resumed first, if a test froze one with SIGSTOP) by close()."""
+
+    def __init__(self, config_path: str | Path, log_dir: Path) -> None:
+        self.config_path = str(config_path)
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> subprocess.Popen:
+        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [snapledger_exe(), "--config", self.config_path, "worker"], stdout=log, stderr=log
+        )
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text() for p in sorted(self.log_dir.glob("worker-*.log")))

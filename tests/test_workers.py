@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from api.runtime import Runtime
 from tests.conftest import PG_URL
-from tests.servers import snapledger_exe
+from tests.servers import WorkerProcesses, wait_until
 from transfer.pipeline import verify_archive
 
 LEASE = 3
@@ -39,37 +37,11 @@ scheduler = false
     )
 
 
-class Workers:
-    def __init__(self, config_path: str, log_dir: Path) -> None:
-        self.config_path = config_path
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> subprocess.Popen:
-        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [snapledger_exe(), "--config", self.config_path, "worker"], stdout=log, stderr=log
-        )
-        self.procs.append(proc)
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGCONT)
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 @pytest.fixture
 def workers(pg_config, tmp_path):
-    pool = Workers(str(tmp_path / "snapledger.toml"), tmp_path)
+    pool = WorkerProcesses(str(tmp_path / "snapledger.toml"), tmp_path)
     yield pool
-    pool.stop_all()
+    pool.close()
 
 
 @pytest.fixture
@@ -78,14 +50,6 @@ def runtime(pg_config):
     yield rt
     rt.views.close()
     rt.app.close()
-
-
-def _wait(predicate, timeout: float = 60, what: str = ""):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
 
 
 def _events(runtime: Runtime, aggregate_id) -> list[str]:
@@ -100,7 +64,9 @@ def test_workers_share_work_without_doing_any_twice(runtime, workers):
     snaps = [runtime.app.take_snapshot(p, "t").id for p in policies for _ in range(3)]
     for _ in range(3):
         workers.start()
-    _wait(lambda: all(runtime.app.get_snapshot(s).status == "completed" for s in snaps), what="all snapshots")
+    wait_until(
+        lambda: all(runtime.app.get_snapshot(s).status == "completed" for s in snaps), what="all snapshots"
+    )
     for s in snaps:
         assert Counter(_events(runtime, s))["SnapshotStarted"] == 1  # claimed once, run once
     # At most one snapshot per policy at a time: the runs of one policy never overlap.
@@ -135,12 +101,12 @@ def _start_big_backup(runtime: Runtime):
 def test_killed_worker_task_is_reclaimed_and_completes(runtime, workers, pg_config):
     sid = _start_big_backup(runtime)
     first = workers.start()
-    _wait(lambda: runtime.app.get_snapshot(sid).percent > 0, what="the backup to be under way")
+    wait_until(lambda: runtime.app.get_snapshot(sid).percent > 0, what="the backup to be under way")
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     assert runtime.app.get_snapshot(sid).status == "running"
     workers.start()
-    snap = _wait(
+    snap = wait_until(
         lambda: (s := runtime.app.get_snapshot(sid)).status == "completed" and s,
         timeout=90,
         what="re-claimed backup",
@@ -155,16 +121,16 @@ def test_killed_worker_task_is_reclaimed_and_completes(runtime, workers, pg_conf
 def test_killed_worker_restore_is_reclaimed(runtime, workers):
     sid = _start_big_backup(runtime)
     workers.start()
-    _wait(lambda: runtime.app.get_snapshot(sid).status == "completed", timeout=90, what="backup")
-    workers.stop_all()
+    wait_until(lambda: runtime.app.get_snapshot(sid).status == "completed", timeout=90, what="backup")
+    workers.close()
     workers.procs.clear()
     rid = runtime.app.request_restore(sid, "scratch", {}, "t").id
     first = workers.start()
-    _wait(lambda: runtime.app.get_restore(rid).percent > 0, what="the restore to be under way")
+    wait_until(lambda: runtime.app.get_restore(rid).percent > 0, what="the restore to be under way")
     os.kill(first.pid, signal.SIGKILL)
     first.wait()
     workers.start()
-    restore = _wait(
+    restore = wait_until(
         lambda: (r := runtime.app.get_restore(rid)).status == "completed" and r,
         timeout=90,
         what="re-claimed restore",
@@ -178,10 +144,10 @@ def test_killed_worker_restore_is_reclaimed(runtime, workers):
 def test_frozen_worker_cannot_complete_after_its_lease(runtime, workers):
     sid = _start_big_backup(runtime)
     frozen = workers.start()
-    _wait(lambda: runtime.app.get_snapshot(sid).percent > 0, what="the backup to be under way")
+    wait_until(lambda: runtime.app.get_snapshot(sid).percent > 0, what="the backup to be under way")
     os.kill(frozen.pid, signal.SIGSTOP)
     workers.start()
-    snap = _wait(
+    snap = wait_until(
         lambda: (s := runtime.app.get_snapshot(sid)).status == "completed" and s,
         timeout=90,
         what="the other worker to finish",
@@ -198,7 +164,7 @@ def test_frozen_worker_cannot_complete_after_its_lease(runtime, workers):
     )
     storage = runtime.resources.storages["local"]
     assert verify_archive(storage, snap.archive_key).items == 40_000
-    _wait(
+    wait_until(
         lambda: not [p for p in storage.root.rglob("*") if "partial" in p.name],
         timeout=20,
         what="the thawed worker to drop its own partial file",
@@ -249,9 +215,9 @@ def test_heartbeats_hold_the_lease_through_a_silent_step(runtime):
     runtime.runner.start()
     try:
         one = Worker(runtime.app, runtime.resources, runtime.find_work, "one", lease_seconds=LEASE).start()
-        _wait(lambda: runtime.app.get_snapshot(sid).status == "running", what="claim")
+        wait_until(lambda: runtime.app.get_snapshot(sid).status == "running", what="claim")
         two = Worker(runtime.app, runtime.resources, runtime.find_work, "two", lease_seconds=LEASE).start()
-        snap = _wait(
+        snap = wait_until(
             lambda: (s := runtime.app.get_snapshot(sid)).status == "completed" and s, what="completion"
         )
         one.stop()
@@ -265,7 +231,7 @@ def test_heartbeats_hold_the_lease_through_a_silent_step(runtime):
 def test_worker_processes_with_schedulers_make_one_snapshot_per_slot(make_config, tmp_path, runtime):
     """Two processes, each a scheduler and a worker, for a while: one snapshot per slot."""
     make_config(extra="[worker]\nlease_seconds = 5\nscheduler_interval = 0.2\n")  # rewrites the file
-    pool = Workers(str(tmp_path / "snapledger.toml"), tmp_path)
+    pool = WorkerProcesses(str(tmp_path / "snapledger.toml"), tmp_path)
     pid = runtime.app.create_policy(
         {"name": "often", "source": "demo", "storage": "local", "schedule": "* * * * * */2"}, "t"
     ).id
@@ -275,14 +241,14 @@ def test_worker_processes_with_schedulers_make_one_snapshot_per_slot(make_config
         time.sleep(9)
         runtime.app.stop_policy(pid, "t")
         policy = runtime.app.get_policy(pid)
-        _wait(
+        wait_until(
             lambda: all(
                 runtime.app.get_snapshot(s).status in ("completed", "stopped") for s in policy.snapshot_ids
             ),
             what="the scheduled runs",
         )
     finally:
-        pool.stop_all()
+        pool.close()
     taken = [e for e in runtime.app.repository.event_store.get(pid) if type(e).__name__ == "SnapshotTaken"]
     slots = [e.slot for e in taken]
     assert len(slots) >= 3 and len(set(slots)) == len(slots), slots
@@ -328,7 +294,7 @@ def test_a_lost_append_abandons_the_run_which_is_claimed_again(runtime):
     runtime.runner.start()
     try:
         worker = Worker(runtime.app, runtime.resources, runtime.find_work, "w", lease_seconds=LEASE).start()
-        snap = _wait(
+        snap = wait_until(
             lambda: (s := runtime.app.get_snapshot(sid)).status in ("completed", "failed") and s,
             what="the run to end",
         )

@@ -77,7 +77,11 @@ class Janitor:
 
     def tick(self, now: datetime) -> list[str]:
         self.sweep(now)
-        return [snapshot_id for snapshot_id in self.plan(now) if self._delete(snapshot_id)]
+        return self.delete(self.plan(now))
+
+    def delete(self, snapshot_ids: list[str]) -> list[str]:
+        """Deletes planned snapshots, archive first; answers the ids it deleted."""
+        return [snapshot_id for snapshot_id in snapshot_ids if self._delete(snapshot_id)]
 
     def sweep(self, now: datetime) -> int:
         """Removes unfinished writes that no requested or running task owns and that are

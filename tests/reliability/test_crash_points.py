@@ -11,6 +11,7 @@ kind); `--soak` also runs 20 kills.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -18,7 +19,6 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,7 +29,7 @@ import pytest
 
 from api.runtime import Runtime
 from tests.reliability.tally import report
-from tests.servers import snapledger_exe
+from tests.servers import WorkerProcesses, wait_until
 from transfer.janitor import Janitor
 from transfer.ndjson import PARTIAL
 from transfer.pipeline import verify_archive
@@ -49,6 +49,8 @@ ROUNDS = [
 ]
 DONE = ("completed", "failed", "stopped", "deleted")
 
+_wait = functools.partial(wait_until, every=0.02)  # kill points need a fine poll
+
 
 @pytest.fixture
 def backend() -> str:
@@ -66,46 +68,6 @@ class Round:
     reason: str = ""
     attempts: int = 0
     target: str | None = None
-
-
-class WorkerProcesses:
-    """`snapledger worker` processes; one is alive at a time, so no lease is ever stolen
-    from a live worker and every re-claim follows a kill."""
-
-    def __init__(self, config_path: Path, log_dir: Path) -> None:
-        self.config_path = config_path
-        self.log_dir = log_dir
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self) -> subprocess.Popen:
-        log = open(self.log_dir / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115
-        proc = subprocess.Popen(
-            [snapledger_exe(), "--config", str(self.config_path), "worker"], stdout=log, stderr=log
-        )
-        self.procs.append(proc)
-        return proc
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.log_dir.glob("worker-*.log")))
-
-
-def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 def _sha256(path: Path) -> str:
