@@ -94,7 +94,7 @@ async def list_records(request: Request, kind: str, filters: dict[str, Any]) -> 
         return JSONResponse({"items": items, "next_cursor": nxt}).body
 
     key = (kind, tuple(sorted(filters.items())), cursor, limit)
-    body = await call(runtime.pages.get, key, render)
+    body = await runtime.pages.page(key, render)
     return Response(body, media_type="application/json")
 
 

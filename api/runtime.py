@@ -152,6 +152,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.pages = PageCache(self.views)
+        self.runner.on_advance.append(self.pages.views_moved)
 
     _closing: threading.Event = field(default_factory=threading.Event)
 

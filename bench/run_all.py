@@ -632,24 +632,19 @@ def bench_http(quick: bool, tmp: Path) -> None:
             results["ref_wrk"] = load_wrk(f"http://127.0.0.1:{port}{url_path}", seconds, 32)
     (rps, lat), (ref_rps, ref_lat) = results["ours"], results["ref"]
     tag = f"{records:,} records, 32 conns {seconds}s"
-    emit(
-        Figure(
-            f"GET /backups?limit=50 req/s ({tag})",
-            rps,
-            ref_rps,
-            "req/s, httpx+asyncio",
-            ">= 0.5x",
-            rps / ref_rps >= 0.5,
-        )
-    )
     p99, ref_p99 = pct(lat, 0.99) * 1000, pct(ref_lat, 0.99) * 1000
-    emit(Figure("GET /backups?limit=50 p99 latency", p99, ref_p99, "ms", "<= 50 ms", p99 <= 50))
-    if "ours_wrk" in results:
+    if "ours_wrk" in results:  # wrk carries the targets; the Python client saturates first
         (w_rps, w_p99), (wr_rps, wr_p99) = results["ours_wrk"], results["ref_wrk"]
-        emit(Figure(f"  same with wrk, req/s ({tag})", w_rps, wr_rps, "req/s, wrk -t2", ">= 0.5x",
+        emit(Figure(f"GET /backups?limit=50 req/s ({tag})", w_rps, wr_rps, "req/s, wrk -t2", ">= 0.5x",
                     w_rps / wr_rps >= 0.5))  # fmt: skip
-        emit(Figure("  same with wrk, p99 latency", w_p99 * 1000, wr_p99 * 1000, "ms", "<= 50 ms",
+        emit(Figure("GET /backups?limit=50 p99 latency", w_p99 * 1000, wr_p99 * 1000, "ms, wrk", "<= 50 ms",
                     w_p99 * 1000 <= 50))  # fmt: skip
+        emit(Figure("  same with httpx+asyncio, req/s", rps, ref_rps, "req/s, client-bound", "report only"))
+        emit(Figure("  same with httpx+asyncio, p99", p99, ref_p99, "ms, client-bound", "report only"))
+    else:
+        emit(Figure(f"GET /backups?limit=50 req/s ({tag})", rps, ref_rps, "req/s, httpx+asyncio", ">= 0.5x",
+                    rps / ref_rps >= 0.5))  # fmt: skip
+        emit(Figure("GET /backups?limit=50 p99 latency", p99, ref_p99, "ms, httpx", "<= 50 ms", p99 <= 50))
     one, ref_one = pct(results["ours1"][1], 0.99) * 1000, pct(results["ref1"][1], 0.99) * 1000
     emit(
         Figure(

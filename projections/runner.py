@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from eventsourcing.application import Application
@@ -52,6 +52,7 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
         self.error: BaseException | None = None
+        self.on_advance: list[Callable[[], None]] = []  # called after each committed batch
         self.create_tables()
 
     # ------------------------------------------------------------------ schema
@@ -140,6 +141,8 @@ class ProjectionRunner:
                 )
                 if cur.rowcount != 1:
                     raise PositionConflict(view.name)
+        for moved in self.on_advance:  # before waiters wake: they may read right away
+            moved()
         with self._advanced:
             self._advanced.notify_all()
         return len(notifications)
