@@ -344,7 +344,8 @@ def write_mix(app: Any, events: int, batch: int = 400) -> int:
     while written < events:
         if i % 50 == 0:
             if policy is not None:
-                pending.append(policy)
+                app.save(policy, *pending)
+                pending = []
             policy = BackupPolicy(
                 name=f"p{i}",
                 source="demo",
@@ -373,10 +374,9 @@ def write_mix(app: Any, events: int, batch: int = 400) -> int:
         pending.append(snap)
         i += 1
         if len(pending) >= batch:
-            app.save(*pending)
+            app.save(policy, *pending)  # as Take a Snapshot writes: SnapshotTaken first
             pending = []
-    pending.append(policy)
-    app.save(*pending)
+    app.save(policy, *pending)
     return app.recorder.max_notification_id()
 
 
@@ -385,11 +385,11 @@ def bench_rebuild(quick: bool, tmp: Path) -> None:
     from projections.runner import rebuild
     from projections.views import ALL_VIEWS
 
-    n = 50_000 if quick else 1_000_000
+    n, rounds = (50_000, 3) if quick else (1_000_000, 2)
     config, _ = config_for(tmp / "rebuild", None)
     rt = Runtime.build(config)
-    try:
-        total = write_mix(rt.app, n)
+
+    def decode_only() -> float:
         start = time.perf_counter()
         last, count = 0, 0
         while True:
@@ -400,13 +400,21 @@ def bench_rebuild(quick: bool, tmp: Path) -> None:
                 rt.app.mapper.to_domain_event(note)
             count += len(batch)
             last = batch[-1].id
-        ref = count / (time.perf_counter() - start)
+        return count / (time.perf_counter() - start)
+
+    def replay() -> float:
         start = time.perf_counter()
         rebuild(rt.runner, list(ALL_VIEWS))
-        ours = total / (time.perf_counter() - start)
+        return total / (time.perf_counter() - start)
+
+    try:
+        total = write_mix(rt.app, n)
+        # Interleaved rounds, best of each: a noisy neighbour slows one round, not the ratio.
+        results = [(decode_only(), replay()) for _ in range(rounds)]
+        ref, ours = max(r for r, _ in results), max(o for _, o in results)
     finally:
         close(rt)
-    label = f"rebuild all views, {total:,} events{' (quick)' if quick else ''}"
+    label = f"rebuild all views, {total:,} events{' (quick)' if quick else ''}, best of {rounds}"
     emit(
         Figure(
             label,

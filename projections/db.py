@@ -11,7 +11,7 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +21,7 @@ _NAMED = re.compile(r"%\((\w+)\)s")
 
 class Cursor(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any: ...
+    def executemany(self, sql: str, params: Iterable[Mapping[str, Any]]) -> Any: ...
     def fetchone(self) -> dict[str, Any] | None: ...
     def fetchall(self) -> list[dict[str, Any]]: ...
     @property
@@ -57,6 +58,9 @@ class _SQLiteCursor:
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         return self._cur.execute(_sqlite_sql(sql), params or {})
 
+    def executemany(self, sql: str, params: Iterable[Mapping[str, Any]]) -> Any:
+        return self._cur.executemany(_sqlite_sql(sql), params)
+
     def fetchone(self) -> dict[str, Any] | None:
         row = self._cur.fetchone()
         return dict(row) if row is not None else None
@@ -90,6 +94,10 @@ class SQLiteViews(ViewDatabase):
             # 64 MiB of page cache per connection: with 2 MiB (the default) a view of a
             # few hundred thousand records re-reads its index pages on every update.
             conn.execute("PRAGMA cache_size=-65536")
+            # Checkpoint every 64 MiB of WAL, not 4 MiB: a replay rewrites the same pages
+            # batch after batch, and each checkpoint copies them back and syncs (measured
+            # 31 -> 35k events/s on a 1M-event rebuild). The views are disposable.
+            conn.execute("PRAGMA wal_autocheckpoint=16384")
             self._local.conn = conn
             with self._lock:
                 self._all.append(conn)

@@ -9,6 +9,7 @@ library's LISTEN/NOTIFY subscription wakes it as soon as events are committed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 from eventsourcing.application import Application
 
 from projections.db import ViewDatabase
+from projections.rowbuffer import Rows
 from projections.views import ALL_VIEWS, View
 
 log = logging.getLogger("snapledger.projections")
@@ -99,6 +101,11 @@ class ProjectionRunner:
         return min(self.positions().values(), default=0)
 
     # -------------------------------------------------------------- processing
+    def _read(self, start: int) -> list[Any]:
+        return self.app.recorder.select_notifications(
+            start=start, limit=self.batch_size, inclusive_of_start=False
+        )
+
     def process_batch(self, views: list[View] | None = None) -> int:
         """Applies the next batch; answers how many notifications it read.
 
@@ -111,9 +118,7 @@ class ProjectionRunner:
         """
         views = views or self.views
         start = min(v for k, v in self.positions().items() if k in {x.name for x in views})
-        notifications = self.app.recorder.select_notifications(
-            start=start, limit=self.batch_size, inclusive_of_start=False
-        )
+        notifications = self._read(start)
         if not notifications:
             return 0
         last = notifications[-1].id
@@ -121,16 +126,20 @@ class ProjectionRunner:
             before = self._lock_positions(cur, views)
             if min(before.values()) < start:
                 raise PositionConflict("a view was reset (rebuilt) while this batch was read")
-            followed = set().union(*(v.handlers for v in views))
             skip = superseded(notifications)
+            rows = Rows(cur)
+            decode = self.app.mapper.to_domain_event
+            pending = [(v.handlers, before[v.name]) for v in views if before[v.name] < last]
             for n in notifications:
-                if n.id in skip or n.topic.rsplit(".", 1)[-1] not in followed:
+                if n.id in skip:
                     continue
-                event = None
-                for view in views:
-                    if n.id > before[view.name]:
-                        event = event or self.app.mapper.to_domain_event(n)
-                        view.apply(cur, event, n.id)
+                kind, event = kind_of(n.topic), None
+                for handlers, applied in pending:
+                    handler = handlers.get(kind)
+                    if handler is not None and n.id > applied:
+                        event = event or decode(n)
+                        handler(rows, event, n.id)
+            rows.flush()
             for view in views:
                 if before[view.name] >= last:
                     continue  # another runner already applied this batch to this view
@@ -238,6 +247,12 @@ class ProjectionRunner:
             self._listener.join(timeout=5)
 
 
+@functools.lru_cache(maxsize=256)
+def kind_of(topic: str) -> str:
+    """The event class name a topic ends with: handlers are registered by it."""
+    return topic.rsplit(".", 1)[-1]
+
+
 # Events whose every effect on every view is overwritten by the same run's next progress
 # event: within one batch only the last of a run of them needs applying.
 _PROGRESS = ("SnapshotProgressed", "RestoreProgressed", "SnapshotHeartbeat", "RestoreHeartbeat")
@@ -249,14 +264,14 @@ def superseded(notifications: list[Any]) -> set[int]:
     A heartbeat followed by a heartbeat is superseded too; a progress event followed by a
     heartbeat is not (the heartbeat leaves the counters alone)."""
     skip: set[int] = set()
-    following: dict[Any, str] = {}
+    following: dict[int, str] = {}  # by the UUID's int: hashing a UUID calls Python code
     for n in reversed(notifications):
-        kind = n.topic.rsplit(".", 1)[-1]
-        later = following.get(n.originator_id)
-        if kind in _PROGRESS and later is not None:
+        kind, key = kind_of(n.topic), n.originator_id.int
+        later = following.get(key)
+        if later is not None and kind in _PROGRESS:
             if later.endswith("Progressed") or (kind.endswith("Heartbeat") and later == kind):
                 skip.add(n.id)
-        following[n.originator_id] = kind
+        following[key] = kind
     return skip
 
 

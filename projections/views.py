@@ -1,7 +1,8 @@
 """The record views: how each event changes Policies, Backup Records and Restore Records.
 
-Every handler is an idempotent upsert keyed by aggregate id, so replaying a batch that a
-concurrent runner already applied leaves the same rows.
+Handlers change rows by key through `Rows` (projections/rowbuffer.py), which merges a
+batch's changes per row and writes them once; each insert is idempotent (ON CONFLICT), so
+replaying a batch that a concurrent runner already applied leaves the same rows.
 """
 
 from __future__ import annotations
@@ -12,15 +13,32 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from domain.schedule import next_slot
-from projections.db import Cursor
+from projections.rowbuffer import Rows
 
-Handler = Callable[[Cursor, Any, int], None]
+Handler = Callable[[Rows, Any, int], None]
 
 
 def iso(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="microseconds") if value else None
+    return _iso(value) if value else None
+
+
+# Several views format the same event's id and time: a replay spends whole percents on it.
+@functools.lru_cache(maxsize=1024)
+def _iso(value: datetime) -> str:
+    return value.isoformat(timespec="microseconds")
+
+
+@functools.lru_cache(maxsize=1024)
+def _text(value: UUID) -> str:
+    return str(value)
+
+
+def oid(e: Any) -> str:
+    """The event's aggregate id as the views store it."""
+    return _text(e.originator_id)
 
 
 def failure_reason(e: Any) -> str:
@@ -31,8 +49,11 @@ def failure_reason(e: Any) -> str:
     return e.reason
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str)  # json.dumps builds one per call
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return _ENCODER.encode(value)
 
 
 @dataclass
@@ -58,21 +79,15 @@ class View:
 
         return register
 
-    def apply(self, cur: Cursor, event: Any, position: int) -> None:
+    def apply(self, rows: Rows, event: Any, position: int) -> None:
         handler = self.handlers.get(type(event).__name__)
         if handler is not None:
-            handler(cur, event, position)
+            handler(rows, event, position)
 
 
-@functools.lru_cache(maxsize=256)
-def _update_sql(table: str, columns: tuple[str, ...]) -> str:
-    sets = ", ".join(f"{k} = %({k})s" for k in columns)
-    return f"UPDATE {table} SET {sets}, position = %(position)s WHERE id = %(id)s"
-
-
-def _update(cur: Cursor, table: str, row_id: str, position: int, **values: Any) -> None:
-    values["id"], values["position"] = row_id, position
-    cur.execute(_update_sql(table, tuple(values)[:-2]), values)
+def _update(rows: Rows, table: str, row_id: str, position: int, **values: Any) -> None:
+    values["position"] = position
+    rows.update(table, row_id, values)
 
 
 # --------------------------------------------------------------------- Policies
@@ -98,12 +113,9 @@ policies = View(
 )
 
 
-def _next_run(cur: Cursor, policy_id: str, after: datetime) -> None:
+def _next_run(rows: Rows, policy_id: str, after: datetime) -> None:
     """next_run_at follows from the events alone, so a rebuilt view computes the same."""
-    cur.execute(
-        "SELECT schedule, timezone, status, last_slot FROM policies WHERE id = %(id)s", {"id": policy_id}
-    )
-    row = cur.fetchone()
+    row = rows.get("policies", policy_id)
     if row is None:
         return
     value = None
@@ -113,18 +125,15 @@ def _next_run(cur: Cursor, policy_id: str, after: datetime) -> None:
             value = iso(next_slot(row["schedule"], row["timezone"], max(after, last) if last else after))
         except (ValueError, KeyError):  # a schedule that never fires, or an unknown zone
             value = None
-    cur.execute("UPDATE policies SET next_run_at = %(v)s WHERE id = %(id)s", {"v": value, "id": policy_id})
+    rows.update("policies", policy_id, {"next_run_at": value})
 
 
 @policies.on("PolicyCreated")
-def _policy_created(cur: Cursor, e: Any, position: int) -> None:
-    cur.execute(
-        """INSERT INTO policies VALUES (%(id)s, %(name)s, %(source)s, %(storage)s,
-            %(schedule)s, %(timezone)s, %(retention)s, %(collections)s, 'active', %(ts)s, %(ts)s,
-            %(actor)s, 0, NULL, 0, NULL, NULL, NULL, NULL, NULL, %(position)s)
-        ON CONFLICT (id) DO NOTHING""",
+def _policy_created(rows: Rows, e: Any, position: int) -> None:
+    rows.insert(
+        "policies",
         {
-            "id": str(e.originator_id),
+            "id": oid(e),
             "name": e.name,
             "source": e.source,
             "storage": e.storage,
@@ -132,28 +141,38 @@ def _policy_created(cur: Cursor, e: Any, position: int) -> None:
             "timezone": e.timezone,
             "retention": dumps(e.retention),
             "collections": dumps(e.collections),
-            "ts": iso(e.timestamp),
-            "actor": e.actor,
+            "status": "active",
+            "created_at": iso(e.timestamp),
+            "updated_at": iso(e.timestamp),
+            "created_by": e.actor,
+            "snapshots_count": 0,
+            "last_snapshot_id": None,
+            "rebuilds": 0,
+            "last_slot": None,
+            "next_run_at": None,
+            "last_success_at": None,
+            "last_failure_at": None,
+            "last_failure_reason": None,
             "position": position,
         },
     )
-    _next_run(cur, str(e.originator_id), e.timestamp)
+    _next_run(rows, oid(e), e.timestamp)
 
 
 @policies.on("PolicyEdited")
-def _policy_edited(cur: Cursor, e: Any, position: int) -> None:
+def _policy_edited(rows: Rows, e: Any, position: int) -> None:
     values = {
         k: dumps(v["new"]) if k in ("retention", "collections") else v["new"] for k, v in e.changes.items()
     }
-    _update(cur, "policies", str(e.originator_id), position, updated_at=iso(e.timestamp), **values)
-    _next_run(cur, str(e.originator_id), e.timestamp)
+    _update(rows, "policies", oid(e), position, updated_at=iso(e.timestamp), **values)
+    _next_run(rows, oid(e), e.timestamp)
 
 
 def _policy_status(status: str) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
-        pid = str(e.originator_id)
-        _update(cur, "policies", pid, position, status=status, updated_at=iso(e.timestamp))
-        _next_run(cur, pid, e.timestamp)
+    def handler(rows: Rows, e: Any, position: int) -> None:
+        pid = oid(e)
+        _update(rows, "policies", pid, position, status=status, updated_at=iso(e.timestamp))
+        _next_run(rows, pid, e.timestamp)
 
     return handler
 
@@ -164,19 +183,22 @@ policies.on("PolicyDeleted")(_policy_status("deleted"))
 
 
 @policies.on("PolicyRebuilt")
-def _policy_rebuilt(cur: Cursor, e: Any, position: int) -> None:
+def _policy_rebuilt(rows: Rows, e: Any, position: int) -> None:
     """Rebuild resets the policy's error state."""
-    cur.execute(
-        """UPDATE policies SET status = 'active', rebuilds = rebuilds + 1, last_failure_at = NULL,
-           last_failure_reason = NULL, updated_at = %(ts)s, position = %(position)s WHERE id = %(id)s""",
-        {"ts": iso(e.timestamp), "position": position, "id": str(e.originator_id)},
-    )
-    _next_run(cur, str(e.originator_id), e.timestamp)
+    pid = oid(e)
+    row = rows.get("policies", pid)
+    if row is None:
+        return
+    _update(
+        rows, "policies", pid, position, status="active", rebuilds=int(row["rebuilds"]) + 1,
+        last_failure_at=None, last_failure_reason=None, updated_at=iso(e.timestamp),
+    )  # fmt: skip
+    _next_run(rows, pid, e.timestamp)
 
 
 @policies.on("SnapshotTaken")
-def _snapshot_taken(cur: Cursor, e: Any, position: int) -> None:
-    pid = str(e.originator_id)
+def _snapshot_taken(rows: Rows, e: Any, position: int) -> None:
+    pid = oid(e)
     values: dict[str, Any] = {
         "snapshots_count": e.sequence,
         "last_snapshot_id": str(e.snapshot_id),
@@ -184,27 +206,21 @@ def _snapshot_taken(cur: Cursor, e: Any, position: int) -> None:
     }
     if e.slot is not None:
         values["last_slot"] = iso(e.slot)
-    _update(cur, "policies", pid, position, **values)
-    cur.execute(
-        "INSERT INTO policy_snapshots VALUES (%(s)s, %(p)s) ON CONFLICT (snapshot_id) DO NOTHING",
-        {"s": str(e.snapshot_id), "p": pid},
-    )
-    _next_run(cur, pid, e.timestamp)
+    _update(rows, "policies", pid, position, **values)
+    rows.insert("policy_snapshots", {"snapshot_id": str(e.snapshot_id), "policy_id": pid})
+    _next_run(rows, pid, e.timestamp)
 
 
 def _snapshot_outcome(success: bool) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
-        cur.execute(
-            "SELECT policy_id FROM policy_snapshots WHERE snapshot_id = %(s)s", {"s": str(e.originator_id)}
-        )
-        row = cur.fetchone()
+    def handler(rows: Rows, e: Any, position: int) -> None:
+        row = rows.get("policy_snapshots", oid(e))
         if row is None:
             return
         if success:
             values = {"last_success_at": iso(e.timestamp)}
         else:
             values = {"last_failure_at": iso(e.timestamp), "last_failure_reason": failure_reason(e)}
-        _update(cur, "policies", row["policy_id"], position, **values)
+        _update(rows, "policies", row["policy_id"], position, **values)
 
     return handler
 
@@ -239,15 +255,11 @@ backups = View(
 
 
 @backups.on("SnapshotRequested")
-def _snap_requested(cur: Cursor, e: Any, position: int) -> None:
-    cur.execute(
-        """INSERT INTO backup_records VALUES (%(id)s, %(policy_id)s, %(policy_name)s,
-            %(sequence)s, %(sub_name)s, %(file_name)s, %(archive_key)s, %(storage)s,
-            %(source)s, NULL, NULL, 0, %(trigger)s, %(actor)s, 'requested', 0, NULL, 0, 0,
-            0, NULL, NULL, %(ts)s, NULL, NULL, NULL, NULL, NULL, NULL, %(position)s, NULL, NULL)
-        ON CONFLICT (id) DO NOTHING""",
+def _snap_requested(rows: Rows, e: Any, position: int) -> None:
+    rows.insert(
+        "backup_records",
         {
-            "id": str(e.originator_id),
+            "id": oid(e),
             "policy_id": str(e.policy_id),
             "policy_name": e.policy_name,
             "sequence": e.sequence,
@@ -256,20 +268,39 @@ def _snap_requested(cur: Cursor, e: Any, position: int) -> None:
             "archive_key": e.archive_key,
             "storage": e.storage,
             "source": e.source,
+            "task_name": None,
+            "worker": None,
+            "attempt": 0,
             "trigger": e.trigger,
-            "actor": e.actor,
-            "ts": iso(e.timestamp),
+            "requested_by": e.actor,
+            "status": "requested",
+            "stop_requested": 0,
+            "error": None,
+            "items": 0,
+            "transferred_bytes": 0,
+            "progress": 0.0,
+            "current_collection": None,
+            "elapsed_seconds": None,
+            "created_at": iso(e.timestamp),
+            "started_at": None,
+            "finished_at": None,
+            "expires_at": None,
+            "collections": None,
+            "sha256": None,
+            "files_removed": None,
             "position": position,
+            "locked_until": None,
+            "failed_collections": None,
         },
     )
 
 
 def _run_started(table: str) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
+    def handler(rows: Rows, e: Any, position: int) -> None:
         _update(
-            cur,
+            rows,
             table,
-            str(e.originator_id),
+            oid(e),
             position,
             status="running",
             worker=e.worker,
@@ -287,28 +318,17 @@ def _run_started(table: str) -> Handler:
 
 
 def _run_progressed(table: str) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
-        cur.execute(
-            f"""UPDATE {table} SET items = %(items)s, transferred_bytes = %(bytes)s,
-                progress = %(percent)s, current_collection = %(collection)s,
-                elapsed_seconds = %(ts_elapsed)s, position = %(position)s
-                WHERE id = %(id)s""",
-            {
-                "items": e.items,
-                "bytes": e.bytes,
-                "percent": e.percent,
-                "collection": e.collection,
-                "ts_elapsed": e.elapsed_seconds,
-                "position": position,
-                "id": str(e.originator_id),
-            },
-        )
+    def handler(rows: Rows, e: Any, position: int) -> None:
+        _update(
+            rows, table, oid(e), position, items=e.items, transferred_bytes=e.bytes,
+            progress=e.percent, current_collection=e.collection, elapsed_seconds=e.elapsed_seconds,
+        )  # fmt: skip
 
     return handler
 
 
 def _run_finished(table: str, status: str) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
+    def handler(rows: Rows, e: Any, position: int) -> None:
         values: dict[str, Any] = {
             "status": status,
             "finished_at": iso(e.timestamp),
@@ -322,24 +342,24 @@ def _run_finished(table: str, status: str) -> Handler:
             values["collections"] = dumps(e.collections)
         if status == "failed":
             values["error"] = e.reason
-        _update(cur, table, str(e.originator_id), position, **values)
+        _update(rows, table, oid(e), position, **values)
 
     return handler
 
 
 def _stop_requested(table: str) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
-        _update(cur, table, str(e.originator_id), position, stop_requested=1)
+    def handler(rows: Rows, e: Any, position: int) -> None:
+        _update(rows, table, oid(e), position, stop_requested=1)
 
     return handler
 
 
 def _stopped(table: str) -> Handler:
-    def handler(cur: Cursor, e: Any, position: int) -> None:
+    def handler(rows: Rows, e: Any, position: int) -> None:
         _update(
-            cur,
+            rows,
             table,
-            str(e.originator_id),
+            oid(e),
             position,
             status="stopped",
             finished_at=iso(e.timestamp),
@@ -353,6 +373,7 @@ def _stopped(table: str) -> Handler:
     return handler
 
 
+_backup_completed = _run_finished("backup_records", "completed")
 backups.on("SnapshotStarted")(_run_started("backup_records"))
 backups.on("SnapshotProgressed")(_run_progressed("backup_records"))
 backups.on("SnapshotFailed")(_run_finished("backup_records", "failed"))
@@ -361,12 +382,12 @@ backups.on("SnapshotStopped")(_stopped("backup_records"))
 
 
 @backups.on("SnapshotCompleted")
-def _snap_completed(cur: Cursor, e: Any, position: int) -> None:
-    _run_finished("backup_records", "completed")(cur, e, position)
+def _snap_completed(rows: Rows, e: Any, position: int) -> None:
+    _backup_completed(rows, e, position)
     _update(
-        cur,
+        rows,
         "backup_records",
-        str(e.originator_id),
+        oid(e),
         position,
         sha256=e.sha256,
         expires_at=iso(e.expires_at),
@@ -375,18 +396,18 @@ def _snap_completed(cur: Cursor, e: Any, position: int) -> None:
 
 
 @backups.on("SnapshotPartiallyFailed")
-def _snap_partially_failed(cur: Cursor, e: Any, position: int) -> None:
-    _snap_completed(cur, e, position)
+def _snap_partially_failed(rows: Rows, e: Any, position: int) -> None:
+    _snap_completed(rows, e, position)
     _update(
-        cur, "backup_records", str(e.originator_id), position,
+        rows, "backup_records", oid(e), position,
         status="partially_failed", error=failure_reason(e), failed_collections=dumps(e.failed_collections),
     )  # fmt: skip
 
 
 @backups.on("SnapshotImported")
-def _snap_imported(cur: Cursor, e: Any, position: int) -> None:
+def _snap_imported(rows: Rows, e: Any, position: int) -> None:
     """The record shows the original run's times, not the moment of the import."""
-    _run_finished("backup_records", "completed")(cur, e, position)
+    _backup_completed(rows, e, position)
     values: dict[str, Any] = {"finished_at": iso(e.finished_at), "expires_at": iso(e.expires_at)}
     if e.failed_collections:
         values.update(
@@ -394,15 +415,15 @@ def _snap_imported(cur: Cursor, e: Any, position: int) -> None:
         )
     if e.started_at is not None:
         values.update(started_at=iso(e.started_at), created_at=iso(e.started_at))
-    _update(cur, "backup_records", str(e.originator_id), position, **values)
+    _update(rows, "backup_records", oid(e), position, **values)
 
 
 @backups.on("SnapshotDeleted")
-def _snap_deleted(cur: Cursor, e: Any, position: int) -> None:
+def _snap_deleted(rows: Rows, e: Any, position: int) -> None:
     _update(
-        cur,
+        rows,
         "backup_records",
-        str(e.originator_id),
+        oid(e),
         position,
         status="deleted",
         files_removed=int(e.files_removed),
@@ -411,23 +432,22 @@ def _snap_deleted(cur: Cursor, e: Any, position: int) -> None:
 
 
 @backups.on("PolicyEdited")
-def _retention_edited(cur: Cursor, e: Any, position: int) -> None:
-    """A retention edit moves the expiry of the policy's existing snapshots too."""
+def _retention_edited(rows: Rows, e: Any, position: int) -> None:
+    """A retention edit moves the expiry of the policy's existing snapshots too (set-based:
+    `execute` writes the batch's buffered rows first)."""
     if "retention" not in e.changes:
         return
     seconds = (e.changes["retention"]["new"] or {}).get("expire_after_seconds")
-    cur.execute(
+    rows.execute(
         "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
         "AND status IN ('completed', 'partially_failed')",
-        {"p": str(e.originator_id)},
+        {"p": oid(e)},
     )
-    for row in cur.fetchall():
+    for row in rows.fetchall():
         expires = None
         if seconds and row["finished_at"]:
             expires = iso(datetime.fromisoformat(row["finished_at"]) + timedelta(seconds=seconds))
-        cur.execute(
-            "UPDATE backup_records SET expires_at = %(x)s WHERE id = %(id)s", {"x": expires, "id": row["id"]}
-        )
+        rows.update("backup_records", row["id"], {"expires_at": expires})
 
 
 # -------------------------------------------------------------- Restore Records
@@ -453,24 +473,34 @@ restores = View(
 
 
 @restores.on("RestoreRequested")
-def _restore_requested(cur: Cursor, e: Any, position: int) -> None:
-    cur.execute(
-        """INSERT INTO restore_records VALUES (%(id)s, %(snapshot_id)s, %(policy_id)s,
-            %(sub_name)s, %(target)s, %(storage)s, %(archive_key)s, %(collections)s, NULL,
-            NULL, 0, %(actor)s, 'requested', 0, NULL, 0, 0, 0, NULL, NULL, %(ts)s, NULL,
-            NULL, NULL, %(position)s, %(options)s, %(dry_run)s)
-        ON CONFLICT (id) DO NOTHING""",
+def _restore_requested(rows: Rows, e: Any, position: int) -> None:
+    rows.insert(
+        "restore_records",
         {
-            "id": str(e.originator_id),
+            "id": oid(e),
             "snapshot_id": str(e.snapshot_id),
             "policy_id": str(e.policy_id),
             "sub_name": e.sub_name,
             "target": e.target,
             "storage": e.storage,
             "archive_key": e.archive_key,
-            "collections": dumps(e.collections),
-            "actor": e.actor,
-            "ts": iso(e.timestamp),
+            "requested_collections": dumps(e.collections),
+            "task_name": None,
+            "worker": None,
+            "attempt": 0,
+            "requested_by": e.actor,
+            "status": "requested",
+            "stop_requested": 0,
+            "error": None,
+            "items": 0,
+            "transferred_bytes": 0,
+            "progress": 0.0,
+            "current_collection": None,
+            "elapsed_seconds": None,
+            "created_at": iso(e.timestamp),
+            "started_at": None,
+            "finished_at": None,
+            "collections": None,
             "position": position,
             "options": dumps({"mapping": e.mapping, "existing": e.existing}),
             "dry_run": int(e.dry_run),
@@ -501,53 +531,56 @@ tasks = View(
 
 
 @tasks.on("SnapshotRequested", "RestoreRequested")
-def _task_requested(cur: Cursor, e: Any, position: int) -> None:
+def _task_requested(rows: Rows, e: Any, position: int) -> None:
     kind = "snapshot" if type(e).__name__ == "SnapshotRequested" else "restore"
     if getattr(e, "trigger", None) == "import":
         return  # an imported archive is a record, never work for a worker
-    cur.execute(
-        """INSERT INTO task_queue VALUES (%(id)s, %(kind)s, %(policy_id)s, %(target)s, 'requested',
-            0, NULL, NULL, NULL, %(ts)s, %(position)s) ON CONFLICT (id) DO NOTHING""",
+    rows.insert(
+        "task_queue",
         {
-            "id": str(e.originator_id),
+            "id": oid(e),
             "kind": kind,
             "policy_id": str(e.policy_id),
             "target": getattr(e, "target", None),
-            "ts": iso(e.timestamp),
+            "status": "requested",
+            "stop_requested": 0,
+            "worker": None,
+            "lease_seconds": None,
+            "lease_expires_at": None,
+            "created_at": iso(e.timestamp),
             "position": position,
         },
     )
 
 
 @tasks.on("SnapshotStarted", "RestoreStarted")
-def _task_started(cur: Cursor, e: Any, position: int) -> None:
+def _task_started(rows: Rows, e: Any, position: int) -> None:
     _update(
-        cur, "task_queue", str(e.originator_id), position,
+        rows, "task_queue", oid(e), position,
         status="running", worker=e.worker, lease_seconds=e.lease_seconds,
         lease_expires_at=iso(e.timestamp + timedelta(seconds=e.lease_seconds)),
     )  # fmt: skip
 
 
 @tasks.on("SnapshotProgressed", "RestoreProgressed", "SnapshotHeartbeat", "RestoreHeartbeat")
-def _task_renewed(cur: Cursor, e: Any, position: int) -> None:
-    cur.execute("SELECT lease_seconds FROM task_queue WHERE id = %(id)s", {"id": str(e.originator_id)})
-    row = cur.fetchone()
+def _task_renewed(rows: Rows, e: Any, position: int) -> None:
+    row = rows.get("task_queue", oid(e))
     if row is not None and row["lease_seconds"] is not None:
         expires = e.timestamp + timedelta(seconds=int(row["lease_seconds"]))
-        _update(cur, "task_queue", str(e.originator_id), position, lease_expires_at=iso(expires))
+        _update(rows, "task_queue", oid(e), position, lease_expires_at=iso(expires))
 
 
 @tasks.on("SnapshotStopRequested", "RestoreStopRequested")
-def _task_stop_requested(cur: Cursor, e: Any, position: int) -> None:
-    _update(cur, "task_queue", str(e.originator_id), position, stop_requested=1)
+def _task_stop_requested(rows: Rows, e: Any, position: int) -> None:
+    _update(rows, "task_queue", oid(e), position, stop_requested=1)
 
 
 @tasks.on(
     "SnapshotCompleted", "SnapshotPartiallyFailed", "SnapshotFailed", "SnapshotStopped", "SnapshotDeleted",
     "RestoreCompleted", "RestoreFailed", "RestoreStopped",
 )  # fmt: skip
-def _task_done(cur: Cursor, e: Any, position: int) -> None:
-    cur.execute("DELETE FROM task_queue WHERE id = %(id)s", {"id": str(e.originator_id)})
+def _task_done(rows: Rows, e: Any, position: int) -> None:
+    rows.delete("task_queue", oid(e))
 
 
 ALL_VIEWS: dict[str, View] = {v.name: v for v in (policies, backups, restores, tasks)}
