@@ -36,7 +36,7 @@ def main() -> None:
     rate = 600 / (time.perf_counter() - start)
     profile.disable()
     print(f"{rate:.1f} commands/s under the profiler")
-    pstats.Stats(profile).sort_stats("cumtime").print_stats(25)
+    pstats.Stats(profile).sort_stats(sys.argv[1] if len(sys.argv) > 1 else "cumtime").print_stats(30)
     run_all.close(runtime)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +16,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import Conflict, InvalidTransition, InvalidValue, NotFound
+from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
 from domain.policy import EDITABLE_FIELDS, SCHEDULER_ACTOR, BackupPolicy, PolicyNameClaim, name_claim_id
 from domain.restore import Restore
 from domain.schedule import scheduled_snapshot_id
@@ -93,6 +95,27 @@ def _check_mapping(value: object) -> dict[str, str]:
     return dict(value)
 
 
+class Written:
+    """Aggregates as this process's optimistic commands last wrote them: each is owned by
+    whoever takes it (taking removes it), so no two threads ever share one."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[UUID, Aggregate] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, uid: UUID) -> Any:
+        with self._lock:
+            return self._items.pop(uid, None)
+
+    def put(self, uid: UUID, aggregate: Aggregate) -> None:
+        with self._lock:
+            self._items[uid] = aggregate
+            self._items.move_to_end(uid)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+
 class Snapledger(Application[UUID]):
     """Commands for policies, snapshots and restores; optimistic concurrency throughout."""
 
@@ -101,6 +124,8 @@ class Snapledger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, catalog: Catalog | None = None):
         super().__init__(env)
         self.catalog = catalog or Catalog()
+        self._attempt = threading.local()  # .optimistic: this thread's command trusts the cache
+        self._written = Written(1000)
 
     # ----------------------------------------------------------------- plumbing
     def _get(self, cls: type[A], aggregate_id: UUID | str, what: str) -> A:
@@ -108,10 +133,12 @@ class Snapledger(Application[UUID]):
             uid = aggregate_id if isinstance(aggregate_id, UUID) else UUID(str(aggregate_id))
         except ValueError:
             raise NotFound(f"{what} {aggregate_id!r} not found", "id") from None
-        try:
-            aggregate = self.repository.get(uid)
-        except AggregateNotFoundError:
-            raise NotFound(f"{what} {uid} not found", "id") from None
+        aggregate = self._take_cached(uid)
+        if aggregate is None:
+            try:
+                aggregate = self.repository.get(uid)
+            except AggregateNotFoundError:
+                raise NotFound(f"{what} {uid} not found", "id") from None
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} {uid} not found", "id")
         return aggregate
@@ -128,10 +155,41 @@ class Snapledger(Application[UUID]):
     def record(self, *aggregates: Aggregate) -> int:
         """Appends pending events atomically; IntegrityError means someone else wrote first."""
         recordings = self.save(*aggregates)
-        return max((r.notification.id for r in recordings), default=self.recorder.max_notification_id() or 0)
+        optimistic = getattr(self._attempt, "optimistic", False)
+        for aggregate in aggregates:
+            if optimistic:  # the command's own objects, current as of this write
+                self._written.put(aggregate.id, aggregate)
+            else:  # a copy kept from an earlier command is now behind: forget it
+                self._written.take(aggregate.id)
+        if recordings:
+            return max(r.notification.id for r in recordings)
+        return self.recorder.max_notification_id() or 0  # nothing new: where the log stands
 
-    def _retrying(self, command: Callable[[], Outcome]) -> Outcome:
-        """Re-runs a command on a version conflict: it re-reads state, so it stays correct."""
+    def _take_cached(self, uid: UUID) -> Any:
+        """In an optimistic attempt, the aggregate as this process last wrote it, taken out
+        of `_written` (no read, no copy: the command owns it; `record` puts it back);
+        otherwise None. The repository's own cache is left alone: other threads hold its
+        objects while fast-forwarding them."""
+        if not getattr(self._attempt, "optimistic", False):
+            return None
+        return self._written.take(uid)
+
+    def _retrying(self, command: Callable[[], Outcome], optimistic: bool = False) -> Outcome:
+        """Re-runs a command on a version conflict: it re-reads state, so it stays correct.
+
+        `optimistic` (for commands that write every aggregate they read) first runs it on
+        this process's cached aggregates without reading the store: if another process
+        wrote since, the append's version check fails and the command re-runs on fresh
+        reads. Any other error of that first attempt is re-decided on fresh reads too, so a
+        stale cache can cost a retry but never an answer."""
+        if optimistic:
+            self._attempt.optimistic = True
+            try:
+                return command()
+            except (IntegrityError, DomainError):
+                pass
+            finally:
+                self._attempt.optimistic = False
         for attempt in range(COMMAND_ATTEMPTS):
             try:
                 return command()
@@ -265,7 +323,7 @@ class Snapledger(Application[UUID]):
             snap = self._new_snapshot(policy, trigger, actor)
             return Outcome(snap.id, self.record(policy, snap), {"policy_id": policy.id})
 
-        return self._retrying(command)
+        return self._retrying(command, optimistic=True)
 
     def rebuild_policy(self, policy_id: UUID | str, actor: str) -> Outcome:
         """Stops what runs (workers clean their partial objects), then starts afresh."""
@@ -449,7 +507,7 @@ class Snapledger(Application[UUID]):
             snap.request_stop(actor)
             return Outcome(snap.id, self.record(snap))
 
-        return self._retrying(command)
+        return self._retrying(command, optimistic=True)
 
     def delete_snapshot(
         self, snapshot_id: UUID | str, files_removed: bool, actor: str, reason: str = "user"
