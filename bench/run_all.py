@@ -133,7 +133,7 @@ def bench_existing(quick: bool) -> None:
     import ndjson_vs_tar_gzip
     import pg_vs_pg_dump
 
-    r = pg_vs_pg_dump.main(["--runs", "1" if quick else "2", "--scale", "10" if quick else "50"])
+    r = pg_vs_pg_dump.main(["--runs", "1" if quick else "3", "--scale", "10" if quick else "50"])
     emit(
         Figure(
             "pg backup vs pg_dump -Fc (s)",
@@ -698,7 +698,9 @@ def bench_events_per_snapshot(quick: bool, tmp: Path) -> None:
             policy = rt.app.create_policy({"name": "eps", "source": "src", "storage": "local"}, "bench").id
             sid = rt.app.take_snapshot(policy, "bench").id
             rt.runner.catch_up()
-            Worker(rt.app, rt.resources, rt.find_work).run_pending()
+            worker = Worker(rt.app, rt.resources, rt.find_work)
+            assert worker.claim_pending() == 1
+            worker.stop()  # waits for the claimed run to finish
             snap = rt.app.get_snapshot(sid)
             assert snap.status == "completed", snap.status
             counts[mb] = len(list(rt.app.recorder.select_events(sid)))
