@@ -37,6 +37,7 @@ class _Row:
     missing: bool = False  # known absent: updates change nothing
     insert: bool = False  # write as INSERT ... ON CONFLICT DO UPDATE SET changed
     delete: bool = False  # DELETE before anything else of this row
+    stored: bool | None = None  # whether the table holds the row now (None: not looked up)
 
 
 class Rows:
@@ -56,11 +57,16 @@ class Rows:
             row = rows[key] = _Row()
         return row
 
-    def insert(self, table: str, values: Mapping[str, Any]) -> None:
+    def insert(self, table: str, values: Mapping[str, Any], new: bool = False) -> None:
         """INSERT ... ON CONFLICT DO NOTHING, of a whole row. Whether the row was there
-        is only looked up if a later read needs to know (`get`)."""
+        is only looked up if a later read needs to know (`get`), unless the caller says
+        the key is `new`: a creation event's row, which no earlier event can have written
+        (the runner applies each event once per view), so reads need no lookup and a
+        delete later in the batch needs no statement."""
         key = values[key_of(table)]
         row = self._row(table, key)
+        if new and row.stored is None and not (row.changed or row.insert or row.delete):
+            row.stored, row.known, row.missing = False, True, True
         if not row.known and row.changed and not row.insert:
             self.get(table, key)  # an update came first: whether it applied depends on the table
         if row.insert or (row.known and not row.missing):
@@ -77,6 +83,9 @@ class Rows:
 
     def delete(self, table: str, key: Any) -> None:
         row = self._row(table, key)
+        if row.insert and row.stored is False and not row.delete:
+            del self._tables[table][key]  # created and deleted within the batch: no statement
+            return
         row.values, row.changed = {}, set()
         row.known, row.missing, row.insert, row.delete = True, True, False, True
 
@@ -87,6 +96,7 @@ class Rows:
             name = key_of(table)
             self.cur.execute(f"SELECT * FROM {table} WHERE {name} = %(k)s", {"k": key})
             stored = self.cur.fetchone()
+            row.stored = stored is not None
             if row.insert:  # the insert stands unless the row was there (DO NOTHING)
                 if stored is not None:
                     row.values = {**stored, **{c: row.values[c] for c in row.changed}}

@@ -275,7 +275,7 @@ def superseded(notifications: list[Any]) -> set[int]:
     return skip
 
 
-REBUILD_BATCH = 5_000
+REBUILD_BATCH = 20_000
 
 
 def rebuild(runner: ProjectionRunner, names: list[str]) -> dict[str, int]:

@@ -155,6 +155,7 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
             "last_failure_reason": None,
             "position": position,
         },
+        new=True,
     )
     _next_run(rows, oid(e), e.timestamp)
 
@@ -207,7 +208,7 @@ def _snapshot_taken(rows: Rows, e: Any, position: int) -> None:
     if e.slot is not None:
         values["last_slot"] = iso(e.slot)
     _update(rows, "policies", pid, position, **values)
-    rows.insert("policy_snapshots", {"snapshot_id": str(e.snapshot_id), "policy_id": pid})
+    rows.insert("policy_snapshots", {"snapshot_id": str(e.snapshot_id), "policy_id": pid}, new=True)
     _next_run(rows, pid, e.timestamp)
 
 
@@ -276,6 +277,7 @@ def _snap_requested(rows: Rows, e: Any, position: int) -> None:
             "failed_collections": None,
             **_new_run(e, position),
         },
+        new=True,
     )
 
 
@@ -496,6 +498,7 @@ def _restore_requested(rows: Rows, e: Any, position: int) -> None:
             "options": dumps({"mapping": e.mapping, "existing": e.existing}),
             "dry_run": int(e.dry_run),
         },
+        new=True,
     )
 
 
@@ -541,6 +544,7 @@ def _task_requested(rows: Rows, e: Any, position: int) -> None:
             "created_at": iso(e.timestamp),
             "position": position,
         },
+        new=True,
     )
 
 

@@ -64,12 +64,14 @@ def test_buffered_writes_equal_statement_by_statement(db: ViewDatabase, seed: in
                 op, key = rng.random(), rng.choice(KEYS)
                 if op < 0.3:
                     row = random_row(rng)
+                    cur.execute("SELECT id FROM plain WHERE id = %(id)s", row)
+                    new = cur.fetchone() is None and rng.random() < 0.5  # a creation: key unused
                     cur.execute(
                         "INSERT INTO plain VALUES (%(id)s, %(grp)s, %(n)s, %(note)s) "
                         "ON CONFLICT (id) DO NOTHING",
                         row,
                     )
-                    rows.insert("buffered", row)
+                    rows.insert("buffered", row, new=new)
                 elif op < 0.6:
                     values = {"n": rng.randint(0, 99), "note": rng.choice([None, "x", "y"])}
                     values = dict(rng.sample(sorted(values.items()), rng.randint(1, 2)))
