@@ -73,15 +73,15 @@ class PageCache:
         now = time.monotonic()
         not_before = now - self.fresh_for
         body = self.peek(key, not_before)
-        if body is None:
-            if self.inline:
-                self._version()
-            else:
-                await asyncio.shield(self._read(not_before))
-            body = self.peek(key, not_before)
-        elif not self.inline and self._seen_began() < now - self.fresh_for / 2:
-            self._read(now - self.fresh_for / 2)
-        return body if body is not None else await run_in_threadpool(self.get, key, render)
+        if body is not None:
+            if not self.inline and self._seen_began() < now - self.fresh_for / 2:
+                self._read(now - self.fresh_for / 2)
+            return body
+        version = self._version() if self.inline else await asyncio.shield(self._read(not_before))
+        body = self.peek(key, not_before)
+        if body is not None:
+            return body
+        return await run_in_threadpool(self._at, version, key, render)  # rows at `version` or newer
 
     def _seen_began(self) -> float:
         seen = self._seen
@@ -110,7 +110,10 @@ class PageCache:
             return hit[1]
 
     def get(self, key: Hashable, render: Callable[[], bytes]) -> bytes:
-        version = self._version()
+        return self._at(self._version(), key, render)
+
+    def _at(self, version: Version, key: Hashable, render: Callable[[], bytes]) -> bytes:
+        """The page cached under `version`, or rendered now (after `version` was read)."""
         with self._lock:
             hit = self._pages.get(key)
             if hit is not None and hit[0] == version:

@@ -332,27 +332,6 @@ def _command_round(name: str, pairs: int, app: Any, policy: Any, bare: Any, coun
 
 
 # --------------------------------------------------------- 3. projection rebuild
-def requested_snapshot(policy: Any, sid: uuid.UUID, seq: int) -> Any:
-    """A snapshot as Take a Snapshot requests it, written straight through the Application."""
-    from domain.snapshot import Snapshot
-
-    return Snapshot(
-        id=sid,
-        policy_id=policy.id,
-        policy_name=policy.name,
-        sequence=seq,
-        sub_name=f"{policy.name}#{seq}",
-        file_name=f"f{seq}.tar",
-        archive_key=f"{policy.name}/f{seq}.tar",
-        source="demo",
-        storage="local",
-        collections={},
-        expire_after_seconds=None,
-        trigger="manual",
-        actor="bench",
-    )
-
-
 def write_mix(app: Any, events: int, batch: int = 400) -> int:
     """A realistic mix straight through the Application: policies, snapshots requested,
     started, a few progress events, completed or stopped, some deleted. Answers the count."""
@@ -378,10 +357,8 @@ def write_mix(app: Any, events: int, batch: int = 400) -> int:
                 actor="bench",
             )
             written += 1
-        sid = uuid.uuid4()
-        seq = policy.take_snapshot(sid, "manual", "bench")
-        snap = requested_snapshot(policy, sid, seq)
-        snap.start("bench-worker", f"ddt-backup-{sid.hex[:12]}", 60, now)
+        snap = app._new_snapshot(policy, "manual", "bench")  # as Take a Snapshot builds it
+        snap.start("bench-worker", f"ddt-backup-{snap.id.hex[:12]}", 60, now)
         for k in range(1, 5):
             snap.progress(k * 100, k * 10_000, k * 20.0, "orders", now)
         if i % 10 == 9:
@@ -631,9 +608,7 @@ def bench_http(quick: bool, tmp: Path) -> None:
         )
         pending: list[Any] = []
         for _ in range(records):
-            sid = uuid.uuid4()
-            seq = policy.take_snapshot(sid, "manual", "bench")
-            pending.append(requested_snapshot(policy, sid, seq))
+            pending.append(app._new_snapshot(policy, "manual", "bench"))
             if len(pending) >= 500:
                 app.save(*pending)
                 pending = []
@@ -744,15 +719,12 @@ def bench_scale_out(quick: bool, tmp: Path) -> None:
                     rt.app.take_snapshot(pid, "bench")
                 rt.runner.catch_up()
                 env = {**os.environ, "SNAPLEDGER_CONFIG": str(path), "PYTHONPATH": str(ROOT)}
+                logs = [(d / f"worker-{k}.log").open("wb") for k in range(workers)]  # explain a slow half
                 procs = [
                     subprocess.Popen(
-                        [SNAPLEDGER, "worker"],
-                        env=env,
-                        cwd=d,
-                        stdout=subprocess.DEVNULL,
-                        stderr=(d / f"worker-{k}.log").open("wb"),  # kept to explain a slow half
+                        [SNAPLEDGER, "worker"], env=env, cwd=d, stdout=subprocess.DEVNULL, stderr=log
                     )
-                    for k in range(workers)
+                    for log in logs
                 ]
                 try:
                     deadline = time.monotonic() + 600
@@ -769,6 +741,8 @@ def bench_scale_out(quick: bool, tmp: Path) -> None:
                         p.terminate()
                     for p in procs:
                         p.wait(timeout=30)
+                    for log in logs:
+                        log.close()
                 rows = rt.views.query(
                     "SELECT min(started_at) AS s, max(finished_at) AS f, "
                     "sum(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS ok FROM backup_records"

@@ -101,11 +101,6 @@ class ProjectionRunner:
         return min(self.positions().values(), default=0)
 
     # -------------------------------------------------------------- processing
-    def _read(self, start: int) -> list[Any]:
-        return self.app.recorder.select_notifications(
-            start=start, limit=self.batch_size, inclusive_of_start=False
-        )
-
     def process_batch(self, views: list[View] | None = None) -> int:
         """Applies the next batch; answers how many notifications it read.
 
@@ -118,7 +113,9 @@ class ProjectionRunner:
         """
         views = views or self.views
         start = min(v for k, v in self.positions().items() if k in {x.name for x in views})
-        notifications = self._read(start)
+        notifications = self.app.recorder.select_notifications(
+            start=start, limit=self.batch_size, inclusive_of_start=False
+        )
         if not notifications:
             return 0
         last = notifications[-1].id

@@ -162,13 +162,14 @@ def test_healthz(client):
     assert body["status"] == "ok" and body["worker"] is True
 
 
-def test_list_pages_are_reused_only_while_the_views_stand_still(client):
+def test_list_pages_are_reused_only_while_the_views_stand_still(client, monkeypatch):
     """Identical list requests reuse the rendered page; any applied event invalidates it,
     so a record never reads older than the view it came from."""
-    runtime = client.app.state.runtime
+    from api.records import Records
+
     renders = []
-    get = runtime.pages.get
-    runtime.pages.get = lambda key, render: get(key, lambda: renders.append(key) or render())
+    page = Records.page
+    monkeypatch.setattr(Records, "page", lambda self, kind, *a: renders.append(kind) or page(self, kind, *a))
     pid = create_policy(client)
     first = client.get("/api/v1/backups?limit=5").json()
     again = client.get("/api/v1/backups?limit=5").json()
