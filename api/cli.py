@@ -58,7 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from projections.runner import rebuild
+    from api.rebuild import rebuild_views
     from projections.views import ALL_VIEWS
 
     names = [args.name] if args.name else list(ALL_VIEWS)
@@ -67,7 +67,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         return _fail(f"unknown view {unknown[0]!r} (views: {', '.join(ALL_VIEWS)})")
     runtime = _runtime(args)
     try:
-        counts = rebuild(runtime.runner, names)
+        counts = rebuild_views(runtime, names, args.jobs)
     finally:
         runtime.views.close()
         runtime.app.close()
@@ -119,6 +119,12 @@ def _port(value: str) -> int:
     return int(value)
 
 
+def _jobs(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"jobs must be 1-64, got {value!r}")
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snapledger", description="Event-sourced backup control plane")
     p.add_argument("--config", help="TOML configuration file (default: $SNAPLEDGER_CONFIG)")
@@ -133,7 +139,13 @@ def parser() -> argparse.ArgumentParser:
     proj = sub.add_parser("projections", help="manage the record views")
     proj_sub = proj.add_subparsers(dest="action", required=True)
     rb = proj_sub.add_parser("rebuild", help="drop and replay a view (all if NAME is omitted)")
-    rb.add_argument("name", nargs="?", help="policies, backups or restores")
+    rb.add_argument("name", nargs="?", help="policies, backups, restores or tasks")
+    rb.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help="processes replaying views side by side (default: one per core from 200,000 events)",
+    )
     rb.set_defaults(func=cmd_rebuild)
     verify = sub.add_parser("verify", help="re-read a snapshot's archive and check every checksum and count")
     verify.add_argument("snapshot", help="snapshot id")

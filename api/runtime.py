@@ -136,6 +136,27 @@ def build_storage(spec: Any) -> Storage:
     return LocalStorage(spec.name, spec.path)
 
 
+def open_store(config: Config) -> tuple[Snapledger, ViewDatabase]:
+    """The event store and the record views: all a projection replay needs."""
+    catalog = Catalog(
+        sources=frozenset(config.sources),
+        storages=frozenset(config.storages),
+        targets=frozenset(config.targets),
+        existing_choices={n: EXISTING.get(t.kind, ()) for n, t in config.targets.items()},
+    )
+    if config.database.kind == "postgresql":
+        _ensure_schema(config)
+    app = Snapledger(_event_store_env(config), catalog)
+    _check_event_key(app, config)
+    if config.database.kind == "sqlite":
+        assert config.database.path is not None
+        path = config.database.path
+        views: ViewDatabase = SQLiteViews(path.with_name(path.stem + "-views.db"))
+    else:
+        views = PostgresViews(config.database.conninfo(), config.database.schema)
+    return app, views
+
+
 @dataclass
 class Runtime:
     config: Config
@@ -159,22 +180,7 @@ class Runtime:
     @classmethod
     def build(cls, config: Config) -> Runtime:
         check_s3_credentials(config)
-        catalog = Catalog(
-            sources=frozenset(config.sources),
-            storages=frozenset(config.storages),
-            targets=frozenset(config.targets),
-            existing_choices={n: EXISTING.get(t.kind, ()) for n, t in config.targets.items()},
-        )
-        if config.database.kind == "postgresql":
-            _ensure_schema(config)
-        app = Snapledger(_event_store_env(config), catalog)
-        _check_event_key(app, config)
-        if config.database.kind == "sqlite":
-            assert config.database.path is not None
-            path = config.database.path
-            views: ViewDatabase = SQLiteViews(path.with_name(path.stem + "-views.db"))
-        else:
-            views = PostgresViews(config.database.conninfo(), config.database.schema)
+        app, views = open_store(config)
         runner = ProjectionRunner(app, views)
         resources = Resources(
             sources={n: build_source(s) for n, s in config.sources.items()},

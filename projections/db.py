@@ -11,7 +11,7 @@ import re
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,14 @@ class ViewDatabase(ABC):
         with self.transaction() as cur:
             cur.execute(sql, params or {})
             return cur.fetchall()
+
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[Cursor, Callable[[], None]]]:
+        """A transaction whose reads share one snapshot and that takes the write lock only
+        when `lock()` is called (then its reads see the latest commits); commits on success.
+        Where the engine locks rows, not the database, it is one plain transaction."""
+        with self.transaction() as cur:
+            yield cur, lambda: None
 
     @abstractmethod
     def close(self) -> None: ...
@@ -119,6 +127,27 @@ class SQLiteViews(ViewDatabase):
             yield _SQLiteCursor(conn.cursor())
         except BaseException:
             conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[tuple[Cursor, Callable[[], None]]]:
+        """SQLite has one write lock for the whole file: a runner that held it while its
+        handlers ran would make every other view writer (a parallel rebuild) wait out the
+        whole batch. Reads run in a deferred transaction (one WAL snapshot, no lock);
+        `lock()` ends it and begins an IMMEDIATE one for the writes."""
+        conn = self._connection()
+        conn.execute("BEGIN")
+
+        def lock() -> None:
+            conn.execute("COMMIT")
+            conn.execute("BEGIN IMMEDIATE")
+
+        try:
+            yield _SQLiteCursor(conn.cursor()), lock
+        except BaseException:
+            if conn.in_transaction:  # not if BEGIN IMMEDIATE itself failed (busy)
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

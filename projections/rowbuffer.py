@@ -16,7 +16,7 @@ earlier change.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,9 +43,16 @@ class _Row:
 class Rows:
     """The cursor handlers get: row operations buffered, raw SQL passed through."""
 
-    def __init__(self, cur: Cursor) -> None:
+    def __init__(self, cur: Cursor, before_write: Callable[[], None] | None = None) -> None:
         self.cur = cur
         self._tables: dict[str, dict[Any, _Row]] = {}
+        self._before_write = before_write  # called once, before the first statement that may write
+
+    def writing(self) -> None:
+        """Says writes follow: the caller's lock is taken here, at most once per batch."""
+        if self._before_write is not None:
+            hook, self._before_write = self._before_write, None
+            hook()
 
     # ---------------------------------------------------------------- row operations
     def _row(self, table: str, key: Any) -> _Row:
@@ -111,6 +118,8 @@ class Rows:
     # ------------------------------------------------------------------------ writing
     def flush(self) -> None:
         tables, self._tables = self._tables, {}
+        if tables:
+            self.writing()
         for table, rows in tables.items():
             name = key_of(table)
             deletes = [{"k": k} for k, r in rows.items() if r.delete]
@@ -133,6 +142,7 @@ class Rows:
     # ------------------------------------------------------------ raw SQL, in order
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> Any:
         self.flush()
+        self.writing()
         return self.cur.execute(sql, params)
 
     def fetchone(self) -> dict[str, Any] | None:
