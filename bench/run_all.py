@@ -715,7 +715,7 @@ def bench_scale_out(quick: bool, tmp: Path) -> None:
             d.mkdir()
             write_source(d / "src", 1)
             extra = (
-                '[sources.src]\nkind = "ndjson"\npath = "src"\n'
+                '[sources.src]\nkind = "ndjson"\npath = "src"\nparallel = 1\n'
                 "[worker]\nscheduler = false\nlease_seconds = 60\n"
             )
             config, path = config_for(d, url, extra)
@@ -759,7 +759,13 @@ def bench_scale_out(quick: bool, tmp: Path) -> None:
                 first, last = (datetime.fromisoformat(rows[0][k]) for k in ("s", "f"))
                 rates[workers] = int(rows[0]["ok"]) / (last - first).total_seconds() * 60
                 per_worker = rt.views.query("SELECT count(*) AS c FROM backup_records GROUP BY worker")
-                shares[workers] = "/".join(sorted((str(r["c"]) for r in per_worker), reverse=True))
+                counts = sorted((int(r["c"]) for r in per_worker), reverse=True) + [0] * workers
+                shares[workers] = "/".join(str(c) for c in counts[:workers])
+                if counts[workers - 1] < n / workers / 4:  # a worker that hardly worked: say why
+                    for k, p in enumerate(procs):
+                        tail = (d / f"worker-{k}.log").read_text(errors="replace").splitlines()[-15:]
+                        print(f"# worker {k} exit {p.returncode}, last log lines:", file=sys.stderr)
+                        print("\n".join(f"#   {line}" for line in tail), file=sys.stderr, flush=True)
             finally:
                 close(rt)
     emit(

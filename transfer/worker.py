@@ -265,7 +265,10 @@ class Worker:
             if task is None:
                 continue  # another worker has it, its slot is busy, or it is no longer due
             run = self.run_snapshot if kind == "snapshot" else self.run_restore
-            self._active[task_id] = self._pool.submit(self._guarded, run, task)
+            future = self._active[task_id] = self._pool.submit(self._guarded, run, task)
+            # Its slot is free once it is done: claim the next task then, not at the next poll
+            # (a callback, not the run's last line, so the loop sees the future done).
+            future.add_done_callback(lambda _: self._wake.set())
             started += 1
         return started
 
