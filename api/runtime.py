@@ -231,8 +231,10 @@ class Runtime:
             out.append((retention, completed))
         return out
 
-    def start(self, worker: bool = True) -> Runtime:
-        self.runner.start()
+    def start(self, worker: bool = True, standby_views: bool = False) -> Runtime:
+        """`standby_views`: a worker process, whose runner applies events only while no
+        other worker process does (see ProjectionRunner.start)."""
+        self.runner.start(standby=standby_views)
         settings = self.config.worker_settings
         if worker:
             self.worker = Worker(

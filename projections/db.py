@@ -10,11 +10,14 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+LEAD_TIMEOUT = 5  # seconds without a check after which a process loses the lead
 
 _NAMED = re.compile(r"%\((\w+)\)s")
 
@@ -48,6 +51,12 @@ class ViewDatabase(ABC):
         Where the engine locks rows, not the database, it is one plain transaction."""
         with self.transaction() as cur:
             yield cur, lambda: None
+
+    def lead(self, name: str) -> bool:
+        """Whether this process holds the named lead among processes sharing the views.
+        One process at a time needs to apply events; where the views are a local file,
+        this process is the only one that matters."""
+        return True
 
     @abstractmethod
     def close(self) -> None: ...
@@ -167,6 +176,8 @@ class PostgresViews(ViewDatabase):
         from psycopg_pool import ConnectionPool
 
         self.schema = schema
+        self._leads: dict[str, Any] = {}  # name -> the connection holding that advisory lock
+        self._checked: dict[str, float] = {}
         self.pool = ConnectionPool(
             conninfo,
             min_size=1,
@@ -182,5 +193,38 @@ class PostgresViews(ViewDatabase):
         with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             yield cur  # type: ignore[misc]
 
+    def lead(self, name: str) -> bool:
+        """A session advisory lock on a connection of its own: held until this process
+        exits or loses the connection, whereupon another process's next call takes it."""
+        import psycopg
+
+        now = time.monotonic()
+        conn = self._leads.get(name)
+        if conn is not None and now - self._checked.get(name, 0.0) < LEAD_TIMEOUT / 5:
+            return True  # held, and its connection answered within the last second
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(self.pool.conninfo, autocommit=True, connect_timeout=3)
+                self._leads[name] = conn
+                # A frozen holder (stopped, swapping) must not keep the lead: a session idle
+                # this long is ended by the server, which frees the lock.
+                conn.execute(f"SET idle_session_timeout = '{LEAD_TIMEOUT}s'")
+                key = f"snapledger:{self.schema}:{name}"
+                row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
+                if not (row and row[0]):
+                    conn.close()
+                    del self._leads[name]
+                    return False
+            else:
+                conn.execute("SELECT 1")  # still connected, so still holding it
+        except psycopg.Error:
+            self._leads.pop(name, None)
+            return False
+        self._checked[name] = now
+        return True
+
     def close(self) -> None:
+        for conn in self._leads.values():
+            conn.close()
+        self._leads.clear()
         self.pool.close()

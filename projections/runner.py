@@ -30,6 +30,9 @@ TRACKING_DDL = "CREATE TABLE IF NOT EXISTS view_tracking (view TEXT PRIMARY KEY,
 VERSIONS_DDL = "CREATE TABLE IF NOT EXISTS view_versions (view TEXT PRIMARY KEY, version BIGINT NOT NULL)"
 
 
+STANDBY_POLL = 2.0  # seconds between a standby runner's attempts to take the lead
+
+
 class PositionConflict(Exception):
     """Another runner moved the view while this batch was being applied."""
 
@@ -53,6 +56,7 @@ class ProjectionRunner:
         self._advanced = threading.Condition()
         self._thread: threading.Thread | None = None
         self._listener: threading.Thread | None = None
+        self.standby = False
         self.error: BaseException | None = None
         self.on_advance: list[Callable[[], None]] = []  # called after each committed batch
         self.create_tables()
@@ -224,13 +228,23 @@ class ProjectionRunner:
             total += n
 
     # ------------------------------------------------------------------ thread
-    def start(self) -> ProjectionRunner:
+    def start(self, standby: bool = False) -> ProjectionRunner:
+        """Applies events in a thread. A `standby` runner applies them only while its
+        process holds the views' lead (`ViewDatabase.lead`), so that of many worker
+        processes sharing PostgreSQL views one applies each batch, not all of them racing
+        for it (which cost every worker a read of every batch and halved the gain of a
+        second worker); a standby takes over within `STANDBY_POLL` seconds of the leader
+        exiting. The API server's runner never stands by: its own commands wait for it."""
+        self.standby = standby
         self._thread = threading.Thread(target=self._loop, name="projection-runner", daemon=True)
         self._thread.start()
-        if callable(getattr(self.app.recorder, "subscribe", None)) and self._can_subscribe():
-            self._listener = threading.Thread(target=self._listen, name="projection-listen", daemon=True)
-            self._listener.start()
         return self
+
+    def _start_listener(self) -> None:
+        if self._listener is None and callable(getattr(self.app.recorder, "subscribe", None)):
+            if self._can_subscribe():
+                self._listener = threading.Thread(target=self._listen, name="projection-listen", daemon=True)
+                self._listener.start()
 
     def _can_subscribe(self) -> bool:
         return type(self.app.recorder).__module__.startswith("eventsourcing.postgres")
@@ -249,8 +263,12 @@ class ProjectionRunner:
                 log.exception("event subscription ended; falling back to polling")
 
     def _loop(self) -> None:
-        interval = self.poll_interval if self._listener is None else 1.0
         while not self._stop.is_set():
+            if self.standby and not self.db.lead("projections"):
+                self._stop.wait(STANDBY_POLL)  # another process applies the events
+                continue
+            self._start_listener()
+            interval = self.poll_interval if self._listener is None else 1.0
             try:
                 if self.catch_up() == 0:
                     self._wake.wait(interval)

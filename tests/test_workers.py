@@ -329,3 +329,40 @@ def test_a_worker_claims_the_next_task_as_soon_as_a_run_ends(runtime):
         worker.stop()
         runtime.runner.stop()
     assert elapsed < 15, f"{elapsed:.1f} s: the worker waited for its 30 s poll between runs"
+
+
+def test_of_standby_runners_one_applies_events_and_another_takes_over(runtime, pg_config):
+    """Worker processes' runners stand by: one holds the views' lead and applies every
+    batch; when it goes, another takes the lead and the views keep up."""
+    from projections.db import PostgresViews
+    from projections.runner import STANDBY_POLL, ProjectionRunner
+
+    db = pg_config.database
+    dbs = [PostgresViews(db.conninfo(), db.schema) for _ in range(2)]
+    runners = [ProjectionRunner(runtime.app, views) for views in dbs]
+    batches = [0, 0]
+    for k, r in enumerate(runners):
+        r.on_advance.append(lambda k=k: batches.__setitem__(k, batches[k] + 1))
+    try:
+        for r in runners:
+            r.start(standby=True)
+        pid = runtime.app.create_policy({"name": "lead", "source": "secured", "storage": "local"}, "t").id
+        for _ in range(5):
+            runtime.app.take_snapshot(pid, "t")
+            time.sleep(0.1)
+        head = runtime.app.recorder.max_notification_id()
+        wait_until(lambda: runners[0].position() >= head, timeout=STANDBY_POLL * 5, what="views")
+        leader = 0 if batches[0] else 1
+        assert batches[leader] > 0 and batches[1 - leader] == 0, batches
+
+        runners[leader].stop()
+        dbs[leader].close()  # its process exits: the lock goes with its session
+        runtime.app.take_snapshot(pid, "t")
+        head = runtime.app.recorder.max_notification_id()
+        other = runners[1 - leader]
+        wait_until(lambda: other.position() >= head, timeout=STANDBY_POLL * 5, what="take-over")
+        assert batches[1 - leader] > 0
+    finally:
+        for r, views in zip(runners, dbs, strict=True):
+            r.stop()
+            views.close()
