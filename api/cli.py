@@ -58,7 +58,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    from api.rebuild import rebuild_views
+    from api.rebuild import RebuildFailed, rebuild_views
     from projections.views import ALL_VIEWS
 
     names = [args.name] if args.name else list(ALL_VIEWS)
@@ -68,6 +68,9 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     runtime = _runtime(args)
     try:
         counts = rebuild_views(runtime, names, args.jobs)
+    except RebuildFailed as e:
+        print(f"snapledger: error: {e}", file=sys.stderr)
+        return 1
     finally:
         runtime.views.close()
         runtime.app.close()

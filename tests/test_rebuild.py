@@ -307,3 +307,16 @@ def test_task_queue_events_of_a_run_that_ends_in_the_batch_are_skipped(make_conf
     finally:
         runtime.views.close()
         runtime.app.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_cli_rebuild_exits_1_naming_the_views_a_failed_child_left(make_config, monkeypatch, capsys):
+    config = make_config()
+
+    def failing_child(config, names):
+        return subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"], stdout=subprocess.PIPE)
+
+    monkeypatch.setattr("api.rebuild._start", failing_child)
+    assert main(["--config", str(config_path(config)), "projections", "rebuild", "--jobs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "error: the replay of policies, tasks failed (exit 3" in err
