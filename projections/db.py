@@ -7,6 +7,7 @@ Statements use psycopg's named placeholders (%(name)s); SQLite gets them rewritt
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import sqlite3
 import threading
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 LEAD_TIMEOUT = 5  # seconds without a check after which a process loses the lead
+
+log = logging.getLogger("snapledger.projections")
 
 _NAMED = re.compile(r"%\((\w+)\)s")
 
@@ -176,7 +179,8 @@ class PostgresViews(ViewDatabase):
         from psycopg_pool import ConnectionPool
 
         self.schema = schema
-        self._leads: dict[str, Any] = {}  # name -> the connection holding that advisory lock
+        self._leads: dict[str, Any] = {}  # name -> the connection that holds or asks for that lock
+        self._holding: set[str] = set()
         self._checked: dict[str, float] = {}
         self.pool = ConnectionPool(
             conninfo,
@@ -199,26 +203,34 @@ class PostgresViews(ViewDatabase):
         import psycopg
 
         now = time.monotonic()
-        conn = self._leads.get(name)
-        if conn is not None and now - self._checked.get(name, 0.0) < LEAD_TIMEOUT / 5:
+        if name in self._holding and now - self._checked.get(name, 0.0) < LEAD_TIMEOUT / 5:
             return True  # held, and its connection answered within the last second
+        conn = self._leads.get(name)
         try:
             if conn is None or conn.closed:
-                conn = psycopg.connect(self.pool.conninfo, autocommit=True, connect_timeout=3)
-                self._leads[name] = conn
-                # A frozen holder (stopped, swapping) must not keep the lead: a session idle
-                # this long is ended by the server, which frees the lock.
-                conn.execute(f"SET idle_session_timeout = '{LEAD_TIMEOUT}s'")
+                self._holding.discard(name)
+                conn = self._leads[name] = psycopg.connect(
+                    self.pool.conninfo, autocommit=True, connect_timeout=3
+                )
+                try:
+                    # A frozen holder (stopped, swapping) must not keep the lead: a session
+                    # idle this long is ended by the server, which frees the lock.
+                    conn.execute(f"SET idle_session_timeout = '{LEAD_TIMEOUT}s'")
+                except psycopg.Error:  # before PostgreSQL 14: only an exit frees the lead
+                    log.warning("idle_session_timeout unsupported: a frozen process keeps the views' lead")
+            if name in self._holding:
+                conn.execute("SELECT 1")  # still connected, so still holding it
+            else:
                 key = f"snapledger:{self.schema}:{name}"
                 row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,)).fetchone()
                 if not (row and row[0]):
-                    conn.close()
-                    del self._leads[name]
-                    return False
-            else:
-                conn.execute("SELECT 1")  # still connected, so still holding it
+                    return False  # another process leads; this connection waits for the next try
+                self._holding.add(name)
         except psycopg.Error:
+            self._holding.discard(name)
             self._leads.pop(name, None)
+            if conn is not None:
+                conn.close()  # whatever it held goes with the session
             return False
         self._checked[name] = now
         return True
@@ -227,4 +239,5 @@ class PostgresViews(ViewDatabase):
         for conn in self._leads.values():
             conn.close()
         self._leads.clear()
+        self._holding.clear()
         self.pool.close()

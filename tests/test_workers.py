@@ -366,3 +366,20 @@ def test_of_standby_runners_one_applies_events_and_another_takes_over(runtime, p
         for r, views in zip(runners, dbs, strict=True):
             r.stop()
             views.close()
+
+
+def test_a_frozen_leader_loses_the_views_lead(pg_config):
+    """A process that stops checking in (frozen, swapping) loses the lead to the server's
+    idle-session timeout; it learns so at its next check and stands by."""
+    from projections.db import LEAD_TIMEOUT, PostgresViews
+
+    db = pg_config.database
+    one, two = (PostgresViews(db.conninfo(), db.schema) for _ in range(2))
+    try:
+        assert one.lead("projections") and not two.lead("projections")
+        assert one.lead("projections")  # a leader's repeated check is cheap and true
+        wait_until(lambda: two.lead("projections"), timeout=LEAD_TIMEOUT * 3, what="take-over")
+        assert not one.lead("projections") and not one.lead("projections")
+    finally:
+        one.close()
+        two.close()
