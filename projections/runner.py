@@ -134,7 +134,7 @@ class ProjectionRunner:
         if not notifications:
             return 0
         with self.db.transaction() as cur:
-            before = self._lock_positions(cur, views)
+            before = self._positions_of(cur, views)
             if min(before.values()) < start:
                 raise PositionConflict("a view was reset (rebuilt) while this batch was read")
             rows = Rows(cur)
@@ -150,14 +150,14 @@ class ProjectionRunner:
         same position meanwhile: a view's rows are a function of its position, so the
         snapshot's rows are the rows that position stands for."""
         with self.db.snapshot() as (cur, lock):
-            before = self._lock_positions(cur, views)  # in the snapshot: no lock yet
+            before = self._positions_of(cur, views)  # in the snapshot: no lock yet
             notifications = self._read(min(before.values()))
             if not notifications:
                 return 0
 
             def claim() -> None:
                 lock()
-                if self._lock_positions(cur, views) != before:
+                if self._positions_of(cur, views) != before:
                     raise PositionConflict("another runner moved a view during this batch")
 
             rows = Rows(cur, before_write=claim)
@@ -204,7 +204,8 @@ class ProjectionRunner:
             if cur.rowcount != 1:
                 raise PositionConflict(view.name)
 
-    def _lock_positions(self, cur: Any, views: list[View]) -> dict[str, int]:
+    def _positions_of(self, cur: Any, views: list[View]) -> dict[str, int]:
+        """The views' positions, in name order; on PostgreSQL their rows are locked (FOR UPDATE)."""
         names = sorted(v.name for v in views)
         params = {f"v{i}": name for i, name in enumerate(names)}
         marks = ", ".join(f"%(v{i})s" for i in range(len(names)))
@@ -378,7 +379,7 @@ def partition(names: list[str], jobs: int) -> list[list[str]]:
     reading and decoding the whole log, so the fewest groups that give the lowest heaviest
     group win: on four jobs, views of cost 4, 2, 2 and 1 make three groups (4, 3, 2), as a
     fourth could not lower the 4."""
-    best: list[list[str]] = [list(names)]
+    best, best_cost = [list(names)], sum(ALL_VIEWS[n].cost for n in names)
     for k in range(2, min(jobs, len(names)) + 1):
         groups: list[list[str]] = [[] for _ in range(k)]
         costs = [0] * k
@@ -386,8 +387,8 @@ def partition(names: list[str], jobs: int) -> list[list[str]]:
             i = costs.index(min(costs))  # onto the lightest group
             groups[i].append(name)
             costs[i] += ALL_VIEWS[name].cost
-        if max(costs) < max(sum(ALL_VIEWS[n].cost for n in g) for g in best):
-            best = groups
+        if max(costs) < best_cost:
+            best, best_cost = groups, max(costs)
     return best
 
 

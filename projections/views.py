@@ -87,11 +87,6 @@ class View:
 
         return register
 
-    def apply(self, rows: Rows, event: Any, position: int) -> None:
-        handler = self.handlers.get(type(event).__name__)
-        if handler is not None:
-            handler(rows, event, position)
-
 
 def _update(rows: Rows, table: str, row_id: str, position: int, **values: Any) -> None:
     values["position"] = position
