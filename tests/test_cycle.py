@@ -68,7 +68,7 @@ def test_backup_download_restore(storage, make_config, client_for, request):
         assert names[-1] == "manifest.json"
         manifest = json.load(tar.extractfile("manifest.json"))
     assert manifest["collections"]["orders"]["items"] == 2600
-    assert manifest["format_version"] == 1 and manifest["source_kind"] == "ndjson"
+    assert manifest["format_version"] == 2 and manifest["source_kind"] == "ndjson"
 
     # Restore into the scratch target and compare documents with the source.
     r = client.post("/api/v1/restores", json={"snapshot_id": snap["id"], "target": "scratch"})

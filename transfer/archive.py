@@ -1,7 +1,10 @@
 """The archive format: one tar per snapshot, gzip members, a manifest written last.
 
 Layout (readable with tar + gunzip, no snapledger needed):
-    data/<collection>.ndjson.gz   one per collection, in manifest order
+    schema/...                    database-wide schema members first (PostgreSQL: pg_dump's
+                                  schema-only dump and what a restore needs besides it)
+    data/<collection>.ndjson.gz   one per collection, in manifest order; the collection name
+                                  is percent-escaped, so no name becomes a path of its own
     manifest.json                 last member; the same bytes are also stored beside the
                                   archive as `<archive>.manifest.json`, the commit marker
 MongoDB snapshots use mongodump's directory layout instead, so that after `tar -xf` the
@@ -29,7 +32,7 @@ from transfer.codec import ERRORS, SUFFIX, compressor, decompressor
 from transfer.items import counter_for
 
 FORMAT = "snapledger-archive"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: schema members with their checksums; PostgreSQL schema from pg_dump
 MANIFEST = "manifest.json"
 CHUNK = 1024 * 1024
 
@@ -50,17 +53,22 @@ def _mongodump_path(collection: str) -> str:
     return f"dump/{db}/{quote(coll, safe=_PATH_SEGMENT_SAFE)}"
 
 
+def escape(name: str) -> str:
+    """Reversible (urllib.parse.unquote) and free of "/": a name stays one path segment."""
+    return quote(name, safe="")
+
+
 def member_name(collection: str, source_kind: str = "ndjson", codec: str = "gzip") -> str:
     if source_kind == "mongodb":
         return _mongodump_path(collection) + DATA_SUFFIX[source_kind]
-    return f"data/{collection}{DATA_SUFFIX[source_kind].removesuffix('.gz')}{SUFFIX[codec]}"
+    return f"data/{escape(collection)}{DATA_SUFFIX[source_kind].removesuffix('.gz')}{SUFFIX[codec]}"
 
 
 def schema_member_name(collection: str, source_kind: str = "ndjson") -> str:
     """Where a collection's definition goes; names ending in .gz are stored gzipped."""
     if source_kind == "mongodb":
         return _mongodump_path(collection) + MONGODB_METADATA_SUFFIX
-    return f"schema/{collection}.sql"
+    return f"schema/{escape(collection)}.sql"
 
 
 def manifest_key(archive_key: str) -> str:
@@ -90,6 +98,7 @@ class CollectionEntry:
     name: str
     member: str
     schema_member: str | None = None
+    schema_sha256: str | None = None
     items: int = 0
     raw_bytes: int = 0
     bytes: int = 0
@@ -105,6 +114,7 @@ class CollectionEntry:
         }
         if self.schema_member:
             entry["schema_member"] = self.schema_member
+            entry["schema_sha256"] = self.schema_sha256
         return entry
 
 
@@ -127,12 +137,22 @@ class ArchiveWriter:
     codec: str = "gzip"
     level: int = 6
     entries: list[CollectionEntry] = field(default_factory=list)
+    schema: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.source_kind == "mongodb":
             self.codec = "gzip"  # mongorestore --gzip reads nothing else
         self._out = _Hashing(self.sink)
         self._tar = tarfile.open(fileobj=self._out, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
+
+    def add_schema(self, name: str, data: bytes) -> None:
+        """A database-wide schema member; all of them come before the first collection, so
+        a restore has checked the whole schema before it writes anything."""
+        if self.entries:
+            raise ArchiveError("schema members must precede the collections")
+        member = f"schema/{escape(name)}"
+        self._tar.addfile(self._info(member, len(data)), io.BytesIO(data))
+        self.schema[name] = {"member": member, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
     def stage(self, name: str, chunks: Iterable[bytes], definition: bytes | None = None) -> Staged:
         entry = CollectionEntry(name, member_name(name, self.source_kind, self.codec))
@@ -142,6 +162,7 @@ class ArchiveWriter:
             entry.schema_member = schema_member_name(name, self.source_kind)
             if entry.schema_member.endswith(".gz"):
                 definition = gzip.compress(definition, compresslevel=self.level, mtime=0)
+            entry.schema_sha256 = hashlib.sha256(definition).hexdigest()
         tmp = tempfile.TemporaryFile()  # noqa: SIM115 - closed by append() or discard()
         try:
             hashed = _Hashing(tmp)
@@ -211,6 +232,8 @@ class ArchiveWriter:
             collections={e.name: e.as_manifest() for e in self.entries},
             items=sum(e.items for e in self.entries),
         )
+        if self.schema:
+            manifest["schema"] = self.schema
         data = json.dumps(manifest, indent=2, sort_keys=True).encode()
         self._tar.addfile(self._info(MANIFEST, len(data)), io.BytesIO(data))
         self._tar.close()
@@ -237,16 +260,33 @@ def read_members(
     on_bytes: Callable[[str, int, int], None],
 ) -> Iterator[tuple[str, int]]:
     """Streams the wanted collections out of the archive, decompressed, into the restore
-    session: prepare(name, definition) first, then the bytes into open_out(name).
+    session: begin(schema) once, before the first collection (when the session has it),
+    then prepare(name, definition) and the bytes into open_out(name) per collection.
 
     Verifies every member's SHA-256 and item count against the manifest as it goes, and
-    the embedded manifest against the one given. Yields (collection, items) per member.
+    the embedded manifest against the one given; schema members are all checked before
+    begin(), so a damaged schema stops the restore before anything is written. Yields
+    (collection, items) per member.
     """
     expected = manifest["collections"]
+    schema_expected: dict[str, dict[str, Any]] = manifest.get("schema", {})
     seen_manifest = False
     by_member = {v["member"]: k for k, v in expected.items()}
     by_schema = {v["schema_member"]: k for k, v in expected.items() if v.get("schema_member")}
+    by_db_schema = {v["member"]: k for k, v in schema_expected.items()}
     definitions: dict[str, bytes] = {}
+    schema: dict[str, bytes] = {}
+    begun = False
+
+    def begin() -> None:
+        nonlocal begun
+        missing = sorted(set(schema_expected) - set(schema))
+        if missing:
+            raise ArchiveError(f"schema member {missing[0]!r} is missing or out of place")
+        begun = True
+        if hasattr(session, "begin"):
+            session.begin(schema)
+
     try:
         tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
     except tarfile.TarError as e:
@@ -255,23 +295,31 @@ def read_members(
         for member in tar:
             if member.name == MANIFEST:
                 embedded = tar.extractfile(member)
-                if embedded is None or parse_manifest(embedded.read())["collections"] != expected:
+                found = parse_manifest(embedded.read()) if embedded is not None else {}
+                if found.get("collections") != expected or found.get("schema", {}) != schema_expected:
                     raise ArchiveError("embedded manifest differs from the stored manifest")
                 seen_manifest = True
                 continue
+            if member.name in by_db_schema:
+                key = by_db_schema[member.name]
+                if begun or key in schema:
+                    raise ArchiveError(f"schema member {key!r} is out of place")
+                schema[key] = _checked(tar, member, schema_expected[key]["sha256"], f"schema member {key!r}")
+                continue
             if member.name in by_schema:
-                ddl = tar.extractfile(member)
-                assert ddl is not None
-                definition = ddl.read()
+                name = by_schema[member.name]
+                definition = _checked(
+                    tar, member, expected[name].get("schema_sha256"), f"definition of {name!r}"
+                )
                 if member.name.endswith(".gz"):
                     try:
                         definition = gzip.decompress(definition)
                     except (OSError, EOFError, zlib.error) as e:
-                        raise ArchiveError(
-                            f"definition of {by_schema[member.name]!r} is damaged: {e}"
-                        ) from None
-                definitions[by_schema[member.name]] = definition
+                        raise ArchiveError(f"definition of {name!r} is damaged: {e}") from None
+                definitions[name] = definition
                 continue
+            if not begun:
+                begin()
             name = by_member.get(member.name)
             if name is None:
                 raise ArchiveError(f"archive has an unexpected member {member.name!r}")
@@ -306,3 +354,22 @@ def read_members(
             yield name, items
     if not seen_manifest:
         raise ArchiveError("archive ends without its manifest: it is incomplete")
+    if not begun:
+        begin()
+
+
+MAX_SCHEMA_MEMBER = 1 << 30
+
+
+def _checked(tar: tarfile.TarFile, member: tarfile.TarInfo, sha256: str | None, what: str) -> bytes:
+    """A small member read whole and compared with its checksum (older archives had none
+    for per-collection definitions: those are read as they are)."""
+    if member.size > MAX_SCHEMA_MEMBER:
+        raise ArchiveError(f"{what} is {member.size} bytes, more than a schema member may be")
+    src = tar.extractfile(member)
+    if src is None:
+        raise ArchiveError(f"{what} is not a file")
+    data = src.read()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ArchiveError(f"checksum mismatch in {what}")
+    return data

@@ -256,7 +256,7 @@ class MongoTarget:
         return f"MongoTarget({self.name!r}, existing={self.existing!r})"
 
     @contextmanager
-    def open(self, source_kind: str, existing: str | None = None) -> Iterator[_MongoRestore]:
+    def open(self, source_kind: str, existing: str | None = None, **_: Any) -> Iterator[_MongoRestore]:
         """`existing` overrides the configured policy for this restore."""
         if source_kind != "mongodb":
             raise TargetError(f"target {self.name!r} takes MongoDB snapshots, not {source_kind}")

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 CHUNK = 1024 * 1024
 SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
@@ -95,7 +95,7 @@ class NdjsonTarget:
         return self.directory / f"{collection}.ndjson{PARTIAL}"
 
     @contextmanager
-    def open(self, source_kind: str, existing: str | None = None) -> Iterator[_NdjsonRestore]:
+    def open(self, source_kind: str, existing: str | None = None, **_: Any) -> Iterator[_NdjsonRestore]:
         if source_kind != "ndjson":
             raise TargetError(f"target {self.name!r} takes NDJSON snapshots, not {source_kind}")
         session = _NdjsonRestore(self, existing or self.existing)

@@ -71,6 +71,7 @@ class RestoreResult:
     items: int
     bytes: int
     collections: dict[str, dict[str, Any]]
+    schema: dict[str, Any] | None = None  # what a schema-carrying target says: skipped objects, roles
 
 
 def select_collections(
@@ -131,6 +132,9 @@ def run_backup(
             total = sum(estimates[n] for n in names) or 1
             definitions = {name: session.definition(name) for name in names}
             archive = ArchiveWriter(sink, source_kind=source.kind, codec=codec, level=level)
+            if hasattr(session, "schema_members"):  # database-wide schema, before any rows
+                for member, data in session.schema_members(names, archive.codec):
+                    archive.add_schema(member, data)
 
             isolated = getattr(session, "isolated_collections", False)
 
@@ -229,7 +233,17 @@ def remove_archive(storage: Storage, archive_key: str) -> None:
 
 
 class _Discard:
-    """A restore session that writes nowhere: verify and dry runs read through it."""
+    """A restore session that writes nowhere: verify and dry runs read through it. It
+    still checks that a PostgreSQL schema dump reads, with pg_restore too."""
+
+    def __init__(self, source_kind: str = "ndjson") -> None:
+        self.source_kind = source_kind
+
+    def begin(self, schema: dict[str, bytes]) -> None:
+        if self.source_kind == "postgresql":
+            from transfer.postgres import check_schema
+
+            check_schema(schema)
 
     def prepare(self, collection: str, definition: bytes | None) -> None:
         pass
@@ -245,9 +259,15 @@ class _Discard:
 class _Mapped:
     """Gives the target session each collection's name in the target."""
 
-    def __init__(self, session: Any, mapping: dict[str, str]) -> None:
+    def __init__(self, session: Any, mapping: dict[str, str], selection: list[str] | None = None) -> None:
         self.session = session
         self.mapping = mapping
+        self.selection = selection
+
+    def begin(self, schema: dict[str, bytes]) -> None:
+        """Targets that restore a whole schema plan it at once, renames and selection included."""
+        if hasattr(self.session, "begin"):
+            self.session.begin(schema, self.selection, self.mapping)
 
     def prepare(self, collection: str, definition: bytes | None) -> None:
         self.session.prepare(collection, definition, self.mapping.get(collection))
@@ -344,7 +364,7 @@ def verify_archive(
             stream,
             manifest,
             wanted,
-            _Discard(),
+            _Discard(manifest.get("source_kind", "ndjson")),
             report or (lambda *a: None),
             should_stop or (lambda: False),
         )
@@ -362,6 +382,10 @@ def run_restore(
     existing: str | None = None,
     dry_run: bool = False,
     keyring: Keyring | None = None,
+    keep_owners: bool | None = None,
+    on_plan: Callable[[dict[str, Any]], None] | None = None,
+    resume: dict[str, Any] | None = None,
+    run_id: str = "",
 ) -> RestoreResult:
     """A dry run verifies the archive and reports what would be written, touching nothing.
 
@@ -380,19 +404,30 @@ def run_restore(
     kind = manifest.get("source_kind", "ndjson")
     if dry_run:
         with open_archive(storage, archive_key, manifest, keyring) as stream:
-            items, read, counts = _read_through(stream, manifest, wanted, _Discard(), report, should_stop)
+            items, read, counts = _read_through(stream, manifest, wanted, _Discard(kind), report, should_stop)
         check = _check(available, counts, names)
         for name in names:
             check[name].update(target_name=mapping.get(name, name), would_write=counts.get(name, 0))
         return RestoreResult(items, read, check)
     if not getattr(target, "transactional", True):
         verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring)
+    extras: dict[str, Any] = {}
+    if kind == "postgresql" and getattr(target, "kind", None) == "postgresql":
+        extras = dict(
+            format_version=manifest.get("format_version", 1),
+            keep_owners=keep_owners,
+            should_stop=should_stop,
+            on_plan=on_plan,
+            resume=resume,
+            run_id=run_id,
+        )
     with (
         open_archive(storage, archive_key, manifest, keyring) as stream,
-        target.open(kind, existing) as session,
+        target.open(kind, existing, **extras) as session,
     ):
+        selection = sorted(wanted) if collections else None
         items, read, _ = _read_through(
-            stream, manifest, wanted, _Mapped(session, mapping), report, should_stop
+            stream, manifest, wanted, _Mapped(session, mapping, selection), report, should_stop
         )
         # The consistency check reads the target itself, before anything becomes visible.
         check = _check(available, {n: session.count_items(n) for n in names}, names)
@@ -400,4 +435,5 @@ def run_restore(
             if name in mapping:
                 check[name]["target_name"] = mapping[name]
         session.commit()
-    return RestoreResult(items, read, check)
+        notes = session.schema_notes() if hasattr(session, "schema_notes") else None
+    return RestoreResult(items, read, check, notes)

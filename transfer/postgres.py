@@ -1,16 +1,18 @@
-"""PostgreSQL as source and restore target: COPY text streams, never rows in Python.
+"""PostgreSQL as source and restore target: the schema from pg_dump, the rows as COPY text.
 
-Backup: every table of the chosen schemas is a collection named `<schema>.<table>`; all
-tables are copied inside one REPEATABLE READ, READ ONLY transaction, so the snapshot is
-one consistent point in time. Each table's definition (columns, types, NOT NULL,
-defaults, identity, primary/unique/check constraints) is stored as plain SQL beside it.
-Restore: one transaction for the whole run; missing tables are created, existing ones
-are refused, truncated or appended to, and rows are streamed with COPY FROM STDIN.
-The item counts are checked inside that transaction, so a mismatch commits nothing.
+Backup: one REPEATABLE READ, READ ONLY transaction exports its snapshot; `pg_dump
+--schema-only --snapshot` (the reference for what a schema is) and every table's `COPY ...
+TO STDOUT` run in that one snapshot, so schema and rows are the same point in time. The
+archive holds the schema dump (`schema/schema.dump`, pg_dump's custom format), what a
+restore needs besides it (`schema/state.json`: sequence values, populated materialized
+views, which table each index or constraint belongs to, object identities, roles), two psql
+scripts for restoring by hand, and one COPY member per table.
 
-Not carried yet: foreign keys, indexes other than constraints, sequences owned by
-`serial` defaults (such defaults are dropped; identity columns are kept and resynced),
-partitioned parents (their partitions back up as plain tables), views and functions.
+Restore: pg_restore's order and rules (transfer/pg_plan.py, transfer/pg_apply.py). Into
+new tables it runs pre-data in one transaction, loads the rows, builds indexes and
+constraints in parallel as `pg_restore -j` does, sets sequence values, then refreshes
+materialized views; a failure or a stop drops everything it created. Into tables that
+already exist it runs in one transaction, so the target keeps its rows or gets all of them.
 """
 
 from __future__ import annotations
@@ -18,24 +20,37 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import queue
 import shutil
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 import psycopg
 from psycopg import pq, sql
 
+from transfer import pg_apply, pg_catalog
+from transfer.archive import member_name
 from transfer.ndjson import SourceError, TargetError
+from transfer.pg_legacy import LegacySession
+from transfer.pg_plan import Plan, Step, build, describe
+from transfer.pg_toc import SchemaDump, check_with_pg_restore, read_dump
+from transfer.pg_tools import ToolError, find, require_pg_dump, run_pg_dump, server_major, server_text
 
-HEADER = "-- snapledger-table: "
+log = logging.getLogger("snapledger.postgres")
+
 CHUNK = 1 << 20
 F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe lets psql run ahead while we compress
+STATE_FORMAT = 1
+SCHEMA_DUMP, STATE, LOAD_SCRIPT, REFRESH_SCRIPT = "schema.dump", "state.json", "load.psql", "refresh.psql"
+EXISTING = ("fail", "truncate", "append")
 
 
 def conninfo(url: str, password: str | None) -> str:
@@ -49,9 +64,11 @@ def conninfo(url: str, password: str | None) -> str:
     )
 
 
-def _connect(name: str, url: str, password: str | None, what: str) -> psycopg.Connection:
+def _connect(
+    name: str, url: str, password: str | None, what: str, application_name: str = "snapledger"
+) -> psycopg.Connection:
     try:
-        return psycopg.connect(conninfo(url, password), connect_timeout=10)
+        return psycopg.connect(conninfo(url, password), connect_timeout=10, application_name=application_name)
     except psycopg.OperationalError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         if password:
@@ -60,131 +77,156 @@ def _connect(name: str, url: str, password: str | None, what: str) -> psycopg.Co
         raise error(f"{what} {name!r}: cannot connect: {first}") from None
 
 
-def _table_sql(conn: psycopg.Connection, oid: int, schema: str, table: str) -> bytes:
-    columns = conn.execute(
-        """SELECT a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.attnotnull,
-                  a.attidentity, pg_get_expr(d.adbin, d.adrelid) AS default
-           FROM pg_attribute a LEFT JOIN pg_attrdef d
-             ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-           WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
-           ORDER BY a.attnum""",
-        (oid,),
-    ).fetchall()
-    constraints = conn.execute(
-        """SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
-           WHERE conrelid = %s AND contype IN ('p', 'u', 'c') ORDER BY contype, conname""",
-        (oid,),
-    ).fetchall()
-    parts = []
-    identity = []
-    for name, type_, notnull, ident, default in columns:
-        col = sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(type_))
-        if ident in ("a", "d"):
-            kind = "ALWAYS" if ident == "a" else "BY DEFAULT"
-            col = sql.SQL("{} GENERATED {} AS IDENTITY").format(col, sql.SQL(kind))
-            identity.append(name)
-        elif default is not None and "nextval(" not in default:
-            col = sql.SQL("{} DEFAULT {}").format(col, sql.SQL(default))
-        if notnull:
-            col = sql.SQL("{} NOT NULL").format(col)
-        parts.append(col.as_string(conn))
-    meta = {
-        "schema": schema,
-        "table": table,
-        "identity": identity,
-        "columns": parts,
-        "constraints": [[name, definition] for name, definition in constraints],
-    }
-    return (HEADER + json.dumps(meta) + "\n" + create_table_sql(conn, meta, schema, table)).encode()
-
-
-def _constraint(meta: dict[str, Any], name: str, definition: str, renamed: bool) -> sql.Composable:
-    """Keeps constraint names when the table keeps its name; a renamed copy gets fresh ones
-    (constraint indexes share the schema's namespace with the original's)."""
-    if renamed:
-        return sql.SQL(definition)
-    return sql.SQL("CONSTRAINT {} {}").format(sql.Identifier(name), sql.SQL(definition))
-
-
-def _is_indexed(definition: str) -> bool:
-    return definition.startswith(("PRIMARY KEY", "UNIQUE"))
-
-
-def create_table_sql(
-    conn: psycopg.Connection, meta: dict[str, Any], schema: str, table: str, defer_indexes: bool = False
-) -> str:
-    """With defer_indexes, primary keys and unique constraints are left for
-    index_constraints_sql(): building an index once after COPY beats maintaining it per row."""
-    renamed = (schema, table) != (meta["schema"], meta["table"])
-    parts = [sql.SQL(c) for c in meta["columns"]]
-    for name, definition in meta["constraints"]:
-        if not (defer_indexes and _is_indexed(definition)):
-            parts.append(_constraint(meta, name, definition, renamed))
-    return (
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE {} (\n  {}\n);\n")
-        .format(sql.Identifier(schema), sql.Identifier(schema, table), sql.SQL(",\n  ").join(parts))
-        .as_string(conn)
-    )
-
-
-def index_constraints_sql(meta: dict[str, Any], schema: str, table: str) -> list[sql.Composable]:
-    renamed = (schema, table) != (meta["schema"], meta["table"])
-    return [
-        sql.SQL("ALTER TABLE {} ADD {}").format(
-            sql.Identifier(schema, table), _constraint(meta, name, definition, renamed)
-        )
-        for name, definition in meta["constraints"]
-        if _is_indexed(definition)
-    ]
-
-
-def parse_definition(data: bytes) -> tuple[dict[str, Any], str]:
-    first, _, ddl = data.decode().partition("\n")
-    if not first.startswith(HEADER):
-        raise TargetError("table definition lacks its snapledger header")
-    return json.loads(first[len(HEADER) :]), ddl
-
-
+# ====================================================================== backup
 class _BackupSession:
     def __init__(self, source: PostgresSource, conn: psycopg.Connection) -> None:
         self.source = source
         self.conn = conn
+        self.version = conn.info.server_version
+        try:
+            self.pg_dump, self.pg_dump_version = require_pg_dump(self.version)
+        except ToolError as e:
+            raise SourceError(f"source {source.name!r}: {e}") from None
+        self.snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+        self.encoding = conn.execute("SHOW server_encoding").fetchone()[0]
         rows = conn.execute(
-            """SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid)
+            """SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), c.relkind
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relkind = 'r' AND n.nspname = ANY(%s)
+               WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(%s)
+                 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                                 AND d.objid = c.oid AND d.deptype = 'e')
                ORDER BY n.nspname, c.relname""",
             (source.schemas,),
         ).fetchall()
-        self.tables = {f"{s}.{t}": (oid, s, t, size) for oid, s, t, size in rows}
+        self.tables = {f"{s}.{t}": (oid, s, t, size) for oid, s, t, size, kind in rows if kind == "r"}
+        self.partitioned = {oid for oid, _, _, _, kind in rows if kind == "p"}
+        if rows:
+            # As pg_dump does: nothing can drop or alter a table while the snapshot is read.
+            conn.execute(
+                sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{source.lock_wait_seconds}s"))
+            )
+            try:
+                conn.execute(
+                    sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+                        sql.SQL(", ").join(sql.Identifier(s, t) for _, s, t, _, _ in rows)
+                    )
+                )
+            except psycopg.errors.LockNotAvailable:
+                raise SourceError(
+                    f"source {source.name!r}: a table stayed locked for {source.lock_wait_seconds} s "
+                    "(an ALTER or VACUUM FULL holds it); nothing was read"
+                ) from None
+            conn.execute("SET LOCAL lock_timeout = 0")
         self.psql = shutil.which("psql") if source.use_psql else None
         self.parallel_safe = self.psql is not None  # in-process COPY shares one connection
-        self.snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0] if self.psql else None
 
     def estimates(self) -> dict[str, int]:
         return {name: max(size, 1) for name, (_, _, _, size) in self.tables.items()}
 
-    def definition(self, collection: str) -> bytes:
-        oid, schema, table, _ = self.tables[collection]
-        return _table_sql(self.conn, oid, schema, table)
+    def definition(self, collection: str) -> None:
+        return None  # the schema is one database-wide dump, in schema_members()
+
+    def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
+        extensions = pg_catalog.extensions(self.conn, self.source.schemas)
+        try:
+            data = run_pg_dump(
+                self.pg_dump,
+                conninfo(self.source.url, None),
+                self.source.password,
+                self.snapshot,
+                self.source.schemas,
+                extensions,
+                self.source.lock_wait_seconds,
+            )
+        except ToolError as e:
+            raise SourceError(f"source {self.source.name!r}: {e}") from None
+        dump = read_dump(data)
+        _check_readable(dump, data)
+        toc_tables = dump.tables()
+        tables: dict[str, dict[str, Any]] = {}
+        for name in names:
+            oid, schema, table, _ = self.tables[name]
+            entry = toc_tables.get((schema, table))
+            if entry is None or entry.catalog[1] != oid:
+                raise SourceError(f"pg_dump's schema of {self.source.name!r} has no table {name!r}")
+            tables[name] = {"dump_id": entry.dump_id, "schema": schema, "name": table}
+        state = {
+            "format": STATE_FORMAT,
+            "server_version_num": self.version,
+            "pg_dump_version": self.pg_dump_version,
+            "encoding": self.encoding,
+            "schemas": self.source.schemas,
+            "extensions": extensions,
+            "tables": tables,
+            "partitioned": sorted(e.dump_id for e in toc_tables.values() if e.catalog[1] in self.partitioned),
+            "anchors": {str(k): v for k, v in pg_catalog.anchors(self.conn, dump).items()},
+            "objects": {str(k): v for k, v in pg_catalog.identities(self.conn, dump).items()},
+            "sequences": {str(k): v for k, v in pg_catalog.sequence_values(self.conn, dump).items()},
+            "populated_matviews": pg_catalog.populated_matviews(self.conn, dump),
+            "roles": pg_catalog.roles(self.conn, dump, self.source.schemas),
+        }
+        return [
+            (SCHEMA_DUMP, data),
+            (STATE, json.dumps(state, indent=1, sort_keys=True).encode()),
+            (LOAD_SCRIPT, self._load_script(dump, state, codec).encode()),
+            (REFRESH_SCRIPT, self._refresh_script(dump, state).encode()),
+        ]
+
+    def _load_script(self, dump: SchemaDump, state: dict[str, Any], codec: str) -> str:
+        """For restoring by hand with psql, between pg_restore's pre-data and post-data."""
+        unpack = "gunzip -c" if codec == "gzip" else "zstd -dc"
+        lines = [
+            "-- Rows of every table, then sequence values. Run from the unpacked archive's directory:",
+            "--   psql -X -v ON_ERROR_STOP=1 -d TARGET -f schema/load.psql",
+            "\\set ON_ERROR_STOP 1",
+            f"SET client_encoding = {sql.Literal(self.encoding).as_string(self.conn)};",
+        ]
+        for name, table in sorted(state["tables"].items()):
+            member = member_name(name, "postgresql", codec)
+            target = sql.Identifier(table["schema"], table["name"]).as_string(self.conn)
+            lines.append(f"\\copy {target} FROM PROGRAM '{unpack} {member}'")
+        for dump_id, (value, called) in sorted(state["sequences"].items()):
+            e = dump.by_id[int(dump_id)]
+            name = sql.Literal(sql.Identifier(e.namespace, e.tag).as_string(self.conn)).as_string(self.conn)
+            lines.append(f"SELECT pg_catalog.setval({name}, {int(value)}, {'true' if called else 'false'});")
+        return "\n".join(lines) + "\n"
+
+    def _refresh_script(self, dump: SchemaDump, state: dict[str, Any]) -> str:
+        lines = ["-- After pg_restore's post-data: materialized views that held rows in the source."]
+        for dump_id in state["populated_matviews"]:
+            e = dump.by_id[dump_id]
+            lines.append(
+                f"REFRESH MATERIALIZED VIEW {sql.Identifier(e.namespace, e.tag).as_string(self.conn)};"
+            )
+        return "\n".join(lines) + "\n"
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         if self.psql:
             return self._read_with_psql(collection, on_raw_bytes)
         return self._read_in_process(collection, on_raw_bytes)
 
+    def _copy_sql(self, collection: str) -> sql.Composed:
+        _, schema, table, _ = self.tables[collection]
+        return sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table))
+
     def _read_with_psql(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """COPY through psql: rows reach a pipe at C speed and arrive here in 1 MiB reads.
         psql joins this session's snapshot (SET TRANSACTION SNAPSHOT), so every table still
-        comes from the same point in time."""
-        _, schema, table, _ = self.tables[collection]
-        copy = sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table)).as_string(self.conn)
-        env = {**os.environ, "PGPASSWORD": self.source.password or "", "PGAPPNAME": "snapledger"}
+        comes from the same point in time. Rows come in the server's encoding, unconverted,
+        and row security is off so that a policy cannot silently hide rows (it errors)."""
+        copy = self._copy_sql(collection).as_string(self.conn)
+        env = {
+            **os.environ,
+            "PGPASSWORD": self.source.password or "",
+            "PGAPPNAME": "snapledger",
+            "PGCLIENTENCODING": self.encoding,
+        }
         proc = subprocess.Popen(
             [
                 self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", conninfo(self.source.url, None),
                 "-c", "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
                 "-c", f"SET TRANSACTION SNAPSHOT '{self.snapshot}'",
+                "-c", "SET row_security = off",
                 "-c", copy,
                 "-c", "COMMIT",
             ],
@@ -213,8 +255,7 @@ class _BackupSession:
     def _read_in_process(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Without psql: COPY rows arrive one message each; a reader thread gathers them into
         1 MiB chunks at libpq level while the caller compresses the previous chunk."""
-        _, schema, table, _ = self.tables[collection]
-        statement = sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table)).as_bytes(self.conn)
+        statement = self._copy_sql(collection).as_bytes(self.conn)
         chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
         abandoned = threading.Event()
 
@@ -268,18 +309,37 @@ class _BackupSession:
             reader.join(timeout=5)
 
 
+def _check_readable(dump: SchemaDump, data: bytes) -> None:
+    """pg_restore, the reference reader, must see the same entries as snapledger does."""
+    try:
+        pg_restore, _, _ = find("pg_restore")
+    except ToolError as e:
+        raise SourceError(str(e)) from None
+    with tempfile.NamedTemporaryFile(prefix="snapledger-schema-", suffix=".dump") as f:
+        f.write(data)
+        f.flush()
+        check_with_pg_restore(dump, f.name, pg_restore)
+
+
 class PostgresSource:
     kind = "postgresql"
     parallel = 2
 
     def __init__(
-        self, name: str, url: str, password: str | None, schemas: list[str], use_psql: bool = True
+        self,
+        name: str,
+        url: str,
+        password: str | None,
+        schemas: list[str],
+        use_psql: bool = True,
+        lock_wait_seconds: int = 60,
     ) -> None:
         self.name = name
         self.url = url
         self.password = password
         self.schemas = schemas
         self.use_psql = use_psql
+        self.lock_wait_seconds = lock_wait_seconds
 
     @contextmanager
     def open(self) -> Iterator[_BackupSession]:
@@ -293,89 +353,485 @@ class PostgresSource:
             conn.close()
 
 
+# ====================================================================== restore
+@dataclass
+class RestoreOptions:
+    keep_owners: bool = False
+    parallel: int = 2
+    should_stop: Callable[[], bool] = lambda: False
+    on_plan: Callable[[dict[str, Any]], None] = lambda facts: None
+    resume: dict[str, Any] | None = None  # the plan a dead attempt recorded
+    run_id: str = ""
+
+
+def check_schema(schema: dict[str, bytes]) -> None:
+    """What `verify` checks besides checksums: the schema dump reads, with pg_restore too,
+    and holds a table for every collection."""
+    if SCHEMA_DUMP not in schema:
+        return  # an archive of format 1: definitions per table
+    dump = read_dump(schema[SCHEMA_DUMP])
+    try:
+        _check_readable(dump, schema[SCHEMA_DUMP])
+    except SourceError as e:
+        raise TargetError(str(e)) from None
+    state = _state(schema)
+    for name, table in state["tables"].items():
+        if dump.by_id.get(table["dump_id"]) is None or dump.by_id[table["dump_id"]].desc != "TABLE":
+            raise TargetError(f"the schema dump has no table for collection {name!r}")
+
+
+def _state(schema: dict[str, bytes]) -> dict[str, Any]:
+    try:
+        state = json.loads(schema[STATE])
+    except (KeyError, ValueError):
+        raise TargetError("the archive's schema/state.json is missing or not JSON") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise TargetError("the archive's schema/state.json is of an unknown format")
+    return state
+
+
+def _app_name(run_id: str) -> str:
+    """Every connection of one restore carries its id, so a re-claim can end a dead
+    attempt's sessions before cleaning up after it."""
+    return f"snapledger-restore-{run_id}"[:63]
+
+
 class _RestoreSession:
-    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, existing: str) -> None:
+    """One restore into a PostgreSQL database; see the module docstring for what it
+    guarantees in each mode."""
+
+    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, existing: str, opts: RestoreOptions):
         self.target = target
         self.conn = conn
-        self.existing = existing
-        self.deferred: list[sql.Composable] = []
-        self.tables: dict[str, tuple[sql.Composable, list[str], int]] = {}
+        self.existing_mode = existing
+        self.opts = opts
+        self.notes = pg_apply.Notes()
+        self.plan: Plan | None = None
+        self.state: dict[str, Any] = {}
+        self.parallel = False
+        self.run_steps: list[Step] = []
+        self.copied: dict[str, int] = {}
+        self.baseline: dict[str, int] = {}
+        self.loader: psycopg.Connection | None = None
+        self.pool: list[psycopg.Connection] = []
+        self.post: pg_apply.PostData | None = None
+        self.finished = False
+        self.created_schemas: list[str] = []
+        self.wrote = False
+        self.version = conn.info.server_version
+
+    # ---------------------------------------------------------------- planning
+    def begin(
+        self,
+        schema: dict[str, bytes],
+        selection: list[str] | None = None,
+        mapping: dict[str, str] | None = None,
+    ) -> None:
+        if SCHEMA_DUMP not in schema:
+            raise TargetError("the archive has no PostgreSQL schema dump")
+        dump = read_dump(schema[SCHEMA_DUMP])
+        try:
+            _check_readable(dump, schema[SCHEMA_DUMP])
+        except SourceError as e:
+            raise TargetError(str(e)) from None
+        state = self.state = _state(schema)
+        source = int(state["server_version_num"])
+        if server_major(self.version) < server_major(source):
+            raise TargetError(
+                f"target {self.target.name!r} runs PostgreSQL {server_text(self.version)}, older than "
+                f"{server_text(source)} the snapshot came from: restore into {server_major(source)} or newer"
+            )
+        self.statements = pg_apply.session_statements(dump, self.version)
+        pg_apply.prepare_connection(self.conn, self.statements)
+        self.dump = dump
+        if self.opts.resume:
+            self._clean_dead_attempt(dump, state, selection, mapping or {})
+        plan = self.plan = build(dump, state, selection, mapping or {}, self._taken(mapping or {}, state))
+        plan.existing = pg_apply.existing_objects(self.conn, plan, state)
+        self.notes.skipped.extend(plan.skipped)
+        existing_tables = [t for t in plan.tables.values() if t.dump_id in plan.existing]
+        for table in existing_tables:
+            table.exists = True
+        self._existing_tables(existing_tables)
+        new_roots = {t.dump_id for t in plan.tables.values() if not t.exists}
+        collisions = pg_apply.colliding_names(self.conn, plan, new_roots)
+        if collisions:
+            raise TargetError(
+                f"target {self.target.name!r} already has {', '.join(collisions[:5])}, "
+                "which this restore would "
+                "create for a new table (rename the table with a mapping, or restore into another database)"
+            )
+        if self.opts.keep_owners:
+            self.notes.missing_roles |= pg_apply.missing_roles(self.conn, state.get("roles", []))
+        self.parallel = not existing_tables and self.opts.parallel > 1
+        self.run_steps = [
+            s for s in plan.steps if s.root not in plan.existing and s.entry.dump_id not in plan.existing
+        ]
+        self.runner = pg_apply.Runner(self.opts.keep_owners, pg_apply.tablespaces(self.conn), self.notes)
+        self.opts.on_plan(
+            {"mode": "parallel" if self.parallel else "single", "existing": sorted(plan.existing)}
+        )
+        self.wrote = True
+        self._pre_data(plan)
+        if self.parallel:
+            self._start_parallel(plan)
+
+    def _taken(self, mapping: dict[str, str], state: dict[str, Any]) -> dict[str, set[str]]:
+        schemas = {
+            v.partition(".")[0] if "." in v else state["tables"][k]["schema"]
+            for k, v in mapping.items()
+            if k in state["tables"]
+        }
+        taken: dict[str, set[str]] = {}
+        for schema in schemas:
+            rows = self.conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s",
+                (schema,),
+            ).fetchall()
+            taken[schema] = {r[0] for r in rows}
+        return taken
+
+    def _existing_tables(self, tables: list[Any]) -> None:
+        """fail: refuse before writing if one holds rows; truncate: empty them all at once (in
+        the restore's transaction); append: count what is there, to check what is added."""
+        if not tables:
+            return
+        self._suspend_foreign_keys(tables)
+        if self.existing_mode == "truncate":
+            try:
+                with self.conn.transaction():
+                    self.conn.execute(
+                        sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(t.identifier for t in tables))
+                    )
+            except psycopg.errors.FeatureNotSupported as err:
+                detail = (err.diag.message_detail or "").rstrip(".")
+                raise TargetError(
+                    f"cannot empty the tables of target {self.target.name!r}: {detail}, "
+                    "and it is not restored "
+                    "(restore that table too, or choose existing = append)"
+                ) from None
+            return
+        for table in tables:
+            ident = table.identifier
+            if self.existing_mode == "fail":
+                if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()[0]:
+                    raise TargetError(
+                        f"table {table.schema}.{table.name} in target {self.target.name!r} is not empty "
+                        "(choose existing = truncate or append)"
+                    )
+            else:
+                self.baseline[table.collection] = self.conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(ident)
+                ).fetchone()[0]
+
+    def _suspend_foreign_keys(self, tables: list[Any]) -> None:
+        """Rows arrive table by table in archive order, so a foreign key between two existing
+        tables of the restore would refuse a child row before its parent arrived. Those keys
+        are dropped inside the restore's transaction and added back, from the target's own
+        definition, once every row is in: checked in full then, or the restore fails whole."""
+        oids = [
+            self.conn.execute("SELECT to_regclass(%s)::oid", (t.identifier.as_string(self.conn),)).fetchone()[
+                0
+            ]
+            for t in tables
+        ]
+        rows = self.conn.execute(
+            """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint
+               WHERE contype = 'f' AND conrelid = ANY(%s) AND confrelid = ANY(%s) ORDER BY oid""",
+            (oids, oids),
+        ).fetchall()
+        for relation, name, _ in rows:
+            self.conn.execute(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(sql.SQL(relation), sql.Identifier(name))
+            )
+        self.suspended = rows
+
+    def _restore_foreign_keys(self) -> None:
+        for relation, name, definition in getattr(self, "suspended", []):
+            try:
+                with self.conn.transaction():
+                    self.conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {}").format(
+                            sql.SQL(relation), sql.Identifier(name), sql.SQL(definition)
+                        )
+                    )
+            except psycopg.Error as err:
+                raise TargetError(
+                    f"the restored rows break foreign key {name} of {relation}: {pg_apply._first_line(err)}"
+                ) from None
+
+    def _clean_dead_attempt(
+        self, dump: SchemaDump, state: dict[str, Any], selection: list[str] | None, mapping: dict[str, str]
+    ) -> None:
+        """A re-claimed restore whose dead attempt created objects in parallel mode: drop what
+        that attempt created (what was not there before it, by its recorded plan)."""
+        facts = self.opts.resume or {}
+        if facts.get("mode") != "parallel":
+            return  # one transaction: the server rolled it back when the connection died
+        with self._autocommit():
+            pg_apply.end_sessions(self.conn, self._app_name())
+            plan = build(dump, state, selection, mapping, self._taken(mapping, state))
+            before = set(facts.get("existing", []))
+            steps = [s for s in plan.steps if s.root not in before and s.entry.dump_id not in before]
+            left = pg_apply.drop_created(self.conn, steps, [])
+        if left:
+            raise TargetError("cannot clean what the previous attempt created: " + "; ".join(left[:5]))
+        log.info("restore %s: removed what the previous attempt created", self.opts.run_id)
+
+    def _app_name(self) -> str:
+        return _app_name(self.opts.run_id)
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[None]:
+        if self.conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            self.conn.rollback()
+        self.conn.autocommit = True
+        try:
+            yield
+        finally:
+            self.conn.autocommit = False
+
+    # ---------------------------------------------------------------- running
+    def _pre_data(self, plan: Plan) -> None:
+        for schema in plan.new_schemas:
+            created = self.conn.execute(
+                "SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(self.conn),)
+            ).fetchone()[0]
+            if created:
+                self.conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+                self.created_schemas.append(schema)
+        for step in self.run_steps:
+            if step.phase == "pre-data":
+                self.runner.run(self.conn, step)
+        if self.parallel:
+            self.conn.commit()
+
+    def _open_extra(self) -> psycopg.Connection:
+        conn = _connect(self.target.name, self.target.url, self.target.password, "target", self._app_name())
+        pg_apply.prepare_connection(conn, self.statements)
+        return conn
+
+    def _start_parallel(self, plan: Plan) -> None:
+        self.loader = self._open_extra()
+        self.pool = [self._open_extra() for _ in range(self.opts.parallel)]
+        post = [s for s in self.run_steps if s.phase == "post-data"]
+        loading = {t.dump_id for t in plan.tables.values()}
+        sizes = {t.dump_id: 0 for t in plan.tables.values()}
+        tables = {s.entry.dump_id for s in plan.steps if s.entry.desc == "TABLE"}
+        self.post = pg_apply.PostData(
+            post, self.pool, self.runner, loading, tables,
+            lambda s: max((sizes.get(d, 0) for d in s.entry.deps), default=0),
+        )  # fmt: skip
+        self.post.start()
 
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
-        """as_name: `table` (same schema) or `schema.table` to restore under another name."""
-        if definition is None:
-            raise TargetError(f"collection {collection!r} has no table definition in the archive")
-        meta, _ = parse_definition(definition)
-        schema, table = meta["schema"], meta["table"]
-        if as_name:
-            schema, _, rest = as_name.partition(".") if "." in as_name else (schema, "", as_name)
-            table = rest or as_name
-        qualified = sql.Identifier(schema, table)
-        exists = self.conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (qualified.as_string(self.conn),)
-        ).fetchone()[0]
-        baseline = 0
-        if not exists:
-            self.conn.execute(create_table_sql(self.conn, meta, schema, table, defer_indexes=True).encode())
-            self.deferred.extend(index_constraints_sql(meta, schema, table))
-        elif self.existing == "fail":
-            if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(qualified)).fetchone()[0]:
-                raise TargetError(
-                    f"table {schema}.{table} in target {self.target.name!r} is not empty "
-                    "(choose existing = truncate or append)"
-                )
-        elif self.existing == "truncate":
-            self.conn.execute(sql.SQL("TRUNCATE {}").format(qualified))
-        else:
-            baseline = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()[0]
-        self.tables[collection] = (qualified, meta.get("identity", []), baseline)
+        assert self.plan is not None
+        if collection not in self.plan.tables:
+            raise TargetError(f"collection {collection!r} is not in this restore's plan")
 
     @contextmanager
     def open_out(self, collection: str) -> Iterator[Any]:
-        qualified = self.tables[collection][0]
-        with self.conn.cursor() as cur, cur.copy(sql.SQL("COPY {} FROM STDIN").format(qualified)) as copy:
-            yield copy
+        assert self.plan is not None
+        table = self.plan.tables[collection]
+        conn = self.loader if self.loader is not None else self.conn
+        encoding = self.state.get("encoding", "UTF8")
+        if encoding != "UTF8":
+            conn.execute(sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)))
+        with conn.cursor() as cur:
+            try:
+                with cur.copy(sql.SQL("COPY {} FROM STDIN").format(table.identifier)) as copy:
+                    yield copy
+            except psycopg.Error as err:
+                raise TargetError(
+                    f"loading the rows of {table.schema}.{table.name} failed: {pg_apply._first_line(err)}"
+                ) from None
+            self.copied[collection] = cur.rowcount
+        if encoding != "UTF8":
+            conn.execute("SET client_encoding = 'UTF8'")
+        if self.loader is not None:
+            self.loader.commit()
+            assert self.post is not None
+            self.post.rows_loaded(table.dump_id)
 
-    def count_items(self, collection: str) -> int:
-        """Called once loading is done: builds the deferred indexes first, so a duplicate
-        key fails the restore before the counts are trusted."""
-        while self.deferred:
-            self.conn.execute(self.deferred.pop(0))
-        if collection not in self.tables:
-            return 0
-        qualified, _, baseline = self.tables[collection]
-        return (
-            self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()[0] - baseline
-        )
+    def _finish(self) -> None:
+        """After the last rows: sequence values, the rest of post-data, grants, then
+        materialized views, as pg_restore orders them."""
+        if self.finished:
+            return
+        self.finished = True
+        assert self.plan is not None
+        if self.post is not None:
+            for table in self.plan.tables.values():
+                self.post.rows_loaded(table.dump_id)  # tables with no rows in the archive
+            self._set_sequences()
+            self.post.wait(self.opts.should_stop)
+        else:
+            self._restore_foreign_keys()
+            for step in self.run_steps:
+                if step.phase == "post-data":
+                    self.runner.run(self.conn, step)
+            self._set_sequences()
+        for phase in ("acl", "post-acl"):
+            for step in self.run_steps:
+                if step.phase == phase:
+                    self.runner.run(self.conn, step)
+        self._refresh_matviews()
+        if self.parallel:
+            self.conn.commit()
 
-    def commit(self) -> None:
-        """Resyncs identity sequences so new rows do not collide with restored ones."""
-        for qualified, identity, _ in self.tables.values():
-            for column in identity:
+    def _set_sequences(self) -> None:
+        assert self.plan is not None
+        values = self.state.get("sequences", {})
+        created = {s.entry.dump_id for s in self.run_steps}
+        for step in self.plan.steps:
+            e = step.entry
+            if e.desc != "SEQUENCE" or str(e.dump_id) not in values or step.qualified is None:
+                continue
+            if e.dump_id not in created and e.dump_id not in self.plan.existing:
+                continue
+            value, called = values[str(e.dump_id)]
+            name = sql.Identifier(*step.qualified).as_string(self.conn)
+            if e.dump_id in self.plan.existing:  # the target's own sequence: only ever forward
                 self.conn.execute(
                     sql.SQL(
-                        "SELECT setval(pg_get_serial_sequence(%s, %s), GREATEST((SELECT max({}) FROM {}), 1))"
-                    ).format(sql.Identifier(column), qualified),
-                    (qualified.as_string(self.conn), column),
+                        "SELECT pg_catalog.setval(%s, %s, %s) FROM {} WHERE last_value < %s OR NOT is_called"
+                    ).format(sql.Identifier(*step.qualified)),
+                    (name, value, called, value),
                 )
+            else:
+                self.conn.execute("SELECT pg_catalog.setval(%s, %s, %s)", (name, value, called))
+
+    def _refresh_matviews(self) -> None:
+        assert self.plan is not None
+        populated = set(self.state.get("populated_matviews", []))
+        for step in self.run_steps:
+            if step.entry.desc == "MATERIALIZED VIEW" and step.entry.dump_id in populated:
+                try:
+                    self.conn.execute(
+                        sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(*step.qualified))
+                    )
+                except psycopg.Error as err:
+                    raise TargetError(
+                        f"refreshing {describe(step.entry)} failed: {pg_apply._first_line(err)}"
+                    ) from None
+
+    def count_items(self, collection: str) -> int:
+        """Called once loading is done: finishes post-data first, so a duplicate key or an
+        orphan row fails the restore before the counts are trusted."""
+        self._finish()
+        assert self.plan is not None
+        table = self.plan.tables.get(collection)
+        if table is None:
+            return 0
+        if not table.exists:
+            return self.copied.get(collection, 0)
+        total = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier)).fetchone()[0]
+        return total - self.baseline.get(collection, 0)
+
+    def commit(self) -> None:
+        self._finish()
+        self.conn.commit()
+
+    def schema_notes(self) -> dict[str, Any]:
+        assert self.plan is not None
+        notes: dict[str, Any] = {
+            "mode": "parallel" if self.parallel else "one transaction",
+            "created": sum(1 for s in self.run_steps if s.creates),
+            "already_there": len(self.plan.existing),
+        }
+        if self.notes.skipped:
+            notes["skipped"] = self.notes.skipped
+        if self.opts.keep_owners:
+            notes["missing_roles"] = sorted(self.notes.missing_roles)
+        return notes
+
+    def abort(self) -> list[str]:
+        """Undoes a failed or stopped restore; answers what could not be removed."""
+        if self.post is not None:
+            self.post.cancel()
+        for conn in (self.loader, *self.pool):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.cancel_safe(timeout=5)
+                with contextlib.suppress(Exception):
+                    conn.close()
+        with contextlib.suppress(Exception):
+            self.conn.rollback()
+        if not self.parallel or not self.wrote:
+            return []
+        with self._autocommit():
+            return pg_apply.drop_created(self.conn, self.run_steps, self.created_schemas)
+
+    def close(self) -> None:
+        for conn in (self.loader, *self.pool):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
 
 
 class PostgresTarget:
     kind = "postgresql"
 
-    def __init__(self, name: str, url: str, password: str | None, existing: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        password: str | None,
+        existing: str,
+        parallel: int = 2,
+        keep_owners: bool = False,
+    ) -> None:
         self.name = name
         self.url = url
         self.password = password
         self.existing = existing
+        self.parallel = parallel
+        self.keep_owners = keep_owners
 
     @contextmanager
-    def open(self, source_kind: str, existing: str | None = None) -> Iterator[_RestoreSession]:
+    def open(
+        self,
+        source_kind: str,
+        existing: str | None = None,
+        *,
+        format_version: int = 2,
+        keep_owners: bool | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        on_plan: Callable[[dict[str, Any]], None] | None = None,
+        resume: dict[str, Any] | None = None,
+        run_id: str = "",
+    ) -> Iterator[Any]:
         if source_kind != "postgresql":
             raise TargetError(f"target {self.name!r} takes PostgreSQL snapshots, not {source_kind}")
-        conn = _connect(self.name, self.url, self.password, "target")
+        mode = existing or self.existing
+        if format_version < 2:
+            conn = _connect(self.name, self.url, self.password, "target")
+            try:
+                with conn.transaction():  # all tables or none
+                    yield LegacySession(self, conn, mode)
+            finally:
+                conn.close()
+            return
+        opts = RestoreOptions(
+            keep_owners=self.keep_owners if keep_owners is None else keep_owners,
+            parallel=self.parallel,
+            should_stop=should_stop or (lambda: False),
+            on_plan=on_plan or (lambda facts: None),
+            resume=resume,
+            run_id=run_id,
+        )
+        conn = _connect(self.name, self.url, self.password, "target", _app_name(run_id))
+        session = _RestoreSession(self, conn, mode, opts)
         try:
-            with conn.transaction():  # all tables or none
-                yield _RestoreSession(self, conn, existing or self.existing)
+            yield session
+        except BaseException as e:
+            left = session.abort()
+            if left:
+                log.error("restore into %s left objects it created: %s", self.name, "; ".join(left))
+                if isinstance(e, Exception) and not type(e).__name__ == "Stopped":
+                    raise TargetError(f"{e} (and cleanup could not remove: {'; '.join(left[:5])})") from e
+            raise
         finally:
+            session.close()
             conn.close()
