@@ -447,6 +447,11 @@ def _run_ended(runtime: Runtime, kind: str, run: Any) -> int:
     for name, check in (record.get("consistency") or {}).items():
         found = check.get("would_write", check.get("found"))
         print(f"  {name}: {found} of {check.get('expected')} items {'ok' if check.get('ok') else 'MISMATCH'}")
+    schema = record.get("schema") or {}
+    for skipped in schema.get("skipped", []):
+        print(f"  skipped {skipped['object']}: {skipped['reason']}")
+    if schema.get("missing_roles"):
+        print(f"  roles the target lacks: {', '.join(schema['missing_roles'])}")
     done = "dry run completed" if run.dry_run else "completed and verified"
     print(f"{run.sub_name} {done}: {run.items:,} items, {human_size(run.bytes)} in {elapsed}")
     return 0
@@ -652,6 +657,8 @@ def cmd_restore(args: argparse.Namespace, runtime: Runtime) -> int:
         return _error(f"mapping: {e}", 2)
     options: dict[str, Any] = {"collections": args.collections or None, "dry_run": args.dry_run}
     options.update({k: v for k, v in (("mapping", mapping), ("existing", args.existing)) if v is not None})
+    if args.keep_owners is not None:
+        options["keep_owners"] = args.keep_owners
     snapshot_id = resolve_snapshot(runtime, args.snapshot)
     outcome = runtime.app.request_restore(snapshot_id, args.target, options, args.actor)
     _mutated(runtime)
@@ -897,6 +904,16 @@ def _add_runs(sub: Any) -> None:
     restore.add_argument("--map", nargs="+", action="extend", metavar="OLD=NEW", help="rename on the way in")
     restore.add_argument("--existing", help="what to do with existing data (overrides the target's setting)")
     restore.add_argument("--dry-run", action="store_true", help="verify and report; write nothing")
+    owners = restore.add_mutually_exclusive_group()
+    owners.add_argument(
+        "--keep-owners", action="store_true", default=None, help="PostgreSQL: restore owners and grants too"
+    )
+    owners.add_argument(
+        "--no-owners",
+        dest="keep_owners",
+        action="store_false",
+        help="PostgreSQL: owners and grants of the restorer",
+    )
     restore.set_defaults(func=_verb(cmd_restore))
 
     for name, statuses, func, what in (

@@ -257,11 +257,16 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
             settings["databases"] = _names(spec, "databases", where, [])
         if section == "targets":
             settings["existing"] = _existing(spec, kind, where, default="fail")
-    if section == "sources":
+    if section == "sources" or kind == "postgresql":  # a PostgreSQL target builds indexes in parallel
         parallel = spec.get("parallel", 2)
         if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:
             raise ConfigError(f"{where}.parallel must be an integer from 1 to 64")
         settings["parallel"] = parallel
+    if section == "targets" and kind == "postgresql":
+        keep = spec.get("keep_owners", False)
+        if not isinstance(keep, bool):
+            raise ConfigError(f"{where}.keep_owners must be true or false")
+        settings["keep_owners"] = keep
     return Endpoint(name, kind, settings, pw_env)
 
 

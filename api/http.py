@@ -47,7 +47,7 @@ STATUS: dict[type[DomainError], int] = {
 }
 
 
-RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run")
+RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run", "keep_owners")
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:

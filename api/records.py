@@ -158,6 +158,7 @@ def restore_row(r: dict[str, Any]) -> dict[str, Any]:
         "options": json.loads(r["options"]),
         "dry_run": bool(r["dry_run"]),
         "consistency": json.loads(r["collections"]) if r["collections"] else None,
+        "schema": json.loads(r["schema_notes"]) if r.get("schema_notes") else None,
         "worker": r["worker"],
         "attempt": r["attempt"],
         "position": r["position"],

@@ -64,6 +64,7 @@ RESTORE_CREATE = {
         "mapping": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
         "existing": {"type": "string"},
         "dry_run": {"type": "boolean"},
+        "keep_owners": {"type": "boolean"},
     },
     "required": ["snapshot_id", "target"],
     "additionalProperties": False,

@@ -525,7 +525,8 @@ class Snapledger(Application[UUID]):
     def request_restore(
         self, snapshot_id: UUID | str, target: object, options: dict[str, Any], actor: str
     ) -> Outcome:
-        """options: collections (list), mapping ({collection: new name}), existing, dry_run."""
+        """options: collections (list), mapping ({collection: new name}), existing, dry_run,
+        keep_owners (PostgreSQL: owners and grants, instead of the target's setting)."""
         actor = _check_actor(actor)
         target = _check_ref(target, self.catalog.targets, "target", "restore target")
         selection = CollectionSelection.parse(options.get("collections"))
@@ -540,6 +541,9 @@ class Snapledger(Application[UUID]):
         dry_run = options.get("dry_run", False)
         if not isinstance(dry_run, bool):
             raise InvalidValue("dry_run must be true or false", "dry_run")
+        keep_owners = options.get("keep_owners")
+        if keep_owners is not None and not isinstance(keep_owners, bool):
+            raise InvalidValue("keep_owners must be true or false", "keep_owners")
         try:
             snap = self.get_snapshot(snapshot_id)
         except NotFound as e:
@@ -566,6 +570,7 @@ class Snapledger(Application[UUID]):
             existing=existing,
             dry_run=dry_run,
             actor=actor,
+            keep_owners=keep_owners,
         )
         return Outcome(restore.id, self.record(restore))
 

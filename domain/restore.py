@@ -28,7 +28,8 @@ class Restore(RunState, TimedAggregate):
     kind = "restore"
 
     class RestoreRequested(Aggregate.Created):
-        """v2 added the per-restore options; v1 events load with the old behaviour."""
+        """v2 added the per-restore options, v3 keep_owners; older events load with the old
+        behaviour (the target's setting)."""
 
         snapshot_id: UUID
         policy_id: UUID
@@ -41,13 +42,18 @@ class Restore(RunState, TimedAggregate):
         existing: str | None
         dry_run: bool
         actor: str
-        class_version = 2
+        keep_owners: bool | None
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["mapping"] = {}
             state["existing"] = None
             state["dry_run"] = False
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["keep_owners"] = None
 
     @event(RestoreRequested)
     def __init__(
@@ -63,6 +69,7 @@ class Restore(RunState, TimedAggregate):
         existing: str | None,
         dry_run: bool,
         actor: str,
+        keep_owners: bool | None = None,
     ) -> None:
         self.snapshot_id = snapshot_id
         self.policy_id = policy_id
@@ -74,6 +81,8 @@ class Restore(RunState, TimedAggregate):
         self.mapping = mapping
         self.existing = existing
         self.dry_run = dry_run
+        self.keep_owners = keep_owners
+        self.plan: dict[str, Any] | None = None  # what the latest attempt found in the target
         self.status = REQUESTED
         self.stop_requested = False
         self.worker: str | None = None
@@ -125,15 +134,50 @@ class Restore(RunState, TimedAggregate):
         self.items, self.bytes, self.percent = items, bytes, percent
         self.last_beat = self.modified_on
 
+    def planned(self, facts: dict[str, Any]) -> None:
+        """Recorded before the first write to the target: what was there already, so that
+        a later attempt knows what a dead one created (and removes it) before it starts."""
+        self._require("record the plan of", RUNNING)
+        self._planned(facts)
+
+    @event("RestorePlanned")
+    def _planned(self, facts: dict[str, Any]) -> None:
+        self.plan = facts
+        self.last_beat = self.modified_on
+
     def complete(
-        self, items: int, bytes: int, collections: dict[str, dict[str, Any]], finished_at: datetime
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        finished_at: datetime,
+        schema: dict[str, Any] | None = None,
     ) -> None:
         self._require("complete", RUNNING)
-        self._completed(items, bytes, collections, self.elapsed_until(finished_at))
+        self._completed(items, bytes, collections, self.elapsed_until(finished_at), schema)
 
-    @event("RestoreCompleted")
+    class RestoreCompleted(TimedAggregate.Event):
+        """v2 added `schema`: what a schema-carrying target skipped, and roles it lacks."""
+
+        items: int
+        bytes: int
+        collections: dict[str, dict[str, Any]]
+        elapsed_seconds: float
+        schema: dict[str, Any] | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["schema"] = None
+
+    @event(RestoreCompleted)
     def _completed(
-        self, items: int, bytes: int, collections: dict[str, dict[str, Any]], elapsed_seconds: float
+        self,
+        items: int,
+        bytes: int,
+        collections: dict[str, dict[str, Any]],
+        elapsed_seconds: float,
+        schema: dict[str, Any] | None,
     ) -> None:
         self.status = COMPLETED
         self.items, self.bytes, self.percent = items, bytes, 100.0

@@ -105,10 +105,20 @@ def message(kind: str, d: dict[str, Any]) -> str:
                 f"finished {d['finished_at']}"
             )
         case "RestoreCompleted":
+            schema = d.get("schema") or {}
+            notes = ""
+            if schema.get("skipped"):
+                notes += f"; {len(schema['skipped'])} objects skipped"
+            if schema.get("missing_roles"):
+                notes += f"; roles missing in the target: {', '.join(schema['missing_roles'])}"
             return (
                 f"completed and verified: {d['items']} items, {_mb(d['bytes'])} in "
-                f"{d['elapsed_seconds']:.1f}s"
+                f"{d['elapsed_seconds']:.1f}s{notes}"
             )
+        case "RestorePlanned":
+            facts = d.get("facts") or {}
+            mode = "in one transaction" if facts.get("mode") == "single" else "in parallel"
+            return f"target checked, writing {mode} ({len(facts.get('existing', []))} objects already there)"
         case "SnapshotFailed" | "RestoreFailed":
             return f"failed: {d['reason']}"
         case "SnapshotStopRequested" | "RestoreStopRequested":

@@ -468,7 +468,7 @@ def _retention_edited(rows: Rows, e: Any, position: int) -> None:
 restores = View(
     name="restores",
     table="restore_records",
-    version=2,
+    version=3,
     ddl=[
         """CREATE TABLE IF NOT EXISTS restore_records (
             id TEXT PRIMARY KEY, snapshot_id TEXT NOT NULL, policy_id TEXT NOT NULL,
@@ -479,7 +479,8 @@ restores = View(
             transferred_bytes BIGINT NOT NULL, progress DOUBLE PRECISION NOT NULL,
             current_collection TEXT, elapsed_seconds DOUBLE PRECISION,
             created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, collections TEXT,
-            position BIGINT NOT NULL, options TEXT NOT NULL, dry_run BIGINT NOT NULL)""",
+            position BIGINT NOT NULL, options TEXT NOT NULL, dry_run BIGINT NOT NULL,
+            schema_notes TEXT)""",
         "CREATE INDEX IF NOT EXISTS restore_records_created ON restore_records (created_at, id)",
         "CREATE INDEX IF NOT EXISTS restore_records_status ON restore_records (status)",
     ],
@@ -500,7 +501,7 @@ def _restore_requested(rows: Rows, e: Any, position: int) -> None:
             "archive_key": e.archive_key,
             "requested_collections": dumps(e.collections),
             **_new_run(e, position),
-            "options": dumps({"mapping": e.mapping, "existing": e.existing}),
+            "options": dumps({"mapping": e.mapping, "existing": e.existing, "keep_owners": e.keep_owners}),
             "dry_run": int(e.dry_run),
         },
         new=True,
@@ -509,7 +510,16 @@ def _restore_requested(rows: Rows, e: Any, position: int) -> None:
 
 restores.on("RestoreStarted")(_run_started("restore_records"))
 restores.on("RestoreProgressed")(_run_progressed("restore_records"))
-restores.on("RestoreCompleted")(_run_finished("restore_records", "completed"))
+_restore_completed = _run_finished("restore_records", "completed")
+
+
+@restores.on("RestoreCompleted")
+def _restore_done(rows: Rows, e: Any, position: int) -> None:
+    _restore_completed(rows, e, position)
+    if e.schema is not None:
+        _update(rows, "restore_records", oid(e), position, schema_notes=dumps(e.schema))
+
+
 restores.on("RestoreFailed")(_run_finished("restore_records", "failed"))
 restores.on("RestoreStopRequested")(_stop_requested("restore_records"))
 restores.on("RestoreStopped")(_stopped("restore_records"))

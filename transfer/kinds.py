@@ -35,7 +35,14 @@ def build_target(endpoint: Any) -> Any:
     if endpoint.kind == "postgresql":
         from transfer.postgres import PostgresTarget
 
-        return PostgresTarget(endpoint.name, s["url"], endpoint.password(), s["existing"])
+        return PostgresTarget(
+            endpoint.name,
+            s["url"],
+            endpoint.password(),
+            s["existing"],
+            parallel=s.get("parallel", 2),
+            keep_owners=s.get("keep_owners", False),
+        )
     if endpoint.kind == "mongodb":
         from transfer.mongodb import MongoTarget
 

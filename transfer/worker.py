@@ -175,6 +175,12 @@ class _Run:
             self.agg.progress(items, bytes_, percent, collection, _now())
             self.append()
 
+    def planned(self, facts: dict[str, Any]) -> None:
+        """A restore's plan, appended (fenced like any append) before it writes to the target."""
+        with self.lock:
+            self.agg.planned(facts)  # type: ignore[union-attr]
+            self.append()
+
     def should_stop(self) -> bool:
         with self.lock:
             now = time.monotonic()
@@ -417,10 +423,14 @@ class Worker:
                 existing=restore.existing,
                 dry_run=restore.dry_run,
                 keyring=self.resources.keyrings.get(restore.storage),
+                keep_owners=restore.keep_owners,
+                on_plan=run.planned,
+                resume=restore.plan if restore.attempt > 1 else None,
+                run_id=str(restore.id),
             )
 
             def finish() -> None:
-                run.agg.complete(result.items, result.bytes, result.collections, _now())
+                run.agg.complete(result.items, result.bytes, result.collections, _now(), result.schema)
 
             return finish
 
