@@ -62,7 +62,8 @@ scheduler = false
                 return bool(
                     watcher.execute(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                        "AND application_name LIKE 'snapledger-restore-%%' AND query ILIKE 'CREATE%%INDEX%%big%%'"
+                        "AND application_name LIKE 'snapledger-restore-%%' "
+                        "AND query ILIKE 'CREATE%%INDEX%%big%%'"
                     ).fetchone()[0]
                 )
 
