@@ -143,12 +143,13 @@ class ArchiveWriter:
         if self.source_kind == "mongodb":
             self.codec = "gzip"  # mongorestore --gzip reads nothing else
         self._out = _Hashing(self.sink)
+        self._appended = False
         self._tar = tarfile.open(fileobj=self._out, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
 
     def add_schema(self, name: str, data: bytes) -> None:
         """A database-wide schema member; all of them come before the first collection, so
         a restore has checked the whole schema before it writes anything."""
-        if self.entries:
+        if self._appended:
             raise ArchiveError("schema members must precede the collections")
         member = f"schema/{escape(name)}"
         self._tar.addfile(self._info(member, len(data)), io.BytesIO(data))
@@ -182,6 +183,7 @@ class ArchiveWriter:
 
     def append(self, staged: Staged) -> CollectionEntry:
         entry = staged.entry
+        self._appended = True
         with staged.file as tmp:
             if staged.definition is not None:
                 assert entry.schema_member is not None

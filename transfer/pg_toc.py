@@ -213,18 +213,20 @@ def read_dump(data: bytes) -> SchemaDump:
 _LIST_LINE = re.compile(r"^(\d+); (\d+) (\d+) ")
 
 
-def _listed(pg_restore: str, path: str, section: str) -> list[int]:
-    done = subprocess.run([pg_restore, "-l", f"--section={section}", path], capture_output=True, timeout=300)
-    if done.returncode != 0:
-        detail = done.stderr.decode(errors="replace").strip().splitlines()
-        raise DumpFormatError(
-            "pg_restore cannot read the schema dump: " + (detail[0] if detail else f"exit {done.returncode}")
-        )
-    return [
-        int(m.group(1))
-        for line in done.stdout.decode(errors="replace").splitlines()
-        if (m := _LIST_LINE.match(line))
-    ]
+def _list_command(pg_restore: str, path: str, section: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [pg_restore, "-l", f"--section={section}", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+def _listed(proc: subprocess.Popen[bytes]) -> list[int]:
+    out, err = proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        first = detail[0] if detail else f"exit {proc.returncode}"
+        raise DumpFormatError(f"pg_restore cannot read the schema dump: {first}")
+    lines = out.decode(errors="replace").splitlines()
+    return [int(m.group(1)) for line in lines if (m := _LIST_LINE.match(line))]
 
 
 def check_with_pg_restore(dump: SchemaDump, path: str, pg_restore: str) -> None:
@@ -234,10 +236,17 @@ def check_with_pg_restore(dump: SchemaDump, path: str, pg_restore: str) -> None:
         if e.desc in NEVER_RUN:
             continue
         expected[dump.effective_section[e.dump_id]].append(e.dump_id)
+    running = {section: _list_command(pg_restore, path, section) for section in expected}  # at once
+    try:
+        listed = {section: _listed(proc) for section, proc in running.items()}
+    finally:
+        for proc in running.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     for section, ids in expected.items():
-        listed = _listed(pg_restore, path, section)
-        if listed != ids:
-            extra = sorted(set(listed) ^ set(ids))
+        if listed[section] != ids:
+            extra = sorted(set(listed[section]) ^ set(ids))
             raise DumpFormatError(
                 f"pg_restore reads the schema dump's {section} differently "
                 f"(entries {extra[:5] or 'in another order'})"

@@ -132,9 +132,8 @@ def run_backup(
             total = sum(estimates[n] for n in names) or 1
             definitions = {name: session.definition(name) for name in names}
             archive = ArchiveWriter(sink, source_kind=source.kind, codec=codec, level=level)
-            if hasattr(session, "schema_members"):  # database-wide schema, before any rows
-                for member, data in session.schema_members(names, archive.codec):
-                    archive.add_schema(member, data)
+            workers = min(parallel, len(names)) if getattr(session, "parallel_safe", False) else 1
+            schema = _Schema(session, names, archive, overlap=workers > 1)
 
             isolated = getattr(session, "isolated_collections", False)
 
@@ -153,15 +152,22 @@ def run_backup(
                         raise
                     raise CollectionFailed(name, _reason(e)) from e
 
-            workers = min(parallel, len(names)) if getattr(session, "parallel_safe", False) else 1
             if workers <= 1:
+                schema.written()
                 for name in names:
                     try:
                         archive.add_collection(name, chunks(name), definitions[name])
                     except CollectionFailed as e:
                         failed[e.name] = e.reason
-            else:
-                _stage_in_parallel(archive, names, chunks, definitions, workers, abort, failed)
+            else:  # biggest first, as pg_dump -j orders them: the last to finish is a small one
+                by_size = sorted(names, key=lambda n: -estimates[n])
+                try:
+                    _stage_in_parallel(
+                        archive, by_size, chunks, definitions, workers, abort, failed, schema.written
+                    )
+                finally:
+                    schema.close()
+            schema.written()
         if should_stop():
             raise Stopped
         if failed and len(failed) == len(names):
@@ -196,6 +202,38 @@ def run_backup(
     return BackupResult(sum(e.items for e in archive.entries), size, sha256, collections, manifest, failed)
 
 
+class _Schema:
+    """A source's database-wide schema members (PostgreSQL: pg_dump's dump and state). They
+    lead the archive; with collections staging in parallel they are taken meanwhile, in a
+    thread of their own, and written just before the first collection."""
+
+    def __init__(self, session: Any, names: list[str], archive: ArchiveWriter, overlap: bool) -> None:
+        self.archive = archive
+        self.done = not hasattr(session, "schema_members")
+        self.pool: ThreadPoolExecutor | None = None
+        self.future: Any = None
+        if self.done:
+            return
+        take = lambda: session.schema_members(names, archive.codec)  # noqa: E731
+        if overlap:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="schema")
+            self.future = self.pool.submit(take)
+        else:
+            self.future = take
+
+    def written(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        members = self.future() if callable(self.future) else self.future.result()
+        for member, data in members:
+            self.archive.add_schema(member, data)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
 def _stage_in_parallel(
     archive: ArchiveWriter,
     names: list[str],
@@ -204,6 +242,7 @@ def _stage_in_parallel(
     workers: int,
     abort: threading.Event,
     failed: dict[str, str],
+    before_append: Callable[[], None] = lambda: None,
 ) -> None:
     with ThreadPoolExecutor(workers, thread_name_prefix="stage") as pool:
         futures = [pool.submit(archive.stage, n, chunks(n), definitions[n]) for n in names]
@@ -214,6 +253,7 @@ def _stage_in_parallel(
                 except CollectionFailed as e:
                     failed[e.name] = e.reason
                     continue
+                before_append()
                 archive.append(staged)
         except BaseException:
             abort.set()  # the other stagers stop at their next chunk

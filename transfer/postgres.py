@@ -47,6 +47,7 @@ from transfer.pg_tools import ToolError, find, require_pg_dump, run_pg_dump, ser
 log = logging.getLogger("snapledger.postgres")
 
 CHUNK = 1 << 20
+SPOOL_BYTES = 256 << 20  # rows of one table held on local disk while it waits for a connection
 F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe lets psql run ahead while we compress
 STATE_FORMAT = 1
 SCHEMA_DUMP, STATE, LOAD_SCRIPT, REFRESH_SCRIPT = "schema.dump", "state.json", "load.psql", "refresh.psql"
@@ -145,11 +146,11 @@ class _BackupSession:
         toc_tables = dump.tables()
         tables: dict[str, dict[str, Any]] = {}
         for name in names:
-            oid, schema, table, _ = self.tables[name]
+            oid, schema, table, size = self.tables[name]
             entry = toc_tables.get((schema, table))
             if entry is None or entry.catalog[1] != oid:
                 raise SourceError(f"pg_dump's schema of {self.source.name!r} has no table {name!r}")
-            tables[name] = {"dump_id": entry.dump_id, "schema": schema, "name": table}
+            tables[name] = {"dump_id": entry.dump_id, "schema": schema, "name": table, "bytes": size}
         state = {
             "format": STATE_FORMAT,
             "server_version_num": self.version,
@@ -390,6 +391,104 @@ def _state(schema: dict[str, bytes]) -> dict[str, Any]:
     return state
 
 
+class _Spool:
+    """One table's rows on their way in. Up to SPOOL_BYTES they go to a temporary file and
+    a connection of the pool loads them while the archive reader moves on to the next
+    table (so tables load in parallel from one sequential archive); past that the reader
+    streams the rest straight into a COPY of its own, so the disk holds at most a few
+    spool files whatever the table sizes."""
+
+    def __init__(self, session: _RestoreSession, table: Any) -> None:
+        self.session = session
+        self.table = table
+        self.file: Any = tempfile.TemporaryFile(prefix="snapledger-rows-")  # noqa: SIM115 - closed in finish/abort
+        self.size = 0
+        self.direct = False
+        self.copy: Any = None
+
+    def write(self, data: bytes) -> int:
+        if not self.direct and self.size + len(data) > SPOOL_BYTES:
+            self._go_direct()
+        if self.direct:
+            try:
+                self.copy.write(data)
+            except psycopg.Error as err:
+                raise self.session._copy_failed(self.table, err) from None
+        else:
+            self.file.write(data)
+            self.size += len(data)
+        return len(data)
+
+    def _go_direct(self) -> None:
+        """Takes a slot, starts a COPY on the reader's own connection, replays the spool."""
+        session = self.session
+        assert session.scheduler is not None and session.loader is not None
+        self.slot = session.scheduler.hold()
+        self.slot.__enter__()
+        self.cursor = session.loader.cursor()
+        self.copying = self.cursor.copy(sql.SQL("COPY {} FROM STDIN").format(self.table.identifier))
+        self.direct = True
+        self.copy = self.copying.__enter__()
+        self.file.seek(0)
+        while chunk := self.file.read(CHUNK):
+            self.copy.write(chunk)
+        self.file.close()
+        self.file = None
+
+    def _end_direct(self, error: BaseException | None) -> None:
+        """Ends the COPY (with the error, so it does not commit), then frees the slot."""
+        self.direct = False
+        try:
+            if error is None:
+                self.copying.__exit__(None, None, None)  # the server checks the last rows here
+            else:
+                with contextlib.suppress(Exception):
+                    self.copying.__exit__(type(error), error, error.__traceback__)
+        finally:
+            rows = self.cursor.rowcount
+            self.cursor.close()
+            self.slot.__exit__(None, None, None)
+        self.session.copied[self.table.collection] = rows
+
+    def finish(self) -> None:
+        session = self.session
+        assert session.scheduler is not None and session.loader is not None
+        if self.direct:
+            try:
+                self._end_direct(None)
+            except psycopg.Error as err:
+                session.loader.rollback()
+                raise session._copy_failed(self.table, err) from None
+            session.loader.commit()
+            session.scheduler.rows_loaded(self.table.dump_id)
+            return
+        spooled, self.file = self.file, None
+
+        def run(conn: psycopg.Connection) -> None:
+            with spooled:
+                spooled.seek(0)
+                session.copy_from(conn, self.table, iter(lambda: spooled.read(CHUNK), b""))
+
+        try:
+            session.scheduler.add_load(
+                pg_apply.Load(self.table.dump_id, self.size, run), queue_limit=len(session.pool)
+            )
+        except BaseException:
+            spooled.close()
+            raise
+
+    def abort(self, error: BaseException) -> None:
+        """The member failed half-way (a damaged archive, a stop): its COPY must not commit."""
+        if self.direct:
+            with contextlib.suppress(Exception):
+                self._end_direct(error)
+            with contextlib.suppress(Exception):
+                self.session.loader.rollback()  # type: ignore[union-attr]
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
 def _app_name(run_id: str) -> str:
     """Every connection of one restore carries its id, so a re-claim can end a dead
     attempt's sessions before cleaning up after it."""
@@ -414,7 +513,8 @@ class _RestoreSession:
         self.baseline: dict[str, int] = {}
         self.loader: psycopg.Connection | None = None
         self.pool: list[psycopg.Connection] = []
-        self.post: pg_apply.PostData | None = None
+        self.scheduler: pg_apply.Scheduler | None = None
+        self.opened: set[int] = set()
         self.finished = False
         self.created_schemas: list[str] = []
         self.wrote = False
@@ -610,6 +710,10 @@ class _RestoreSession:
     def _open_extra(self) -> psycopg.Connection:
         conn = _connect(self.target.name, self.target.url, self.target.password, "target", self._app_name())
         pg_apply.prepare_connection(conn, self.statements)
+        encoding = self.state.get("encoding", "UTF8")
+        if encoding != "UTF8":  # rows arrive in the source's encoding; statements are text either way
+            conn.execute(sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)))
+            conn.commit()
         return conn
 
     def _start_parallel(self, plan: Plan) -> None:
@@ -617,42 +721,62 @@ class _RestoreSession:
         self.pool = [self._open_extra() for _ in range(self.opts.parallel)]
         post = [s for s in self.run_steps if s.phase == "post-data"]
         loading = {t.dump_id for t in plan.tables.values()}
-        sizes = {t.dump_id: 0 for t in plan.tables.values()}
+        sizes = {v["dump_id"]: v.get("bytes", 0) for v in self.state["tables"].values()}
         tables = {s.entry.dump_id for s in plan.steps if s.entry.desc == "TABLE"}
-        self.post = pg_apply.PostData(
-            post, self.pool, self.runner, loading, tables,
-            lambda s: max((sizes.get(d, 0) for d in s.entry.deps), default=0),
-        )  # fmt: skip
-        self.post.start()
+        self.scheduler = pg_apply.Scheduler(
+            post, self.pool, self.runner, loading, tables, lambda d: sizes.get(d, 0)
+        )
+        self.scheduler.start()
 
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
         assert self.plan is not None
         if collection not in self.plan.tables:
             raise TargetError(f"collection {collection!r} is not in this restore's plan")
 
+    def _copy_failed(self, table: Any, err: psycopg.Error) -> TargetError:
+        return TargetError(
+            f"loading the rows of {table.schema}.{table.name} failed: {pg_apply._first_line(err)}"
+        )
+
     @contextmanager
     def open_out(self, collection: str) -> Iterator[Any]:
         assert self.plan is not None
         table = self.plan.tables[collection]
-        conn = self.loader if self.loader is not None else self.conn
+        self.opened.add(table.dump_id)
+        if self.scheduler is not None:
+            spool = _Spool(self, table)
+            try:
+                yield spool
+            except BaseException as e:
+                spool.abort(e)
+                raise
+            spool.finish()
+            return
         encoding = self.state.get("encoding", "UTF8")
         if encoding != "UTF8":
-            conn.execute(sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)))
-        with conn.cursor() as cur:
+            self.conn.execute(sql.SQL("SET client_encoding = {}").format(sql.Literal(encoding)))
+        with self.conn.cursor() as cur:
             try:
                 with cur.copy(sql.SQL("COPY {} FROM STDIN").format(table.identifier)) as copy:
                     yield copy
             except psycopg.Error as err:
-                raise TargetError(
-                    f"loading the rows of {table.schema}.{table.name} failed: {pg_apply._first_line(err)}"
-                ) from None
+                raise self._copy_failed(table, err) from None
             self.copied[collection] = cur.rowcount
         if encoding != "UTF8":
-            conn.execute("SET client_encoding = 'UTF8'")
-        if self.loader is not None:
-            self.loader.commit()
-            assert self.post is not None
-            self.post.rows_loaded(table.dump_id)
+            self.conn.execute("SET client_encoding = 'UTF8'")
+
+    def copy_from(self, conn: psycopg.Connection, table: Any, chunks: Iterator[bytes]) -> None:
+        """COPY one table's rows on a connection of the pool, in a transaction of its own."""
+        try:
+            with conn.cursor() as cur:
+                with cur.copy(sql.SQL("COPY {} FROM STDIN").format(table.identifier)) as copy:
+                    for chunk in chunks:
+                        copy.write(chunk)
+                self.copied[table.collection] = cur.rowcount
+            conn.commit()
+        except psycopg.Error as err:
+            conn.rollback()
+            raise self._copy_failed(table, err) from None
 
     def _finish(self) -> None:
         """After the last rows: sequence values, the rest of post-data, grants, then
@@ -661,11 +785,12 @@ class _RestoreSession:
             return
         self.finished = True
         assert self.plan is not None
-        if self.post is not None:
+        if self.scheduler is not None:
             for table in self.plan.tables.values():
-                self.post.rows_loaded(table.dump_id)  # tables with no rows in the archive
+                if table.dump_id not in self.opened:
+                    self.scheduler.rows_loaded(table.dump_id)  # tables with no rows in the archive
             self._set_sequences()
-            self.post.wait(self.opts.should_stop)
+            self.scheduler.wait(self.opts.should_stop)
         else:
             self._restore_foreign_keys()
             for step in self.run_steps:
@@ -748,8 +873,8 @@ class _RestoreSession:
 
     def abort(self) -> list[str]:
         """Undoes a failed or stopped restore; answers what could not be removed."""
-        if self.post is not None:
-            self.post.cancel()
+        if self.scheduler is not None:
+            self.scheduler.cancel()
         for conn in (self.loader, *self.pool):
             if conn is not None:
                 with contextlib.suppress(Exception):
