@@ -176,6 +176,24 @@ def bench_existing(quick: bool) -> None:
     )
 
 
+def bench_pg_database(quick: bool) -> None:
+    """A database of several large tables with indexes and foreign keys: schema from
+    pg_dump, rows by COPY, against pg_dump -Fd -j 2 and pg_restore -j 2 (issue 14)."""
+    import pg_vs_pg_dump_parallel
+
+    scale, big = ("0.25", "4") if quick else ("1", "5")
+    r = pg_vs_pg_dump_parallel.main(["--scale", scale, "--big", big, "--runs", "1" if quick else "3"])
+    emit(Figure("pg db backup vs pg_dump -Fd -j 2 (s)", r["backup"], r["pg_dump_fd"], "s", "ratio <= 1.0",
+                r["backup"] <= r["pg_dump_fd"]))  # fmt: skip
+    emit(Figure("pg db backup vs pg_dump -Fc (s)", r["backup"], r["pg_dump_fc"], "s"))
+    emit(Figure("pg db restore, indexes + FKs, vs pg_restore -j 2", r["restore"], r["pg_restore"], "s",
+                "ratio <= 1.0", r["restore"] <= r["pg_restore"]))  # fmt: skip
+    for what in ("backup", "restore"):
+        emit(Figure(f"peak RSS pg {what}, {r['big_mib']:.0f} vs {r['mib']:.0f} MiB db", r[f"big_rss_{what}"],
+                    r[f"rss_{what}"], "MiB", "ratio <= 1.20",
+                    r[f"big_rss_{what}"] <= 1.2 * r[f"rss_{what}"]))  # fmt: skip
+
+
 # --------------------------------------------------------------- 1. S3 vs local
 MOTO = """
 import sys
@@ -785,6 +803,7 @@ def _scale_run(tmp: Path, n: int, workers: int, parallel: int) -> tuple[float, s
 
 BENCHES: dict[str, Callable[..., None]] = {
     "existing": lambda quick, tmp: bench_existing(quick),
+    "pgdb": lambda quick, tmp: bench_pg_database(quick),
     "s3": bench_s3,
     "commands": bench_commands,
     "rebuild": bench_rebuild,

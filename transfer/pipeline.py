@@ -460,6 +460,7 @@ def run_restore(
             on_plan=on_plan,
             resume=resume,
             run_id=run_id,
+            sizes={c: int(v.get("raw_bytes", 0)) for c, v in available.items()},
         )
     with (
         open_archive(storage, archive_key, manifest, keyring) as stream,

@@ -29,7 +29,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -37,11 +37,11 @@ import psycopg
 from psycopg import pq, sql
 
 from transfer import pg_apply, pg_catalog
-from transfer.archive import member_name
+from transfer.archive import ArchiveError, member_name
 from transfer.ndjson import SourceError, TargetError
 from transfer.pg_legacy import LegacySession
 from transfer.pg_plan import Plan, Step, build, describe
-from transfer.pg_toc import SchemaDump, check_with_pg_restore, read_dump
+from transfer.pg_toc import DumpFormatError, SchemaDump, check_with_pg_restore, read_dump
 from transfer.pg_tools import ToolError, find, require_pg_dump, run_pg_dump, server_major, server_text
 
 log = logging.getLogger("snapledger.postgres")
@@ -313,13 +313,19 @@ class _BackupSession:
 def _check_readable(dump: SchemaDump, data: bytes) -> None:
     """pg_restore, the reference reader, must see the same entries as snapledger does."""
     try:
-        pg_restore, _, _ = find("pg_restore")
+        pg_restore, _, version = find("pg_restore")
     except ToolError as e:
         raise SourceError(str(e)) from None
     with tempfile.NamedTemporaryFile(prefix="snapledger-schema-", suffix=".dump") as f:
         f.write(data)
         f.flush()
-        check_with_pg_restore(dump, f.name, pg_restore)
+        try:
+            check_with_pg_restore(dump, f.name, pg_restore)
+        except DumpFormatError as e:
+            raise SourceError(
+                f"{e} (pg_restore {version}; the dump is from pg_dump {dump.dump_version}: "
+                "pg_restore must be at least as new as the pg_dump that wrote it)"
+            ) from None
 
 
 class PostgresSource:
@@ -363,6 +369,14 @@ class RestoreOptions:
     on_plan: Callable[[dict[str, Any]], None] = lambda facts: None
     resume: dict[str, Any] | None = None  # the plan a dead attempt recorded
     run_id: str = ""
+    sizes: dict[str, int] = field(default_factory=dict)  # rows' bytes per collection, from the manifest
+
+
+def _read_schema(schema: dict[str, bytes]) -> SchemaDump:
+    try:
+        return read_dump(schema[SCHEMA_DUMP])
+    except DumpFormatError as e:
+        raise ArchiveError(f"the archive's schema dump cannot be read: {e}") from None
 
 
 def check_schema(schema: dict[str, bytes]) -> None:
@@ -370,11 +384,11 @@ def check_schema(schema: dict[str, bytes]) -> None:
     and holds a table for every collection."""
     if SCHEMA_DUMP not in schema:
         return  # an archive of format 1: definitions per table
-    dump = read_dump(schema[SCHEMA_DUMP])
+    dump = _read_schema(schema)
     try:
         _check_readable(dump, schema[SCHEMA_DUMP])
     except SourceError as e:
-        raise TargetError(str(e)) from None
+        raise ArchiveError(str(e)) from None
     state = _state(schema)
     for name, table in state["tables"].items():
         if dump.by_id.get(table["dump_id"]) is None or dump.by_id[table["dump_id"]].desc != "TABLE":
@@ -385,9 +399,9 @@ def _state(schema: dict[str, bytes]) -> dict[str, Any]:
     try:
         state = json.loads(schema[STATE])
     except (KeyError, ValueError):
-        raise TargetError("the archive's schema/state.json is missing or not JSON") from None
+        raise ArchiveError("the archive's schema/state.json is missing or not JSON") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise TargetError("the archive's schema/state.json is of an unknown format")
+        raise ArchiveError("the archive's schema/state.json is of an unknown format")
     return state
 
 
@@ -408,7 +422,7 @@ class _Spool:
 
     def write(self, data: bytes) -> int:
         if not self.direct and self.size + len(data) > SPOOL_BYTES:
-            self._go_direct()
+            self.go_direct()
         if self.direct:
             try:
                 self.copy.write(data)
@@ -419,7 +433,7 @@ class _Spool:
             self.size += len(data)
         return len(data)
 
-    def _go_direct(self) -> None:
+    def go_direct(self) -> None:
         """Takes a slot, starts a COPY on the reader's own connection, replays the spool."""
         session = self.session
         assert session.scheduler is not None and session.loader is not None
@@ -529,11 +543,11 @@ class _RestoreSession:
     ) -> None:
         if SCHEMA_DUMP not in schema:
             raise TargetError("the archive has no PostgreSQL schema dump")
-        dump = read_dump(schema[SCHEMA_DUMP])
+        dump = _read_schema(schema)
         try:
             _check_readable(dump, schema[SCHEMA_DUMP])
         except SourceError as e:
-            raise TargetError(str(e)) from None
+            raise ArchiveError(str(e)) from None
         state = self.state = _state(schema)
         source = int(state["server_version_num"])
         if server_major(self.version) < server_major(source):
@@ -745,6 +759,8 @@ class _RestoreSession:
         self.opened.add(table.dump_id)
         if self.scheduler is not None:
             spool = _Spool(self, table)
+            if self.opts.sizes.get(collection, 0) > SPOOL_BYTES:
+                spool.go_direct()  # too big to wait on disk: stream it in from the first byte
             try:
                 yield spool
             except BaseException as e:
@@ -926,6 +942,7 @@ class PostgresTarget:
         on_plan: Callable[[dict[str, Any]], None] | None = None,
         resume: dict[str, Any] | None = None,
         run_id: str = "",
+        sizes: dict[str, int] | None = None,
     ) -> Iterator[Any]:
         if source_kind != "postgresql":
             raise TargetError(f"target {self.name!r} takes PostgreSQL snapshots, not {source_kind}")
@@ -945,6 +962,7 @@ class PostgresTarget:
             on_plan=on_plan or (lambda facts: None),
             resume=resume,
             run_id=run_id,
+            sizes=sizes or {},
         )
         conn = _connect(self.name, self.url, self.password, "target", _app_name(run_id))
         session = _RestoreSession(self, conn, mode, opts)
