@@ -368,6 +368,23 @@ def test_pg_dump_older_than_the_server_or_missing_fails_naming_both(pg_reason, t
     pg_tools._version_of.cache_clear()
 
 
+def test_a_target_older_than_the_source_is_refused_naming_both(snapshot):
+    _, storage = snapshot
+    with tarfile.open(storage.root / KEY) as tar:
+        schema = {name: tar.extractfile(f"schema/{name}").read() for name in ("schema.dump", "state.json")}
+    state = json.loads(schema["state.json"])
+    state["server_version_num"] = 990001
+    schema["state.json"] = json.dumps(state).encode()
+    with pgdb.databases("dst") as (dst,):
+        target = PostgresTarget("old", pgdb.url(dst), None, "fail")
+        with pytest.raises(
+            TargetError, match=r"runs PostgreSQL 1\d\.\d+, older than 99\.1 the snapshot came from"
+        ):
+            with target.open("postgresql") as session:
+                session.begin(schema)
+        assert pgdb.user_objects(dst) == []
+
+
 def test_format_1_archives_still_restore(pg_reason, tmp_path):
     """Snapshots taken before pg_dump carried the schema restore as they always did."""
     if pg_reason:

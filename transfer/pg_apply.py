@@ -152,7 +152,13 @@ class Runner:
             target = _owner_target(step)
             if target is not None:
                 statement = sql.SQL("ALTER {} OWNER TO {}").format(target, sql.Identifier(e.owner))
-                self._tolerating_roles(conn, statement, f"owner of {describe(e, step.qualified)}", e.owner)
+                what = describe(e, step.qualified)
+                try:
+                    self._tolerating_roles(conn, statement, f"owner of {what}", e.owner)
+                except psycopg.Error as err:  # e.g. the restoring role may not give objects away
+                    raise TargetError(
+                        f"keeping the owner {e.owner} of {what} failed: {_first_line(err)}"
+                    ) from None
 
     def _tolerating_roles(
         self, conn: psycopg.Connection, statement: Any, what: str, role: str | None = None
