@@ -244,6 +244,24 @@ def test_existing_tables_fail_truncate_or_append_in_one_transaction(snapshot):
         assert pgdb.sequences(dst) == pgdb.sequences(src)
 
 
+@pytest.mark.parametrize("existing", ["append", "fail"])
+def test_a_worker_that_died_after_its_commit_is_not_restored_twice(snapshot, existing):
+    """Killed between the target's COMMIT and the completion event: the next attempt asks
+    the target whether the recorded transaction committed, and only records the restore."""
+    src, storage = snapshot
+    with pgdb.databases("dst") as (dst,):
+        one = ["shop.customers"]
+        _restore(storage, dst, collections=one)
+        with pgdb.connect(dst) as c:  # an existing, empty table: the one-transaction path
+            c.execute("TRUNCATE shop.customers")
+        plans: list[dict] = []
+        _restore(storage, dst, collections=one, existing=existing, on_plan=plans.append)
+        assert plans[-1]["mode"] == "single" and "committing" in plans[-1]
+        again = _restore(storage, dst, collections=one, existing=existing, resume=plans[-1])
+        assert again.collections["shop.customers"]["ok"] and again.items == 2000
+        assert pgdb.checksums(dst)["shop.customers"] == pgdb.checksums(src)["shop.customers"]  # not twice
+
+
 def test_a_failed_restore_leaves_the_target_as_it_was(snapshot):
     _, storage = snapshot
     with pgdb.databases("dst") as (dst,):

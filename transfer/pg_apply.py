@@ -487,7 +487,8 @@ def end_sessions(conn: psycopg.Connection, application_name: str, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> pg_backend_pid()",
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = current_database() "
+            "AND pid <> pg_backend_pid()",
             (application_name,),
         ).fetchall()
         if not rows or time.monotonic() > deadline:

@@ -52,6 +52,15 @@ def _reason(e: BaseException) -> str:
     return f"{kind}: {text}" if text else kind
 
 
+class AlreadyRestored(Exception):
+    """A re-claimed restore whose dead attempt's last transaction the target committed:
+    the target holds the whole restore, and this attempt only records it."""
+
+    def __init__(self, notes: dict[str, Any] | None) -> None:
+        super().__init__("the previous attempt's restore was committed")
+        self.notes = notes
+
+
 class ConsistencyError(Exception):
     """The target's item counts differ from the manifest after a restore."""
 
@@ -462,19 +471,31 @@ def run_restore(
             run_id=run_id,
             sizes={c: int(v.get("raw_bytes", 0)) for c, v in available.items()},
         )
-    with (
-        open_archive(storage, archive_key, manifest, keyring) as stream,
-        target.open(kind, existing, **extras) as session,
-    ):
-        selection = sorted(wanted) if collections else None
-        items, read, _ = _read_through(
-            stream, manifest, wanted, _Mapped(session, mapping, selection), report, should_stop
-        )
-        # The consistency check reads the target itself, before anything becomes visible.
-        check = _check(available, {n: session.count_items(n) for n in names}, names)
+    try:
+        with (
+            open_archive(storage, archive_key, manifest, keyring) as stream,
+            target.open(kind, existing, **extras) as session,
+        ):
+            selection = sorted(wanted) if collections else None
+            items, read, _ = _read_through(
+                stream, manifest, wanted, _Mapped(session, mapping, selection), report, should_stop
+            )
+            # The consistency check reads the target itself, before anything becomes visible.
+            check = _check(available, {n: session.count_items(n) for n in names}, names)
+            for name in names:
+                if name in mapping:
+                    check[name]["target_name"] = mapping[name]
+            session.commit()
+            notes = session.schema_notes() if hasattr(session, "schema_notes") else None
+    except AlreadyRestored as done:  # checked and committed by the attempt that died
+        check = _check(available, {n: available[n]["items"] for n in names}, names)
         for name in names:
             if name in mapping:
                 check[name]["target_name"] = mapping[name]
-        session.commit()
-        notes = session.schema_notes() if hasattr(session, "schema_notes") else None
+        return RestoreResult(
+            sum(available[n]["items"] for n in names),
+            sum(available[n]["bytes"] for n in names),
+            check,
+            done.notes,
+        )
     return RestoreResult(items, read, check, notes)

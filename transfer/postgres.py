@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from transfer.pg_legacy import LegacySession
 from transfer.pg_plan import Plan, Step, build, describe
 from transfer.pg_toc import DumpFormatError, SchemaDump, check_with_pg_restore, read_dump
 from transfer.pg_tools import ToolError, find, require_pg_dump, run_pg_dump, server_major, server_text
+from transfer.pipeline import AlreadyRestored
 
 log = logging.getLogger("snapledger.postgres")
 
@@ -505,7 +507,8 @@ class _Spool:
 
 def _app_name(run_id: str) -> str:
     """Every connection of one restore carries its id, so a re-claim can end a dead
-    attempt's sessions before cleaning up after it."""
+    attempt's sessions before cleaning up after it (a restore without an id, run by hand
+    from Python, gets a random one: it must never match another restore's sessions)."""
     return f"snapledger-restore-{run_id}"[:63]
 
 
@@ -559,6 +562,7 @@ class _RestoreSession:
         pg_apply.prepare_connection(self.conn, self.statements)
         self.dump = dump
         if self.opts.resume:
+            self._check_dead_commit()
             self._clean_dead_attempt(dump, state, selection, mapping or {})
         plan = self.plan = build(dump, state, selection, mapping or {}, self._taken(mapping or {}, state))
         plan.existing = pg_apply.existing_objects(self.conn, plan, state)
@@ -582,9 +586,8 @@ class _RestoreSession:
             s for s in plan.steps if s.root not in plan.existing and s.entry.dump_id not in plan.existing
         ]
         self.runner = pg_apply.Runner(self.opts.keep_owners, pg_apply.tablespaces(self.conn), self.notes)
-        self.opts.on_plan(
-            {"mode": "parallel" if self.parallel else "single", "existing": sorted(plan.existing)}
-        )
+        self.facts = {"mode": "parallel" if self.parallel else "single", "existing": sorted(plan.existing)}
+        self.opts.on_plan(self.facts)
         self.wrote = True
         self._pre_data(plan)
         if self.parallel:
@@ -674,6 +677,19 @@ class _RestoreSession:
                 raise TargetError(
                     f"the restored rows break foreign key {name} of {relation}: {pg_apply._first_line(err)}"
                 ) from None
+
+    def _check_dead_commit(self) -> None:
+        """A dead attempt that recorded its last transaction: done if the target committed it."""
+        facts = self.opts.resume or {}
+        xid = facts.get("committing")
+        if not xid:
+            return
+        with self._autocommit():
+            pg_apply.end_sessions(self.conn, self._app_name())
+            status = self.conn.execute("SELECT txid_status(%s::bigint)", (int(xid),)).fetchone()[0]
+        if status == "committed":
+            raise AlreadyRestored(facts.get("notes"))
+        log.info("restore %s: the previous attempt's last transaction is %s", self.opts.run_id, status)
 
     def _clean_dead_attempt(
         self, dump: SchemaDump, state: dict[str, Any], selection: list[str] | None, mapping: dict[str, str]
@@ -818,8 +834,6 @@ class _RestoreSession:
                 if step.phase == phase:
                     self.runner.run(self.conn, step)
         self._refresh_matviews()
-        if self.parallel:
-            self.conn.commit()
 
     def _set_sequences(self) -> None:
         assert self.plan is not None
@@ -871,7 +885,12 @@ class _RestoreSession:
         return total - self.baseline.get(collection, 0)
 
     def commit(self) -> None:
+        """The last transaction makes the restore whole. Its id is recorded first, so that if
+        this worker dies between the COMMIT and the completion event, the next attempt asks
+        the target whether it committed (txid_status) instead of restoring again."""
         self._finish()
+        xid = self.conn.execute("SELECT txid_current()::text").fetchone()[0]
+        self.opts.on_plan({**self.facts, "committing": xid, "notes": self.schema_notes()})
         self.conn.commit()
 
     def schema_notes(self) -> dict[str, Any]:
@@ -955,6 +974,7 @@ class PostgresTarget:
             finally:
                 conn.close()
             return
+        run_id = run_id or f"adhoc-{uuid.uuid4().hex}"  # never another restore's name
         opts = RestoreOptions(
             keep_owners=self.keep_owners if keep_owners is None else keep_owners,
             parallel=self.parallel,
@@ -968,6 +988,8 @@ class PostgresTarget:
         session = _RestoreSession(self, conn, mode, opts)
         try:
             yield session
+        except AlreadyRestored:
+            raise  # nothing to undo: the target holds the whole restore
         except BaseException as e:
             left = session.abort()
             if left:
