@@ -468,12 +468,17 @@ def _setting(raw: str | None, current: Any) -> Any:
     return int(raw) if raw.strip().lstrip("-").isdigit() else raw
 
 
+def _with_unit(seconds: int | None) -> str | None:
+    """A kept expiry goes back to the domain as a duration with its unit, as any other."""
+    return None if seconds is None else f"{seconds}s"
+
+
 def _retention(args: argparse.Namespace, current: dict[str, Any]) -> dict[str, Any] | None:
     if args.keep_last is None and args.expire_after is None:
         return None
     return {
         "keep_last": _setting(args.keep_last, current.get("keep_last")),
-        "expire_after": _setting(args.expire_after, current.get("expire_after_seconds")),
+        "expire_after": _setting(args.expire_after, _with_unit(current.get("expire_after_seconds"))),
     }
 
 

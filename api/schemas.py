@@ -8,12 +8,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from domain.errors import InvalidValue
+from domain.values import parse_duration
 
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}
 REF = {"type": "string", "minLength": 1}
-DURATION = {
-    "oneOf": [{"type": "string", "pattern": r"^\s*\d+\s*[smhdw]\s*$"}, {"type": "integer", "minimum": 1}]
-}
+# A unit always ('30d', never 30); "x-duration" makes a refusal say so in the domain's words.
+DURATION = {"type": "string", "pattern": r"^\s*\d+\s*[smhdw]\s*$", "x-duration": True}
 NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
 RETENTION = {
     "type": ["object", "null"],
@@ -165,5 +165,7 @@ def validate(schema: dict[str, Any], data: Any) -> None:
         raise InvalidValue(f"{path} is not a known field", path)
     if err.validator == "minProperties":
         raise InvalidValue("nothing to change: give at least one field", None)
+    if isinstance(err.schema, dict) and err.schema.get("x-duration"):
+        parse_duration(err.instance, path)  # raises with the accepted units
     message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
     raise InvalidValue(f"{path or 'body'}: {message}", path or "body")

@@ -36,16 +36,21 @@ def check_name(value: object, field: str = "name") -> str:
     return value
 
 
+DURATION_HINT = "a number with a unit: s, m, h, d or w (e.g. '30d', '12h', '90m', '2w')"
+
+
 def parse_duration(value: object, field: str) -> int:
-    """Returns seconds from '30d', '12h', '90m', '2w' or a positive integer of seconds."""
-    if isinstance(value, bool):
-        raise InvalidValue(f"{field} must be a duration such as '30d', '12h' or seconds", field)
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise InvalidValue(f"{field} must be a duration such as '30d', '12h' or seconds", field)
+    """Returns seconds from '30d', '12h', '90m', '2w' or '45s'. A bare number is refused:
+    an operator who typed 30 meaning days once had a snapshot deleted 30 seconds later."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        bare = isinstance(value, int | float) and not isinstance(value, bool)
+        why = f"{value} has no unit; " if bare else ""
+        raise InvalidValue(f"{field} must be {why}{DURATION_HINT}", field)
+    m = _DURATION.match(value)
+    if m is None:
+        why = f"{value.strip()!r} has no unit; " if value.strip().isdigit() else ""
+        raise InvalidValue(f"{field} must be {why}{DURATION_HINT}", field)
+    seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
     if seconds <= 0:
         raise InvalidValue(f"{field} must be positive", field)
     if seconds > MAX_DURATION_SECONDS:

@@ -147,6 +147,10 @@ def fill_policy(dialog: Any, **fields: str) -> None:
         "expire_after": "Expire after",
     }
     for key, value in fields.items():
+        if key == "expire_after" and value:  # a number, and its unit from the list
+            dialog.get_by_label(labels[key], exact=True).fill(value[:-1])
+            dialog.get_by_label("Expire after unit").select_option(value[-1])
+            continue
         dialog.get_by_label(labels[key], exact=True).fill(value)
 
 

@@ -844,7 +844,17 @@
         }
       : { name: "", source: "demo", storage: "local", schedule: "", timezone: "UTC", keep_last: "", expire_after: "" };
     for (const f of POLICY_FIELDS) $(`pf-${f}`).value = values[f];
-    editing = policy ? { policy, initial: values } : null;
+    const expiry = /^(\d+)([smhdw])$/.exec(values.expire_after);
+    const units = [...$("pf-expire_after_unit").options].map((o) => o.value);
+    if (expiry && !units.includes(expiry[2])) {  // seconds: shown in minutes when whole, else as is
+      const seconds = Number(expiry[1]);
+      $("pf-expire_after").value = seconds % 60 === 0 ? String(seconds / 60) : String(seconds);
+      $("pf-expire_after_unit").value = "m";
+    } else {
+      $("pf-expire_after").value = expiry ? expiry[1] : "";
+      $("pf-expire_after_unit").value = expiry ? expiry[2] : "d";
+    }
+    editing = policy ? { policy, initial: formValues() } : null;
     $("policy-dialog-h").textContent = policy ? `Edit policy ${policy.name}` : "Create policy";
     $("policy-submit").textContent = policy ? "Save changes" : "Create policy";
     openDialog($("policy-dialog"), opener);
@@ -854,6 +864,8 @@
   function formValues() {
     const out = {};
     for (const f of POLICY_FIELDS) out[f] = $(`pf-${f}`).value.trim();
+    // The unit comes from its list: a bare number is never sent (the API refuses one).
+    if (out.expire_after) out.expire_after = `${out.expire_after}${$("pf-expire_after_unit").value}`;
     return out;
   }
 
@@ -862,7 +874,7 @@
     const retention = {};
     // Anything not a plain number goes to the API as typed, so its message names the field.
     if (v.keep_last) retention.keep_last = /^\d+$/.test(v.keep_last) ? Number(v.keep_last) : v.keep_last;
-    if (v.expire_after) retention.expire_after = /^\d+$/.test(v.expire_after) ? Number(v.expire_after) : v.expire_after;
+    if (v.expire_after) retention.expire_after = v.expire_after;
     return retention;
   }
 
