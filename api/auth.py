@@ -21,9 +21,10 @@ READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 def identify(tokens: list[ApiToken], header: str | None) -> ApiToken | None:
     """Checks every token whatever matches, so timing tells nothing about which did."""
-    if not header or not header.startswith("Bearer "):
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():  # RFC 7235: schemes are case-insensitive
         return None
-    offered = header[len("Bearer ") :].strip().encode()
+    offered = credentials.strip().encode()
     found = None
     for token in tokens:
         if hmac.compare_digest(offered, token.token.encode()):

@@ -32,8 +32,8 @@ from api.openapi import document
 from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records, backup_row, policy_row, restore_row
 from api.runtime import Runtime
 from domain.application import Outcome
-from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
-from domain.snapshot import HAS_ARCHIVE
+from domain.errors import Conflict, DomainError, Gone, InvalidTransition, InvalidValue, NotFound
+from domain.snapshot import DELETED, HAS_ARCHIVE
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
@@ -43,6 +43,7 @@ STATUS: dict[type[DomainError], int] = {
     NotFound: 404,
     InvalidTransition: 409,
     Conflict: 409,
+    Gone: 410,
     InvalidValue: 422,
 }
 
@@ -287,6 +288,8 @@ async def backup_log(request: Request) -> Response:
 async def download_backup(request: Request) -> Response:
     runtime = rt(request)
     snap = await call(runtime.app.get_snapshot, _snapshot_id(request))
+    if snap.status == DELETED:
+        raise Gone(f"snapshot {snap.sub_name} was deleted, and its archive with it")
     if snap.status not in HAS_ARCHIVE:
         raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}: no archive to download")
     storage = runtime.resources.storages.get(snap.storage)

@@ -99,6 +99,7 @@ ERRORS = {
     "403": "the token's role may not do this",
     "404": "no such record",
     "409": "the record's state forbids it, or a conflicting write won",
+    "410": "the record was deleted, and what was asked of it with it (a deleted snapshot's archive)",
     "413": "request body too large",
     "422": "a field's value is invalid (field names it)",
 }

@@ -24,3 +24,8 @@ class InvalidTransition(DomainError):
 
 class Conflict(DomainError):
     """Another writer got there first, or a unique name is taken (HTTP 409)."""
+
+
+class Gone(DomainError):
+    """The record exists but what was asked of it was deleted, e.g. a deleted snapshot's
+    archive (HTTP 410): unlike 404, retrying or fixing the id will not help."""

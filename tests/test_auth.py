@@ -141,3 +141,21 @@ def test_token_configuration_errors(tmp_path, text, needle):
     with pytest.raises(ConfigError) as e:
         load_config(path, env={})
     assert needle in str(e.value)
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])
+def test_the_bearer_scheme_is_matched_whatever_its_case(secured, scheme):
+    """RFC 7235: an auth scheme is case-insensitive; the token itself is not."""
+    assert secured.get("/api/v1/policies", headers={"Authorization": f"{scheme} {VIEWER}"}).status_code == 200
+    wrong = {"Authorization": f"{scheme} {VIEWER.upper()}"}
+    assert secured.get("/api/v1/policies", headers=wrong).status_code == 401
+
+
+def test_a_deleted_snapshots_download_is_gone(client):
+    from tests.conftest import create_policy
+
+    snap = completed_snapshot(client, create_policy(client))
+    assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 200
+    assert client.delete(f"/api/v1/backups/{snap['id']}").status_code == 200
+    r = client.get(f"/api/v1/backups/{snap['id']}/download")
+    assert r.status_code == 410 and "deleted" in r.json()["error"]
