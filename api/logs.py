@@ -13,7 +13,10 @@ from collections.abc import Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any
 
-REDACTED = "***"
+from domain.secrets import REDACTED, redact, spellings
+
+__all__ = ["REDACTED", "redact", "setup_logging", "bind"]
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
@@ -23,13 +26,6 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "taskName",
 }
 _PLAIN = (str, int, float, bool, type(None))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Longest secrets first, so a secret containing another is replaced whole."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -42,6 +38,7 @@ class RedactSecrets(logging.Filter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.secrets = [s for s in secrets if s]
+        self.forms = sorted({f for s in self.secrets for f in spellings(s)}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self.secrets:
@@ -55,7 +52,7 @@ class RedactSecrets(logging.Filter):
             text = value if isinstance(value, str) else None
             if text is None and not isinstance(value, _PLAIN):
                 text = json.dumps(value, default=str)
-            if text is not None and any(s in text for s in self.secrets):
+            if text is not None and any(f in text for f in self.forms):
                 setattr(record, key, redact(text, self.secrets))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -63,6 +60,19 @@ class RedactSecrets(logging.Filter):
             record.exc_text = redact(record.exc_text, self.secrets)
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.secrets)
+        return True
+
+
+class RefusedRequestQueries(logging.Filter):
+    """uvicorn's access line of a refused request (4xx/5xx) keeps its path, not its query:
+    a client that put a token in `?access_token=` was refused, and the line must not keep it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            if isinstance(status, int) and status >= 400 and isinstance(path, str) and "?" in path:
+                record.args = (client, method, path.split("?", 1)[0] + "?[query dropped]", version, status)
         return True
 
 
@@ -139,6 +149,7 @@ def setup_logging(
         old.close()
     handler = _Handler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(RefusedRequestQueries())
     handler.addFilter(RedactSecrets(secrets or ()))
     root.addHandler(handler)
     root.setLevel(level)

@@ -27,6 +27,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from domain.application import Snapledger
 from domain.errors import InvalidTransition
 from domain.restore import Restore
+from domain.secrets import redact
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from transfer.archive import manifest_key
 from transfer.crypto import Keyring
@@ -75,11 +76,9 @@ class Resources:
         return {name: self.redact(reason) for name, reason in reasons.items()}
 
     def redact(self, text: str) -> str:
-        """Failure reasons become events, which are forever: scrub configured secrets."""
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
-        return text[:2000]
+        """Failure reasons become events, which are forever: scrub configured secrets, in
+        every spelling they can take (raw, percent-encoded, base64)."""
+        return redact(text, self.secrets)[:2000]
 
 
 def _fields(task: Any) -> dict[str, str]:
