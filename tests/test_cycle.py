@@ -137,7 +137,7 @@ def test_delete_snapshot_removes_archive(client, make_config):
     assert not [p for p in root.rglob("*") if p.is_file()]
     row = client.get(f"/api/v1/backups/{snap['id']}").json()
     assert row["status"] == "deleted" and row["download_url"] is None
-    assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 409
+    assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 410
     assert client.delete(f"/api/v1/backups/{snap['id']}").status_code == 409
 
 

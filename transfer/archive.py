@@ -50,12 +50,24 @@ def _mongodump_path(collection: str) -> str:
     """`<db>.<collection>` as mongodump names it: dump/<db>/<collection>, the collection name
     escaped like Go's url.PathEscape, which mongorestore undoes."""
     db, _, coll = collection.partition(".")
-    return f"dump/{db}/{quote(coll, safe=_PATH_SEGMENT_SAFE)}"
+    db_part = quote(db, safe=_PATH_SEGMENT_SAFE)
+    db_part = db_part.replace(".", "%2E") if db_part in (".", "..") else db_part
+    return f"dump/{db_part}/{quote(coll, safe=_PATH_SEGMENT_SAFE)}"
 
 
 def escape(name: str) -> str:
-    """Reversible (urllib.parse.unquote) and free of "/": a name stays one path segment."""
-    return quote(name, safe="")
+    """Reversible (urllib.parse.unquote) and free of "/", NUL and control characters: a
+    name stays one path segment, and "." or ".." cannot name a directory."""
+    escaped = quote(name, safe="")
+    return escaped.replace(".", "%2E") if escaped in (".", "..") else escaped
+
+
+def check_member_name(name: str) -> None:
+    """A manifest read back (perhaps crafted) may only name members inside the archive's
+    own tree: `tar -xf` of a name with ".." or a leading "/" writes elsewhere."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in name:
+        raise ArchiveError(f"archive names an unsafe member {name!r}")
 
 
 def member_name(collection: str, source_kind: str = "ndjson", codec: str = "gzip") -> str:
@@ -272,6 +284,10 @@ def read_members(
     """
     expected = manifest["collections"]
     schema_expected: dict[str, dict[str, Any]] = manifest.get("schema", {})
+    for entry in [*expected.values(), *schema_expected.values()]:
+        for key in ("member", "schema_member"):
+            if entry.get(key) is not None:
+                check_member_name(str(entry[key]))
     seen_manifest = False
     by_member = {v["member"]: k for k, v in expected.items()}
     by_schema = {v["schema_member"]: k for k, v in expected.items() if v.get("schema_member")}

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from transfer.archive import escape
+
 CHUNK = 1024 * 1024
 SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 PARTIAL = ".snapledger-partial"
@@ -78,6 +80,9 @@ class NdjsonSource:
             raw.close()
 
 
+MAX_FILE_NAME = 255  # bytes: what Linux and most file systems allow
+
+
 class NdjsonTarget:
     """Writes each collection beside its final name and publishes all at once on commit."""
 
@@ -89,10 +94,23 @@ class NdjsonTarget:
         self.existing = existing
 
     def path(self, collection: str) -> Path:
-        return self.directory / f"{collection}.ndjson"
+        return self._inside(f"{escape(collection)}.ndjson")
 
     def partial(self, collection: str) -> Path:
-        return self.directory / f"{collection}.ndjson{PARTIAL}"
+        return self._inside(f"{escape(collection)}.ndjson{PARTIAL}")
+
+    def _inside(self, file_name: str) -> Path:
+        """A collection name read from an archive (perhaps crafted) never leaves the target:
+        it is escaped to one file name, and the resolved path is checked besides."""
+        if len(file_name.encode()) > MAX_FILE_NAME:
+            raise TargetError(
+                f"collection name {file_name[:40]!r}... is too long for a file name in {self.name!r}"
+            )
+        root = self.directory.resolve()
+        path = (root / file_name).resolve()
+        if path.parent != root:
+            raise TargetError(f"collection {file_name!r} would be written outside target {self.name!r}")
+        return path
 
     @contextmanager
     def open(self, source_kind: str, existing: str | None = None, **_: Any) -> Iterator[_NdjsonRestore]:

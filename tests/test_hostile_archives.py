@@ -1,0 +1,97 @@
+"""Archives read back are believed only after they are checked: names from an archive
+(perhaps crafted, perhaps imported by catalog sync) never become paths outside the target,
+and a manifest that names members outside the archive's tree is refused."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from transfer.archive import ArchiveError, ArchiveWriter, escape, manifest_key, member_name
+from transfer.ndjson import NdjsonTarget
+from transfer.pipeline import run_restore, verify_archive
+from transfer.storage import LocalStorage
+
+HOSTILE = ["../../x", "/etc/passwd", "..", ".", "a\x00b", "tab\there", "ünï/cödé", "con:sole"]
+
+
+def _archive(storage: LocalStorage, key: str, collections: list[str]) -> None:
+    sink = storage.open_writer(key)
+    writer = ArchiveWriter(sink)
+    for name in collections:
+        writer.add_collection(name, [b'{"_id": 1}\n', b'{"_id": 2}\n'])
+    manifest, _, _ = writer.finish({"source_kind": "ndjson"})
+    sink.commit()
+    storage.put_bytes(manifest_key(key), manifest)
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_a_hostile_collection_name_stays_one_member_and_one_file_inside_the_target(tmp_path, name):
+    storage = LocalStorage("local", tmp_path / "store")
+    _archive(storage, "a.tar", [name])
+    with tarfile.open(storage.root / "a.tar") as tar:
+        members = [m.name for m in tar.getmembers()]
+    member = member_name(name)
+    assert member in members and member.count("/") == 1 and ".." not in member.split("/")
+    assert escape(name) != "" and "/" not in escape(name)
+    target_dir = tmp_path / "deep" / "er" / "target"
+    result = run_restore(storage, "a.tar", NdjsonTarget("t", target_dir), [], lambda *a: None, lambda: False)
+    assert result.collections[name]["ok"]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "store" not in p.parts]
+    assert [p.parent for p in written] == [target_dir], written  # one file, inside the target
+
+
+def test_a_restore_under_a_hostile_new_name_stays_inside_the_target(tmp_path):
+    storage = LocalStorage("local", tmp_path / "store")
+    _archive(storage, "a.tar", ["orders"])
+    target_dir = tmp_path / "target"
+    run_restore(
+        storage, "a.tar", NdjsonTarget("t", target_dir), [], lambda *a: None, lambda: False,
+        mapping={"orders": "../../escaped"},
+    )  # fmt: skip
+    assert [p.parent for p in tmp_path.rglob("*.ndjson")] == [target_dir]
+
+
+@pytest.mark.parametrize("member", ["data/../../x.ndjson.gz", "/abs.ndjson.gz", "data//x.ndjson.gz"])
+def test_a_manifest_naming_members_outside_the_archive_is_refused(tmp_path, member):
+    """A crafted archive (tar and manifest written by hand) whose members would extract
+    outside their directory: verify and restore refuse it before writing anything."""
+    storage = LocalStorage("local", tmp_path / "store")
+    data = b"x\n"
+    import gzip
+
+    packed = gzip.compress(data)
+    manifest = {
+        "format": "snapledger-archive", "format_version": 2, "compression": "gzip", "source_kind": "ndjson",
+        "items": 1,
+        "collections": {"x": {"member": member, "items": 1, "raw_bytes": 2, "bytes": len(packed),
+                              "sha256": hashlib.sha256(packed).hexdigest()}},
+    }  # fmt: skip
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, body in ((member, packed), ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "c.tar").write_bytes(raw.getvalue())
+    storage.put_bytes(manifest_key("c.tar"), json.dumps(manifest).encode())
+    with pytest.raises(ArchiveError, match="unsafe member"):
+        verify_archive(storage, "c.tar")
+    target_dir = tmp_path / "target"
+    with pytest.raises(ArchiveError, match="unsafe member"):
+        run_restore(storage, "c.tar", NdjsonTarget("t", target_dir), [], lambda *a: None, lambda: False)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and "store" not in p.parts]
+
+
+def test_a_name_too_long_for_a_file_fails_the_restore_with_the_reason(tmp_path):
+    storage = LocalStorage("local", tmp_path / "store")
+    _archive(storage, "a.tar", ["x" * 300])
+    with pytest.raises(Exception, match="too long for a file name"):
+        run_restore(storage, "a.tar", NdjsonTarget("t", tmp_path / "t"), [], lambda *a: None, lambda: False)
+    assert not list(Path(tmp_path / "t").glob("*")) if (tmp_path / "t").exists() else True
