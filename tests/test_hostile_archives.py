@@ -95,3 +95,64 @@ def test_a_name_too_long_for_a_file_fails_the_restore_with_the_reason(tmp_path):
     with pytest.raises(Exception, match="too long for a file name"):
         run_restore(storage, "a.tar", NdjsonTarget("t", tmp_path / "t"), [], lambda *a: None, lambda: False)
     assert not list(Path(tmp_path / "t").glob("*")) if (tmp_path / "t").exists() else True
+
+
+_MEASURE = r"""
+import json, sys
+from pathlib import Path
+from transfer.archive import ArchiveWriter, manifest_key
+from transfer.pipeline import verify_archive
+from transfer.storage import LocalStorage
+
+root, codec, lie = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "lie"
+storage = LocalStorage("local", root)
+sink = storage.open_writer("big.tar")
+writer = ArchiveWriter(sink, codec=codec, level=1)
+line = b'{"_id": 0, "pad": "' + b"a" * 1000 + b'"}\n'
+writer.add_collection("repetitive", (line * 1024 for _ in range(512)))  # 512 MiB of the same line
+manifest, _, _ = writer.finish({"source_kind": "ndjson"})
+sink.commit()
+if lie:  # a crafted manifest: the member claims to inflate to 1 KiB
+    data = json.loads(manifest)
+    data["collections"]["repetitive"]["raw_bytes"] = 1024
+    manifest = json.dumps(data).encode()
+storage.put_bytes(manifest_key("big.tar"), manifest)
+before = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+try:
+    result = verify_archive(storage, "big.tar")
+    outcome = f"ok {result.items}"
+except Exception as e:
+    outcome = f"{type(e).__name__}: {e}"
+peak = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"outcome": outcome, "peak_mib": peak / 1024, "before_mib": before / 1024}))
+"""
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_reading_a_highly_compressed_member_keeps_memory_flat(tmp_path, codec):
+    """512 MiB of one repeated line compress to well under 1 MiB: the old reader inflated a
+    1 MiB read at once (up to gigabytes). verify's peak stays within 64 MiB of its start."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tmp_path), codec, "true"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["outcome"] == f"ok {512 * 1024}", got
+    assert got["peak_mib"] - got["before_mib"] < 64, got
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_a_member_that_inflates_past_its_manifest_is_a_damaged_archive(tmp_path, codec):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(tmp_path), codec, "lie"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["outcome"].startswith("ArchiveError") and "inflates past the 1024 bytes" in got["outcome"], got
+    assert got["peak_mib"] - got["before_mib"] < 64, got

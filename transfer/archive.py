@@ -22,13 +22,12 @@ import json
 import tarfile
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import quote
 
-from transfer.codec import ERRORS, SUFFIX, compressor, decompressor
+from transfer.codec import ERRORS, SUFFIX, compressor, inflate
 from transfer.items import counter_for
 
 FORMAT = "snapledger-archive"
@@ -330,10 +329,7 @@ def read_members(
                     tar, member, expected[name].get("schema_sha256"), f"definition of {name!r}"
                 )
                 if member.name.endswith(".gz"):
-                    try:
-                        definition = gzip.decompress(definition)
-                    except (OSError, EOFError, zlib.error) as e:
-                        raise ArchiveError(f"definition of {name!r} is damaged: {e}") from None
+                    definition = _inflate_small(definition, f"definition of {name!r}")
                 definitions[name] = definition
                 continue
             if not begun:
@@ -346,23 +342,36 @@ def read_members(
             src = tar.extractfile(member)
             assert src is not None
             sha = hashlib.sha256()
-            inflate = decompressor(manifest.get("compression", "gzip"))
+            codec = manifest.get("compression", "gzip")
             counter = counter_for(manifest.get("source_kind", "ndjson"))
             items = 0
+            limit = expected[name].get("raw_bytes")
+            produced, taken, told = 0, 0, 0
+
+            def read(n: int, src: IO[bytes] = src, sha: Any = sha) -> bytes:
+                nonlocal taken
+                chunk = src.read(n)
+                sha.update(chunk)
+                taken += len(chunk)
+                return chunk
+
             session.prepare(name, definitions.get(name))
             with session.open_out(name) as out:
                 try:
-                    while chunk := src.read(CHUNK):
-                        sha.update(chunk)
-                        data = inflate.decompress(chunk)
+                    for data in inflate(read, codec, CHUNK):
+                        produced += len(data)
+                        if limit is not None and produced > limit:
+                            raise ArchiveError(
+                                f"collection {name!r} inflates past the {limit} bytes its manifest gives: "
+                                "it is damaged (or built to exhaust memory)"
+                            )
                         items += counter.feed(data)
                         out.write(data)
-                        on_bytes(name, len(chunk), items)
-                    tail = inflate.flush()
+                        on_bytes(name, taken - told, items)
+                        told = taken
                 except (*ERRORS, ValueError) as e:  # ValueError: a broken BSON length prefix
                     raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
-                items += counter.feed(tail)
-                out.write(tail)
+                on_bytes(name, taken - told, items)
             if sha.hexdigest() != expected[name]["sha256"]:
                 raise ArchiveError(f"checksum mismatch in collection {name!r}")
             if items != expected[name]["items"]:
@@ -377,6 +386,19 @@ def read_members(
 
 
 MAX_SCHEMA_MEMBER = 1 << 30
+MAX_DEFINITION = 64 << 20  # a collection's options and indexes: kilobytes, never this
+
+
+def _inflate_small(data: bytes, what: str) -> bytes:
+    out = bytearray()
+    try:
+        for piece in inflate(io.BytesIO(data).read, "gzip", CHUNK):
+            out += piece
+            if len(out) > MAX_DEFINITION:
+                raise ArchiveError(f"{what} inflates past {MAX_DEFINITION} bytes: it is damaged")
+    except ERRORS as e:
+        raise ArchiveError(f"{what} is damaged: {e}") from None
+    return bytes(out)
 
 
 def _checked(tar: tarfile.TarFile, member: tarfile.TarInfo, sha256: str | None, what: str) -> bytes:

@@ -8,6 +8,7 @@ with slightly smaller output (bench/pg_vs_pg_dump_parallel.py, BENCHMARKS.md).
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import zstandard
@@ -26,10 +27,32 @@ def compressor(codec: str, level: int) -> Any:
     return zlib_ng.compressobj(level, zlib_ng.DEFLATED, 31)  # 31: a gzip stream, what gunzip reads
 
 
-def decompressor(codec: str) -> Any:
-    """Answers an object with decompress(bytes) and flush(), whichever the codec."""
+def inflate(read: Callable[[int], bytes], codec: str, size: int = 1 << 20) -> Iterator[bytes]:
+    """A compressed stream's bytes in pieces of at most `size`, whatever the ratio: one
+    small read never becomes gigabytes in memory (a repetitive member, or a bomb)."""
     if codec == "zstd":
-        return zstandard.ZstdDecompressor().decompressobj()
+        reader = zstandard.ZstdDecompressor().stream_reader(_Source(read), read_size=size)
+        while piece := reader.read(size):
+            yield piece
+        return
     if codec != "gzip":
         raise ValueError(f"unknown compression {codec!r}")
-    return zlib_ng.decompressobj(wbits=31)
+    d = zlib_ng.decompressobj(wbits=31)
+    while chunk := read(size):
+        while chunk:
+            piece = d.decompress(chunk, size)
+            if piece:
+                yield piece
+            chunk = d.unconsumed_tail
+    tail = d.flush()
+    for start in range(0, len(tail), size):
+        yield tail[start : start + size]
+    if not d.eof:
+        raise zlib_ng.error("the gzip stream ends early")
+
+
+class _Source:
+    """A read() callable as the file zstandard's stream_reader wants."""
+
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self.read = read
