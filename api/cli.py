@@ -85,7 +85,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from domain.errors import DomainError
     from transfer.archive import ArchiveError
     from transfer.crypto import EncryptionKeyError
-    from transfer.pipeline import ConsistencyError, verify_archive
+    from transfer.pipeline import ConsistencyError, Expected, verify_archive
     from transfer.storage import StorageError
 
     runtime = _runtime(args)
@@ -101,7 +101,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             return _fail(f"storage {snap.storage!r} of {snap.sub_name} is not configured")
         try:
             keyring = runtime.resources.keyrings.get(snap.storage)
-            result = verify_archive(storage, snap.archive_key, keyring=keyring)
+            expected = Expected.of(snap, snap.archive_key)  # the events decide, not the sidecar
+            result = verify_archive(storage, snap.archive_key, keyring=keyring, expected=expected)
         except EncryptionKeyError as e:
             return _fail(f"cannot verify {snap.sub_name}: {e}")
         except (ArchiveError, ConsistencyError, StorageError) as e:

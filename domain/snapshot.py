@@ -62,6 +62,7 @@ class Snapshot(RunState, TimedAggregate):
         self.expire_after_seconds = expire_after_seconds
         self.trigger = trigger
         self.status = REQUESTED
+        self.seal: dict[str, Any] | None = None
         self.stop_requested = False
         self.worker: str | None = None
         self.task_name: str | None = None
@@ -128,10 +129,13 @@ class Snapshot(RunState, TimedAggregate):
         finished_at: datetime,
         locked_until: datetime | None = None,
         failed_collections: dict[str, str] | None = None,
+        seal: dict[str, Any] | None = None,
     ) -> None:
         """`locked_until`: the storage's object lock on the archive, when the location has one.
         `failed_collections`: collections the archive lacks, with reasons; the snapshot is
-        then partially failed, and restorable for what it holds."""
+        then partially failed, and restorable for what it holds. `seal`: what the archive
+        must be when it is read back (its manifest's SHA-256, its encryption key id or None
+        for plaintext, the id it was written under): nothing read from storage decides it."""
         self._require("complete", RUNNING)
         args = (
             items,
@@ -143,11 +147,29 @@ class Snapshot(RunState, TimedAggregate):
             locked_until,
         )
         if failed_collections:
-            self._partially_failed(*args, failed_collections)
+            self._partially_failed(*args, failed_collections, seal)
         else:
-            self._completed(*args)
+            self._completed(*args, seal)
 
-    @event("SnapshotPartiallyFailed")
+    class SnapshotPartiallyFailed(TimedAggregate.Event):
+        """v2 added the archive's seal; older archives are checked by their SHA-256 alone."""
+
+        items: int
+        bytes: int
+        collections: dict[str, dict[str, Any]]
+        sha256: str
+        elapsed_seconds: float
+        expires_at: datetime | None
+        locked_until: datetime | None
+        failed_collections: dict[str, str]
+        seal: dict[str, Any] | None
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["seal"] = None
+
+    @event(SnapshotPartiallyFailed)
     def _partially_failed(
         self,
         items: int,
@@ -158,13 +180,15 @@ class Snapshot(RunState, TimedAggregate):
         expires_at: datetime | None,
         locked_until: datetime | None,
         failed_collections: dict[str, str],
+        seal: dict[str, Any] | None,
     ) -> None:
-        self._archived(items, bytes, collections, sha256, expires_at, locked_until)
+        self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal)
         self.status = PARTIALLY_FAILED
         self.failed_collections = failed_collections
 
     class SnapshotCompleted(TimedAggregate.Event):
-        """v2 added the object lock's retain-until time; older archives were never locked."""
+        """v2 added the object lock's retain-until time (older archives were never locked),
+        v3 the archive's seal (older archives are checked by their SHA-256 alone)."""
 
         items: int
         bytes: int
@@ -173,11 +197,16 @@ class Snapshot(RunState, TimedAggregate):
         elapsed_seconds: float
         expires_at: datetime | None
         locked_until: datetime | None
-        class_version = 2
+        seal: dict[str, Any] | None
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["locked_until"] = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["seal"] = None
 
     @event(SnapshotCompleted)
     def _completed(
@@ -189,8 +218,9 @@ class Snapshot(RunState, TimedAggregate):
         elapsed_seconds: float,
         expires_at: datetime | None,
         locked_until: datetime | None,
+        seal: dict[str, Any] | None,
     ) -> None:
-        self._archived(items, bytes, collections, sha256, expires_at, locked_until)
+        self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal)
 
     def _archived(
         self,
@@ -200,8 +230,10 @@ class Snapshot(RunState, TimedAggregate):
         sha256: str,
         expires_at: datetime | None,
         locked_until: datetime | None,
+        seal: dict[str, Any] | None = None,
     ) -> None:
         self.status = COMPLETED
+        self.seal = seal
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
         self.sha256 = sha256
@@ -284,6 +316,7 @@ class Snapshot(RunState, TimedAggregate):
         self._archived(items, bytes, collections, "", expires_at, None)
         self.sha256 = None
         self.manifest_sha256 = manifest_sha256
+        self.seal = None  # an imported archive was never sealed by this installation
         self.started_at = started_at
         if failed_collections:
             self.status = PARTIALLY_FAILED

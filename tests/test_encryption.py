@@ -320,7 +320,9 @@ def test_encrypted_round_trip_through_the_worker(where, make_config, keys_env, r
             "key_wrap": "AES-256-KW",
             "key_id": "vault-2026",
             "segment_bytes": 1 << 20,
+            "aad": "archive-key+snapshot-id",  # bound to its key and snapshot (format 2)
         }
+        assert body[8] == 2
         assert manifest["items"] == 3650  # the sidecar stays readable without the key
 
         dry = _restore(client, snap["id"], dry_run=True)

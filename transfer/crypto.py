@@ -4,9 +4,16 @@ An archive gets its own random 256-bit data key, wrapped (AES key wrap, RFC 3394
 storage location's key-encryption key from the environment. Only the key's id is
 recorded, in the header below and in the manifest. Format version 1, integers big-endian:
 
-    header  = "SNAPLENC" | version (1 byte, = 1) | segment size S (4) | key id length N (1)
+    header  = "SNAPLENC" | version (1 byte) | segment size S (4) | key id length N (1)
               | key id (N bytes, UTF-8) | wrapped data key (40) | nonce prefix (7)
-    segment = AES-256-GCM(data key, nonce = prefix | index (4) | last (1), plaintext, aad = header)
+    segment = AES-256-GCM(data key, nonce = prefix | index (4) | last (1), plaintext, aad)
+    aad     = header                                   (version 1)
+            = header | "snapledger:" archive key NUL snapshot id   (version 2)
+
+Version 2 binds each archive to the key it is stored under and the snapshot that wrote
+it: the reader supplies both from the event store, so an archive moved to another key of
+the same location, or swapped for another snapshot's, fails authentication. Version 1
+archives (before that) still read.
 
 Segments are numbered from 0 and hold S plaintext bytes (S + 16 stored, with the tag),
 except the last one: 0 to S bytes, last = 1. Every segment is bound to its place, to the
@@ -36,7 +43,9 @@ from transfer.archive import ArchiveError
 from transfer.storage import ArchiveWriter
 
 MAGIC = b"SNAPLENC"
-VERSION = 1
+VERSION = 2
+READABLE = (1, 2)
+AEAD_CONTEXT = "archive-key+snapshot-id"  # what the manifest's encryption entry says v2 binds
 SEGMENT = 1024 * 1024
 TAG = 16
 WRAPPED = 40  # a 32-byte key after RFC 3394 wrapping
@@ -100,13 +109,27 @@ class Keyring:
                 f"add it to decryption_keys_env"
             ) from None
 
-    def manifest_entry(self) -> dict[str, Any]:
+    def manifest_entry(self, bound: bool = False) -> dict[str, Any]:
         assert self.key_id is not None
-        return {"algorithm": ALGORITHM, "key_wrap": KEY_WRAP, "key_id": self.key_id, "segment_bytes": SEGMENT}
+        entry = {
+            "algorithm": ALGORITHM,
+            "key_wrap": KEY_WRAP,
+            "key_id": self.key_id,
+            "segment_bytes": SEGMENT,
+        }
+        if bound:
+            entry["aad"] = AEAD_CONTEXT
+        return entry
 
-    def encrypting(self, sink: ArchiveWriter, segment_size: int = SEGMENT) -> EncryptingWriter:
+    def encrypting(
+        self, sink: ArchiveWriter, segment_size: int = SEGMENT, context: bytes = b""
+    ) -> EncryptingWriter:
         assert self.key_id is not None
-        return EncryptingWriter(sink, self.key_id, self.keys[self.key_id], segment_size)
+        return EncryptingWriter(sink, self.key_id, self.keys[self.key_id], segment_size, context)
+
+
+def aead_context(archive_key: str, snapshot_id: str) -> bytes:
+    return b"snapledger:" + archive_key.encode() + b"\x00" + snapshot_id.encode()
 
 
 def require_key(keyring: Keyring | None, storage: str, key_id: str) -> Keyring:
@@ -134,7 +157,9 @@ class EncryptingWriter(ArchiveWriter):
     `sha256` and `bytes_written` describe the stored ciphertext, i.e. the object a
     download gives."""
 
-    def __init__(self, sink: ArchiveWriter, key_id: str, kek: bytes, segment_size: int = SEGMENT) -> None:
+    def __init__(
+        self, sink: ArchiveWriter, key_id: str, kek: bytes, segment_size: int = SEGMENT, context: bytes = b""
+    ) -> None:
         if not MIN_SEGMENT <= segment_size <= MAX_SEGMENT:
             raise ValueError(f"segment size must be {MIN_SEGMENT} to {MAX_SEGMENT} bytes")
         raw_id = key_id.encode()
@@ -145,11 +170,12 @@ class EncryptingWriter(ArchiveWriter):
         self.segment_size = segment_size
         self.prefix = os.urandom(PREFIX)
         self.header = (
-            _FIXED.pack(MAGIC, VERSION, segment_size, len(raw_id))
+            _FIXED.pack(MAGIC, 2 if context else 1, segment_size, len(raw_id))
             + raw_id
             + aes_key_wrap(kek, data_key)
             + self.prefix
         )
+        self.aad = self.header + context
         self._aead = AESGCM(data_key)
         self._buffer = bytearray()
         self._index = 0
@@ -164,7 +190,7 @@ class EncryptingWriter(ArchiveWriter):
         self.sink.write(data)
 
     def _seal(self, plaintext: bytes | memoryview, last: bool) -> None:
-        self._out(self._aead.encrypt(_nonce(self.prefix, self._index, last), plaintext, self.header))
+        self._out(self._aead.encrypt(_nonce(self.prefix, self._index, last), plaintext, self.aad))
         self._index += 1
 
     def write(self, data: bytes) -> int:
@@ -215,20 +241,27 @@ class DecryptingReader:
     key fails before the caller writes anything. Each segment is authenticated before
     any of its bytes are answered."""
 
-    def __init__(self, raw: IO[bytes], keyring: Keyring, expected_key_id: str | None = None) -> None:
+    def __init__(
+        self, raw: IO[bytes], keyring: Keyring, expected_key_id: str | None = None, context: bytes = b""
+    ) -> None:
         self.raw = raw
         fixed = _read_exact(raw, _FIXED.size)
         if len(fixed) < _FIXED.size or fixed[: len(MAGIC)] != MAGIC:
             raise DecryptionError("the archive is not an encrypted snapledger archive (no SNAPLENC header)")
         _, version, size, id_len = _FIXED.unpack(fixed)
-        if version != VERSION:
+        if version not in READABLE:
             raise DecryptionError(f"encryption format version {version} is not one this snapledger reads")
+        if version >= 2 and not context:
+            raise DecryptionError(
+                "the encrypted archive is bound to its key and snapshot, and was read without them"
+            )
         if not MIN_SEGMENT <= size <= MAX_SEGMENT or id_len == 0:
             raise DecryptionError("the encrypted archive's header is damaged")
         rest = _read_exact(raw, id_len + WRAPPED + PREFIX)
         if len(rest) < id_len + WRAPPED + PREFIX:
             raise DecryptionError("the encrypted archive is truncated inside its header")
         self.header = fixed + rest
+        self.aad = self.header + (context if version >= 2 else b"")
         try:
             self.key_id = rest[:id_len].decode()
         except UnicodeDecodeError:
@@ -265,7 +298,7 @@ class DecryptingReader:
         del self._pending[: len(sealed)]
         index = self._index
         try:
-            plain = self._aead.decrypt(_nonce(self._prefix, index, last), sealed, self.header)
+            plain = self._aead.decrypt(_nonce(self._prefix, index, last), sealed, self.aad)
         except InvalidTag:
             raise self._failure(sealed, index, last) from None
         self._plain = memoryview(plain)
@@ -275,14 +308,15 @@ class DecryptingReader:
     def _failure(self, sealed: bytes, index: int, last: bool) -> DecryptionError:
         if last and len(sealed) == self._stored:
             try:  # a whole segment that is not the last: the stream was cut after it
-                self._aead.decrypt(_nonce(self._prefix, index, False), sealed, self.header)
+                self._aead.decrypt(_nonce(self._prefix, index, False), sealed, self.aad)
                 return DecryptionError(f"the encrypted archive is truncated: it ends after segment {index}")
             except InvalidTag:
                 pass
         if last and not sealed:
             return DecryptionError(f"the encrypted archive is truncated: it ends before segment {index}")
         return DecryptionError(
-            f"the encrypted archive is damaged or was tampered with: segment {index} fails authentication"
+            f"the encrypted archive is damaged, was tampered with, or is not this snapshot's: "
+            f"segment {index} fails authentication"
         )
 
     def read(self, n: int = -1) -> bytes:

@@ -5,6 +5,7 @@ They know nothing about events: the worker passes a progress callback and a stop
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from transfer.archive import ArchiveError, ArchiveWriter, manifest_key, parse_manifest, read_members
-from transfer.crypto import DecryptingReader, Keyring, require_key
+from transfer.crypto import DecryptingReader, Keyring, aead_context, require_key
 from transfer.ndjson import SourceError
 from transfer.prefetch import prefetch
 from transfer.storage import Storage, StorageError
@@ -74,6 +75,45 @@ class BackupResult:
     manifest: bytes
     failed: dict[str, str] = field(default_factory=dict)  # collections left out, with reasons
 
+    @property
+    def seal(self) -> dict[str, Any]:
+        """What the completion event records, so that reading back believes nothing stored
+        beside the archive: the manifest's SHA-256 and whether (and with which key) it is
+        encrypted."""
+        encryption = parse_manifest(self.manifest).get("encryption")
+        return {
+            "manifest_sha256": hashlib.sha256(self.manifest).hexdigest(),
+            "encryption_key_id": encryption.get("key_id") if encryption else None,
+            "aead_context": encryption.get("aad") if encryption else None,
+        }
+
+
+@dataclass
+class Expected:
+    """What the event store says an archive is; None where an old snapshot did not say."""
+
+    sha256: str | None = None  # of the stored object (ciphertext when encrypted)
+    manifest_sha256: str | None = None
+    encrypted: bool | None = None
+    key_id: str | None = None
+    context: bytes = b""  # binds an encrypted archive to its key and snapshot (AEAD data)
+    trusted: bool = True  # False: imported without a signature, and not trusted for this run
+
+    @classmethod
+    def of(cls, snapshot: Any, archive_key: str) -> Expected:
+        seal = getattr(snapshot, "seal", None) or {}
+        if not seal:
+            return cls(sha256=getattr(snapshot, "sha256", None) or None)
+        encrypted = seal.get("encryption_key_id") is not None
+        context = aead_context(archive_key, str(snapshot.id)) if seal.get("aead_context") else b""
+        return cls(
+            sha256=getattr(snapshot, "sha256", None) or None,
+            manifest_sha256=seal.get("manifest_sha256"),
+            encrypted=encrypted,
+            key_id=seal.get("encryption_key_id"),
+            context=context,
+        )
+
 
 @dataclass
 class RestoreResult:
@@ -116,10 +156,14 @@ def run_backup(
     store; the manifest says with which key id, and the result's sha256 and bytes are
     those of the stored (encrypted) object."""
     writer = storage.open_writer(archive_key)
-    encrypted = keyring.encrypting(writer) if keyring is not None and keyring.key_id else None
+    snapshot_id = str(header.get("snapshot_id") or "")
+    context = aead_context(archive_key, snapshot_id) if snapshot_id else b""
+    encrypted = (
+        keyring.encrypting(writer, context=context) if keyring is not None and keyring.key_id else None
+    )
     if encrypted is not None:
         assert keyring is not None
-        header = {**header, "encryption": keyring.manifest_entry()}
+        header = {**header, "encryption": keyring.manifest_entry(bound=bool(context))}
     sink = encrypted or writer
     archive: ArchiveWriter | None = None
     committed = False
@@ -325,35 +369,142 @@ class _Mapped:
         return self.session.open_out(collection)
 
 
-def load_manifest(storage: Storage, archive_key: str) -> dict[str, Any]:
+class NotAuthentic(ArchiveError):
+    """What storage holds is not what the event store recorded: replaced, swapped or
+    forged. Refused before anything is written."""
+
+
+def load_manifest(storage: Storage, archive_key: str, expected: Expected | None = None) -> dict[str, Any]:
     """No manifest: the archive is incomplete. A storage that cannot answer says so
-    instead (the lookup raises), so a dead endpoint is never reported as a missing file."""
+    instead (the lookup raises), so a dead endpoint is never reported as a missing file.
+    With `expected` (the snapshot's events), a manifest other than the one recorded at
+    completion is refused: it holds every member's checksum, so it decides the rest."""
     try:
         data = storage.get_bytes(manifest_key(archive_key))
     except StorageError:
         if storage.exists(manifest_key(archive_key)):
             raise
         raise ArchiveError(f"archive {archive_key!r} has no manifest in {storage.name!r}") from None
+    if expected is not None and expected.manifest_sha256:
+        if hashlib.sha256(data).hexdigest() != expected.manifest_sha256:
+            raise NotAuthentic(
+                f"the manifest of {archive_key!r} in {storage.name!r} is not the one recorded when "
+                "the snapshot completed: the archive was replaced or tampered with"
+            )
     return parse_manifest(data)
+
+
+def _encryption(
+    storage: Storage,
+    archive_key: str,
+    manifest: dict[str, Any],
+    keyring: Keyring | None,
+    expected: Expected | None,
+) -> dict[str, Any] | None:
+    """Whether to decrypt comes from the events (or, for an old snapshot, from the
+    location's configuration), never from the manifest alone."""
+    claimed = manifest.get("encryption")
+    if expected is not None and expected.encrypted is not None:
+        if expected.encrypted and claimed is None:
+            raise NotAuthentic(
+                f"snapshot archive {archive_key!r} was written encrypted with key {expected.key_id!r}, "
+                f"but what storage {storage.name!r} holds claims to be plaintext: it is a forgery or "
+                "another archive"
+            )
+        if not expected.encrypted and claimed is not None:
+            raise NotAuthentic(
+                f"snapshot archive {archive_key!r} was written in plaintext, but is now encrypted"
+            )
+        if expected.encrypted and claimed.get("key_id") != expected.key_id:
+            raise NotAuthentic(
+                f"snapshot archive {archive_key!r} was encrypted with key {expected.key_id!r}, "
+                f"its manifest now names {claimed.get('key_id')!r}"
+            )
+    elif claimed is None and keyring is not None and keyring.key_id is not None:
+        if expected is None or expected.trusted:
+            return None  # an old snapshot of a location that encrypts since; only an import is refused
+        raise NotAuthentic(
+            f"storage location {storage.name!r} encrypts its archives, "
+            f"and {archive_key!r} claims to be plaintext"
+        )
+    return claimed
+
+
+class _Checked:
+    """The stored object's bytes as read, hashed; the whole object is compared with the
+    SHA-256 its completion recorded once the archive has been read to its end."""
+
+    def __init__(self, raw: IO[bytes], archive_key: str, sha256: str | None) -> None:
+        self.raw = raw
+        self.archive_key = archive_key
+        self.expected = sha256
+        self.sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha.update(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        if self.expected and self.sha.hexdigest() != self.expected:
+            raise NotAuthentic(
+                f"archive {self.archive_key!r} is not the object its snapshot recorded (SHA-256 differs): "
+                "it was replaced or tampered with"
+            )
 
 
 @contextmanager
 def open_archive(
-    storage: Storage, archive_key: str, manifest: dict[str, Any], keyring: Keyring | None = None
+    storage: Storage,
+    archive_key: str,
+    manifest: dict[str, Any],
+    keyring: Keyring | None = None,
+    expected: Expected | None = None,
 ) -> Iterator[IO[bytes]]:
-    """The archive's tar stream, decrypted when its manifest says it is encrypted.
+    """The archive's tar stream, decrypted when the snapshot's events (or, for an old
+    snapshot, the manifest) say it is encrypted; the caller calls `checked(stream)` once it
+    read the archive, which compares the whole stored object with the recorded SHA-256.
 
     A missing key id fails before the download starts and a wrong key as soon as the
     header is read: either way before the caller opens a target."""
-    encryption = manifest.get("encryption")
+    encryption = _encryption(storage, archive_key, manifest, keyring, expected)
     if encryption is not None:
         require_key(keyring, storage.name, str(encryption.get("key_id")))
     with storage.open_reader(archive_key) as raw:
+        hashed = _Checked(raw, archive_key, expected.sha256 if expected else None)
         if encryption is None:
-            yield raw
+            yield _Finishing(hashed, hashed)  # type: ignore[misc]
         else:
             assert keyring is not None
-            yield DecryptingReader(raw, keyring, expected_key_id=encryption.get("key_id"))  # type: ignore[misc]
+            context = expected.context if expected is not None else b""
+            plain = DecryptingReader(
+                hashed, keyring, expected_key_id=encryption.get("key_id"), context=context
+            )  # type: ignore[arg-type]
+            yield _Finishing(plain, hashed)  # type: ignore[misc]
+
+
+class _Finishing:
+    """A readable stream whose `finish()` drains and checks the stored object."""
+
+    def __init__(self, stream: Any, checked: _Checked) -> None:
+        self.stream = stream
+        self.checked = checked
+
+    def read(self, n: int = -1) -> bytes:
+        return self.stream.read(n)
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        while self.stream.read(1 << 20):
+            pass  # an encrypted stream authenticates its last segment here
+        self.checked.finish()
 
 
 def _read_through(
@@ -380,6 +531,9 @@ def _read_through(
     for name, items in read_members(stream, manifest, wanted, session, on_bytes):
         done_items += items
         counts[name] = items
+    finish = getattr(stream, "finish", None)
+    if finish is not None:
+        finish()  # the whole stored object against its recorded SHA-256, before any commit
     return done_items, read, counts
 
 
@@ -403,12 +557,14 @@ def verify_archive(
     report: Report | None = None,
     should_stop: ShouldStop | None = None,
     keyring: Keyring | None = None,
+    expected: Expected | None = None,
 ) -> RestoreResult:
     """Re-reads the whole archive: every member's SHA-256 and item count, and the manifest
-    (an encrypted archive is also authenticated, segment by segment)."""
-    manifest = load_manifest(storage, archive_key)
+    (an encrypted archive is also authenticated, segment by segment); with `expected`,
+    the manifest and the whole stored object against what the snapshot's events recorded."""
+    manifest = load_manifest(storage, archive_key, expected)
     wanted = set(manifest["collections"])
-    with open_archive(storage, archive_key, manifest, keyring) as stream:
+    with open_archive(storage, archive_key, manifest, keyring, expected) as stream:
         items, read, counts = _read_through(
             stream,
             manifest,
@@ -435,6 +591,7 @@ def run_restore(
     on_plan: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
     run_id: str = "",
+    expected: Expected | None = None,
 ) -> RestoreResult:
     """A dry run verifies the archive and reports what would be written, touching nothing.
 
@@ -442,7 +599,7 @@ def run_restore(
     archive verified in full before the first write. An encrypted archive's key is
     checked before the target is opened.
     """
-    manifest = load_manifest(storage, archive_key)
+    manifest = load_manifest(storage, archive_key, expected)
     available = manifest["collections"]
     wanted = set(collections or available)
     missing = sorted(wanted - set(available))
@@ -452,14 +609,17 @@ def run_restore(
     names = sorted(wanted)
     kind = manifest.get("source_kind", "ndjson")
     if dry_run:
-        with open_archive(storage, archive_key, manifest, keyring) as stream:
+        with open_archive(storage, archive_key, manifest, keyring, expected) as stream:
             items, read, counts = _read_through(stream, manifest, wanted, _Discard(kind), report, should_stop)
         check = _check(available, counts, names)
         for name in names:
             check[name].update(target_name=mapping.get(name, name), would_write=counts.get(name, 0))
         return RestoreResult(items, read, check)
-    if not getattr(target, "transactional", True):
-        verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring)
+    legacy = expected is not None and expected.manifest_sha256 is None and bool(expected.sha256)
+    if not getattr(target, "transactional", True) or legacy:
+        # A target that cannot undo, or a snapshot from before the seal (only the object's
+        # SHA-256 was recorded, known at the end): the whole archive is checked first.
+        verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring, expected=expected)
     extras: dict[str, Any] = {}
     if kind == "postgresql" and getattr(target, "kind", None) == "postgresql":
         extras = dict(
@@ -473,7 +633,7 @@ def run_restore(
         )
     try:
         with (
-            open_archive(storage, archive_key, manifest, keyring) as stream,
+            open_archive(storage, archive_key, manifest, keyring, expected) as stream,
             target.open(kind, existing, **extras) as session,
         ):
             selection = sorted(wanted) if collections else None

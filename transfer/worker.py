@@ -33,7 +33,7 @@ from transfer.archive import manifest_key
 from transfer.crypto import Keyring
 from transfer.health import HealthBoard
 from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import Stopped, remove_archive, run_backup, run_restore
+from transfer.pipeline import Expected, Stopped, remove_archive, run_backup, run_restore
 from transfer.progress import ProgressThrottle
 from transfer.storage import Storage, StorageError
 
@@ -374,6 +374,7 @@ class Worker:
                     finished_at,
                     locked_until,
                     self.resources.redact_all(result.failed),
+                    result.seal,
                 )
 
             return finish
@@ -401,6 +402,14 @@ class Worker:
             raise
         return until
 
+    def _expected(self, restore: Restore) -> Expected:
+        """What the snapshot's events say its archive is: the restore believes nothing else."""
+        try:
+            snap = self.app.get_snapshot(restore.snapshot_id)
+        except Exception:  # noqa: BLE001 - a snapshot gone from the store: its archive is too
+            raise LookupError(f"snapshot {restore.snapshot_id} is no longer in the event store") from None
+        return Expected.of(snap, restore.archive_key)
+
     def run_restore(self, restore: Restore) -> None:
         run = _Run(self.app, restore, lambda: self.app.get_restore(restore.id), self.stop_poll)
 
@@ -411,6 +420,7 @@ class Worker:
                 missing = restore.storage if storage is None else restore.target
                 raise LookupError(f"{missing!r} is no longer configured")
             self.resources.usable(restore.storage)
+            expected = self._expected(restore)
             result = run_restore(
                 storage,
                 restore.archive_key,
@@ -426,6 +436,7 @@ class Worker:
                 on_plan=run.planned,
                 resume=restore.plan if restore.attempt > 1 else None,
                 run_id=str(restore.id),
+                expected=expected,
             )
 
             def finish() -> None:
