@@ -664,6 +664,8 @@ def cmd_restore(args: argparse.Namespace, runtime: Runtime) -> int:
     options.update({k: v for k, v in (("mapping", mapping), ("existing", args.existing)) if v is not None})
     if args.keep_owners is not None:
         options["keep_owners"] = args.keep_owners
+    if args.trust_unverified:
+        options["trust_unverified"] = True
     snapshot_id = resolve_snapshot(runtime, args.snapshot)
     outcome = runtime.app.request_restore(snapshot_id, args.target, options, args.actor)
     _mutated(runtime)
@@ -919,6 +921,10 @@ def _add_runs(sub: Any) -> None:
         action="store_false",
         help="PostgreSQL: owners and grants of the restorer",
     )
+    restore.add_argument(
+        "--trust-unverified", action="store_true",
+        help="restore a snapshot imported from storage without a signature (you know where it comes from)",
+    )  # fmt: skip
     restore.set_defaults(func=_verb(cmd_restore))
 
     for name, statuses, func, what in (

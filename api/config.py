@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from transfer.codec import CODECS, LEVELS  # noqa: E402 - plain constants, no I/O
-from transfer.crypto import KEY_ID, Keyring, parse_key
+from transfer.crypto import KEY_ID, Keyring, Signer, parse_key
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "transfer" / "demo_data"
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -91,6 +91,7 @@ class StorageConfig:
     concurrency: int = 4
     path_style: bool = False
     keyring: Keyring | None = None  # client-side encryption keys (its repr shows key ids only)
+    signer: Signer | None = None  # signs each manifest, so a catalog sync can trust what it imports
     object_lock: str | None = None  # S3 Object Lock mode archives are written under
     object_lock_days: int = 30  # the lock of snapshots that have no expiry
     sync_interval: float | None = None  # seconds between catalog resyncs of this location
@@ -341,6 +342,13 @@ def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, 
         if not isinstance(spec, dict) or not isinstance(spec.get("url"), str):
             raise ConfigError(f"{where}.url must be a local path, file:// or s3://bucket/prefix URL")
         keyring = _keyring(name, spec, where, secrets)
+        signer = None
+        if "signing_key" in spec:
+            raise ConfigError(
+                f"{where}.signing_key: put the key in an environment variable and name it in signing_key_env"
+            )
+        if spec.get("signing_key_env") is not None:
+            signer = Signer(name, _key_from_env(spec["signing_key_env"], where, "signing_key_env", secrets))
         url = spec["url"]
         parsed = urlparse(url)
         if parsed.scheme == "s3":
@@ -379,6 +387,7 @@ def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, 
                 concurrency=concurrency,
                 path_style=path_style,
                 keyring=keyring,
+                signer=signer,
                 object_lock=lock,
                 object_lock_days=lock_days,
                 sync_interval=_sync_interval(spec, where),
@@ -388,7 +397,12 @@ def _storages(raw: dict[str, Any], base: Path, secrets: list[str]) -> dict[str, 
             if "object_lock" in spec:
                 raise ConfigError(f"{where}.object_lock needs an s3:// location (S3 Object Lock)")
             out[name] = StorageConfig(
-                name, "local", path=path, keyring=keyring, sync_interval=_sync_interval(spec, where)
+                name,
+                "local",
+                path=path,
+                keyring=keyring,
+                signer=signer,
+                sync_interval=_sync_interval(spec, where),
             )
         else:
             raise ConfigError(f"{where}.url {url!r}: scheme must be file or s3")

@@ -48,7 +48,7 @@ STATUS: dict[type[DomainError], int] = {
 }
 
 
-RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run", "keep_owners")
+RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run", "keep_owners", "trust_unverified")
 
 
 def error(status: int, message: str, field: str | None = None) -> JSONResponse:

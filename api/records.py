@@ -119,6 +119,8 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
         "stop_requested": bool(r["stop_requested"]),
         "error": r["error"],
         "trigger": r["trigger"],
+        # imported archives: signed, encrypted (authenticated by the key) or unverified
+        "verification": r.get("verification") or ("sealed" if r["trigger"] != "import" else "unverified"),
         "requested_by": r["requested_by"],
         "storage": r["storage"],
         "source": r["source"],

@@ -190,6 +190,7 @@ class Runtime:
             codec=config.codec,
             level=config.level,
             keyrings={n: s.keyring for n, s in config.storages.items() if s.keyring is not None},
+            signers={n: s.signer for n, s in config.storages.items() if s.signer is not None},
         )
         resources.health = HealthBoard(resources.storages)
         return cls(config, app, views, runner, EventLog(app), resources)
@@ -397,7 +398,15 @@ class Runtime:
             {"s": name},
         )
         recorded = frozenset(r["archive_key"] for r in written)
-        report = sync_storage(self.app, self.storage(name), actor, dry_run, recorded)
+        report = sync_storage(
+            self.app,
+            self.storage(name),
+            actor,
+            dry_run,
+            recorded,
+            signer=self.resources.signers.get(name),
+            keyring=self.resources.keyrings.get(name),
+        )
         positions = [e["position"] for e in report.imported if "position" in e]
         if positions:
             self.runner.wait(max(positions), self.config.wait_seconds)

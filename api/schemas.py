@@ -65,6 +65,7 @@ RESTORE_CREATE = {
         "existing": {"type": "string"},
         "dry_run": {"type": "boolean"},
         "keep_owners": {"type": "boolean"},
+        "trust_unverified": {"type": "boolean"},
     },
     "required": ["snapshot_id", "target"],
     "additionalProperties": False,

@@ -59,6 +59,7 @@ class ImportedArchive:
     started_at: datetime | None
     finished_at: datetime
     expire_after_seconds: int | None
+    verification: str = "unverified"  # signed | encrypted | unverified: how sync could check it
 
 
 def imported_snapshot_id(storage: str, archive_key: str) -> UUID:
@@ -452,6 +453,7 @@ class Snapledger(Application[UUID]):
                 found.started_at,
                 found.finished_at,
                 actor,
+                found.verification,
             )
             position = self.record(policy, *changed, snap)
             return Outcome(snap.id, position, {"imported": True, "policy_id": policy.id})
@@ -526,7 +528,8 @@ class Snapledger(Application[UUID]):
         self, snapshot_id: UUID | str, target: object, options: dict[str, Any], actor: str
     ) -> Outcome:
         """options: collections (list), mapping ({collection: new name}), existing, dry_run,
-        keep_owners (PostgreSQL: owners and grants, instead of the target's setting)."""
+        keep_owners (PostgreSQL: owners and grants, instead of the target's setting),
+        trust_unverified (restore a snapshot imported without a signature)."""
         actor = _check_actor(actor)
         target = _check_ref(target, self.catalog.targets, "target", "restore target")
         selection = CollectionSelection.parse(options.get("collections"))
@@ -544,12 +547,21 @@ class Snapledger(Application[UUID]):
         keep_owners = options.get("keep_owners")
         if keep_owners is not None and not isinstance(keep_owners, bool):
             raise InvalidValue("keep_owners must be true or false", "keep_owners")
+        trust = options.get("trust_unverified", False)
+        if not isinstance(trust, bool):
+            raise InvalidValue("trust_unverified must be true or false", "trust_unverified")
         try:
             snap = self.get_snapshot(snapshot_id)
         except NotFound as e:
             raise NotFound(e.message, "snapshot_id") from None
         if snap.status not in HAS_ARCHIVE:
             raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}, not completed")
+        if getattr(snap, "verification", None) == "unverified" and not trust:
+            raise InvalidTransition(
+                f"snapshot {snap.sub_name} was imported from storage {snap.storage!r} without a signature "
+                "(unverified): nothing says this installation's writers made it, and a restore runs what it "
+                "holds. Restore it with trust_unverified if you know where it comes from"
+            )
         for field_name, names in (("collections", selection.include), ("mapping", list(mapping))):
             missing = [c for c in names if c not in snap.manifest_collections]
             if missing:
@@ -571,6 +583,7 @@ class Snapledger(Application[UUID]):
             dry_run=dry_run,
             actor=actor,
             keep_owners=keep_owners,
+            trust_unverified=trust,
         )
         return Outcome(restore.id, self.record(restore))
 

@@ -28,8 +28,8 @@ class Restore(RunState, TimedAggregate):
     kind = "restore"
 
     class RestoreRequested(Aggregate.Created):
-        """v2 added the per-restore options, v3 keep_owners; older events load with the old
-        behaviour (the target's setting)."""
+        """v2 added the per-restore options, v3 keep_owners, v4 trust_unverified; older
+        events load with the old behaviour."""
 
         snapshot_id: UUID
         policy_id: UUID
@@ -43,7 +43,8 @@ class Restore(RunState, TimedAggregate):
         dry_run: bool
         actor: str
         keep_owners: bool | None
-        class_version = 3
+        trust_unverified: bool
+        class_version = 4
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -54,6 +55,10 @@ class Restore(RunState, TimedAggregate):
         @staticmethod
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["keep_owners"] = None
+
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state["trust_unverified"] = False
 
     @event(RestoreRequested)
     def __init__(
@@ -70,6 +75,7 @@ class Restore(RunState, TimedAggregate):
         dry_run: bool,
         actor: str,
         keep_owners: bool | None = None,
+        trust_unverified: bool = False,
     ) -> None:
         self.snapshot_id = snapshot_id
         self.policy_id = policy_id
@@ -82,6 +88,7 @@ class Restore(RunState, TimedAggregate):
         self.existing = existing
         self.dry_run = dry_run
         self.keep_owners = keep_owners
+        self.trust_unverified = trust_unverified
         self.plan: dict[str, Any] | None = None  # what the latest attempt found in the target
         self.status = REQUESTED
         self.stop_requested = False

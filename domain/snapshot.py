@@ -63,6 +63,7 @@ class Snapshot(RunState, TimedAggregate):
         self.trigger = trigger
         self.status = REQUESTED
         self.seal: dict[str, Any] | None = None
+        self.verification: str | None = None
         self.stop_requested = False
         self.worker: str | None = None
         self.task_name: str | None = None
@@ -234,6 +235,7 @@ class Snapshot(RunState, TimedAggregate):
     ) -> None:
         self.status = COMPLETED
         self.seal = seal
+        self.verification = "sealed"  # written by this installation: its events say what it is
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
         self.sha256 = sha256
@@ -259,6 +261,7 @@ class Snapshot(RunState, TimedAggregate):
         started_at: datetime | None,
         finished_at: datetime,
         actor: str,
+        verification: str = "unverified",
     ) -> None:
         """Records an archive found in storage (catalog resync) as a completed snapshot.
 
@@ -278,10 +281,13 @@ class Snapshot(RunState, TimedAggregate):
             expires_at,
             actor,
             dict(manifest.get("failed_collections") or {}),
+            verification,
+            _import_seal(manifest, manifest_sha256),
         )
 
     class SnapshotImported(TimedAggregate.Event):
-        """v2 added the collections a partially failed run left out."""
+        """v2 added the collections a partially failed run left out, v3 how the archive was
+        verified (signed, encrypted, unverified) and its seal; older imports are unverified."""
 
         items: int
         bytes: int
@@ -293,11 +299,18 @@ class Snapshot(RunState, TimedAggregate):
         expires_at: datetime | None
         actor: str
         failed_collections: dict[str, str]
-        class_version = 2
+        verification: str
+        seal: dict[str, Any] | None
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["failed_collections"] = {}
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["verification"] = "unverified"
+            state["seal"] = None
 
     @event(SnapshotImported)
     def _imported(
@@ -312,11 +325,13 @@ class Snapshot(RunState, TimedAggregate):
         expires_at: datetime | None,
         actor: str,
         failed_collections: dict[str, str],
+        verification: str,
+        seal: dict[str, Any] | None,
     ) -> None:
-        self._archived(items, bytes, collections, "", expires_at, None)
+        self._archived(items, bytes, collections, "", expires_at, None, seal)
         self.sha256 = None
         self.manifest_sha256 = manifest_sha256
-        self.seal = None  # an imported archive was never sealed by this installation
+        self.verification = verification
         self.started_at = started_at
         if failed_collections:
             self.status = PARTIALLY_FAILED
@@ -361,3 +376,16 @@ class Snapshot(RunState, TimedAggregate):
     @event("SnapshotDeleted")
     def _deleted(self, reason: str, files_removed: bool, actor: str) -> None:
         self.status = DELETED
+
+
+def _import_seal(manifest: dict[str, Any], manifest_sha256: str) -> dict[str, Any]:
+    """What an imported archive must stay: its manifest as found (later changes are
+    refused) and what that manifest says of its encryption and of the snapshot it was
+    written under (the AEAD data of an encrypted archive binds that id)."""
+    encryption = manifest.get("encryption") or {}
+    return {
+        "manifest_sha256": manifest_sha256,
+        "encryption_key_id": encryption.get("key_id") if encryption else None,
+        "aead_context": encryption.get("aad") if encryption else None,
+        "snapshot_id": str(manifest.get("snapshot_id") or ""),
+    }

@@ -238,7 +238,7 @@ policies.on("SnapshotFailed", "SnapshotPartiallyFailed")(_snapshot_outcome(False
 backups = View(
     name="backups",
     table="backup_records",
-    version=3,
+    version=4,
     cost=4,
     ddl=[
         """CREATE TABLE IF NOT EXISTS backup_records (
@@ -252,7 +252,7 @@ backups = View(
             elapsed_seconds DOUBLE PRECISION, created_at TEXT NOT NULL, started_at TEXT,
             finished_at TEXT, expires_at TEXT, collections TEXT, sha256 TEXT,
             files_removed BIGINT, position BIGINT NOT NULL, locked_until TEXT,
-            failed_collections TEXT)""",
+            failed_collections TEXT, verification TEXT)""",
         "CREATE INDEX IF NOT EXISTS backup_records_created ON backup_records (created_at, id)",
         "CREATE INDEX IF NOT EXISTS backup_records_policy ON backup_records (policy_id)",
         "CREATE INDEX IF NOT EXISTS backup_records_status ON backup_records (status)",
@@ -429,6 +429,7 @@ def _snap_imported(rows: Rows, e: Any, position: int) -> None:
         )
     if e.started_at is not None:
         values.update(started_at=iso(e.started_at), created_at=iso(e.started_at))
+    values["verification"] = e.verification
     _update(rows, "backup_records", oid(e), position, **values)
 
 

@@ -111,7 +111,13 @@ def test_fresh_installation_resyncs_and_restores(storage, backend, make_config, 
 
     # The newest snapshot restores with identical content.
     newest = max(originals, key=lambda s: s["created_at"])
+    imported = fresh.get(f"/api/v1/backups/{newest['id']}").json()
+    assert imported["verification"] == "unverified"  # nothing signed it: an operator must say so
     r = fresh.post("/api/v1/restores", json={"snapshot_id": newest["id"], "target": "scratch"})
+    assert r.status_code == 409 and "trust_unverified" in r.json()["error"], r.text
+    r = fresh.post(
+        "/api/v1/restores", json={"snapshot_id": newest["id"], "target": "scratch", "trust_unverified": True}
+    )
     assert r.status_code == 202, r.text
     rec = wait_for(
         fresh, f"/api/v1/restores/{r.json()['id']}", lambda b: b["status"] in ("completed", "failed")
@@ -179,7 +185,9 @@ def test_periodic_sync_imports_encrypted_archives_without_their_key(make_config,
     assert rows[0]["items"] == 3650 and rows[0]["storage"] == "shared"
     policy = client.get(f"/api/v1/policies/{rows[0]['policy_id']}").json()
     assert (policy["name"], policy["status"]) == ("elsewhere", "stopped")
-    r = client.post("/api/v1/restores", json={"snapshot_id": rows[0]["id"], "target": "scratch"})
+    r = client.post(
+        "/api/v1/restores", json={"snapshot_id": rows[0]["id"], "target": "scratch", "trust_unverified": True}
+    )
     rec = wait_for(
         client, f"/api/v1/restores/{r.json()['id']}", lambda b: b["status"] in ("completed", "failed")
     )

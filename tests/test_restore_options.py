@@ -113,8 +113,8 @@ def test_v1_restore_requested_events_still_load(client):
     )
     stored = app.mapper.to_stored_event(restore.collect_events()[0])
     state = json.loads(stored.state)
-    assert state.pop("class_version") == 3
-    for key in ("mapping", "existing", "dry_run", "keep_owners"):
+    assert state.pop("class_version") == 4
+    for key in ("mapping", "existing", "dry_run", "keep_owners", "trust_unverified"):
         del state[key]
     v1 = StoredEvent(
         stored.originator_id, stored.originator_version, stored.topic, json.dumps(state).encode()

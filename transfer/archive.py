@@ -86,6 +86,14 @@ def manifest_key(archive_key: str) -> str:
     return archive_key + ".manifest.json"
 
 
+SIGNATURE_SUFFIX = ".manifest.sig"
+
+
+def signature_key(archive_key: str) -> str:
+    """Where a signing location keeps the HMAC of an archive's manifest."""
+    return archive_key + SIGNATURE_SUFFIX
+
+
 class _Hashing:
     """A write-through file wrapper that hashes and counts what passes."""
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
+import json
 import os
 import re
 import struct
@@ -345,3 +347,45 @@ class DecryptingReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SignatureError(ArchiveError):
+    """A manifest's signature is missing or does not match: it was written without the
+    location's signing key, or changed since."""
+
+
+SIGNATURE = "HMAC-SHA256"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A location's signing key: each manifest (which holds every member's SHA-256) gets
+    an HMAC beside it, so a catalog sync can tell the archives this location's writers
+    made from anything else put there."""
+
+    storage: str
+    key: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Signer({self.storage!r})"
+
+    def _mac(self, manifest: bytes) -> str:
+        return hmac.new(self.key, manifest, hashlib.sha256).hexdigest()
+
+    def sign(self, manifest: bytes) -> bytes:
+        return json.dumps({"algorithm": SIGNATURE, "signature": self._mac(manifest)}).encode()
+
+    def check(self, manifest: bytes, signature: bytes | None, where: str) -> None:
+        if signature is None:
+            raise SignatureError(
+                f"{where} has no signature, and location {self.storage!r} signs its manifests"
+            )
+        try:
+            found = json.loads(signature)
+            mac = str(found["signature"]) if found.get("algorithm") == SIGNATURE else ""
+        except (ValueError, KeyError, TypeError, AttributeError):
+            mac = ""
+        if not hmac.compare_digest(mac, self._mac(manifest)):
+            raise SignatureError(
+                f"{where}: the signature does not match its manifest (changed, or signed elsewhere)"
+            )

@@ -15,8 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from transfer.archive import ArchiveError, ArchiveWriter, manifest_key, parse_manifest, read_members
-from transfer.crypto import DecryptingReader, Keyring, aead_context, require_key
+from transfer.archive import (
+    ArchiveError,
+    ArchiveWriter,
+    manifest_key,
+    parse_manifest,
+    read_members,
+    signature_key,
+)
+from transfer.crypto import DecryptingReader, Keyring, Signer, aead_context, require_key
 from transfer.ndjson import SourceError
 from transfer.prefetch import prefetch
 from transfer.storage import Storage, StorageError
@@ -97,21 +104,30 @@ class Expected:
     encrypted: bool | None = None
     key_id: str | None = None
     context: bytes = b""  # binds an encrypted archive to its key and snapshot (AEAD data)
-    trusted: bool = True  # False: imported without a signature, and not trusted for this run
+    trusted: bool = True  # False: imported without a signature (restored only when trusted)
+    verify_first: bool = False  # read and authenticate the whole archive before writing
 
     @classmethod
     def of(cls, snapshot: Any, archive_key: str) -> Expected:
+        """From the snapshot's events. A snapshot this installation wrote is sealed at
+        completion. An imported one keeps what its manifest said when it was imported, so
+        a later change is refused; one imported unsigned or authenticated only by its
+        encryption is read in full before anything is written."""
         seal = getattr(snapshot, "seal", None) or {}
+        verification = getattr(snapshot, "verification", None)
         if not seal:
-            return cls(sha256=getattr(snapshot, "sha256", None) or None)
+            return cls(sha256=getattr(snapshot, "sha256", None) or None, trusted=verification != "unverified")
         encrypted = seal.get("encryption_key_id") is not None
-        context = aead_context(archive_key, str(snapshot.id)) if seal.get("aead_context") else b""
+        written_as = seal.get("snapshot_id") or str(snapshot.id)
+        context = aead_context(archive_key, written_as) if seal.get("aead_context") else b""
         return cls(
             sha256=getattr(snapshot, "sha256", None) or None,
             manifest_sha256=seal.get("manifest_sha256"),
             encrypted=encrypted,
             key_id=seal.get("encryption_key_id"),
             context=context,
+            trusted=verification != "unverified",
+            verify_first=verification in ("encrypted", "unverified"),
         )
 
 
@@ -148,6 +164,7 @@ def run_backup(
     level: int = 6,
     parallel: int = 1,
     keyring: Keyring | None = None,
+    signer: Signer | None = None,
 ) -> BackupResult:
     """Collections compress in parallel (up to `parallel`) when the source session allows
     it; the tar is still written by this thread alone, member by member.
@@ -237,10 +254,14 @@ def run_backup(
         )
         sink.commit()
         committed = True
+        if signer is not None:  # before the manifest: a committed archive is always signed
+            storage.put_bytes(signature_key(archive_key), signer.sign(manifest))
         storage.put_bytes(manifest_key(archive_key), manifest)
     except BaseException:
         if committed:
             storage.delete(archive_key)
+            if signer is not None:
+                storage.delete(signature_key(archive_key))
         else:
             if archive is not None:
                 archive.discard()
@@ -323,6 +344,7 @@ def remove_archive(storage: Storage, archive_key: str) -> None:
     """Manifest first: without it, whatever remains is recognisably incomplete."""
     storage.delete(manifest_key(archive_key))
     storage.delete(archive_key)
+    storage.delete(signature_key(archive_key))
 
 
 class _Discard:
@@ -616,7 +638,8 @@ def run_restore(
             check[name].update(target_name=mapping.get(name, name), would_write=counts.get(name, 0))
         return RestoreResult(items, read, check)
     legacy = expected is not None and expected.manifest_sha256 is None and bool(expected.sha256)
-    if not getattr(target, "transactional", True) or legacy:
+    first = expected is not None and expected.verify_first
+    if not getattr(target, "transactional", True) or legacy or first:
         # A target that cannot undo, or a snapshot from before the seal (only the object's
         # SHA-256 was recorded, known at the end): the whole archive is checked first.
         verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring, expected=expected)

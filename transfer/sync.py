@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -18,7 +18,8 @@ from uuid import UUID
 from domain.application import ImportedArchive, Snapledger, imported_snapshot_id
 from domain.errors import DomainError, InvalidValue
 from domain.values import check_name
-from transfer.archive import ArchiveError, manifest_key, parse_manifest
+from transfer.archive import SIGNATURE_SUFFIX, ArchiveError, manifest_key, parse_manifest, signature_key
+from transfer.crypto import Keyring, Signer
 from transfer.health import PROBE_PREFIX
 from transfer.storage import Storage, StorageError
 
@@ -95,12 +96,41 @@ def read_found(manifest: dict[str, Any], data: bytes, archive_key: str) -> Impor
     )
 
 
+def verification_of(
+    storage: Storage,
+    archive_key: str,
+    manifest: dict[str, Any],
+    data: bytes,
+    signer: Signer | None,
+    keyring: Keyring | None,
+) -> str:
+    """signed: the location signs, and this manifest's HMAC matches (a missing or wrong one
+    raises: the archive is not imported). encrypted: the location's key decrypts it, which
+    authenticates it when restored. unverified: nothing says who wrote it."""
+    if signer is not None:
+        key = signature_key(archive_key)
+        signature = storage.get_bytes(key) if storage.exists(key) else None
+        signer.check(data, signature, f"manifest of {archive_key!r}")
+        return "signed"
+    encryption = manifest.get("encryption") or {}
+    if (
+        encryption
+        and keyring is not None
+        and encryption.get("key_id") in keyring.keys
+        and encryption.get("aad")
+    ):
+        return "encrypted"
+    return "unverified"
+
+
 def sync_storage(
     app: Snapledger,
     storage: Storage,
     actor: str = SYNC_ACTOR,
     dry_run: bool = False,
     recorded: frozenset[str] = frozenset(),
+    signer: Signer | None = None,
+    keyring: Keyring | None = None,
 ) -> SyncReport:
     """Idempotent: an archive is known by its snapshot id and key, so a second run imports
     nothing; a known imported archive whose manifest changed since is reported as changed.
@@ -112,7 +142,9 @@ def sync_storage(
     sizes = {o.key: o.size for o in storage.list_objects() if not o.key.startswith(PROBE_PREFIX)}
     manifests = sorted(k for k in sizes if k.endswith(MANIFEST_SUFFIX))
     committed = {k[: -len(MANIFEST_SUFFIX)] for k in manifests}
-    report.incomplete = sorted(k for k in sizes if not k.endswith(MANIFEST_SUFFIX) and k not in committed)
+    report.incomplete = sorted(
+        k for k in sizes if not k.endswith((MANIFEST_SUFFIX, SIGNATURE_SUFFIX)) and k not in committed
+    )
     for mkey in manifests:
         archive_key = mkey[: -len(MANIFEST_SUFFIX)]
         if archive_key not in sizes:
@@ -123,7 +155,11 @@ def sync_storage(
             continue
         try:
             data = storage.get_bytes(mkey)
-            found = read_found(parse_manifest(data), data, archive_key)
+            manifest = parse_manifest(data)
+            found = replace(
+                read_found(manifest, data, archive_key),
+                verification=verification_of(storage, archive_key, manifest, data, signer, keyring),
+            )
         except (ArchiveError, StorageError) as e:
             report.invalid.append({"key": mkey, "reason": str(e)})
             continue
@@ -137,7 +173,11 @@ def sync_storage(
             if recorded is not None and recorded != found.manifest_sha256:
                 report.changed.append({"key": archive_key, "snapshot_id": str(known.id)})
             continue
-        entry: dict[str, Any] = {"archive_key": archive_key, "policy": found.policy_name}
+        entry: dict[str, Any] = {
+            "archive_key": archive_key,
+            "policy": found.policy_name,
+            "verification": found.verification,
+        }
         if not dry_run:
             try:
                 outcome = app.import_snapshot(storage.name, archive_key, sizes[archive_key], found, actor)

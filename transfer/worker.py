@@ -30,7 +30,7 @@ from domain.restore import Restore
 from domain.secrets import redact
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from transfer.archive import manifest_key
-from transfer.crypto import Keyring
+from transfer.crypto import Keyring, Signer
 from transfer.health import HealthBoard
 from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import Expected, Stopped, remove_archive, run_backup, run_restore
@@ -61,6 +61,7 @@ class Resources:
     codec: str = "gzip"
     level: int = 6
     keyrings: dict[str, Keyring] = field(default_factory=dict, repr=False)  # per storage location
+    signers: dict[str, Signer] = field(default_factory=dict, repr=False)  # per storage location
     health: HealthBoard | None = None
 
     def usable(self, storage_name: str) -> None:
@@ -360,6 +361,7 @@ class Worker:
                 level=self.resources.level,
                 parallel=getattr(source, "parallel", 1),
                 keyring=self.resources.keyrings.get(snap.storage),
+                signer=self.resources.signers.get(snap.storage),
             )
 
             finished_at = _now()

@@ -1015,6 +1015,13 @@
     $("restore-dialog-text").textContent = `Streams ${b.file_name} (${count(b.items)} items) into a restore target.`;
     $("rf-target").value = "scratch";
     $("rf-dry-run").checked = false;
+    const unverified = b.verification === "unverified";
+    $("rf-trust-box").hidden = !unverified;
+    $("rf-trust").checked = false;
+    $("rf-trust-why").textContent = unverified
+      ? `${b.sub_name} was imported from storage ${b.storage || ""} without a signature: nothing says this ` +
+        "installation's writers made it, and a restore runs what the archive holds."
+      : "";
     openDialog($("restore-dialog"), opener);
     $("rf-target").focus();
     $("rf-target").select();
@@ -1027,6 +1034,7 @@
     clearFieldErrors($("restore-form"), "restore-form-alert");
     const body = { snapshot_id: b.id, target: $("rf-target").value.trim() };
     if ($("rf-dry-run").checked) body.dry_run = true;
+    if (!$("rf-trust-box").hidden && $("rf-trust").checked) body.trust_unverified = true;
     const submit = $("restore-submit");
     if (submit.getAttribute("aria-busy") === "true") return;
     submit.setAttribute("aria-busy", "true");
