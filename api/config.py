@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
+from api.settings import check_shape
 from transfer.codec import CODECS, LEVELS  # noqa: E402 - plain constants, no I/O
 from transfer.crypto import KEY_ID, Keyring, Signer, parse_key
 
@@ -173,7 +174,14 @@ def parse_database_url(url: str, data_dir: Path, password_env: str | None) -> Da
         dbname = unquote(parsed.path.lstrip("/"))
         if not dbname:
             raise ConfigError(f"database.url {url!r} names no database")
-        schema = parse_qs(parsed.query).get("schema", ["public"])[0]
+        query = parse_qs(parsed.query)
+        others = sorted(set(query) - {"schema"})
+        if others:
+            raise ConfigError(
+                f"database.url: {others[0]} is not taken here (only schema is); the event store's "
+                f"connection takes libpq's environment for it (e.g. PG{others[0].upper().replace('_', '')})"
+            )
+        schema = query.get("schema", ["public"])[0]
         if not _IDENT.match(schema):
             raise ConfigError(f"database.url: schema {schema!r} is not a plain identifier")
         try:
@@ -251,6 +259,13 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
             raise ConfigError(f"{where}.url must not contain a password: name its variable in password_env")
         if kind == "postgresql" and not parsed.path.strip("/"):
             raise ConfigError(f"{where}.url names no database")
+        if kind == "postgresql":  # every libpq parameter of the URL is kept (sslmode, options...)
+            from psycopg.conninfo import conninfo_to_dict
+
+            try:
+                conninfo_to_dict(url)
+            except Exception as e:  # noqa: BLE001 - libpq's own words for what is wrong
+                raise ConfigError(f"{where}.url: {str(e).strip().splitlines()[0]}") from None
         settings["url"] = url
         if kind == "postgresql":
             settings["schemas"] = _names(spec, "schemas", where, ["public"])
@@ -466,6 +481,10 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"configuration file {path}: {e}") from None
         base = Path(path).resolve().parent
+    try:
+        check_shape(raw)  # unknown keys, types and ranges, every table, before anything else
+    except ValueError as e:
+        raise ConfigError(f"configuration file {path}: {e}") from None
     data_dir = base / env.get("SNAPLEDGER_DATA_DIR", raw.get("data_dir", ".snapledger"))
     secrets: list[str] = []
 
@@ -500,8 +519,11 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         raise ConfigError(f"archive.level must be an integer from {low} to {high} for {codec}")
     worker_settings = _worker_settings(_table(raw, "worker"))
     api = _table(raw, "api")
+    raw_port = env.get("SNAPLEDGER_PORT")
+    if raw_port is not None and (not raw_port.strip().isdigit() or not 1 <= int(raw_port) <= 65535):
+        raise ConfigError(f"SNAPLEDGER_PORT must be a port from 1 to 65535 (got {raw_port!r})")
     try:
-        port = int(env.get("SNAPLEDGER_PORT", api.get("port", 8000)))
+        port = int(raw_port if raw_port is not None else api.get("port", 8000))
         presign = int(api.get("presign_seconds", 900))
         max_body = int(api.get("max_body_bytes", 1 << 20))
         wait = float(api.get("wait_seconds", 5.0))

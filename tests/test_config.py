@@ -26,13 +26,20 @@ def _write(tmp_path, text: str) -> str:
             '[database]\nurl = "postgresql://u@h/db"\npassword_env = "NOPE_NOT_SET_X"',
             "NOPE_NOT_SET_X is not set",
         ),
-        ('[sources.a]\npath = "/x"\npassword_env = "NOPE_NOT_SET_Y"', "sources.a.password_env"),
+        (
+            '[sources.a]\npath = "/x"\npassword_env = "NOPE_NOT_SET_Y"',
+            "password_env is not a setting of a ndjson",
+        ),
+        (
+            '[sources.a]\nkind = "postgresql"\nurl = "postgresql://u@h/db"\npassword_env = "NOPE_Y"',
+            "NOPE_Y is not set",
+        ),
         ('[sources.a]\nkind = "oracle"\npath = "/x"', "sources.a.kind"),
         ('[sources.a]\nkind = "ndjson"', "sources.a.path"),
         ('[storages.s]\nurl = "ftp://x"', "storages.s.url"),
         ('[storages.s]\nurl = "s3://"', "names no bucket"),
         ('[storages.s]\nurl = "s3://b/p"\nendpoint_url = "localhost:9000"', "endpoint_url"),
-        ('[api]\nport = "eighty"', "must be numbers"),
+        ('[api]\nport = "eighty"', "api.port must be an integer (got 'eighty')"),
         ("[api]\npresign_seconds = 0", "presign_seconds"),
         ("this is = not toml [", "c.toml"),
     ],
@@ -75,3 +82,61 @@ def test_defaults(tmp_path):
     assert set(config.sources) == {"demo"} and set(config.targets) == {"scratch"}
     assert config.storages["local"].path == tmp_path / "d" / "archives"
     assert (config.host, config.port) == ("127.0.0.1", 8000)
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        # each typo the issue saw silently accepted
+        ('[storages.s]\nurl = "/x"\nencryption_key_id = "k"\nencryptoin_key_env = "K"',
+         "storages.s.encryptoin_key_env is not a setting (did you mean encryption_key_env?)"),
+        ('[[api.token]]\nname = "a"\nrole = "operator"\ntoken_env = "T"',
+         "api.token is not a setting (did you mean tokens?)"),
+        ('[[api.tokens]]\nname = "a"\nrole = "operator"\ntoken = "secret-secret-secret"',
+         "api.tokens[0].token: put keys in environment variables and name them in token_env"),
+        ("[worker]\nlease_second = 30", "worker.lease_second is not a setting (did you mean lease_seconds?)"),
+        ('[targets.t]\nkind = "postgresql"\nurl = "postgresql://u@h/db"\nkeep_owner = true',
+         "did you mean keep_owners?"),
+        ('[databse]\nurl = "sqlite:///x.db"', "databse is not a setting (did you mean database?)"),
+        ("[api]\nport = 0", "api.port must be from 1 to 65535 (got 0)"),
+        ("[api]\nport = 70000", "api.port must be from 1 to 65535"),
+        ("[worker]\nconcurrency = 0", "worker.concurrency must be from 1 to 64"),
+        ('[storages.s]\nurl = "s3://b/p"\npart_size_mb = 4', "part_size_mb must be from 5 to 5120"),
+        ("[worker]\nscheduler = 1", "worker.scheduler must be true or false"),
+        ('[sources.m]\nkind = "mongodb"\nurl = "mongodb://h"\nschemas = ["x"]',
+         "schemas is not a setting of a mongodb"),
+        ('[sources.p]\nkind = "postgresql"\nurl = "postgresql://u@h/db?sslmod=require"', "sources.p.url"),
+        ('[database]\nurl = "postgresql://u@h/db?sslmode=require"', "PGSSLMODE"),
+    ],
+)  # fmt: skip
+def test_typos_and_out_of_range_settings_are_refused_naming_them(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(_write(tmp_path, text), env={"K": "x", "T": "t" * 20})
+    assert needle in str(e.value)
+
+
+def test_snapledger_port_is_range_checked(tmp_path):
+    for bad in ("0", "65536", "eighty", "-1"):
+        with pytest.raises(ConfigError, match="SNAPLEDGER_PORT must be a port from 1 to 65535"):
+            load_config(_write(tmp_path, ""), env={"SNAPLEDGER_PORT": bad})
+    assert load_config(_write(tmp_path, ""), env={"SNAPLEDGER_PORT": "8123"}).port == 8123
+
+
+def test_libpq_url_parameters_of_sources_and_targets_are_kept(tmp_path):
+    from transfer.kinds import build_source, build_target
+    from transfer.postgres import conninfo
+
+    url = "postgresql://backup@db:5433/crm?sslmode=verify-full&sslrootcert=/etc/ca.pem&target_session_attrs=read-write"
+    config = load_config(
+        _write(
+            tmp_path,
+            f'[sources.p]\nkind = "postgresql"\nurl = "{url}"\n'
+            f'[targets.t]\nkind = "postgresql"\nurl = "{url}"\n',
+        ),
+        env={},
+    )
+    for endpoint in (build_source(config.sources["p"]), build_target(config.targets["t"])):
+        info = conninfo(endpoint.url, "pw")
+        for part in ("sslmode=verify-full", "sslrootcert=/etc/ca.pem", "target_session_attrs=read-write",
+                     "host=db", "port=5433", "dbname=crm", "user=backup"):  # fmt: skip
+            assert part in info, info

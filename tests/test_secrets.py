@@ -190,6 +190,10 @@ schemas = ["public"]
 [sources.secured]
 kind = "ndjson"
 path = "{Path(__file__).resolve().parent.parent / "transfer" / "demo_data"}"
+
+[targets.secured_db]  # a configured password no test restores into: it must never show up
+kind = "postgresql"
+url = "postgresql://backup@127.0.0.1:1/none"
 password_env = "SNAPLEDGER_TEST_SECRET"
 
 [targets.staging]

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import psycopg
 from psycopg import pq, sql
@@ -57,14 +57,11 @@ EXISTING = ("fail", "truncate", "append")
 
 
 def conninfo(url: str, password: str | None) -> str:
+    """The URL as libpq reads it, every parameter kept (sslmode, sslrootcert,
+    target_session_attrs, options...); only the password comes from the environment."""
     parsed = urlparse(url)
-    return psycopg.conninfo.make_conninfo(
-        host=parsed.hostname or "127.0.0.1",
-        port=parsed.port or 5432,
-        user=unquote(parsed.username or "") or None,
-        dbname=unquote(parsed.path.lstrip("/")),
-        password=password or None,
-    )
+    defaults = {} if parsed.hostname else {"host": "127.0.0.1"}  # a socket-less default, as before
+    return psycopg.conninfo.make_conninfo(url, **defaults, password=password or None)
 
 
 def _connect(
