@@ -180,3 +180,29 @@ url = "{pgdb.url(dst)}"
         )
         assert restore["status"] == "failed" and "not the one recorded" in restore["error"], restore
         assert pgdb.user_objects(dst) == []
+
+
+def test_a_versioned_bucket_restores_the_recorded_versions_whatever_was_written_over_them(
+    make_config, client_for, s3_endpoint, bucket
+):
+    """The completion records the S3 VersionIds of archive and manifest: an overwrite (a
+    new version) is not what a restore reads, so the snapshot stays restorable."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    storages = (
+        f'[storages.s3]\nurl = "s3://{bucket}/team"\nendpoint_url = "{s3_endpoint}"\nregion = "us-east-1"\n'
+    )
+    config = make_config(storages=storages)
+    client = client_for(config)
+    snap = completed_snapshot(client, create_policy(client, storage="s3"))
+    key = f"team/nightly/{snap['file_name']}"
+    body, manifest = _forged_plaintext({"orders": [b'{"_id": "forged"}\n']}, {"snapshot_id": snap["id"]})
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=manifest)
+    restore = _restore(client, snap["id"])
+    assert restore["status"] == "completed", restore
+    scratch = config.targets["scratch"].path
+    assert b"forged" not in (scratch / "orders.ndjson").read_bytes()
+    assert sum(1 for _ in (scratch / "orders.ndjson").open("rb")) == 2600

@@ -81,6 +81,8 @@ class BackupResult:
     collections: dict[str, dict[str, Any]]
     manifest: bytes
     failed: dict[str, str] = field(default_factory=dict)  # collections left out, with reasons
+    version_id: str | None = None  # of the archive object, on a versioned S3 bucket
+    manifest_version_id: str | None = None
 
     @property
     def seal(self) -> dict[str, Any]:
@@ -92,6 +94,8 @@ class BackupResult:
             "manifest_sha256": hashlib.sha256(self.manifest).hexdigest(),
             "encryption_key_id": encryption.get("key_id") if encryption else None,
             "aead_context": encryption.get("aad") if encryption else None,
+            "version_id": self.version_id,  # read back pinned: an overwrite since is not read
+            "manifest_version_id": self.manifest_version_id,
         }
 
 
@@ -106,6 +110,8 @@ class Expected:
     context: bytes = b""  # binds an encrypted archive to its key and snapshot (AEAD data)
     trusted: bool = True  # False: imported without a signature (restored only when trusted)
     verify_first: bool = False  # read and authenticate the whole archive before writing
+    version_id: str | None = None  # S3 versions recorded at completion: what is read
+    manifest_version_id: str | None = None
 
     @classmethod
     def of(cls, snapshot: Any, archive_key: str) -> Expected:
@@ -128,6 +134,8 @@ class Expected:
             context=context,
             trusted=verification != "unverified",
             verify_first=verification in ("encrypted", "unverified"),
+            version_id=seal.get("version_id"),
+            manifest_version_id=seal.get("manifest_version_id"),
         )
 
 
@@ -184,6 +192,7 @@ def run_backup(
     sink = encrypted or writer
     archive: ArchiveWriter | None = None
     committed = False
+    manifest_version: str | None = None
     consumed = 0
     failed: dict[str, str] = {}  # collection -> reason, when the source isolates collections
     started = datetime.now(UTC)
@@ -256,7 +265,7 @@ def run_backup(
         committed = True
         if signer is not None:  # before the manifest: a committed archive is always signed
             storage.put_bytes(signature_key(archive_key), signer.sign(manifest))
-        storage.put_bytes(manifest_key(archive_key), manifest)
+        manifest_version = storage.put_bytes(manifest_key(archive_key), manifest)
     except BaseException:
         if committed:
             storage.delete(archive_key)
@@ -273,7 +282,16 @@ def run_backup(
         e.name: {"items": e.items, "bytes": e.bytes, "raw_bytes": e.raw_bytes, "sha256": e.sha256}
         for e in archive.entries
     }
-    return BackupResult(sum(e.items for e in archive.entries), size, sha256, collections, manifest, failed)
+    return BackupResult(
+        sum(e.items for e in archive.entries),
+        size,
+        sha256,
+        collections,
+        manifest,
+        failed,
+        getattr(writer, "version_id", None),
+        manifest_version,
+    )
 
 
 class _Schema:
@@ -402,7 +420,9 @@ def load_manifest(storage: Storage, archive_key: str, expected: Expected | None 
     With `expected` (the snapshot's events), a manifest other than the one recorded at
     completion is refused: it holds every member's checksum, so it decides the rest."""
     try:
-        data = storage.get_bytes(manifest_key(archive_key))
+        data = storage.get_bytes(
+            manifest_key(archive_key), expected.manifest_version_id if expected else None
+        )
     except StorageError:
         if storage.exists(manifest_key(archive_key)):
             raise
@@ -497,7 +517,7 @@ def open_archive(
     encryption = _encryption(storage, archive_key, manifest, keyring, expected)
     if encryption is not None:
         require_key(keyring, storage.name, str(encryption.get("key_id")))
-    with storage.open_reader(archive_key) as raw:
+    with storage.open_reader(archive_key, expected.version_id if expected else None) as raw:
         hashed = _Checked(raw, archive_key, expected.sha256 if expected else None)
         if encryption is None:
             yield _Finishing(hashed, hashed)  # type: ignore[misc]

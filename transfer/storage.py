@@ -72,10 +72,13 @@ class Storage(ABC):
     def open_writer(self, key: str) -> ArchiveWriter: ...
 
     @abstractmethod
-    def open_reader(self, key: str) -> IO[bytes]: ...
+    def open_reader(self, key: str, version_id: str | None = None) -> IO[bytes]:
+        """`version_id`: on a versioned S3 bucket, the version recorded when it was written
+        (an overwrite since is not what is read); elsewhere ignored."""
 
     @abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> str | None:
+        """Answers the object's version id on a versioned S3 bucket, else None."""
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -96,8 +99,8 @@ class Storage(ABC):
     def list_objects(self) -> Iterator[StoredObject]:
         """Every complete object of the location, keys relative to it, sorted by key."""
 
-    def get_bytes(self, key: str) -> bytes:
-        with self.open_reader(key) as f:
+    def get_bytes(self, key: str, version_id: str | None = None) -> bytes:
+        with self.open_reader(key, version_id) as f:
             return f.read()
 
     def list_partials(self) -> list[Partial]:
@@ -150,13 +153,13 @@ class LocalStorage(Storage):
     def open_writer(self, key: str) -> ArchiveWriter:
         return _LocalWriter(self.path(key))
 
-    def open_reader(self, key: str) -> IO[bytes]:
+    def open_reader(self, key: str, version_id: str | None = None) -> IO[bytes]:
         try:
             return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
         except FileNotFoundError:
             raise StorageError(f"object {key!r} is missing from {self.name!r}") from None
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> str | None:
         writer = self.open_writer(key)
         try:
             writer.write(data)
@@ -164,6 +167,7 @@ class LocalStorage(Storage):
         except BaseException:
             writer.abort()
             raise
+        return None
 
     def exists(self, key: str) -> bool:
         return self.path(key).exists()
@@ -256,6 +260,7 @@ class _S3Writer(ArchiveWriter):
     def __init__(self, storage: S3Storage, key: str) -> None:
         self.s3 = storage
         self.key = storage.full_key(key)
+        self.version_id: str | None = None  # of the committed object, on a versioned bucket
         self.buffer = bytearray()
         self.upload_id: str | None = None
         self.pending: list[Future[dict[str, Any]]] = []
@@ -308,19 +313,21 @@ class _S3Writer(ArchiveWriter):
         client = self.s3.client
         try:
             if self.upload_id is None:
-                client.put_object(Bucket=self.s3.bucket, Key=self.key, Body=bytes(self.buffer))
+                answer = client.put_object(Bucket=self.s3.bucket, Key=self.key, Body=bytes(self.buffer))
+                self.version_id = answer.get("VersionId")
                 return
             if self.buffer:
                 self._submit(bytes(self.buffer))
                 self.buffer.clear()
             self.parts.extend(f.result() for f in self.pending)
             self.pending.clear()
-            client.complete_multipart_upload(
+            answer = client.complete_multipart_upload(
                 Bucket=self.s3.bucket,
                 Key=self.key,
                 UploadId=self.upload_id,
                 MultipartUpload={"Parts": sorted(self.parts, key=lambda p: p["PartNumber"])},
             )
+            self.version_id = answer.get("VersionId")
         except StorageError:
             raise
         except Exception as e:
@@ -350,10 +357,11 @@ class _S3Reader(io.RawIOBase):
     pinned to the object's ETag (so it never splices two versions together), giving up
     after max_attempts failures in a row."""
 
-    def __init__(self, storage: S3Storage, key: str) -> None:
+    def __init__(self, storage: S3Storage, key: str, version_id: str | None = None) -> None:
         super().__init__()
         self.s3 = storage
         self.key = key
+        self.version_id = version_id
         self.position = 0
         self.etag: str | None = None
         self.size: int | None = None
@@ -361,7 +369,11 @@ class _S3Reader(io.RawIOBase):
         self._get()
 
     def _get(self) -> None:
-        extra = {"Range": f"bytes={self.position}-", "IfMatch": self.etag} if self.etag else {}
+        extra: dict[str, str] = (
+            {"Range": f"bytes={self.position}-", "IfMatch": self.etag} if self.etag else {}
+        )
+        if self.version_id:
+            extra["VersionId"] = self.version_id
         try:
             answer = self.s3.client.get_object(Bucket=self.s3.bucket, Key=self.s3.full_key(self.key), **extra)
         except Exception as e:
@@ -457,14 +469,15 @@ class S3Storage(Storage):
     def open_writer(self, key: str) -> ArchiveWriter:
         return _S3Writer(self, key)
 
-    def open_reader(self, key: str) -> IO[bytes]:
-        return io.BufferedReader(_S3Reader(self, key), buffer_size=1 << 20)
+    def open_reader(self, key: str, version_id: str | None = None) -> IO[bytes]:
+        return io.BufferedReader(_S3Reader(self, key, version_id), buffer_size=1 << 20)
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> str | None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=self.full_key(key), Body=data)
+            answer = self.client.put_object(Bucket=self.bucket, Key=self.full_key(key), Body=data)
         except Exception as e:
             raise _s3_error("upload", key, e) from None
+        return answer.get("VersionId")
 
     def exists(self, key: str) -> bool:
         try:
