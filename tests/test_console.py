@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import free_port, snapledger_exe, wait_until_up, write_big_source
+from tests.servers import free_port, snapledger_exe, wait_until, wait_until_up, write_big_source
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = bool(os.environ.get("CI"))
@@ -472,3 +472,46 @@ def test_token_entry_when_the_api_answers_401(browser: Any, tmp_path: Path) -> N
             page.get_by_role("button", name="Forget token").click()
             expect(panel).to_be_visible()
             assert page.evaluate("sessionStorage.getItem('snapledger.token')") is None
+
+
+def test_an_unverified_snapshot_asks_for_trust_before_it_restores(browser: Any, server: Server) -> None:
+    """A snapshot imported without a signature: the restore dialog says why it is not
+    trusted, and sends trust_unverified only when the operator ticks the box."""
+    from playwright.sync_api import expect
+
+    api = httpx.Client(base_url=server.base)
+    pid = api.post(
+        "/api/v1/policies", json={"name": "imported-ish", "source": "demo", "storage": "local"}
+    ).json()["id"]
+    sid = api.post(f"/api/v1/policies/{pid}/snapshots").json()["id"]
+    wait_until(lambda: api.get(f"/api/v1/backups/{sid}").json()["status"] == "completed", 30, "the snapshot")
+
+    def as_unverified(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for item in body.get("items", []):
+            if item["id"] == sid:
+                item.update(verification="unverified", trigger="import")
+        route.fulfill(response=answer, json=body)
+
+    sent: list[dict] = []
+    with console(
+        browser, server.base, before=lambda p: p.route(re.compile(r"/api/v1/backups(\?|$)"), as_unverified)
+    ) as page:
+        page.on(
+            "request",
+            lambda r: (
+                sent.append(r.post_data_json) if r.method == "POST" and r.url.endswith("/restores") else None
+            ),
+        )
+        backup = row(page, "backups", re.compile(r"^imported-ish#1$"))
+        backup.get_by_role("button", name=re.compile(r"^Restore imported-ish#1")).click()
+        dialog = page.get_by_role("dialog", name="Restore imported-ish#1")
+        expect(dialog).to_contain_text("without a signature")
+        box = dialog.get_by_label("Restore it anyway: I know where this archive comes from")
+        expect(box).to_be_visible()
+        expect(box).not_to_be_checked()
+        box.check()
+        dialog.get_by_role("button", name="Start restore").click()
+        expect(dialog).to_be_hidden()
+    assert sent and sent[-1]["trust_unverified"] is True and sent[-1]["snapshot_id"] == sid
