@@ -38,6 +38,7 @@ class DatabaseConfig:
     schema: str = "public"
     password_env: str | None = None
     cipher_key: bytes | None = field(default=None, repr=False)  # encrypts the events' state at rest
+    parameters: dict[str, str] = field(default_factory=dict)  # libpq's other keywords: sslmode, ...
 
     def password(self) -> str:
         return os.environ.get(self.password_env, "") if self.password_env else ""
@@ -51,6 +52,7 @@ class DatabaseConfig:
             user=self.user or None,
             dbname=self.dbname,
             password=self.password() or None,
+            **self.parameters,
         )
 
 
@@ -175,12 +177,16 @@ def parse_database_url(url: str, data_dir: Path, password_env: str | None) -> Da
         if not dbname:
             raise ConfigError(f"database.url {url!r} names no database")
         query = parse_qs(parsed.query)
-        others = sorted(set(query) - {"schema"})
-        if others:
-            raise ConfigError(
-                f"database.url: {others[0]} is not taken here (only schema is); the event store's "
-                f"connection takes libpq's environment for it (e.g. PG{others[0].upper().replace('_', '')})"
-            )
+        parameters = {k: v[-1] for k, v in query.items() if k != "schema"}
+        if parameters:  # every other libpq keyword goes to the event store and the views
+            from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+            try:
+                conninfo_to_dict(make_conninfo(**parameters))
+            except Exception as e:  # noqa: BLE001 - libpq's own words for what is wrong
+                raise ConfigError(f"database.url: {str(e).strip().splitlines()[0]}") from None
+            if "password" in parameters:
+                raise ConfigError("database.url must not carry a password: name its variable in password_env")
         schema = query.get("schema", ["public"])[0]
         if not _IDENT.match(schema):
             raise ConfigError(f"database.url: schema {schema!r} is not a plain identifier")
@@ -196,6 +202,7 @@ def parse_database_url(url: str, data_dir: Path, password_env: str | None) -> Da
             dbname=dbname,
             schema=schema,
             password_env=password_env,
+            parameters=parameters,
         )
     raise ConfigError(f"database.url {url!r}: scheme must be sqlite or postgresql")
 

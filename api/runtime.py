@@ -90,7 +90,8 @@ def _store_env(config: Config) -> dict[str, str]:
             "SQLITE_LOCK_TIMEOUT": "30",
         }
     return {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "api.event_store:PostgresWithParameters",
+        "SNAPLEDGER_POSTGRES_PARAMETERS": json.dumps(db.parameters),
         "POSTGRES_DBNAME": db.dbname,
         "POSTGRES_HOST": db.host,
         "POSTGRES_PORT": str(db.port),

@@ -106,7 +106,7 @@ def test_defaults(tmp_path):
         ('[sources.m]\nkind = "mongodb"\nurl = "mongodb://h"\nschemas = ["x"]',
          "schemas is not a setting of a mongodb"),
         ('[sources.p]\nkind = "postgresql"\nurl = "postgresql://u@h/db?sslmod=require"', "sources.p.url"),
-        ('[database]\nurl = "postgresql://u@h/db?sslmode=require"', "PGSSLMODE"),
+        ('[database]\nurl = "postgresql://u@h/db?sslmod=require"', "database.url"),
     ],
 )  # fmt: skip
 def test_typos_and_out_of_range_settings_are_refused_naming_them(tmp_path, text, needle):
@@ -140,3 +140,33 @@ def test_libpq_url_parameters_of_sources_and_targets_are_kept(tmp_path):
         for part in ("sslmode=verify-full", "sslrootcert=/etc/ca.pem", "target_session_attrs=read-write",
                      "host=db", "port=5433", "dbname=crm", "user=backup"):  # fmt: skip
             assert part in info, info
+
+
+def test_the_event_stores_url_keeps_its_libpq_parameters(tmp_path, pg_reason):
+    """sslmode, application_name and the rest reach the event store's pool and the views."""
+    if pg_reason:
+        pytest.skip(pg_reason)
+    import psycopg
+
+    from api.runtime import Runtime
+    from tests.conftest import PG_URL
+
+    schema = "cfg_params_" + tmp_path.name[-8:].replace("-", "_")
+    url = f"{PG_URL}?schema={schema}&application_name=sl-params-test&sslmode=disable"
+    config = load_config(_write(tmp_path, f'[database]\nurl = "{url}"\n'), env={})
+    assert config.database.parameters == {"application_name": "sl-params-test", "sslmode": "disable"}
+    assert "application_name=sl-params-test" in config.database.conninfo()
+    runtime = Runtime.build(config)
+    try:
+        runtime.app.create_policy({"name": "p", "source": "demo", "storage": "local"}, "t")
+        with psycopg.connect(config.database.conninfo()) as c:
+            names = {r[0] for r in c.execute("SELECT application_name FROM pg_stat_activity")}
+        assert "sl-params-test" in names
+        assert (
+            runtime.app.recorder.datastore.pool.kwargs["sslmode"] == "disable"
+        )  # the event store's own pool
+    finally:
+        runtime.views.close()
+        runtime.app.close()
+        with psycopg.connect(config.database.conninfo(), autocommit=True) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
