@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.config import ApiToken
+from domain.values import is_digits
 
 OPEN_PATHS = ("/healthz", "/readyz", "/api/v1/healthz", "/api/v1/openapi.json")
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -44,7 +45,7 @@ class AuthMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         length = headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        if length is not None and (not is_digits(length) or int(length) > self.max_body_bytes):
             await _error(413, f"request body is larger than {self.max_body_bytes} bytes", "body")(
                 scope, receive, send
             )

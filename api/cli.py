@@ -12,6 +12,7 @@ from api import cli_verbs
 from api.config import ConfigError, load_config
 from api.logs import setup_logging
 from api.runtime import Runtime
+from domain.values import is_digits
 
 
 def _fail(message: str) -> int:
@@ -118,13 +119,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _port(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
+    if not is_digits(value) or not 1 <= int(value) <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 1-65535, got {value!r}")
     return int(value)
 
 
 def _jobs(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 64:
+    if not is_digits(value) or not 1 <= int(value) <= 64:
         raise argparse.ArgumentTypeError(f"jobs must be 1-64, got {value!r}")
     return int(value)
 

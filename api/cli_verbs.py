@@ -30,6 +30,7 @@ from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records
 from api.runtime import Runtime
 from domain.errors import DomainError, NotFound
 from domain.run import COMPLETED, REQUESTED, RUNNING
+from domain.values import is_digits
 from transfer.storage import StorageError
 
 POLL_SECONDS = 0.25  # how often --wait re-reads the run
@@ -465,7 +466,7 @@ def _setting(raw: str | None, current: Any) -> Any:
         return current
     if raw.strip().lower() == "none":
         return None
-    return int(raw) if raw.strip().lstrip("-").isdigit() else raw
+    return int(raw) if is_digits(raw.strip().lstrip("-")) else raw
 
 
 def _with_unit(seconds: int | None) -> str | None:
@@ -789,7 +790,7 @@ def _follow(fetch: EventFetch, after: int, as_json: bool) -> int:
 # ------------------------------------------------------------------ parsers
 def _count(low: int, high: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
-        if not value.isdigit() or not low <= int(value) <= high:
+        if not is_digits(value) or not low <= int(value) <= high:
             raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {value!r}")
         return int(value)
 

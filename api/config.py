@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
 from api.settings import check_shape
+from domain.values import is_digits
 from transfer.codec import CODECS, LEVELS  # noqa: E402 - plain constants, no I/O
 from transfer.crypto import KEY_ID, Keyring, Signer, parse_key
 
@@ -527,7 +528,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     worker_settings = _worker_settings(_table(raw, "worker"))
     api = _table(raw, "api")
     raw_port = env.get("SNAPLEDGER_PORT")
-    if raw_port is not None and (not raw_port.strip().isdigit() or not 1 <= int(raw_port) <= 65535):
+    if raw_port is not None and (not is_digits(raw_port.strip()) or not 1 <= int(raw_port) <= 65535):
         raise ConfigError(f"SNAPLEDGER_PORT must be a port from 1 to 65535 (got {raw_port!r})")
     try:
         port = int(raw_port if raw_port is not None else api.get("port", 8000))

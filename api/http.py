@@ -34,6 +34,7 @@ from api.runtime import Runtime
 from domain.application import Outcome
 from domain.errors import Conflict, DomainError, Gone, InvalidTransition, InvalidValue, NotFound
 from domain.snapshot import DELETED, HAS_ARCHIVE
+from domain.values import is_digits
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
@@ -139,7 +140,7 @@ def _policy_as_of(runtime: Runtime, policy_id: str, as_of: str) -> dict[str, Any
     """The policy as it was at a time or position, replayed from its own events."""
     policy = runtime.app.get_policy(policy_id)
     entries = runtime.eventlog.for_aggregates([policy.id], 0, 100_000)
-    if as_of.isdigit():
+    if is_digits(as_of):
         seen = [e for e in entries if e["position"] <= int(as_of)]
     else:
         try:
@@ -426,7 +427,7 @@ async def stream(request: Request) -> Response:
     arrives at least once a second even between progress events."""
     runtime = rt(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not resume.isdigit():
+    if not is_digits(resume):
         raise InvalidValue("Last-Event-ID / after must be a position", "after")
     raw_timeout = request.query_params.get("timeout")
     try:

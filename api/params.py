@@ -11,6 +11,7 @@ from uuid import UUID
 from starlette.requests import Request
 
 from domain.errors import DomainError, InvalidValue
+from domain.values import has_surrogates, is_digits
 
 MAX_LIMIT = 500
 
@@ -34,21 +35,47 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise BadRequest(f"request body is not valid JSON: {msg}", "body") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", "body")
+    bad = _surrogate_at(data, "")
+    if bad is not None:
+        raise InvalidValue(
+            f"{bad or 'body'} holds a lone surrogate (e.g. \\udcff): it is not text any store can keep",
+            bad or "body",
+        )
     return data
+
+
+def _surrogate_at(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (or key) that is not valid Unicode text."""
+    if isinstance(value, str):
+        return path if has_surrogates(value) else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if has_surrogates(str(key)):
+                return where
+            found = _surrogate_at(item, where)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for item in value:
+            found = _surrogate_at(item, path)
+            if found is not None:
+                return found
+    return None
 
 
 def limit(request: Request, default: int = 50) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not is_digits(raw) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidValue(f"limit must be an integer from 1 to {MAX_LIMIT}", "limit")
     return int(raw)
 
 
 def non_negative(request: Request, name: str) -> int:
     raw = request.query_params.get(name, "0")
-    if not raw.isdigit():
+    if not is_digits(raw):
         raise InvalidValue(f"{name} must be a non-negative integer position", name)
     return int(raw)
 

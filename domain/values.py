@@ -16,13 +16,25 @@ from croniter import croniter
 from domain.errors import InvalidValue
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhdw])\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _CRON_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 7), (0, 59)]
 _CRON_FIELD_NAMES = ["minute", "hour", "day of month", "month", "day of week", "second"]
 MAX_DURATION_SECONDS = 100 * 366 * 86400
 MAX_KEEP_LAST = 1_000_000
 _CRON_MACROS = {"@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually"}
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: '²'.isdigit() is true and int('²') raises; input that says it is
+    a number must be one int() reads."""
+    return text.isascii() and text.isdigit()
+
+
+def has_surrogates(text: str) -> bool:
+    """A lone surrogate (from a non-UTF-8 file name, or JSON's "\\udcff") cannot be encoded
+    as UTF-8: it must never reach an event, which would then fail to store."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def check_name(value: object, field: str = "name") -> str:
@@ -48,7 +60,7 @@ def parse_duration(value: object, field: str) -> int:
         raise InvalidValue(f"{field} must be {why}{DURATION_HINT}", field)
     m = _DURATION.match(value)
     if m is None:
-        why = f"{value.strip()!r} has no unit; " if value.strip().isdigit() else ""
+        why = f"{value.strip()!r} has no unit; " if is_digits(value.strip()) else ""
         raise InvalidValue(f"{field} must be {why}{DURATION_HINT}", field)
     seconds = int(m.group(1)) * _DURATION_UNITS[m.group(2)]
     if seconds <= 0:
@@ -78,12 +90,12 @@ def check_cron(value: object, field: str = "schedule") -> str | None:
     for part, (low, high), name in zip(parts, _CRON_RANGES, _CRON_FIELD_NAMES, strict=False):
         for item in part.split(","):
             base, _, step = item.partition("/")
-            if step and (not step.isdigit() or int(step) == 0):
+            if step and (not is_digits(step) or int(step) == 0):
                 raise InvalidValue(f"{field}: bad step {step!r} in {name} field", field)
             if base == "*":
                 continue
             bounds = base.split("-")
-            if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+            if len(bounds) > 2 or not all(is_digits(b) for b in bounds):
                 raise InvalidValue(f"{field}: bad {name} field {part!r}", field)
             numbers = [int(b) for b in bounds]
             if any(n < low or n > high for n in numbers) or numbers != sorted(numbers):

@@ -23,6 +23,24 @@ class SourceError(Exception):
     """The source cannot be read as configured."""
 
 
+def readable(name: str) -> str:
+    """A file name as a collection name that is always text: the bytes that are not UTF-8
+    (they reach Python as lone surrogates) become %XX, so the name can be stored, shown
+    and restored, and the file it came from is still the one read."""
+    if not any("\ud800" <= ch <= "\udfff" for ch in name):
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: one undecodable byte
+            out.append(f"%{code - 0xDC00:02X}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"%u{code:04X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 class NdjsonSource:
     kind = "ndjson"
     parallel_safe = True  # files are read independently
@@ -41,7 +59,7 @@ class NdjsonSource:
         for path in sorted(self.directory.iterdir()):
             for suffix in SUFFIXES:
                 if path.name.endswith(suffix) and path.is_file():
-                    collection = path.name[: -len(suffix)]
+                    collection = readable(path.name[: -len(suffix)])
                     if collection in found:
                         raise SourceError(f"source {self.name!r}: collection {collection!r} has two files")
                     found[collection] = path

@@ -169,8 +169,8 @@ def sync_storage(
                 known = app.known_archive(candidate, storage.name, archive_key)
         if known is not None:
             report.known += 1
-            recorded = getattr(known, "manifest_sha256", None)
-            if recorded is not None and recorded != found.manifest_sha256:
+            known_sha = getattr(known, "manifest_sha256", None)  # not `recorded`: that is the key set
+            if known_sha is not None and known_sha != found.manifest_sha256:
                 report.changed.append({"key": archive_key, "snapshot_id": str(known.id)})
             continue
         entry: dict[str, Any] = {

@@ -78,8 +78,10 @@ class Resources:
 
     def redact(self, text: str) -> str:
         """Failure reasons become events, which are forever: scrub configured secrets, in
-        every spelling they can take (raw, percent-encoded, base64)."""
-        return redact(text, self.secrets)[:2000]
+        every spelling they can take (raw, percent-encoded, base64), and make the text
+        storable (a lone surrogate from a bad file name would fail the event's encoding)."""
+        safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+        return redact(safe, self.secrets)[:2000]
 
 
 def _fields(task: Any) -> dict[str, str]:
@@ -111,6 +113,7 @@ class _Run:
         self.last_append = time.monotonic()
         self.next_check = 0.0
         self.stop_seen = False
+        self.poisoned = False  # an append failed before reaching the store: reload to write again
         self.fenced: Fenced | None = None
         self.lock = threading.Lock()
         self._done = threading.Event()
@@ -152,6 +155,8 @@ class _Run:
     def append(self) -> None:
         if isinstance(self.fenced, StoreUnavailable):
             raise self.fenced  # an earlier append was lost: never write after a gap
+        if self.poisoned:
+            raise RuntimeError("an earlier event of this run could not be written; nothing more is")
         try:
             self.app.record(self.agg)
         except PersistenceError as e:
@@ -159,6 +164,11 @@ class _Run:
                 self._conflict()
             self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
             raise self.fenced from None
+        except Exception:
+            # The event could not be written (it failed to encode): the aggregate's version
+            # moved past it, so this copy must never append again (a gap no replay survives).
+            self.poisoned = True
+            raise
         self.last_append = time.monotonic()
 
     def _conflict(self) -> None:
@@ -319,6 +329,8 @@ class Worker:
             log.exception("run failed", extra=_fields(run.agg))
             reason = self.resources.redact(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
             try:
+                if run.poisoned:  # this copy skipped a version: fail the stored run instead
+                    raise InvalidTransition("the run's copy is behind its stream")
                 run.agg.fail(reason, _now())
                 run.app.record(run.agg)
             except (IntegrityError, InvalidTransition):
