@@ -96,7 +96,7 @@ class Janitor:
             except StorageError as e:
                 log.warning("orphan sweep: cannot list unfinished writes in %s: %s", name, e)
         target_files = {
-            name: list(target.directory.glob("*" + PARTIAL))
+            name: list(target.directory.glob("*" + PARTIAL + "*"))
             for name, target in self.targets.items()
             if isinstance(target, NdjsonTarget) and target.directory.is_dir()
         }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,8 +115,10 @@ class NdjsonTarget:
     def path(self, collection: str) -> Path:
         return self._inside(f"{escape(collection)}.ndjson")
 
-    def partial(self, collection: str) -> Path:
-        return self._inside(f"{escape(collection)}.ndjson{PARTIAL}")
+    def partial(self, collection: str, attempt: str) -> Path:
+        """Each restore session writes under names of its own: a frozen attempt that wakes
+        can never touch (or delete) the files of the attempt that replaced it."""
+        return self._inside(f"{escape(collection)}.ndjson{PARTIAL}-{attempt}")
 
     def _inside(self, file_name: str) -> Path:
         """A collection name read from an archive (perhaps crafted) never leaves the target:
@@ -139,10 +142,20 @@ class NdjsonTarget:
             yield session
         finally:
             for name in session.names.values():
-                self.partial(name).unlink(missing_ok=True)
+                self.partial(name, session.attempt).unlink(missing_ok=True)
 
     def count_items(self, collection: str) -> int:
         return _count_lines(self.path(collection))
+
+    def cleanup_partials(self) -> int:
+        """Before a re-claimed restore starts: what its dead attempts left (one restore per
+        target runs at a time, so every partial file here is theirs)."""
+        removed = 0
+        if self.directory.is_dir():
+            for path in self.directory.glob("*" + PARTIAL + "*"):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
 
 class TargetError(Exception):
@@ -167,6 +180,7 @@ class _NdjsonRestore:
         self.target = target
         self.existing = existing
         self.names: dict[str, str] = {}
+        self.attempt = uuid.uuid4().hex[:12]
 
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
         name = as_name or collection
@@ -180,15 +194,17 @@ class _NdjsonRestore:
 
     def open_out(self, collection: str) -> IO[bytes]:
         self.target.directory.mkdir(parents=True, exist_ok=True)
-        return open(self.target.partial(self.names[collection]), "wb")  # noqa: SIM115
+        return open(self.target.partial(self.names[collection], self.attempt), "wb")  # noqa: SIM115
 
     def count_items(self, collection: str) -> int:
         """Counts newlines in what was written: the check reads the target itself."""
-        return _count_lines(self.target.partial(self.names[collection])) if collection in self.names else 0
+        if collection not in self.names:
+            return 0
+        return _count_lines(self.target.partial(self.names[collection], self.attempt))
 
     def commit(self) -> None:
         for name in self.names.values():
-            partial, final = self.target.partial(name), self.target.path(name)
+            partial, final = self.target.partial(name, self.attempt), self.target.path(name)
             if self.existing == "append" and final.exists():
                 with open(final, "ab") as out, open(partial, "rb") as src:
                     while chunk := src.read(CHUNK):

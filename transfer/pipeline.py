@@ -173,6 +173,7 @@ def run_backup(
     parallel: int = 1,
     keyring: Keyring | None = None,
     signer: Signer | None = None,
+    before_commit: Callable[[], None] = lambda: None,
 ) -> BackupResult:
     """Collections compress in parallel (up to `parallel`) when the source session allows
     it; the tar is still written by this thread alone, member by member.
@@ -261,6 +262,7 @@ def run_backup(
                 "snapledger_version": VERSION,
             }
         )
+        before_commit()  # a fenced attempt raises here, before it replaces a newer one's archive
         sink.commit()
         committed = True
         if signer is not None:  # before the manifest: a committed archive is always signed
@@ -634,6 +636,7 @@ def run_restore(
     resume: dict[str, Any] | None = None,
     run_id: str = "",
     expected: Expected | None = None,
+    before_commit: Callable[[], None] = lambda: None,
 ) -> RestoreResult:
     """A dry run verifies the archive and reports what would be written, touching nothing.
 
@@ -688,6 +691,7 @@ def run_restore(
             for name in names:
                 if name in mapping:
                     check[name]["target_name"] = mapping[name]
+            before_commit()  # a fenced attempt raises here: it must not publish (or append) twice
             session.commit()
             notes = session.schema_notes() if hasattr(session, "schema_notes") else None
     except AlreadyRestored as done:  # checked and committed by the attempt that died

@@ -191,6 +191,23 @@ class _Run:
             self.agg.planned(facts)  # type: ignore[union-attr]
             self.append()
 
+    def still_ours(self) -> None:
+        """Right before a commit that others would see: re-read the run now (not at the next
+        poll), so an attempt that was claimed again meanwhile raises Fenced, and a stop is
+        honoured."""
+        with self.lock:
+            if self.fenced is not None:
+                raise self.fenced
+            try:
+                fresh = self._fresh()
+            except PersistenceError as e:
+                self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
+                raise self.fenced from None
+            if fresh.status == DELETED or fresh.stop_requested:
+                self.agg = fresh
+                self.stop_seen = True
+                raise Stopped
+
     def should_stop(self) -> bool:
         with self.lock:
             now = time.monotonic()
@@ -374,6 +391,7 @@ class Worker:
                 parallel=getattr(source, "parallel", 1),
                 keyring=self.resources.keyrings.get(snap.storage),
                 signer=self.resources.signers.get(snap.storage),
+                before_commit=run.still_ours,
             )
 
             finished_at = _now()
@@ -434,6 +452,8 @@ class Worker:
                 missing = restore.storage if storage is None else restore.target
                 raise LookupError(f"{missing!r} is no longer configured")
             self.resources.usable(restore.storage)
+            if restore.attempt > 1 and hasattr(target, "cleanup_partials"):
+                target.cleanup_partials()  # what the dead attempt left
             expected = self._expected(restore)
             result = run_restore(
                 storage,
@@ -451,6 +471,7 @@ class Worker:
                 resume=restore.plan if restore.attempt > 1 else None,
                 run_id=str(restore.id),
                 expected=expected,
+                before_commit=run.still_ours,
             )
 
             def finish() -> None:

@@ -230,7 +230,7 @@ scheduler = false
     def leftovers() -> list[str]:
         uploads = s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
         files = [p for p in local.rglob("*") if ".partial-" in p.name]
-        files += [p for p in (tmp_path / "targets").rglob("*") if p.name.endswith(PARTIAL)]
+        files += [p for p in (tmp_path / "targets").rglob("*") if PARTIAL in p.name]
         return [u["Key"] for u in uploads] + [str(p) for p in files]
 
     before = leftovers()

@@ -117,3 +117,42 @@ def test_syncing_again_a_location_that_holds_imported_archives_answers(backend, 
         r = fresh.post(f"{API}/storages/local/sync")
         assert r.status_code == 200, r.text
         assert r.json()["imported"] == [] and r.json()["known"] == 2
+
+
+def test_a_woken_attempt_never_touches_the_files_of_the_attempt_that_replaced_it(tmp_path):
+    """Each NDJSON restore session writes under partial names of its own: the old one's
+    cleanup (it was fenced) leaves the new one's work alone."""
+    from transfer.ndjson import NdjsonTarget
+
+    target = NdjsonTarget("t", tmp_path / "t")
+    with target.open("ndjson") as new:
+        new.prepare("orders", None)
+        with new.open_out("orders") as out:
+            out.write(b'{"_id": "new"}\n')
+        with target.open("ndjson") as old:  # the frozen attempt wakes, writes, is fenced
+            old.prepare("orders", None)
+            with old.open_out("orders") as out:
+                out.write(b'{"_id": "old"}\n')
+        assert new.count_items("orders") == 1
+        new.commit()
+    assert (tmp_path / "t" / "orders.ndjson").read_bytes() == b'{"_id": "new"}\n'
+    assert [p.name for p in (tmp_path / "t").iterdir()] == ["orders.ndjson"]
+
+
+def test_an_attempt_claimed_again_cannot_commit(make_config, client_for):
+    """Right before publishing, a run re-reads its stream: a run claimed again meanwhile
+    is fenced there, so a woken worker neither replaces nor appends twice."""
+    from datetime import UTC, datetime, timedelta
+
+    from transfer.worker import Fenced, _Run
+
+    client = client_for(make_config("[worker]\nenabled = false\n"))
+    app = client.app.state.runtime.app
+    sid = app.take_snapshot(create_policy(client), "t").id
+    now = datetime.now(UTC)
+    first = app.claim_run("snapshot", sid, "w1", 2, now)
+    run = _Run(app, first, lambda: app.get_snapshot(sid), 0.25)
+    run.still_ours()  # nobody else: fine
+    assert app.claim_run("snapshot", sid, "w2", 2, now + timedelta(seconds=10)) is not None  # lease lapsed
+    with pytest.raises(Fenced):
+        run.still_ours()
