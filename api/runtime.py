@@ -7,6 +7,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -137,6 +139,32 @@ def build_storage(spec: Any) -> Storage:
     return LocalStorage(spec.name, spec.path)
 
 
+@contextmanager
+def _startup_lock(config: Config) -> Iterator[None]:
+    """Creating the schema, the event tables and the views is idempotent for one process
+    (IF NOT EXISTS), not for several at once: PostgreSQL's catalogs then refuse the second
+    CREATE of the same name. One session-level advisory lock per schema takes them in turn."""
+    if config.database.kind != "postgresql":
+        yield
+        return
+    import psycopg
+
+    try:
+        conn = psycopg.connect(config.database.conninfo(), autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError as e:
+        db = config.database
+        raise ConfigError(
+            f"cannot connect to PostgreSQL at {db.host}:{db.port}/{db.dbname} as {db.user}: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        ) from None
+    try:
+        key = f"snapledger-startup:{config.database.schema}"
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        yield
+    finally:
+        conn.close()  # ends the session, and with it the lock
+
+
 def open_store(config: Config) -> tuple[Snapledger, ViewDatabase]:
     """The event store and the record views: all a projection replay needs."""
     catalog = Catalog(
@@ -181,8 +209,9 @@ class Runtime:
     @classmethod
     def build(cls, config: Config) -> Runtime:
         check_s3_credentials(config)
-        app, views = open_store(config)
-        runner = ProjectionRunner(app, views)
+        with _startup_lock(config):  # any number of processes may start at once on a fresh database
+            app, views = open_store(config)
+            runner = ProjectionRunner(app, views)
         resources = Resources(
             sources={n: build_source(s) for n, s in config.sources.items()},
             targets={n: build_target(t) for n, t in config.targets.items()},

@@ -156,3 +156,42 @@ def test_an_attempt_claimed_again_cannot_commit(make_config, client_for):
     assert app.claim_run("snapshot", sid, "w2", 2, now + timedelta(seconds=10)) is not None  # lease lapsed
     with pytest.raises(Fenced):
         run.still_ours()
+
+
+@pytest.fixture
+def fresh_schema(pg_reason):
+    import uuid
+
+    import psycopg
+
+    from api.config import parse_database_url
+    from tests.conftest import PG_URL
+
+    if pg_reason:
+        pytest.skip(pg_reason)
+    schema = f"sl_race_{uuid.uuid4().hex[:8]}"
+    yield schema
+    with psycopg.connect(
+        parse_database_url(PG_URL, __import__("pathlib").Path("."), None).conninfo(), autocommit=True
+    ) as c:
+        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_processes_starting_at_once_on_a_fresh_schema_all_come_up(fresh_schema, tmp_path):
+    """`serve` and workers started together against a new database: every one converges
+    (the issue saw 11 of 20 exit on 'already exists')."""
+    import subprocess
+
+    from tests.conftest import PG_URL
+    from tests.servers import snapledger_exe
+
+    config = tmp_path / "snapledger.toml"
+    config.write_text(f'data_dir = "data"\n[database]\nurl = "{PG_URL}?schema={fresh_schema}"\n')
+    procs = [
+        subprocess.Popen([snapledger_exe(), "--config", str(config), "projections", "rebuild", "--jobs", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for _ in range(8)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
+    failed = [(p.returncode, out[-400:]) for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
+    assert not failed, failed
