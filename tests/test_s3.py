@@ -72,3 +72,43 @@ def test_stopped_upload_is_aborted(s3_endpoint, bucket, big_source):
     s3 = _client(s3_endpoint)
     assert s3.list_objects_v2(Bucket=bucket)["KeyCount"] == 0
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_part_size_grows_so_that_an_upload_never_needs_more_than_10000_parts():
+    """At a fixed 8 MiB an upload failed at part 10,001 (about 78 GiB). Here with 1 KiB
+    parts and 15 MB of data: the parts double every 1,000, stay under S3's count, and
+    fewer upload at once as they grow (memory stays where the first parts put it)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from transfer.storage import _S3Writer
+
+    sizes: list[int] = []
+
+    class Client:
+        def create_multipart_upload(self, **kw):
+            return {"UploadId": "u"}
+
+        def upload_part(self, **kw):
+            sizes.append(len(kw["Body"]))
+            return {"ETag": f'"{kw["PartNumber"]}"'}
+
+        def complete_multipart_upload(self, **kw):
+            assert [p["PartNumber"] for p in kw["MultipartUpload"]["Parts"]] == list(range(1, len(sizes) + 1))
+            return {}
+
+    class Storage:
+        bucket, part_size, concurrency, max_attempts = "b", 1024, 4, 3
+        client = Client()
+
+        def full_key(self, key):
+            return key
+
+    writer = _S3Writer(Storage(), "k")  # type: ignore[arg-type]
+    chunk = b"x" * 65536
+    for _ in range(15_000_000 // len(chunk)):
+        writer.write(chunk)
+    writer.commit()
+    assert len(sizes) < 10_000 and sum(sizes) == 15_000_000 // len(chunk) * len(chunk)
+    assert sizes[0] == 1024 and sizes[999] == 1024 and sizes[1000] == 2048 and sizes[2000] == 4096
+    assert writer._in_flight(8192) == 1 and writer._in_flight(1024) == 4
+    assert isinstance(writer.pool, ThreadPoolExecutor)

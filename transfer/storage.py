@@ -253,6 +253,11 @@ def _s3_error(action: str, key: str, exc: Exception) -> StorageError:
     return StorageError(f"S3 {action} of {key!r} failed: {detail}")
 
 
+MAX_PARTS = 10_000  # S3's limits
+MAX_PART = 5 * 1024**3
+PARTS_PER_STEP = 1_000
+
+
 class _S3Writer(ArchiveWriter):
     """Uploads parts on a few threads while the pipeline keeps writing; memory stays at
     part_size x (concurrency + 1) whatever the archive size."""
@@ -268,13 +273,23 @@ class _S3Writer(ArchiveWriter):
         self.pool: ThreadPoolExecutor | None = None
         self.bytes_written = 0
 
+    def part_size(self, number: int) -> int:
+        """S3 takes at most 10,000 parts: the size doubles every 1,000 parts (up to S3's
+        5 GiB), so from 8 MiB parts an upload reaches S3's 5 TiB object limit."""
+        return min(self.s3.part_size * 2 ** ((number - 1) // PARTS_PER_STEP), MAX_PART)
+
+    def _in_flight(self, size: int) -> int:
+        """Parts uploading at once, kept to the memory the first parts used."""
+        return max(1, min(self.s3.concurrency, self.s3.part_size * self.s3.concurrency // size))
+
     def write(self, data: bytes) -> int:
         self.buffer += data
         self.bytes_written += len(data)
-        size = self.s3.part_size
+        size = self.part_size(len(self.parts) + len(self.pending) + 1)
         while len(self.buffer) >= size:
             self._submit(bytes(self.buffer[:size]))
             del self.buffer[:size]
+            size = self.part_size(len(self.parts) + len(self.pending) + 1)
         return len(data)
 
     def _submit(self, body: bytes) -> None:
@@ -294,8 +309,10 @@ class _S3Writer(ArchiveWriter):
             raise _s3_error("upload", self.key, e) from None
         assert self.pool is not None
         number = len(self.parts) + len(self.pending) + 1
+        if number > MAX_PARTS:
+            raise StorageError(f"S3 upload of {self.key!r} needs more than {MAX_PARTS} parts")
         self.pending.append(self.pool.submit(self._upload_part, number, body))
-        while len(self.pending) >= self.s3.concurrency:
+        while len(self.pending) >= self._in_flight(len(body)):
             self.parts.append(self.pending.pop(0).result())
 
     def _upload_part(self, number: int, body: bytes) -> dict[str, Any]:
