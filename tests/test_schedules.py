@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from api.runtime import Runtime
 from domain.schedule import latest_slot, next_slot, scheduled_snapshot_id
@@ -132,3 +135,34 @@ def test_schedule_fields_through_the_api(client):
     assert client.get(f"/api/v1/policies/{pid}").json()["last_success_at"] is not None
     client.post(f"/api/v1/policies/{pid}/stop")
     assert client.get(f"/api/v1/policies/{pid}").json()["next_run_at"] is None
+
+
+def _slots(schedule: str, zone: str, start: datetime, end: datetime) -> list[datetime]:
+    out, at = [], start
+    while (at := next_slot(schedule, zone, at)) < end:
+        out.append(at)
+    return out
+
+
+@pytest.mark.parametrize(
+    "zone,day,schedule,expected",
+    [
+        # fall back: 01:30 happens twice on the wall, once as a slot
+        ("America/New_York", "2026-11-01", "30 1 * * *", "2026-11-01T05:30:00+00:00"),
+        ("Europe/Lisbon", "2026-10-25", "30 1 * * *", "2026-10-25T00:30:00+00:00"),
+        # spring forward: 02:30 (New York) / 01:30 (Lisbon) never happen, still one slot
+        ("America/New_York", "2026-03-08", "30 2 * * *", "2026-03-08T07:30:00+00:00"),
+        ("Europe/Lisbon", "2026-03-29", "30 1 * * *", "2026-03-29T01:30:00+00:00"),
+    ],
+)
+def test_one_slot_per_wall_clock_time_on_both_daylight_saving_days(zone, day, schedule, expected):
+    noon = datetime.fromisoformat(f"{day}T12:00:00+00:00")
+    slots = _slots(schedule, zone, noon - timedelta(days=2), noon + timedelta(days=2))
+    assert len(slots) == 4, slots  # one a day, the transition day included
+    on_the_day = [s for s in slots if s.astimezone(ZoneInfo(zone)).date().isoformat() == day]
+    assert [s.isoformat() for s in on_the_day] == [expected]
+    # The scheduler's view agrees at every minute of the day: one slot id, never two.
+    seen = {
+        latest_slot(schedule, zone, noon - timedelta(hours=12) + timedelta(minutes=m)) for m in range(24 * 60)
+    }
+    assert len({s for s in seen if s.astimezone(ZoneInfo(zone)).date().isoformat() == day}) == 1
