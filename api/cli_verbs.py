@@ -614,7 +614,7 @@ def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
 
 # ------------------------------------------------------- snapshots, restores
 def cmd_snapshot_take(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.take_snapshot(resolve_policy(runtime, args.policy), args.actor)
+    outcome = runtime.app.request_snapshot(resolve_policy(runtime, args.policy), args.actor)
     _mutated(runtime)
     print(f"snapshot {runtime.app.get_snapshot(outcome.id).sub_name} requested: {outcome.id}")
     return wait_for_run(runtime, "snapshot", outcome.id) if args.wait else 0

@@ -198,7 +198,7 @@ async def run_retention(request: Request) -> Response:
 
 
 async def take_snapshot(request: Request) -> Response:
-    outcome = await call(rt(request).app.take_snapshot, _policy_id(request), params.actor(request))
+    outcome = await call(rt(request).app.request_snapshot, _policy_id(request), params.actor(request))
     rt(request).nudge_worker()
     return await done(request, outcome, 202)
 

@@ -27,12 +27,12 @@ def main() -> None:
     app = runtime.app
     policy = app.create_policy({"name": "bench", "source": "demo", "storage": "local"}, "bench").id
     for _ in range(200):
-        app.stop_snapshot(app.take_snapshot(policy, "bench").id, "bench")
+        app.stop_snapshot(app.request_snapshot(policy, "bench").id, "bench")
     profile = cProfile.Profile()
     profile.enable()
     start = time.perf_counter()
     for _ in range(300):
-        app.stop_snapshot(app.take_snapshot(policy, "bench").id, "bench")
+        app.stop_snapshot(app.request_snapshot(policy, "bench").id, "bench")
     rate = 600 / (time.perf_counter() - start)
     profile.disable()
     print(f"{rate:.1f} commands/s under the profiler")

@@ -334,7 +334,7 @@ def bench_commands(quick: bool, tmp: Path) -> None:
 def _command_round(name: str, pairs: int, app: Any, policy: Any, bare: Any, counter: Any) -> None:
     if name == "ours":
         for _ in range(pairs):
-            sid = app.take_snapshot(policy, "bench").id
+            sid = app.request_snapshot(policy, "bench").id
             app.stop_snapshot(sid, "bench")
     elif name == "bare":
         for _ in range(2 * pairs):  # the aggregate stays in memory: only the append is timed
@@ -458,7 +458,7 @@ def _lag_run(rt: Any, seconds: int, rate: int) -> tuple[float, list[float]]:
     achieved and each event's append-to-visible time (runner.position() >= its position)."""
     app = rt.app
     policy = app.create_policy({"name": "lag", "source": "demo", "storage": "local"}, "bench").id
-    snap = app.get_snapshot(app.take_snapshot(policy, "bench").id)
+    snap = app.get_snapshot(app.request_snapshot(policy, "bench").id)
     snap.start("w", "t", 60, datetime.now(UTC))
     app.record(snap)
     rt.runner.catch_up()
@@ -698,7 +698,7 @@ def bench_events_per_snapshot(quick: bool, tmp: Path) -> None:
         rt = Runtime.build(config)
         try:
             policy = rt.app.create_policy({"name": "eps", "source": "src", "storage": "local"}, "bench").id
-            sid = rt.app.take_snapshot(policy, "bench").id
+            sid = rt.app.request_snapshot(policy, "bench").id
             rt.runner.catch_up()
             worker = Worker(rt.app, rt.resources, rt.find_work)
             assert worker.claim_pending() == 1
@@ -755,7 +755,7 @@ def _scale_run(tmp: Path, n: int, workers: int, parallel: int) -> tuple[float, s
         try:
             for i in range(n):
                 pid = rt.app.create_policy({"name": f"s{i}", "source": "src", "storage": "local"}, "bench").id
-                rt.app.take_snapshot(pid, "bench")
+                rt.app.request_snapshot(pid, "bench")
             rt.runner.catch_up()
             env = {**os.environ, "SNAPLEDGER_CONFIG": str(path), "PYTHONPATH": str(ROOT)}
             logs = [(d / f"worker-{k}.log").open("wb") for k in range(workers)]  # explain a slow half

@@ -316,7 +316,7 @@ class Snapledger(Application[UUID]):
             actor=actor,
         )
 
-    def take_snapshot(self, policy_id: UUID | str, actor: str, trigger: str = "manual") -> Outcome:
+    def request_snapshot(self, policy_id: UUID | str, actor: str, trigger: str = "manual") -> Outcome:
         actor = _check_actor(actor)
 
         def command() -> Outcome:

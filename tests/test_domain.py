@@ -83,7 +83,7 @@ def test_invalid_policy_transitions(app):
     for command in (
         lambda: app.edit_policy(pid, {"schedule": "@daily"}, "a"),
         lambda: app.stop_policy(pid, "a"),
-        lambda: app.take_snapshot(pid, "a"),
+        lambda: app.request_snapshot(pid, "a"),
         lambda: app.rebuild_policy(pid, "a"),
         lambda: app.delete_policy(pid, False, "a", set()),
     ):
@@ -96,16 +96,16 @@ def test_invalid_policy_transitions(app):
 def test_take_snapshot_reactivates_stopped_policy_and_numbers_runs(app):
     pid = policy(app)
     app.stop_policy(pid, "alice")
-    s1 = app.take_snapshot(pid, "alice").id
+    s1 = app.request_snapshot(pid, "alice").id
     assert app.get_policy(pid).status == "active"
-    s2 = app.take_snapshot(pid, "alice").id
+    s2 = app.request_snapshot(pid, "alice").id
     assert [app.get_snapshot(s).sequence for s in (s1, s2)] == [1, 2]
     assert app.get_snapshot(s2).sub_name == "nightly#2"
 
 
 def test_snapshot_lifecycle_and_invalid_transitions(app):
     pid = policy(app)
-    snap = app.get_snapshot(app.take_snapshot(pid, "alice").id)
+    snap = app.get_snapshot(app.request_snapshot(pid, "alice").id)
     assert snap.status == REQUESTED
     with pytest.raises(InvalidTransition):
         snap.progress(1, 1, 1.0, None, now())
@@ -132,9 +132,9 @@ def test_snapshot_lifecycle_and_invalid_transitions(app):
 
 def test_stop_of_queued_run_is_immediate_and_running_run_acknowledges(app):
     pid = policy(app)
-    queued = app.get_snapshot(app.stop_snapshot(app.take_snapshot(pid, "a").id, "a").id)
+    queued = app.get_snapshot(app.stop_snapshot(app.request_snapshot(pid, "a").id, "a").id)
     assert queued.status == STOPPED
-    running = app.get_snapshot(app.take_snapshot(pid, "a").id)
+    running = app.get_snapshot(app.request_snapshot(pid, "a").id)
     running.start("w", "t", 60, now())
     app.record(running)
     app.stop_snapshot(running.id, "bob")
@@ -147,7 +147,7 @@ def test_stop_of_queued_run_is_immediate_and_running_run_acknowledges(app):
 
 
 def test_failed_snapshot_keeps_reason(app):
-    snap = app.get_snapshot(app.take_snapshot(policy(app), "a").id)
+    snap = app.get_snapshot(app.request_snapshot(policy(app), "a").id)
     snap.start("w", "t", 60, now())
     snap.fail("disk full", now())
     assert snap.status == FAILED and snap.reason == "disk full"
@@ -157,7 +157,7 @@ def test_stale_worker_is_fenced_by_version(app):
     """A worker holding an old version cannot append: the stop request got there first."""
     from eventsourcing.persistence import IntegrityError
 
-    snap = app.get_snapshot(app.take_snapshot(policy(app), "a").id)
+    snap = app.get_snapshot(app.request_snapshot(policy(app), "a").id)
     snap.start("w", "t", 60, now())
     app.record(snap)
     app.stop_snapshot(snap.id, "bob")
@@ -168,7 +168,7 @@ def test_stale_worker_is_fenced_by_version(app):
 
 def test_restore_requires_completed_snapshot_and_known_target(app):
     pid = policy(app)
-    sid = app.take_snapshot(pid, "a").id
+    sid = app.request_snapshot(pid, "a").id
     with pytest.raises(InvalidTransition, match="not completed"):
         app.request_restore(sid, "scratch", {}, "a")
     snap = app.get_snapshot(sid)
@@ -194,7 +194,7 @@ def test_restore_requires_completed_snapshot_and_known_target(app):
 
 def test_delete_policy_requires_archives_removed_unless_kept(app):
     pid = policy(app)
-    snap = app.get_snapshot(app.take_snapshot(pid, "a").id)
+    snap = app.get_snapshot(app.request_snapshot(pid, "a").id)
     snap.start("w", "t", 60, now())
     snap.complete(1, 1, {}, "x", now())
     app.record(snap)
@@ -206,10 +206,10 @@ def test_delete_policy_requires_archives_removed_unless_kept(app):
 
 def test_rebuild_stops_runs_and_requests_fresh_snapshot(app):
     pid = policy(app)
-    running = app.get_snapshot(app.take_snapshot(pid, "a").id)
+    running = app.get_snapshot(app.request_snapshot(pid, "a").id)
     running.start("w", "t", 60, now())
     app.record(running)
-    queued = app.take_snapshot(pid, "a").id
+    queued = app.request_snapshot(pid, "a").id
     out = app.rebuild_policy(pid, "bob")
     assert app.get_snapshot(running.id).stop_requested
     assert app.get_snapshot(queued).status == STOPPED
@@ -276,3 +276,14 @@ def test_policy_copies_are_independent_and_cheap():
     assert len(policy.snapshot_ids) == 3 and len(clone.snapshot_ids) == 4
     assert policy.collections == {"include": []} and policy.version == 4
     assert clone.snapshot_ids[:3] == policy.snapshot_ids
+
+
+def test_the_library_s_own_take_snapshot_is_not_shadowed():
+    """eventsourcing's Application.take_snapshot(aggregate_id, ...) makes aggregate
+    snapshots; the command that requests a backup run is request_snapshot."""
+    from eventsourcing.application import Application
+
+    from domain.application import Snapledger
+
+    assert Snapledger.take_snapshot is Application.take_snapshot
+    assert callable(Snapledger.request_snapshot)

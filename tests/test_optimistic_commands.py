@@ -44,9 +44,9 @@ def reads(app: Snapledger) -> list[str]:
 def test_a_warm_cache_takes_and_stops_without_reading_the_store(pair):
     one, _ = pair
     pid = one.create_policy({"name": "p", "source": "demo", "storage": "local"}, "alice").id
-    one.stop_snapshot(one.take_snapshot(pid, "alice").id, "alice")  # warms the cache
+    one.stop_snapshot(one.request_snapshot(pid, "alice").id, "alice")  # warms the cache
     seen = reads(one)
-    sid = one.take_snapshot(pid, "alice").id
+    sid = one.request_snapshot(pid, "alice").id
     one.stop_snapshot(sid, "alice")
     assert seen == [], "both commands ran on cached aggregates"
     assert one.get_snapshot(sid).status == STOPPED, "a queued run stops at once"
@@ -55,9 +55,9 @@ def test_a_warm_cache_takes_and_stops_without_reading_the_store(pair):
 def test_a_write_by_another_process_is_caught_by_the_version_check(pair):
     one, other = pair
     pid = one.create_policy({"name": "p", "source": "demo", "storage": "local"}, "alice").id
-    first = one.take_snapshot(pid, "alice").id  # one's cache: the policy after 1 snapshot
-    second = other.take_snapshot(pid, "bob").id  # written behind one's back
-    third = one.take_snapshot(pid, "alice").id  # stale attempt conflicts, re-runs fresh
+    first = one.request_snapshot(pid, "alice").id  # one's cache: the policy after 1 snapshot
+    second = other.request_snapshot(pid, "bob").id  # written behind one's back
+    third = one.request_snapshot(pid, "alice").id  # stale attempt conflicts, re-runs fresh
     policy = Snapledger.get_policy(other, pid)
     assert list(policy.snapshot_ids) == [first, second, third]
     assert [other.get_snapshot(s).sequence for s in (first, second, third)] == [1, 2, 3]
@@ -66,11 +66,11 @@ def test_a_write_by_another_process_is_caught_by_the_version_check(pair):
 def test_a_delete_by_another_process_is_answered_from_fresh_state(pair):
     one, other = pair
     pid = one.create_policy({"name": "p", "source": "demo", "storage": "local"}, "alice").id
-    sid = one.take_snapshot(pid, "alice").id
+    sid = one.request_snapshot(pid, "alice").id
     other.stop_snapshot(sid, "bob")
     other.delete_policy(pid, keep_files=True, actor="bob", removed=set())
     with pytest.raises(InvalidTransition):
-        one.take_snapshot(pid, "alice")  # one's cache still says active
+        one.request_snapshot(pid, "alice")  # one's cache still says active
 
 
 def test_an_error_from_a_stale_cache_is_decided_again_on_fresh_reads(pair):
@@ -78,9 +78,9 @@ def test_an_error_from_a_stale_cache_is_decided_again_on_fresh_reads(pair):
     that is live in the store) costs a fresh read, not a wrong answer."""
     one, _ = pair
     pid = one.create_policy({"name": "p", "source": "demo", "storage": "local"}, "alice").id
-    one.take_snapshot(pid, "alice")
+    one.request_snapshot(pid, "alice")
     cached = one._written.take(pid)
     cached.status = "deleted"  # not an event: only this process's memory is wrong
     one._written.put(pid, cached)
-    sid = one.take_snapshot(pid, "alice").id
+    sid = one.request_snapshot(pid, "alice").id
     assert one.get_snapshot(sid).policy_id == pid

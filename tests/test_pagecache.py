@@ -111,7 +111,7 @@ def test_pages_through_http_follow_a_runner_in_another_process(client, tmp_path)
     assert client.get("/api/v1/backups?limit=5").json()["items"] == []
     other = Runtime.build(runtime.config)
     try:
-        outcome = other.app.take_snapshot(pid, "other-process")
+        outcome = other.app.request_snapshot(pid, "other-process")
         other.runner.catch_up()
     finally:
         other.close()

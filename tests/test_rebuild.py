@@ -42,7 +42,7 @@ def _mixed_history(app, rnd: random.Random) -> None:
         elif roll < 0.2 and step > 40:
             app.delete_policy(pid, True, "bob", set())
         else:
-            snap = app.get_snapshot(app.take_snapshot(pid, "alice").id)
+            snap = app.get_snapshot(app.request_snapshot(pid, "alice").id)
             snap.start("w1", f"ddt-{step}", 60, now())
             for pct in (10.0, 40.0, 80.0):
                 snap.progress(int(pct * 10), int(pct * 1000), pct, "orders", now())
@@ -207,7 +207,7 @@ def _probe_view() -> View:
 def _runs(app, count: int) -> None:
     policy = app.create_policy({"name": "probe", "source": "demo", "storage": "local"}, "ops").id
     for _ in range(count):
-        snap = app.get_snapshot(app.take_snapshot(policy, "ops").id)
+        snap = app.get_snapshot(app.request_snapshot(policy, "ops").id)
         snap.start("w", "t", 60, datetime.now(UTC))
         snap.progress(1, 1, 50.0, "orders", datetime.now(UTC))
         snap.complete(1, 1, {"orders": {"items": 1}}, "ab" * 32, datetime.now(UTC))

@@ -83,7 +83,7 @@ def test_missed_slots_make_one_catch_up_run_and_stopped_policies_wait(make_confi
         runtime.app.stop_policy(other, "ops")
         runtime.runner.catch_up()
         assert scheduler.tick(datetime.now(UTC) + timedelta(hours=3)) == []  # stopped: nothing
-        runtime.app.take_snapshot(other, "ops")  # re-activates
+        runtime.app.request_snapshot(other, "ops")  # re-activates
         runtime.runner.catch_up()
         made = scheduler.tick(datetime.now(UTC) + timedelta(hours=3, minutes=30))
         assert [o.extra["policy_id"] for o in made] == [runtime.app.get_policy(other).id]

@@ -61,7 +61,7 @@ def test_workers_share_work_without_doing_any_twice(runtime, workers):
         runtime.app.create_policy({"name": f"p{i}", "source": "demo", "storage": "local"}, "t").id
         for i in range(3)
     ]
-    snaps = [runtime.app.take_snapshot(p, "t").id for p in policies for _ in range(3)]
+    snaps = [runtime.app.request_snapshot(p, "t").id for p in policies for _ in range(3)]
     for _ in range(3):
         workers.start()
     wait_until(
@@ -99,7 +99,7 @@ def test_workers_share_work_without_doing_any_twice(runtime, workers):
 
 def _start_big_backup(runtime: Runtime):
     pid = runtime.app.create_policy({"name": "big", "source": "big", "storage": "local"}, "t").id
-    return runtime.app.take_snapshot(pid, "t").id
+    return runtime.app.request_snapshot(pid, "t").id
 
 
 def test_killed_worker_task_is_reclaimed_and_completes(runtime, workers, pg_config):
@@ -215,7 +215,7 @@ def test_heartbeats_hold_the_lease_through_a_silent_step(runtime):
         targets=runtime.app.catalog.targets,
     )
     pid = runtime.app.create_policy({"name": "slow", "source": "slow", "storage": "local"}, "t").id
-    sid = runtime.app.take_snapshot(pid, "t").id
+    sid = runtime.app.request_snapshot(pid, "t").id
     runtime.runner.start()
     try:
         one = Worker(runtime.app, runtime.resources, runtime.find_work, "one", lease_seconds=LEASE).start()
@@ -282,7 +282,7 @@ def test_a_lost_append_abandons_the_run_which_is_claimed_again(runtime):
     from transfer.worker import Worker
 
     pid = runtime.app.create_policy({"name": "flaky", "source": "big", "storage": "local"}, "t").id
-    sid = runtime.app.take_snapshot(pid, "t").id
+    sid = runtime.app.request_snapshot(pid, "t").id
     record = runtime.app.record
     calls = {"n": 0}
 
@@ -316,7 +316,7 @@ def test_a_worker_claims_the_next_task_as_soon_as_a_run_ends(runtime):
     from transfer.worker import Worker
 
     pid = runtime.app.create_policy({"name": "quick", "source": "secured", "storage": "local"}, "t").id
-    ids = [runtime.app.take_snapshot(pid, "t").id for _ in range(3)]
+    ids = [runtime.app.request_snapshot(pid, "t").id for _ in range(3)]
     runtime.runner.catch_up()  # the queue shows all three at the first claim
     runtime.runner.start()
     worker = Worker(runtime.app, runtime.resources, runtime.find_work, "w", poll_interval=30.0)
@@ -352,7 +352,7 @@ def test_of_standby_runners_one_applies_events_and_another_takes_over(runtime, p
             r.start(standby=True)
         pid = runtime.app.create_policy({"name": "lead", "source": "secured", "storage": "local"}, "t").id
         for _ in range(5):
-            runtime.app.take_snapshot(pid, "t")
+            runtime.app.request_snapshot(pid, "t")
             time.sleep(0.1)
         head = runtime.app.recorder.max_notification_id()
         wait_until(lambda: runners[0].position() >= head, timeout=STANDBY_POLL * 5, what="views")
@@ -361,7 +361,7 @@ def test_of_standby_runners_one_applies_events_and_another_takes_over(runtime, p
 
         runners[leader].stop()
         dbs[leader].close()  # its process exits: the lock goes with its session
-        runtime.app.take_snapshot(pid, "t")
+        runtime.app.request_snapshot(pid, "t")
         head = runtime.app.recorder.max_notification_id()
         other = runners[1 - leader]
         wait_until(lambda: other.position() >= head, timeout=STANDBY_POLL * 5, what="take-over")

@@ -178,7 +178,7 @@ scheduler = false
         victim = workers.start()
         for i, (kind, storage) in enumerate(plan):
             if kind in ("backup", "delete"):
-                task_id, target = app.take_snapshot(policies[storage], ACTOR).id, None
+                task_id, target = app.request_snapshot(policies[storage], ACTOR).id, None
             else:
                 source = next(
                     r.task_id

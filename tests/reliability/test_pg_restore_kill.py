@@ -54,7 +54,7 @@ scheduler = false
         try:
             victim = workers.start()
             policy = app.create_policy({"name": "pg", "source": "src", "storage": "local"}, "test").id
-            snap_id = app.take_snapshot(policy, "test").id
+            snap_id = app.request_snapshot(policy, "test").id
             wait_until(lambda: app.get_snapshot(snap_id).status == "completed", 120, "the snapshot")
             restore_id = app.request_restore(snap_id, "dst", {}, "test").id
 

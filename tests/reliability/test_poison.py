@@ -148,7 +148,7 @@ def test_an_attempt_claimed_again_cannot_commit(make_config, client_for):
 
     client = client_for(make_config("[worker]\nenabled = false\n"))
     app = client.app.state.runtime.app
-    sid = app.take_snapshot(create_policy(client), "t").id
+    sid = app.request_snapshot(create_policy(client), "t").id
     now = datetime.now(UTC)
     first = app.claim_run("snapshot", sid, "w1", 2, now)
     run = _Run(app, first, lambda: app.get_snapshot(sid), 0.25)

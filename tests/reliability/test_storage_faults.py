@@ -139,7 +139,7 @@ def _sha256(path: Path) -> str:
 def _backup(runtime: Runtime, timeout: float = 120, source: str = "medium") -> Any:
     app = runtime.app
     policy = app.create_policy({"name": f"p{time.monotonic_ns()}", "source": source, "storage": "s3"}, ACTOR)
-    sid = app.take_snapshot(policy.id, ACTOR).id
+    sid = app.request_snapshot(policy.id, ACTOR).id
     return _finished(lambda: app.get_snapshot(sid), timeout)
 
 
