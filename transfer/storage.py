@@ -129,14 +129,24 @@ class _LocalWriter(ArchiveWriter):
         return len(data)
 
     def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except OSError:
+            self.abort()  # a full or read-only disk: nothing half-written stays behind
+            raise
         self.file.close()
         os.replace(self.partial, self.path)
 
     def abort(self) -> None:
-        self.file.close()
-        self.partial.unlink(missing_ok=True)
+        """Removes the partial file even when closing it fails (a full disk refuses the
+        buffered tail): the next run must find the location as it was."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        finally:
+            self.partial.unlink(missing_ok=True)
 
 
 class LocalStorage(Storage):

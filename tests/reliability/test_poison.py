@@ -195,3 +195,40 @@ def test_processes_starting_at_once_on_a_fresh_schema_all_come_up(fresh_schema, 
     outputs = [p.communicate(timeout=120)[0].decode(errors="replace") for p in procs]
     failed = [(p.returncode, out[-400:]) for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
     assert not failed, failed
+
+
+def test_a_full_disk_leaves_no_partial_file_behind(tmp_path):
+    """ENOSPC on the last flush made close() raise in abort(), so the partial file (12.6 MB
+    in the issue) stayed and the location filled up for good."""
+    import errno
+
+    from transfer.storage import LocalStorage
+
+    class Full:
+        def __init__(self, file):
+            self.inner = file
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fileno(self):
+            return self.inner.fileno()
+
+        def close(self):
+            self.inner.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    storage = LocalStorage("local", tmp_path)
+    for fail_at in ("write", "commit"):
+        writer = storage.open_writer(f"p/{fail_at}.tar")
+        writer.file = Full(writer.file)
+        with pytest.raises(OSError):
+            if fail_at == "write":
+                writer.write(b"x" * 1024)
+            else:
+                writer.commit()
+        writer.abort() if fail_at == "write" else None
+        assert [p.name for p in (tmp_path / "p").iterdir()] == [], fail_at
