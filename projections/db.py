@@ -171,6 +171,9 @@ class SQLiteViews(ViewDatabase):
         self._local = threading.local()
 
 
+IDLE_TX_MS = 10_000
+
+
 class PostgresViews(ViewDatabase):
     dialect = "postgresql"
 
@@ -186,7 +189,13 @@ class PostgresViews(ViewDatabase):
             conninfo,
             min_size=1,
             max_size=8,
-            kwargs={"row_factory": dict_row, "options": f"-c search_path={schema}"},
+            # A runner frozen inside a batch (SIGSTOP, a stuck host) holds the tracking rows
+            # FOR UPDATE: the server ends such a transaction after a few idle seconds, so the
+            # other runners wait seconds, not until the frozen one wakes.
+            kwargs={
+                "row_factory": dict_row,
+                "options": f"-c search_path={schema} -c idle_in_transaction_session_timeout={IDLE_TX_MS}",
+            },
             check=ConnectionPool.check_connection,  # a restarted server leaves dead connections
             timeout=3,  # while the database is down, answer 503 soon instead of hanging
             open=True,

@@ -387,3 +387,38 @@ def test_a_frozen_leader_loses_the_views_lead(pg_config):
     finally:
         one.close()
         two.close()
+
+
+def test_a_runner_frozen_inside_a_batch_holds_the_tracking_rows_for_seconds_only(pg_config, monkeypatch):
+    """A lead runner SIGSTOP'd while it holds view_tracking FOR UPDATE sat idle in its
+    transaction until it woke; the server now ends that transaction after IDLE_TX_MS."""
+    import threading
+    import time as clock
+
+    from projections import db as views_db
+    from projections.db import PostgresViews
+
+    monkeypatch.setattr(views_db, "IDLE_TX_MS", 1500)
+    db = pg_config.database
+    runtime = Runtime.build(pg_config)  # creates the views' tables
+    runtime.views.close()
+    runtime.app.close()
+    frozen, other = (PostgresViews(db.conninfo(), db.schema) for _ in range(2))
+    try:
+        holder = frozen.pool.getconn()
+        holder.execute("SELECT * FROM view_tracking FOR UPDATE")  # and then nothing: frozen
+        started = clock.monotonic()
+        done = threading.Event()
+
+        def take() -> None:
+            with other.pool.connection() as conn, conn.transaction():
+                conn.execute("SET LOCAL lock_timeout = '30s'")
+                conn.execute("SELECT * FROM view_tracking FOR UPDATE")
+            done.set()
+
+        threading.Thread(target=take, daemon=True).start()
+        assert done.wait(20), "the frozen runner's lock outlived the idle-transaction timeout"
+        assert clock.monotonic() - started >= 1.0  # it did wait for the holder, for a while
+    finally:
+        frozen.close()
+        other.close()
