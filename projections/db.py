@@ -171,7 +171,7 @@ class SQLiteViews(ViewDatabase):
         self._local = threading.local()
 
 
-IDLE_TX_MS = 10_000
+IDLE_TX_MS = 20_000  # above the longest batch (20,000 events in a rebuild: ~1 s), far below a freeze
 
 
 class PostgresViews(ViewDatabase):
@@ -190,7 +190,7 @@ class PostgresViews(ViewDatabase):
             min_size=1,
             max_size=8,
             # A runner frozen inside a batch (SIGSTOP, a stuck host) holds the tracking rows
-            # FOR UPDATE: the server ends such a transaction after a few idle seconds, so the
+            # FOR UPDATE: the server ends such a transaction after 20 idle seconds, so the
             # other runners wait seconds, not until the frozen one wakes.
             kwargs={
                 "row_factory": dict_row,
