@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Any
 
 from api import cli_verbs
 from api.config import ConfigError, load_config
@@ -43,7 +44,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     runtime = Runtime.build(config)
     app = create_app(runtime, worker=not args.no_worker and config.worker)
     print(f"snapledger API on http://{host}:{port}/api/v1 (events: {config.database.kind})", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)  # our JSON/text handler
+
+    class Server(uvicorn.Server):
+        """On SIGTERM the streams end (with a last event saying so) instead of holding
+        shutdown open until every browser leaves; anything still open after
+        api.shutdown_seconds is cut."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            runtime.stopping.set()
+            super().handle_exit(sig, frame)
+
+    server_config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", log_config=None,  # our JSON/text handler
+        timeout_graceful_shutdown=config.shutdown_seconds,
+    )  # fmt: skip
+    Server(server_config).run()
     return 0
 
 

@@ -154,6 +154,7 @@ class Config:
     worker: bool = True
     tokens: list[ApiToken] = field(default_factory=list, repr=False)
     max_body_bytes: int = 1 << 20
+    shutdown_seconds: float = 10.0  # how long serve waits for open requests after SIGTERM
     worker_settings: dict[str, Any] = field(default_factory=lambda: dict(WORKER_DEFAULTS))
     codec: str = "gzip"
     level: int = 6
@@ -535,6 +536,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         presign = int(api.get("presign_seconds", 900))
         max_body = int(api.get("max_body_bytes", 1 << 20))
         wait = float(api.get("wait_seconds", 5.0))
+        shutdown = float(api.get("shutdown_seconds", 10.0))
     except (TypeError, ValueError):
         raise ConfigError("api.port, api.presign_seconds and api.wait_seconds must be numbers") from None
     if not 1024 <= max_body <= 1 << 30:
@@ -554,6 +556,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
         worker=worker_settings["enabled"],
         tokens=_tokens(api.get("tokens"), secrets),
         max_body_bytes=max_body,
+        shutdown_seconds=shutdown,
         secrets=secrets,
         codec=codec,
         level=level,

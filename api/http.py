@@ -442,6 +442,9 @@ async def stream(request: Request) -> Response:
         while timeout is None or time.monotonic() - started < timeout:
             if await request.is_disconnected():
                 return
+            if runtime.stopping.is_set():  # SIGTERM: end the stream, saying why, so shutdown goes on
+                yield b'event: bye\ndata: {"reason": "server stopped"}\n\n'
+                return
             for pos, kind, row in await call(_changes, runtime, position):
                 position = max(position, pos)
                 yield _sse(pos, kind, row)

@@ -205,6 +205,7 @@ class Runtime:
         self.runner.on_advance.append(self.pages.views_moved)
 
     _closing: threading.Event = field(default_factory=threading.Event)
+    stopping: threading.Event = field(default_factory=threading.Event)  # serve got SIGTERM/SIGINT
 
     @classmethod
     def build(cls, config: Config) -> Runtime:

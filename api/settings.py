@@ -122,6 +122,7 @@ class ApiSpec(_Table):
     presign_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] | None = None
     max_body_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] | None = None
     wait_seconds: Annotated[float, Field(ge=0, le=300)] | None = None
+    shutdown_seconds: Annotated[float, Field(ge=1, le=300)] | None = None
     tokens: list[TokenSpec] | None = None
 
 

@@ -42,3 +42,45 @@ def test_serve_on_embedded_defaults(tmp_path):
     assert proc.returncode in (0, -15) and "Application shutdown complete" in output, output
     assert (tmp_path / ".snapledger" / "events.db").exists()
     assert (tmp_path / ".snapledger" / "archives" / "n").is_dir()
+
+
+def test_sigterm_ends_serve_while_streams_are_open_and_tells_them(tmp_path):
+    """A console tab holding /api/v1/stream open kept `serve` waiting for it to close; now
+    the stream ends with a `bye` event and the process exits within shutdown_seconds."""
+    import signal
+    import threading
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SNAPLEDGER_")}
+    proc = subprocess.Popen(
+        [snapledger_exe(), "serve", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    received: list[str] = []
+    try:
+        wait_until_up(base, proc)
+
+        def listen() -> None:
+            try:
+                with httpx.stream("GET", f"{base}/api/v1/stream", timeout=60) as r:
+                    for line in r.iter_lines():
+                        received.append(line)
+            except httpx.HTTPError:
+                received.append("<cut>")
+
+        streams = [threading.Thread(target=listen, daemon=True) for _ in range(3)]
+        for t in streams:
+            t.start()
+        deadline = time.monotonic() + 10
+        while sum(line.startswith("retry:") for line in received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert took < 15, f"serve took {took:.1f} s to stop with streams open\n{output}"
+    assert received.count("event: bye") == 3, received

@@ -279,6 +279,11 @@
   }
 
   function onStreamMessage(kind, data, id) {
+    if (kind === "bye") {  // the server is shutting down: not live, and it says so
+      setLive("polling", `Server stopped; polling every ${POLL_MS / 1000} s`);
+      startPolling();
+      return;
+    }
     const position = Number(id);
     if (Number.isFinite(position)) state.position = Math.max(state.position, position);
     let row;
@@ -311,7 +316,7 @@
     const source = new EventSource(`${API}/stream?after=${state.position}`);
     let closed = false;
     source.onopen = streamOpened;
-    for (const kind of ["policy", "backup", "restore"]) {
+    for (const kind of ["policy", "backup", "restore", "bye"]) {
       source.addEventListener(kind, (e) => onStreamMessage(kind, e.data, e.lastEventId));
     }
     source.onerror = () => {
