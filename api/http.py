@@ -524,6 +524,35 @@ async def unexpected(request: Request, exc: Exception) -> Response:
     return error(500, "internal error; see the server log", None)
 
 
+class ContainErrors:
+    """An unexpected error answers 500 (or 503) and ends there. Starlette's outermost
+    handler re-raises after answering, which made the server drop the keep-alive
+    connection: the client's next request on it was reset."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception as exc:
+            if started:
+                raise  # half an answer is out: only closing the connection is honest
+            response = await unexpected(Request(scope), exc)
+            await response(scope, receive, send)
+
+
 ROUTES = [
     Route("/healthz", healthz),
     Route("/api/v1/healthz", healthz),
@@ -578,7 +607,10 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
     from api.observability import ROUTES as OBSERVABILITY_ROUTES
 
     middleware = [
-        Middleware(AuthMiddleware, tokens=runtime.config.tokens, max_body_bytes=runtime.config.max_body_bytes)
+        Middleware(ContainErrors),
+        Middleware(
+            AuthMiddleware, tokens=runtime.config.tokens, max_body_bytes=runtime.config.max_body_bytes
+        ),
     ]
     console = Mount("/", app=StaticFiles(directory=STATIC, html=True), name="console")
     app = Starlette(

@@ -84,3 +84,41 @@ def test_sigterm_ends_serve_while_streams_are_open_and_tells_them(tmp_path):
             proc.kill()
     assert took < 15, f"serve took {took:.1f} s to stop with streams open\n{output}"
     assert received.count("event: bye") == 3, received
+
+
+def test_after_a_500_the_same_connection_answers_the_next_request(tmp_path, monkeypatch):
+    """A 500 used to end with the server dropping the keep-alive connection."""
+    import http.client
+    import threading
+
+    import uvicorn
+
+    from api.config import load_config
+    from api.http import create_app
+    from api.records import Records
+    from api.runtime import Runtime
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("an unexpected bug")
+
+    monkeypatch.setattr(Records, "page", broken)
+    runtime = Runtime.build(load_config(None, env={"SNAPLEDGER_DATA_DIR": str(tmp_path)}))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime, worker=False), port=port, log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/api/v1/backups")
+        first = conn.getresponse()
+        assert first.status == 500 and b"internal error" in first.read()
+        conn.request("GET", "/healthz")  # the same connection
+        second = conn.getresponse()
+        assert second.status == 200, second.read()
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
