@@ -12,8 +12,10 @@ Exit codes: 0 ok; 1 a waited run failed or was stopped, or storage failed; 2 bad
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import getpass
+import hashlib
 import json
 import os
 import sys
@@ -23,12 +25,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
-from uuid import UUID
+from uuid import UUID, uuid4
 
+from api.availability import UNAVAILABLE
 from api.config import load_config
 from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records
 from api.runtime import Runtime
+from domain.application import Outcome
 from domain.errors import DomainError, NotFound
+from domain.idempotency import RequestKey
 from domain.run import COMPLETED, REQUESTED, RUNNING
 from domain.values import is_digits
 from transfer.storage import StorageError
@@ -89,6 +94,8 @@ def _verb(fn: Verb) -> Callable[[argparse.Namespace], int]:
             return _error(domain_message(e), 2)
         except StorageError as e:
             return _error(f"storage: {e}", 1)
+        except UNAVAILABLE as e:
+            return _error(f"the event store does not answer: {_reason(e)}", 1)
         except KeyboardInterrupt:
             print(file=sys.stderr)
             return 130
@@ -97,6 +104,33 @@ def _verb(fn: Verb) -> Callable[[argparse.Namespace], int]:
             return 141
 
     return run
+
+
+def _reason(e: BaseException) -> str:
+    """The driver's first line (libpq never repeats a password in it)."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first}".rstrip(": ")
+
+
+RETRY_SECONDS = 30.0  # how long a mutation is retried while the database does not answer
+
+
+def once(runtime: Runtime, args: argparse.Namespace, command: Callable[..., Outcome], *given: Any) -> Outcome:
+    """A mutation under a request key of its own, retried under that key while the
+    database does not answer: a commit whose answer was lost is found, not repeated."""
+    digest = hashlib.sha256(json.dumps([command.__name__, given], default=str, sort_keys=True).encode())
+    verb = " ".join(str(getattr(args, k)) for k in ("command", "action") if getattr(args, k, None))
+    key = RequestKey(f"cli-{uuid4()}", args.actor, digest.hexdigest(), f"snapledger {verb}", given=False)
+    deadline = time.monotonic() + RETRY_SECONDS
+    while True:
+        try:
+            return runtime.app.keyed(key, command, *given)
+        except UNAVAILABLE as e:
+            if time.monotonic() > deadline:
+                raise
+            print(f"the event store does not answer ({_reason(e)}); retrying", file=sys.stderr)
+            key = dataclasses.replace(key, given=True)  # from now on, look for the first commit
+            time.sleep(1.0)
 
 
 def _silence_stdout() -> None:
@@ -507,7 +541,7 @@ def policy_data(args: argparse.Namespace, current: Any = None) -> dict[str, Any]
 
 
 def cmd_policy_create(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.create_policy(policy_data(args), args.actor)
+    outcome = once(runtime, args, runtime.app.create_policy, policy_data(args), args.actor)
     _mutated(runtime)
     print(f"created policy {args.name}: {outcome.id}")
     return 0
@@ -564,7 +598,7 @@ def cmd_policy_edit(args: argparse.Namespace, runtime: Runtime) -> int:
     policy_id = resolve_policy(runtime, args.policy)
     current = runtime.app.get_policy(policy_id)
     before = current.version
-    outcome = runtime.app.edit_policy(policy_id, policy_data(args, current), args.actor)
+    outcome = once(runtime, args, runtime.app.edit_policy, policy_id, policy_data(args, current), args.actor)
     _mutated(runtime)
     changed = runtime.app.get_policy(policy_id).version != before
     print(f"{'edited' if changed else 'nothing changed in'} policy {args.policy}: {outcome.id}")
@@ -572,14 +606,16 @@ def cmd_policy_edit(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def cmd_policy_stop(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.stop_policy(resolve_policy(runtime, args.policy), args.actor)
+    outcome = once(runtime, args, runtime.app.stop_policy, resolve_policy(runtime, args.policy), args.actor)
     _mutated(runtime)
     print(f"stopped policy {args.policy}: {outcome.id} (its running snapshots are asked to stop)")
     return 0
 
 
 def cmd_policy_rebuild(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.rebuild_policy(resolve_policy(runtime, args.policy), args.actor)
+    outcome = once(
+        runtime, args, runtime.app.rebuild_policy, resolve_policy(runtime, args.policy), args.actor
+    )
     _mutated(runtime)
     snapshot_id = outcome.extra["snapshot_id"]
     name = runtime.app.get_snapshot(snapshot_id).sub_name
@@ -604,7 +640,14 @@ def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.dry_run:
         policy_id = resolve_policy(runtime, args.policy)
         return print_plan(runtime.delete_policy(policy_id, args.keep_files, args.actor, dry_run=True).extra)
-    outcome = runtime.delete_policy(resolve_policy(runtime, args.policy), args.keep_files, args.actor)
+    outcome = once(
+        runtime,
+        args,
+        runtime.delete_policy,
+        resolve_policy(runtime, args.policy),
+        args.keep_files,
+        args.actor,
+    )
     removed = outcome.extra["archives_removed"]
     _mutated(runtime)
     files = "archives kept" if args.keep_files else f"{removed} archive(s) removed"
@@ -614,14 +657,18 @@ def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
 
 # ------------------------------------------------------- snapshots, restores
 def cmd_snapshot_take(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.request_snapshot(resolve_policy(runtime, args.policy), args.actor)
+    outcome = once(
+        runtime, args, runtime.app.request_snapshot, resolve_policy(runtime, args.policy), args.actor
+    )
     _mutated(runtime)
     print(f"snapshot {runtime.app.get_snapshot(outcome.id).sub_name} requested: {outcome.id}")
     return wait_for_run(runtime, "snapshot", outcome.id) if args.wait else 0
 
 
 def cmd_snapshot_stop(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.stop_snapshot(resolve_snapshot(runtime, args.snapshot), args.actor)
+    outcome = once(
+        runtime, args, runtime.app.stop_snapshot, resolve_snapshot(runtime, args.snapshot), args.actor
+    )
     _mutated(runtime)
     print(f"snapshot {runtime.app.get_snapshot(outcome.id).sub_name}: stop requested")
     return 0
@@ -631,14 +678,16 @@ def cmd_snapshot_delete(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.dry_run:
         snapshot_id = resolve_snapshot(runtime, args.snapshot)
         return print_plan(runtime.delete_snapshot(snapshot_id, args.actor, dry_run=True).extra)
-    outcome = runtime.delete_snapshot(resolve_snapshot(runtime, args.snapshot), args.actor)
+    outcome = once(
+        runtime, args, runtime.delete_snapshot, resolve_snapshot(runtime, args.snapshot), args.actor
+    )
     _mutated(runtime)
     print(f"snapshot {runtime.app.get_snapshot(outcome.id).sub_name}: deleted")
     return 0
 
 
 def cmd_restore_stop(args: argparse.Namespace, runtime: Runtime) -> int:
-    outcome = runtime.app.stop_restore(args.restore, args.actor)
+    outcome = once(runtime, args, runtime.app.stop_restore, args.restore, args.actor)
     _mutated(runtime)
     print(f"restore {runtime.app.get_restore(outcome.id).sub_name}: stop requested")
     return 0
@@ -668,7 +717,7 @@ def cmd_restore(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.trust_unverified:
         options["trust_unverified"] = True
     snapshot_id = resolve_snapshot(runtime, args.snapshot)
-    outcome = runtime.app.request_restore(snapshot_id, args.target, options, args.actor)
+    outcome = once(runtime, args, runtime.app.request_restore, snapshot_id, args.target, options, args.actor)
     _mutated(runtime)
     print(f"restore {runtime.app.get_restore(outcome.id).sub_name} requested: {outcome.id}")
     return wait_for_run(runtime, "restore", outcome.id) if args.wait else 0

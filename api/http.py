@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -14,9 +14,6 @@ from typing import Any
 from uuid import UUID
 
 import anyio
-import psycopg
-import psycopg_pool
-from eventsourcing import persistence as es_persistence
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -28,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 
 from api import params, schemas
 from api.auth import AuthMiddleware, BodyTooLarge
+from api.availability import UNAVAILABLE, DatabaseWatch, attempt, guarded
 from api.openapi import document
 from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records, backup_row, policy_row, restore_row
 from api.runtime import Runtime
@@ -38,6 +36,7 @@ from domain.values import is_digits
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
+_watch: contextvars.ContextVar[DatabaseWatch | None] = contextvars.ContextVar("watch", default=None)
 STATIC = Path(__file__).resolve().parent / "static"  # the web console: plain files, no build step
 STATUS: dict[type[DomainError], int] = {
     params.BadRequest: 400,
@@ -61,19 +60,40 @@ def rt(request: Request) -> Runtime:
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs blocking work (event store, views, storage) off the event loop."""
-    return await run_in_threadpool(fn, *args, **kwargs)
+    """Runs blocking work (event store, views, storage) off the event loop; while the
+    database does not answer, answers 503 at once instead (see api.availability)."""
+    return await attempt(_watch.get(), fn, *args, **kwargs)
+
+
+async def command(request: Request, fn: Callable[..., Outcome], *args: Any) -> Outcome:
+    """Runs a mutation under the request's Idempotency-Key (see domain.idempotency)."""
+    key = await params.request_key(request)
+    request.state.request_key = key
+    return await call(rt(request).app.keyed, key, fn, *args)
+
+
+def with_key(request: Request, response: Response) -> Response:
+    """Every answer to a keyed mutation names its key: the one to retry under."""
+    key = getattr(request.state, "request_key", None)
+    if key is not None:
+        response.headers["Idempotency-Key"] = key.key
+    return response
 
 
 async def done(request: Request, outcome: Outcome, status: int = 200, **extra: Any) -> JSONResponse:
     runtime = rt(request)
-    caught_up = await call(runtime.wait, outcome.position)
+    try:
+        caught_up = await call(runtime.wait, outcome.position)
+    except UNAVAILABLE:  # the write is committed: say so, never 503 after it
+        caught_up = False
     body: dict[str, Any] = {"id": str(outcome.id), "position": outcome.position}
     body.update({k: str(v) if isinstance(v, UUID) else v for k, v in outcome.extra.items()})
     body.update(extra)
     if not caught_up:
         body["views_lagging"] = True
-    return JSONResponse(body, status_code=status)
+    response = JSONResponse(body, status_code=status)
+    with_key(request, response)
+    return response
 
 
 # ------------------------------------------------------------------- policies
@@ -96,7 +116,7 @@ async def list_records(request: Request, kind: str, filters: dict[str, Any]) -> 
         return JSONResponse({"items": items, "next_cursor": nxt}).body
 
     key = (kind, tuple(sorted(filters.items())), cursor, limit)
-    body = await runtime.pages.page(key, render)
+    body = await guarded(_watch.get(), lambda: runtime.pages.page(key, render))
     return Response(body, media_type="application/json")
 
 
@@ -119,7 +139,7 @@ async def get_record(request: Request, kind: str, row_id: str, what: str) -> Res
 async def create_policy(request: Request) -> Response:
     data = await params.json_object(request)
     schemas.validate(schemas.POLICY_CREATE, data)
-    outcome = await call(rt(request).app.create_policy, data, params.actor(request))
+    outcome = await command(request, rt(request).app.create_policy, data, params.actor(request))
     return await done(request, outcome, 201)
 
 
@@ -174,15 +194,21 @@ def _policy_as_of(runtime: Runtime, policy_id: str, as_of: str) -> dict[str, Any
 async def edit_policy(request: Request) -> Response:
     data = await params.json_object(request)
     schemas.validate(schemas.POLICY_EDIT, data)
-    outcome = await call(rt(request).app.edit_policy, _policy_id(request), data, params.actor(request))
+    outcome = await command(
+        request, rt(request).app.edit_policy, _policy_id(request), data, params.actor(request)
+    )
     return await done(request, outcome)
 
 
 async def delete_policy(request: Request) -> Response:
     keep = params.boolean(request, "keep_files")
     dry_run = params.boolean(request, "dry_run")
-    outcome = await call(rt(request).delete_policy, _policy_id(request), keep, params.actor(request), dry_run)
-    return plan(outcome) if dry_run else await done(request, outcome)
+    runtime, actor = rt(request), params.actor(request)
+    if dry_run:  # writes nothing: no key to record
+        return plan(await call(runtime.delete_policy, _policy_id(request), keep, actor, True))
+    return await done(
+        request, await command(request, runtime.delete_policy, _policy_id(request), keep, actor)
+    )
 
 
 def plan(outcome: Outcome) -> JSONResponse:
@@ -198,18 +224,22 @@ async def run_retention(request: Request) -> Response:
 
 
 async def take_snapshot(request: Request) -> Response:
-    outcome = await call(rt(request).app.request_snapshot, _policy_id(request), params.actor(request))
+    outcome = await command(
+        request, rt(request).app.request_snapshot, _policy_id(request), params.actor(request)
+    )
     rt(request).nudge_worker()
     return await done(request, outcome, 202)
 
 
 async def stop_policy(request: Request) -> Response:
-    outcome = await call(rt(request).app.stop_policy, _policy_id(request), params.actor(request))
+    outcome = await command(request, rt(request).app.stop_policy, _policy_id(request), params.actor(request))
     return await done(request, outcome)
 
 
 async def rebuild_policy(request: Request) -> Response:
-    outcome = await call(rt(request).app.rebuild_policy, _policy_id(request), params.actor(request))
+    outcome = await command(
+        request, rt(request).app.rebuild_policy, _policy_id(request), params.actor(request)
+    )
     rt(request).nudge_worker()
     return await done(request, outcome, 202)
 
@@ -307,14 +337,18 @@ async def download_backup(request: Request) -> Response:
 
 
 async def stop_backup(request: Request) -> Response:
-    outcome = await call(rt(request).app.stop_snapshot, _snapshot_id(request), params.actor(request))
+    outcome = await command(
+        request, rt(request).app.stop_snapshot, _snapshot_id(request), params.actor(request)
+    )
     return await done(request, outcome)
 
 
 async def delete_backup(request: Request) -> Response:
     dry_run = params.boolean(request, "dry_run")
-    outcome = await call(rt(request).delete_snapshot, _snapshot_id(request), params.actor(request), dry_run)
-    return plan(outcome) if dry_run else await done(request, outcome)
+    runtime, actor = rt(request), params.actor(request)
+    if dry_run:  # writes nothing: no key to record
+        return plan(await call(runtime.delete_snapshot, _snapshot_id(request), actor, True))
+    return await done(request, await command(request, runtime.delete_snapshot, _snapshot_id(request), actor))
 
 
 # ------------------------------------------------------------------- storages
@@ -346,7 +380,8 @@ async def create_restore(request: Request) -> Response:
     data = await params.json_object(request)
     schemas.validate(schemas.RESTORE_CREATE, data)
     snapshot_id = params.uuid_param(data["snapshot_id"], "snapshot_id")
-    outcome = await call(
+    outcome = await command(
+        request,
         rt(request).app.request_restore,
         snapshot_id,
         data.get("target"),
@@ -370,7 +405,9 @@ async def restore_log(request: Request) -> Response:
 
 
 async def stop_restore(request: Request) -> Response:
-    outcome = await call(rt(request).app.stop_restore, _restore_id(request), params.actor(request))
+    outcome = await command(
+        request, rt(request).app.stop_restore, _restore_id(request), params.actor(request)
+    )
     return await done(request, outcome)
 
 
@@ -464,25 +501,25 @@ def _sse(position: int, kind: str, row: dict[str, Any]) -> bytes:
 
 
 async def healthz(request: Request) -> Response:
+    """The process is up: answered from memory, never waiting on the database (whether
+    that answers is /readyz's question; here it is only reported)."""
     runtime = rt(request)
-
-    def probe() -> dict[str, Any]:
-        return {
+    return JSONResponse(
+        {
             "status": "ok",
             "database": runtime.config.database.kind,
-            "position": runtime.app.recorder.max_notification_id() or 0,
-            "views_position": runtime.runner.position(),
+            "database_answers": runtime.watch.up,
             "worker": runtime.worker is not None,
-        }
-
-    return JSONResponse(await call(probe))
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 # ------------------------------------------------------------------- errors
 async def domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DomainError)
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 400)
-    return error(status, exc.message, exc.field)
+    return with_key(request, error(status, exc.message, exc.field))
 
 
 async def too_large(request: Request, exc: Exception) -> Response:
@@ -498,23 +535,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error(exc.status_code, exc.detail or "error", None)
 
 
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    es_persistence.OperationalError,
-    es_persistence.InterfaceError,
-    es_persistence.ConnectionUnavailableError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-    psycopg_pool.PoolTimeout,
-    sqlite3.OperationalError,
-)
-
-
 async def unavailable(request: Request, exc: Exception) -> Response:
     """The database is down or unreachable: say so, and let the client retry."""
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
     response = error(503, "the event store or the record views are unavailable; retry shortly", None)
     response.headers["Retry-After"] = "2"
-    return response
+    return with_key(request, response)
 
 
 async def unexpected(request: Request, exc: Exception) -> Response:
@@ -522,6 +548,21 @@ async def unexpected(request: Request, exc: Exception) -> Response:
         return await unavailable(request, exc)
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error(500, "internal error; see the server log", None)
+
+
+class WatchDatabase:
+    """Hands the runtime's database watch to `call` for the request's duration."""
+
+    def __init__(self, app: Any, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        token = _watch.set(self.runtime.watch)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _watch.reset(token)
 
 
 class ContainErrors:
@@ -608,6 +649,7 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
 
     middleware = [
         Middleware(ContainErrors),
+        Middleware(WatchDatabase, runtime=runtime),
         Middleware(
             AuthMiddleware, tokens=runtime.config.tokens, max_body_bytes=runtime.config.max_body_bytes
         ),

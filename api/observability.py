@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from api.availability import DatabaseUnavailable, attempt
 from api.logs import redact
 from api.records import BACKUP_STATUSES
 from api.runtime import Runtime
@@ -204,17 +204,22 @@ def _describe(runtime: Runtime, exc: BaseException) -> str:
 async def metrics(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     try:
-        families = await run_in_threadpool(collect, runtime)
+        families = await attempt(runtime.watch, collect, runtime)
     except Exception as e:  # an unreachable database: the scrape fails visibly, not with a 500
         reason = _describe(runtime, e)
         log.warning("metrics unavailable: %s", reason)
-        return PlainTextResponse(f"metrics unavailable: {reason}\n", status_code=503)
+        return PlainTextResponse(
+            f"metrics unavailable: {reason}\n", status_code=503, headers={"Retry-After": "2"}
+        )
     return Response(render(families), media_type=CONTENT_TYPE)
 
 
 # ------------------------------------------------------------------ readiness
 def readiness(runtime: Runtime) -> tuple[int, dict[str, Any]]:
     """Ready when the event store and the views answer and the views are nearly current."""
+    if not runtime.watch.up:
+        reason = f"event store: the database does not answer ({runtime.watch.reason})"
+        return 503, _not_ready("event_store", reason)
     try:
         position = runtime.app.recorder.max_notification_id() or 0
     except Exception as e:
@@ -238,12 +243,17 @@ def _not_ready(check: str, reason: str) -> dict[str, Any]:
 async def readyz(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     try:
-        status, body = await run_in_threadpool(readiness, runtime)
+        status, body = await attempt(runtime.watch, readiness, runtime)
+    except DatabaseUnavailable as e:
+        status, body = 503, _not_ready("event_store", f"event store: {e}")
     except Exception as e:  # belt and braces: a probe answers 503, never 500
         status, body = 503, _not_ready("unknown", _describe(runtime, e))
     if status != 200:
         log.warning("not ready: %s", body["reason"])
-    return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store"}
+    if status == 503:
+        headers["Retry-After"] = "2"
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 ROUTES: list[Route] = [

@@ -17,11 +17,13 @@ misses a write it has seen acknowledged; a write applied by another process show
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 
+import anyio.to_thread
 from starlette.concurrency import run_in_threadpool
 
 from projections.db import ViewDatabase
@@ -81,7 +83,8 @@ class PageCache:
         body = self.peek(key, not_before)
         if body is not None:
             return body
-        return await run_in_threadpool(self._at, version, key, render)  # rows at `version` or newer
+        work = functools.partial(self._at, version, key, render)  # rows at `version` or newer
+        return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)  # an outage answers at once
 
     def _seen_began(self) -> float:
         seen = self._seen

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
+from urllib.parse import urlencode
+from uuid import UUID, uuid4
 
 from starlette.requests import Request
 
 from domain.errors import DomainError, InvalidValue
+from domain.idempotency import RequestKey, check_key
 from domain.values import has_surrogates, is_digits
 
 MAX_LIMIT = 500
@@ -155,3 +158,24 @@ def actor(request: Request) -> str:
     if not value or len(value) > 200 or not value.isprintable():
         raise InvalidValue("X-Snapledger-Actor must be 1-200 printable characters", "X-Snapledger-Actor")
     return value
+
+
+async def request_key(request: Request) -> RequestKey:
+    """The mutation's Idempotency-Key, bound to who sent it and to this exact request;
+    without the header the server chooses one and answers it, so a client told 503 can
+    still retry under it."""
+    given = request.headers.get("idempotency-key")
+    key = check_key(given) if given is not None else str(uuid4())
+    body = await request.body()
+    try:  # the same JSON in another spelling is the same request
+        canonical = (
+            json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode() if body else b""
+        )
+    except (ValueError, RecursionError):
+        canonical = body
+    query = urlencode(sorted(request.query_params.multi_items())).encode()
+    digest = hashlib.sha256()
+    for part in (request.method.encode(), request.url.path.encode(), query, canonical):
+        digest.update(len(part).to_bytes(8, "big") + part)
+    command = f"{request.method} {request.url.path}"
+    return RequestKey(key, actor(request), digest.hexdigest(), command, given=given is not None)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from api.availability import DatabaseWatch, steady_reconnects
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
 from api.pagecache import PageCache
 from domain.application import Catalog, Outcome, Snapledger
@@ -206,6 +207,7 @@ class Runtime:
 
     _closing: threading.Event = field(default_factory=threading.Event)
     stopping: threading.Event = field(default_factory=threading.Event)  # serve got SIGTERM/SIGINT
+    watch: DatabaseWatch = field(default_factory=lambda: DatabaseWatch(None))  # is PostgreSQL answering?
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
@@ -266,6 +268,9 @@ class Runtime:
     def start(self, worker: bool = True, standby_views: bool = False) -> Runtime:
         """`standby_views`: a worker process, whose runner applies events only while no
         other worker process does (see ProjectionRunner.start)."""
+        if self.config.database.kind == "postgresql":
+            steady_reconnects()
+            self.watch = DatabaseWatch(self.config.database.conninfo()).start()
         self.runner.start(standby=standby_views)
         settings = self.config.worker_settings
         if worker:
@@ -361,8 +366,7 @@ class Runtime:
         for snap in doomed:
             remove_archive(storages[snap.id], snap.archive_key)
             removed.add(snap.id)
-        outcome = self.app.delete_policy(policy_id, keep_files, actor, removed)
-        return Outcome(outcome.id, outcome.position, {**outcome.extra, "archives_removed": len(removed)})
+        return self.app.delete_policy(policy_id, keep_files, actor, removed)
 
     def delete_snapshot(self, snapshot_id: str, actor: str, dry_run: bool = False) -> Outcome:
         snap = self.app.get_snapshot(snapshot_id)
@@ -452,6 +456,7 @@ class Runtime:
 
     def close(self) -> None:
         self._closing.set()
+        self.watch.stop()
         if self._maintenance is not None:
             self._maintenance.join(timeout=10)
         if self.worker is not None:

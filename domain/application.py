@@ -17,6 +17,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import Conflict, DomainError, InvalidTransition, InvalidValue, NotFound
+from domain.idempotency import RequestKey, RequestKeyRecord
 from domain.policy import EDITABLE_FIELDS, SCHEDULER_ACTOR, BackupPolicy, PolicyNameClaim, name_claim_id
 from domain.restore import Restore
 from domain.schedule import scheduled_snapshot_id
@@ -125,7 +126,7 @@ class Snapledger(Application[UUID]):
     def __init__(self, env: dict[str, str] | None = None, catalog: Catalog | None = None):
         super().__init__(env)
         self.catalog = catalog or Catalog()
-        self._attempt = threading.local()  # .optimistic: this thread's command trusts the cache
+        self._attempt = threading.local()  # .optimistic: trusts the cache; .key: RequestKey
         self._written = Written(1000)
 
     # ----------------------------------------------------------------- plumbing
@@ -153,9 +154,10 @@ class Snapledger(Application[UUID]):
     def get_restore(self, restore_id: UUID | str) -> Restore:
         return self._get(Restore, restore_id, "restore")
 
-    def record(self, *aggregates: Aggregate) -> int:
-        """Appends pending events atomically; IntegrityError means someone else wrote first."""
-        recordings = self.save(*aggregates)
+    def record(self, *aggregates: Aggregate, also: tuple[Aggregate, ...] = ()) -> int:
+        """Appends pending events atomically; IntegrityError means someone else wrote first.
+        `also` is saved in the same transaction but kept out of the command cache."""
+        recordings = self.save(*aggregates, *also)
         optimistic = getattr(self._attempt, "optimistic", False)
         for aggregate in aggregates:
             if optimistic:  # the command's own objects, current as of this write
@@ -165,6 +167,48 @@ class Snapledger(Application[UUID]):
         if recordings:
             return max(r.notification.id for r in recordings)
         return self.recorder.max_notification_id() or 0  # nothing new: where the log stands
+
+    def _commit(self, subject: UUID, *aggregates: Aggregate, extra: dict[str, Any] | None = None) -> Outcome:
+        """Records a command's changes and, under a request key, its answer with them: one
+        transaction, so a key is recorded exactly when the write happened."""
+        extra = extra or {}
+        key: RequestKey | None = getattr(self._attempt, "key", None)
+        also: tuple[Aggregate, ...] = ()
+        if key is not None:
+            plain = {k: str(v) if isinstance(v, UUID) else v for k, v in extra.items()}
+            answer = {"id": str(subject), "extra": plain}
+            also = (RequestKeyRecord(key.key, key.actor, key.fingerprint, key.command, answer),)
+        return Outcome(subject, self.record(*aggregates, also=also), extra)
+
+    def keyed(self, key: RequestKey | None, command: Callable[..., Outcome], *args: Any) -> Outcome:
+        """Runs a command at most once per request key: a key already recorded answers the
+        first outcome (with `replayed`); a key that loses a race to a concurrent attempt
+        under the same key answers the winner's outcome instead of its own error."""
+        if key is None:
+            return command(*args)
+        if key.given and (first := self.answered(key)) is not None:
+            return first
+        self._attempt.key = key
+        try:
+            return command(*args)
+        except DomainError:
+            if (first := self.answered(key)) is not None:
+                return first
+            raise
+        finally:
+            self._attempt.key = None
+
+    def answered(self, key: RequestKey) -> Outcome | None:
+        """The first outcome recorded under this key, or None; the same key on another
+        request is refused."""
+        try:
+            record = self.repository.get(key.record_id)
+        except AggregateNotFoundError:
+            return None
+        assert isinstance(record, RequestKeyRecord)
+        record.check_same(key.fingerprint)
+        position = self.recorder.max_notification_id() or 0
+        return Outcome(UUID(record.answer["id"]), position, {**record.answer["extra"], "replayed": True})
 
     def _take_cached(self, uid: UUID) -> Any:
         """In an optimistic attempt, the aggregate as this process last wrote it, taken out
@@ -195,6 +239,9 @@ class Snapledger(Application[UUID]):
             try:
                 return command()
             except IntegrityError:
+                key = getattr(self._attempt, "key", None)
+                if key is not None and (first := self.answered(key)) is not None:
+                    return first  # a concurrent attempt under this key wrote first
                 if attempt == COMMAND_ATTEMPTS - 1:
                     raise Conflict("the record changed while the command ran; retry") from None
                 time.sleep(random.uniform(0.002, 0.02) * (attempt + 1))  # de-synchronise racers
@@ -242,7 +289,7 @@ class Snapledger(Application[UUID]):
         def command() -> Outcome:
             policy = BackupPolicy(**fields, actor=actor)
             claim = self._claim_name(fields["name"], policy.id)
-            return Outcome(policy.id, self.record(policy, claim))
+            return self._commit(policy.id, policy, claim)
 
         return self._retrying(command)
 
@@ -264,7 +311,7 @@ class Snapledger(Application[UUID]):
                     old = self.repository.get(name_claim_id(old_name))
                     old.release()
                     changed.append(old)
-            return Outcome(policy.id, self.record(*changed))
+            return self._commit(policy.id, *changed)
 
         return self._retrying(command)
 
@@ -286,7 +333,7 @@ class Snapledger(Application[UUID]):
         def command() -> Outcome:
             policy = self.get_policy(policy_id)
             policy.stop(actor)
-            return Outcome(policy.id, self.record(policy, *self._stop_running(policy, actor)))
+            return self._commit(policy.id, policy, *self._stop_running(policy, actor))
 
         return self._retrying(command)
 
@@ -322,7 +369,7 @@ class Snapledger(Application[UUID]):
         def command() -> Outcome:
             policy = self.get_policy(policy_id)
             snap = self._new_snapshot(policy, trigger, actor)
-            return Outcome(snap.id, self.record(policy, snap), {"policy_id": policy.id})
+            return self._commit(snap.id, policy, snap, extra={"policy_id": policy.id})
 
         return self._retrying(command, optimistic=True)
 
@@ -335,8 +382,7 @@ class Snapledger(Application[UUID]):
             stopped = self._stop_running(policy, actor)
             policy.rebuild([s.id for s in stopped], actor)
             snap = self._new_snapshot(policy, "rebuild", actor)
-            position = self.record(policy, *stopped, snap)
-            return Outcome(policy.id, position, {"snapshot_id": snap.id})
+            return self._commit(policy.id, policy, *stopped, snap, extra={"snapshot_id": snap.id})
 
         return self._retrying(command)
 
@@ -363,7 +409,7 @@ class Snapledger(Application[UUID]):
                 snap.delete("policy deleted", snap.id in removed, actor)
             claim = self.repository.get(name_claim_id(policy.name))
             claim.release()
-            return Outcome(policy.id, self.record(policy, *snaps, claim))
+            return self._commit(policy.id, policy, *snaps, claim, extra={"archives_removed": len(removed)})
 
         return self._retrying(command)
 
@@ -507,7 +553,7 @@ class Snapledger(Application[UUID]):
         def command() -> Outcome:
             snap = self.get_snapshot(snapshot_id)
             snap.request_stop(actor)
-            return Outcome(snap.id, self.record(snap))
+            return self._commit(snap.id, snap)
 
         return self._retrying(command, optimistic=True)
 
@@ -519,7 +565,7 @@ class Snapledger(Application[UUID]):
         def command() -> Outcome:
             snap = self.get_snapshot(snapshot_id)
             snap.delete(reason, files_removed, actor)
-            return Outcome(snap.id, self.record(snap))
+            return self._commit(snap.id, snap)
 
         return self._retrying(command)
 
@@ -585,7 +631,7 @@ class Snapledger(Application[UUID]):
             keep_owners=keep_owners,
             trust_unverified=trust,
         )
-        return Outcome(restore.id, self.record(restore))
+        return self._commit(restore.id, restore)
 
     def stop_restore(self, restore_id: UUID | str, actor: str) -> Outcome:
         actor = _check_actor(actor)
@@ -593,6 +639,6 @@ class Snapledger(Application[UUID]):
         def command() -> Outcome:
             restore = self.get_restore(restore_id)
             restore.request_stop(actor)
-            return Outcome(restore.id, self.record(restore))
+            return self._commit(restore.id, restore)
 
         return self._retrying(command)

@@ -18,13 +18,14 @@ from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.errors import InvalidValue
+from domain.idempotency import RequestKeyRecord
 from domain.policy import BackupPolicy, PolicyNameClaim
 from domain.restore import Restore
 from domain.slots import RunSlot
 from domain.snapshot import Snapshot
 
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim, RunSlot)
+AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim, RunSlot, RequestKeyRecord)
 
 
 def _event_classes() -> dict[str, type]:
@@ -136,6 +137,8 @@ def message(kind: str, d: dict[str, Any]) -> str:
             return f"name released by policy {d['policy_id']}"
         case "RunSlotTaken" | "RunSlotHandedOver":
             return f"run slot {d.get('key', '')} held by {d['kind']} {d['holder']}".replace("  ", " ")
+        case "RequestKeyRecorded":
+            return f"{d['command']} by {d['actor']} recorded under Idempotency-Key {d['key']}"
         case "SnapshotHeartbeat" | "RestoreHeartbeat":
             return "lease renewed"
     return kind

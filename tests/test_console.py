@@ -494,10 +494,12 @@ def test_an_unverified_snapshot_asks_for_trust_before_it_restores(browser: Any, 
                 item.update(verification="unverified", trigger="import")
         route.fulfill(response=answer, json=body)
 
+    def unverified_only(page: Any) -> None:  # the stream would bring the row as it really is
+        page.route(re.compile(r"/api/v1/backups(\?|$)"), as_unverified)
+        page.route(re.compile(r"/api/v1/stream"), lambda route: route.abort())
+
     sent: list[dict] = []
-    with console(
-        browser, server.base, before=lambda p: p.route(re.compile(r"/api/v1/backups(\?|$)"), as_unverified)
-    ) as page:
+    with console(browser, server.base, before=unverified_only) as page:
         page.on(
             "request",
             lambda r: (
@@ -515,3 +517,41 @@ def test_an_unverified_snapshot_asks_for_trust_before_it_restores(browser: Any, 
         dialog.get_by_role("button", name="Start restore").click()
         expect(dialog).to_be_hidden()
     assert sent and sent[-1]["trust_unverified"] is True and sent[-1]["snapshot_id"] == sid
+
+
+def test_a_mutation_answered_503_is_sent_again_under_its_key(browser: Any, server: Server) -> None:
+    """The API commits a Take a Snapshot but the browser is told 503: the console sends it
+    again under the same Idempotency-Key, and the policy has one snapshot, not two."""
+    from playwright.sync_api import expect
+
+    api = httpx.Client(base_url=server.base)
+    pid = api.post("/api/v1/policies", json={"name": "retried", "source": "demo", "storage": "local"}).json()[
+        "id"
+    ]
+    keys: list[str] = []
+
+    def answer_lost(route: Any) -> None:
+        keys.append(route.request.headers.get("idempotency-key", ""))
+        answer = route.fetch()  # the server acts
+        if len(keys) == 1:  # ...and its first answer is lost to an outage
+            route.fulfill(
+                status=503, headers={"Retry-After": "1"}, json={"error": "unavailable", "field": None}
+            )
+        else:
+            route.fulfill(response=answer)
+
+    with console(
+        browser,
+        server.base,
+        before=lambda p: p.route(re.compile(rf"/api/v1/policies/{pid}/snapshots$"), answer_lost),
+    ) as page:
+        policy = row(page, "policies", "retried")
+        policy.get_by_role("button", name="Take a Snapshot of retried").click()
+        expect(row(page, "backups", re.compile(r"^retried#1$"))).to_be_visible()
+        for _ in range(150):  # the retry follows Retry-After
+            if len(keys) >= 2:
+                break
+            page.wait_for_timeout(100)
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
+    snapshots = api.get("/api/v1/backups", params={"policy_id": pid}).json()["items"]
+    assert len(snapshots) == 1, snapshots

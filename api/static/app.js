@@ -60,18 +60,38 @@
     return headers;
   }
 
+  function requestKey() {
+    if (crypto.randomUUID) return `console-${crypto.randomUUID()}`;
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return `console-${Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  }
+
+  // A mutation is sent under an Idempotency-Key and, when the API answers 503 or cannot be
+  // reached, sent again under the same key: the server acts once and answers the first outcome.
+  const RETRIES = 6;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
   async function api(method, path, body) {
     const headers = { Accept: "application/json", ...authHeaders(method) };
+    if (method !== "GET") headers["Idempotency-Key"] = requestKey();
     const init = { method, headers, cache: "no-store" };
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
     let res;
-    try {
-      res = await fetch(path, init);
-    } catch (err) {
-      throw new ApiError(0, `cannot reach the API: ${err.message}`, null);
+    for (let attempt = 1; ; attempt++) {
+      const last = method === "GET" || attempt >= RETRIES;
+      try {
+        res = await fetch(path, init);
+      } catch (err) {
+        if (last) throw new ApiError(0, `cannot reach the API: ${err.message}`, null);
+        await sleep(1000);
+        continue;
+      }
+      if (res.status !== 503 || last) break;
+      const after = Number(res.headers.get("Retry-After"));
+      await sleep(Math.min(Number.isFinite(after) && after > 0 ? after : 2, 5) * 1000);
     }
     const text = await res.text();
     let data = null;
