@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from api import params, schemas
@@ -33,10 +33,12 @@ from domain.application import Outcome
 from domain.errors import Conflict, DomainError, Gone, InvalidTransition, InvalidValue, NotFound
 from domain.snapshot import DELETED, HAS_ARCHIVE
 from domain.values import is_digits
+from projections.eventlog import topics_for
 from transfer.storage import LocalStorage, S3Storage, StorageError
 
 log = logging.getLogger("snapledger.api")
 _watch: contextvars.ContextVar[DatabaseWatch | None] = contextvars.ContextVar("watch", default=None)
+API_BASE = "/api/v1"
 STATIC = Path(__file__).resolve().parent / "static"  # the web console: plain files, no build step
 STATUS: dict[type[DomainError], int] = {
     params.BadRequest: 400,
@@ -127,10 +129,37 @@ def with_storage_health(runtime: Runtime, policy: dict[str, Any]) -> dict[str, A
     return {**policy, "storage_health": health.as_dict() if health else None}
 
 
+def gone(what: str, name: str, record_id: str) -> NotFound:
+    """A deleted record is gone from its own address (404, as for any address that holds
+    nothing); its row stays in the lists (status=deleted) and its history in the Event Log."""
+    scope = "policy_id" if what == "policy" else "task_id"
+    return NotFound(
+        f"{what} {name} was deleted; it is listed with status=deleted, and its events are at "
+        f"{API_BASE}/events?{scope}={record_id}",
+        f"{what}_id",
+    )
+
+
+async def live_policy(request: Request) -> Any:
+    policy = await call(rt(request).app.get_policy, _policy_id(request))
+    if policy.status == "deleted":
+        raise gone("policy", policy.name, str(policy.id))
+    return policy
+
+
+async def live_snapshot(request: Request) -> Any:
+    snap = await call(rt(request).app.get_snapshot, _snapshot_id(request))
+    if snap.status == DELETED:
+        raise gone("snapshot", snap.sub_name, str(snap.id))
+    return snap
+
+
 async def get_record(request: Request, kind: str, row_id: str, what: str) -> Response:
     row = await call(Records(rt(request).views).one, kind, row_id)
     if row is None:
         raise NotFound(f"{what} {row_id} not found", f"{what}_id")
+    if row["status"] == "deleted":
+        raise gone(what, row.get("name") or row["sub_name"], row_id)
     if kind == "policies":
         row = with_storage_health(rt(request), row)
     return JSONResponse(row)
@@ -153,6 +182,7 @@ async def get_policy(request: Request) -> Response:
     as_of = request.query_params.get("as_of")
     if as_of is None:
         return await get_record(request, "policies", _policy_id(request), "policy")
+    await live_policy(request)
     return JSONResponse(await call(_policy_as_of, rt(request), _policy_id(request), as_of))
 
 
@@ -200,11 +230,19 @@ async def edit_policy(request: Request) -> Response:
     return await done(request, outcome)
 
 
+async def policy_deletion_plan(request: Request) -> Response:
+    """What Delete would remove: a read, so it is a GET (DELETE ?dry_run=true answers the same)."""
+    await live_policy(request)
+    keep = params.boolean(request, "keep_files")
+    return plan(await call(rt(request).delete_policy, _policy_id(request), keep, params.actor(request), True))
+
+
 async def delete_policy(request: Request) -> Response:
     keep = params.boolean(request, "keep_files")
     dry_run = params.boolean(request, "dry_run")
     runtime, actor = rt(request), params.actor(request)
     if dry_run:  # writes nothing: no key to record
+        await params.request_key(request)  # a malformed key is refused all the same
         return plan(await call(runtime.delete_policy, _policy_id(request), keep, actor, True))
     return await done(
         request, await command(request, runtime.delete_policy, _policy_id(request), keep, actor)
@@ -270,6 +308,7 @@ def _in_range(entries: list[dict[str, Any]], since: datetime | None, until: date
 
 
 async def policy_events(request: Request) -> Response:
+    await live_policy(request)
     lim = params.limit(request, 200)
     since, until = params.timestamp(request, "since"), params.timestamp(request, "until")
     entries = await call(
@@ -313,6 +352,7 @@ async def task_log(request: Request, aggregate_id: str, kind: str) -> Response:
 
 
 async def backup_log(request: Request) -> Response:
+    await live_snapshot(request)
     return await task_log(request, _snapshot_id(request), "snapshot")
 
 
@@ -320,7 +360,7 @@ async def download_backup(request: Request) -> Response:
     runtime = rt(request)
     snap = await call(runtime.app.get_snapshot, _snapshot_id(request))
     if snap.status == DELETED:
-        raise Gone(f"snapshot {snap.sub_name} was deleted, and its archive with it")
+        raise NotFound(f"snapshot {snap.sub_name} was deleted, and its archive with it", "snapshot_id")
     if snap.status not in HAS_ARCHIVE:
         raise InvalidTransition(f"snapshot {snap.sub_name} is {snap.status}: no archive to download")
     storage = runtime.resources.storages.get(snap.storage)
@@ -343,10 +383,16 @@ async def stop_backup(request: Request) -> Response:
     return await done(request, outcome)
 
 
+async def backup_deletion_plan(request: Request) -> Response:
+    await live_snapshot(request)
+    return plan(await call(rt(request).delete_snapshot, _snapshot_id(request), params.actor(request), True))
+
+
 async def delete_backup(request: Request) -> Response:
     dry_run = params.boolean(request, "dry_run")
     runtime, actor = rt(request), params.actor(request)
     if dry_run:  # writes nothing: no key to record
+        await params.request_key(request)  # a malformed key is refused all the same
         return plan(await call(runtime.delete_snapshot, _snapshot_id(request), actor, True))
     return await done(request, await command(request, runtime.delete_snapshot, _snapshot_id(request), actor))
 
@@ -412,18 +458,49 @@ async def stop_restore(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------- event log
+def _scoped_events(
+    runtime: Runtime, policy_id: str | None, task_id: str | None, after: int, lim: int
+) -> list:
+    """A policy's cycle (the policy, its snapshots and restores) or one task's log, live
+    or deleted: history outlives the record."""
+    if policy_id is not None:
+        try:
+            entries = _policy_events(runtime, policy_id, after, lim)
+        except NotFound as e:
+            raise NotFound(e.message, "policy_id") from None
+        return [e for e in entries if task_id is None or e["aggregate_id"] == task_id]
+    assert task_id is not None
+    try:
+        runtime.app.get_snapshot(task_id)
+    except NotFound:
+        try:
+            runtime.app.get_restore(task_id)
+        except NotFound:
+            raise NotFound(f"no snapshot or restore {task_id}", "task_id") from None
+    return runtime.eventlog.for_aggregates([UUID(task_id)], after, lim)
+
+
 async def global_events(request: Request) -> Response:
     lim = params.limit(request, 200)
     types = [t for raw in request.query_params.getlist("type") for t in raw.split(",") if t]
     since, until = params.timestamp(request, "since"), params.timestamp(request, "until")
-    entries = await call(rt(request).eventlog.global_page, params.non_negative(request, "after"), lim, types)
-    return event_page(_in_range(entries, since, until), lim, entries)
+    after = params.non_negative(request, "after")
+    policy_id = params.uuid_param(request.query_params.get("policy_id"), "policy_id")
+    task_id = params.uuid_param(request.query_params.get("task_id"), "task_id")
+    if policy_id is None and task_id is None:
+        scanned = await call(rt(request).eventlog.global_page, after, lim, types)
+        entries = scanned
+    else:
+        topics_for(types)  # an unknown type is refused by name, as without a scope
+        scanned = await call(_scoped_events, rt(request), policy_id, task_id, after, lim)
+        entries = [e for e in scanned if not types or e["type"] in types]
+    return event_page(_in_range(entries, since, until), lim, scanned)
 
 
 async def openapi(request: Request) -> Response:
     from transfer.pipeline import VERSION
 
-    return JSONResponse(document(VERSION))
+    return JSONResponse(document(VERSION, rt(request).app.catalog))
 
 
 STREAM_TABLES = (("policy", "policies", policy_row), ("backup", "backup_records", backup_row),
@@ -464,8 +541,7 @@ async def stream(request: Request) -> Response:
     arrives at least once a second even between progress events."""
     runtime = rt(request)
     resume = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not is_digits(resume):
-        raise InvalidValue("Last-Event-ID / after must be a position", "after")
+    resume = str(params.position(resume, "after"))  # Last-Event-ID, or after
     raw_timeout = request.query_params.get("timeout")
     try:
         timeout = float(raw_timeout) if raw_timeout is not None else None
@@ -532,7 +608,35 @@ async def storage_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error(exc.status_code, exc.detail or "error", None)
+    response = error(exc.status_code, exc.detail or "error", None)
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:  # every method of the path, not only those of one route
+        response.headers["Allow"] = ", ".join(_allowed(request))
+    return response
+
+
+def _allowed(request: Request) -> list[str]:
+    return sorted(
+        {
+            m
+            for r in ROUTES
+            if isinstance(r, Route) and r.matches(request.scope)[0] != Match.NONE
+            for m in r.methods or ()
+        }
+    )
+
+
+async def api_fallback(request: Request) -> Response:
+    """Under /api and the probes, an unknown path is a JSON 404 and a known path asked with
+    another method a 405 naming the methods it has (the console's files would answer else)."""
+    allowed = _allowed(request)
+    if allowed:
+        return JSONResponse(
+            {"error": f"{request.method} is not a method of {request.url.path}", "field": None},
+            status_code=405,
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return error(404, "Not Found", None)
 
 
 async def unavailable(request: Request, exc: Exception) -> Response:
@@ -594,6 +698,7 @@ class ContainErrors:
             await response(scope, receive, send)
 
 
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
 ROUTES = [
     Route("/healthz", healthz),
     Route("/api/v1/healthz", healthz),
@@ -606,10 +711,12 @@ ROUTES = [
     Route("/api/v1/policies/{policy_id}/stop", stop_policy, methods=["POST"]),
     Route("/api/v1/policies/{policy_id}/rebuild", rebuild_policy, methods=["POST"]),
     Route("/api/v1/policies/{policy_id}/events", policy_events, methods=["GET"]),
+    Route("/api/v1/policies/{policy_id}/deletion-plan", policy_deletion_plan, methods=["GET"]),
     Route("/api/v1/backups", list_backups, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}", get_backup, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}", delete_backup, methods=["DELETE"]),
     Route("/api/v1/backups/{snapshot_id}/log", backup_log, methods=["GET"]),
+    Route("/api/v1/backups/{snapshot_id}/deletion-plan", backup_deletion_plan, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/download", download_backup, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/stop", stop_backup, methods=["POST"]),
     Route("/api/v1/restores", list_restores, methods=["GET"]),
@@ -655,8 +762,11 @@ def create_app(runtime: Runtime, start: bool = True, worker: bool = True) -> Sta
         ),
     ]
     console = Mount("/", app=StaticFiles(directory=STATIC, html=True), name="console")
+    fallback = [
+        Route(path, api_fallback, methods=list(ANY_METHOD)) for path in ("/api/{rest:path}", "/healthz")
+    ]
     app = Starlette(
-        routes=[*ROUTES, *OBSERVABILITY_ROUTES, console],
+        routes=[*ROUTES, *OBSERVABILITY_ROUTES, *fallback, console],
         exception_handlers=handlers,
         lifespan=lifespan,
         middleware=middleware,

@@ -6,12 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from api import schemas
+from api.params import CURSOR_PATTERN, MAX_POSITION
 from api.records import BACKUP_STATUSES, POLICY_STATUSES
+from domain.application import Catalog
+from projections import eventlog
 
 UUID_PARAM = {"type": "string", "format": "uuid"}
 LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
-CURSOR = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
-AFTER = {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+CURSOR = {"name": "cursor", "in": "query", "description": "next_cursor of the previous page",
+          "schema": {"type": "string", "pattern": CURSOR_PATTERN}}  # fmt: skip
+BOOLEAN = {
+    "type": "string",
+    "pattern": "^(?:[Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|[Yy][Ee][Ss]|[Nn][Oo]|1|0)$",
+}
+AFTER = {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}}
 TIME_RANGE = [
     {"name": "created_after", "in": "query", "schema": {"type": "string", "format": "date-time"}},
     {"name": "created_before", "in": "query", "schema": {"type": "string", "format": "date-time"}},
@@ -32,30 +40,37 @@ def _status(values: tuple[str, ...]) -> dict[str, Any]:
 
 POLICY_ID, SNAPSHOT_ID, RESTORE_ID = _path("policy_id"), _path("snapshot_id"), _path("restore_id")
 POLICY_FILTER = {"name": "policy_id", "in": "query", "schema": UUID_PARAM}
-KEEP_FILES = {"name": "keep_files", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}
+KEEP_FILES = {"name": "keep_files", "in": "query", "schema": BOOLEAN}
 AS_OF = {
     "name": "as_of",
     "in": "query",
     "description": "an ISO-8601 time or an event position: the policy as it was then",
-    "schema": {"type": "string"},
+    "schema": {
+        "anyOf": [{"type": "string", "pattern": "^[0-9]+$"}, {"type": "string", "format": "date-time"}]
+    },
 }
-DRY_RUN = {"name": "dry_run", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}
-EVENT_TYPES = {"name": "type", "in": "query", "schema": {"type": "string"}}
+DRY_RUN = {"name": "dry_run", "in": "query", "schema": BOOLEAN}
+EVENT_TYPES = {  # comma-separated; the parameter may also repeat
+    "name": "type", "in": "query", "style": "form", "explode": False,
+    "schema": {"type": "array", "minItems": 1, "items": {"enum": sorted(eventlog.EVENT_TYPES)}},
+}  # fmt: skip
 
 # (method, path, summary, parameters, request schema, success status, success schema)
 Operation = tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None, int, dict[str, Any] | None]
 OPERATIONS: list[Operation] = [
-    ("get", "/healthz", "Process up", [], None, 200, {"type": "object"}),
-    ("get", "/api/v1/healthz", "Process up", [], None, 200, {"type": "object"}),
+    ("get", "/healthz", "Process up", [], None, 200, schemas.HEALTHZ),
+    ("get", "/api/v1/healthz", "Process up", [], None, 200, schemas.HEALTHZ),
     ("get", "/api/v1/policies", "Policies", [_status(POLICY_STATUSES), LIMIT, CURSOR, *TIME_RANGE], None, 200,
      schemas.page_of(schemas.POLICY)),
     ("post", "/api/v1/policies", "Create a policy", [], schemas.POLICY_CREATE, 201, schemas.MUTATION),
     ("get", "/api/v1/policies/{policy_id}", "One policy (as_of: as it was then)", [POLICY_ID, AS_OF], None, 200,
-     schemas.POLICY),
+     {"anyOf": [schemas.POLICY, schemas.POLICY_AS_OF]}),
     ("patch", "/api/v1/policies/{policy_id}", "Edit a policy", [POLICY_ID], schemas.POLICY_EDIT, 200,
      schemas.MUTATION),
-    ("delete", "/api/v1/policies/{policy_id}", "Delete a policy and its archives (dry_run: what would go)",
-     [POLICY_ID, KEEP_FILES, DRY_RUN], None, 200, schemas.MUTATION_OR_PLAN),
+    ("delete", "/api/v1/policies/{policy_id}", "Delete a policy and its archives", [POLICY_ID, KEEP_FILES], None,
+     200, schemas.MUTATION),
+    ("get", "/api/v1/policies/{policy_id}/deletion-plan", "What Delete would remove (nothing is written)",
+     [POLICY_ID, KEEP_FILES], None, 200, schemas.DELETION_PLAN),
     ("post", "/api/v1/policies/{policy_id}/snapshots", "Take a Snapshot", [POLICY_ID], None, 202, schemas.MUTATION),
     ("post", "/api/v1/policies/{policy_id}/stop", "Stop a policy", [POLICY_ID], None, 200, schemas.MUTATION),
     ("post", "/api/v1/policies/{policy_id}/rebuild", "Rebuild a policy", [POLICY_ID], None, 202, schemas.MUTATION),
@@ -64,8 +79,10 @@ OPERATIONS: list[Operation] = [
     ("get", "/api/v1/backups", "Backup Records", [POLICY_FILTER, _status(BACKUP_STATUSES), LIMIT, CURSOR,
      *TIME_RANGE], None, 200, schemas.page_of(schemas.BACKUP_RECORD)),
     ("get", "/api/v1/backups/{snapshot_id}", "One Backup Record", [SNAPSHOT_ID], None, 200, schemas.BACKUP_RECORD),
-    ("delete", "/api/v1/backups/{snapshot_id}", "Delete a snapshot and its archive (dry_run: what would go)",
-     [SNAPSHOT_ID, DRY_RUN], None, 200, schemas.MUTATION_OR_PLAN),
+    ("delete", "/api/v1/backups/{snapshot_id}", "Delete a snapshot and its archive", [SNAPSHOT_ID], None, 200,
+     schemas.MUTATION),
+    ("get", "/api/v1/backups/{snapshot_id}/deletion-plan", "What Delete would remove (nothing is written)",
+     [SNAPSHOT_ID], None, 200, schemas.DELETION_PLAN),
     ("get", "/api/v1/backups/{snapshot_id}/log", "Task log of a snapshot", [SNAPSHOT_ID, AFTER, LIMIT], None, 200,
      schemas.page_of(schemas.EVENT)),
     ("get", "/api/v1/backups/{snapshot_id}/download", "The archive (S3: 302 to a presigned URL)", [SNAPSHOT_ID],
@@ -79,29 +96,54 @@ OPERATIONS: list[Operation] = [
      schemas.page_of(schemas.EVENT)),
     ("post", "/api/v1/restores/{restore_id}/stop", "Stop a restore", [RESTORE_ID], None, 200, schemas.MUTATION),
     ("get", "/api/v1/storages", "Storage locations and their health (check=true: check now)",
-     [{"name": "check", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}], None, 200,
-     {"type": "object", "required": ["items"], "properties": {"items": {"type": "array"}}}),
+     [{"name": "check", "in": "query", "schema": BOOLEAN}], None, 200,
+     schemas.STORAGES),
     ("post", "/api/v1/storages/{storage}/sync", "Import archives the catalog does not know (catalog resync)",
      [{"name": "storage", "in": "path", "required": True, "schema": {"type": "string"}}, DRY_RUN], None, 200,
      schemas.SYNC_REPORT),
     ("post", "/api/v1/retention/run", "One retention pass now (dry_run: what would go)", [DRY_RUN], None, 200,
      schemas.DELETION_PLAN),
-    ("get", "/api/v1/events", "Global Event Log", [AFTER, LIMIT, EVENT_TYPES, *EVENT_TIME_RANGE], None, 200,
-     schemas.page_of(schemas.EVENT)),
+    ("get", "/api/v1/events", "Event Log: global, of a policy's cycle (policy_id) or of one task (task_id), "
+     "deleted ones included", [AFTER, LIMIT, EVENT_TYPES, *EVENT_TIME_RANGE,
+     {"name": "policy_id", "in": "query", "schema": UUID_PARAM},
+     {"name": "task_id", "in": "query", "description": "a snapshot or restore id", "schema": UUID_PARAM}],
+     None, 200, schemas.page_of(schemas.EVENT)),
     ("get", "/api/v1/stream", "Live record changes (Server-Sent Events; resume with Last-Event-ID)",
      [AFTER, {"name": "timeout", "in": "query", "schema": {"type": "number", "minimum": 0}}], None, 200, None),
     ("get", "/api/v1/openapi.json", "This document", [], None, 200, {"type": "object"}),
 ]  # fmt: skip
 
+UNAVAILABLE = {
+    "description": "the event store or the record views do not answer: retry after Retry-After seconds "
+    "(a mutation under the same Idempotency-Key)",
+    "headers": {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}, "required": True}},
+    "content": {"application/json": {"schema": schemas.ERROR}},
+}
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "description": "a retry under the same key answers the first outcome instead of acting twice",
+    "schema": {"type": "string", "pattern": "^[!-~]([ -~]{0,253}[!-~])?$"},
+}
+KEY_HEADER = {
+    "Idempotency-Key": {"description": "the request's key (the one given, or one the server chose); "
+                        "a dry run records none", "schema": {"type": "string"}}
+}  # fmt: skip
+NO_DATABASE = ("/healthz", "/api/v1/healthz", "/api/v1/openapi.json")  # answered from memory
 ERRORS = {
     "400": "malformed request",
     "401": "missing or bad bearer token",
     "403": "the token's role may not do this",
-    "404": "no such record",
+    "404": "no such record, or it was deleted (the message says so, and where its history is)",
     "409": "the record's state forbids it, or a conflicting write won",
-    "410": "the record was deleted, and what was asked of it with it (a deleted snapshot's archive)",
     "413": "request body too large",
     "422": "a field's value is invalid (field names it)",
+}
+
+
+UNKEYED = {  # safe to repeat as they are: they act on what they find
+    ("post", "/api/v1/storages/{storage}/sync"),
+    ("post", "/api/v1/retention/run"),
 }
 
 
@@ -121,9 +163,11 @@ LINKS: dict[tuple[str, str], tuple[str, list[tuple[str, str]]]] = {
     ("post", "/api/v1/policies"): ("policy_id", [
         ("get", _POLICY), ("patch", _POLICY), ("delete", _POLICY), ("post", _POLICY + "/snapshots"),
         ("post", _POLICY + "/stop"), ("post", _POLICY + "/rebuild"), ("get", _POLICY + "/events"),
+        ("get", _POLICY + "/deletion-plan"),
     ]),
     ("post", _POLICY + "/snapshots"): ("snapshot_id", [
         ("get", _SNAPSHOT), ("delete", _SNAPSHOT), ("get", _SNAPSHOT + "/log"), ("post", _SNAPSHOT + "/stop"),
+        ("get", _SNAPSHOT + "/download"), ("get", _SNAPSHOT + "/deletion-plan"),
     ]),
     ("post", "/api/v1/restores"): ("restore_id", [
         ("get", _RESTORE), ("get", _RESTORE + "/log"), ("post", _RESTORE + "/stop"),
@@ -144,9 +188,35 @@ def _links(method: str, path: str) -> dict[str, Any]:
     }
 
 
-def document(version: str) -> dict[str, Any]:
+def _for_catalog(body: dict[str, Any] | None, catalog: Catalog) -> dict[str, Any] | None:
+    """Request bodies name this installation's sources, locations and targets: a request
+    the document allows is one the server accepts."""
+    if body is None:
+        return None
+    props = dict(body["properties"])
+    for name, names in (
+        ("source", catalog.sources),
+        ("storage", catalog.storages),
+        ("target", catalog.targets),
+    ):
+        if name in props:
+            props[name] = {"enum": sorted(names)}
+    out = {**body, "properties": props}
+    if "target" in props:  # which `existing` modes each target offers
+        out["anyOf"] = [
+            {"properties": {"target": {"const": t}, "existing": {"enum": list(choices)}}}
+            if (choices := catalog.existing_choices.get(t))
+            else {"properties": {"target": {"const": t}}, "not": {"required": ["existing"]}}
+            for t in sorted(catalog.targets)
+        ] or [{"not": {}}]
+    return out
+
+
+def document(version: str, catalog: Catalog | None = None) -> dict[str, Any]:
+    catalog = catalog or Catalog()
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, parameters, body, status, response in OPERATIONS:
+    for method, path, summary, parameters, raw_body, status, response in OPERATIONS:
+        body = _for_catalog(raw_body, catalog)
         links = _links(method, path)
         responses: dict[str, Any] = {
             str(status): {
@@ -155,11 +225,21 @@ def document(version: str) -> dict[str, Any]:
                 **({"links": links} if links else {}),
             }
         }
+        keyed = method in ("post", "patch", "delete") and (method, path) not in UNKEYED
         for code, text in ERRORS.items():
             responses[code] = {
                 "description": text,
                 "content": {"application/json": {"schema": schemas.ERROR}},
             }
+        if path not in NO_DATABASE:
+            responses["503"] = UNAVAILABLE
+        if keyed:
+            parameters = [*parameters, IDEMPOTENCY_KEY]
+            for code in (str(status), "503"):
+                responses[code] = {
+                    **responses[code],
+                    "headers": {**responses[code].get("headers", {}), **KEY_HEADER},
+                }
         operation: dict[str, Any] = {
             "operationId": operation_id(method, path),
             "summary": summary,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -17,6 +18,7 @@ from domain.idempotency import RequestKey, check_key
 from domain.values import has_surrogates, is_digits
 
 MAX_LIMIT = 500
+TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")  # any case
 
 
 class BadRequest(DomainError):
@@ -76,11 +78,17 @@ def limit(request: Request, default: int = 50) -> int:
     return int(raw)
 
 
-def non_negative(request: Request, name: str) -> int:
-    raw = request.query_params.get(name, "0")
-    if not is_digits(raw):
-        raise InvalidValue(f"{name} must be a non-negative integer position", name)
+MAX_POSITION = 2**63 - 1  # the event store's BIGINT
+
+
+def position(raw: str, name: str) -> int:
+    if not is_digits(raw) or int(raw) > MAX_POSITION:
+        raise InvalidValue(f"{name} must be a position: an integer from 0 to {MAX_POSITION}", name)
     return int(raw)
+
+
+def non_negative(request: Request, name: str) -> int:
+    return position(request.query_params.get(name, "0"), name)
 
 
 def uuid_param(value: str | None, name: str) -> str | None:
@@ -124,9 +132,9 @@ def boolean(request: Request, name: str, default: bool = False) -> bool:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if raw.lower() in ("true", "1", "yes"):
+    if raw.lower() in TRUE:
         return True
-    if raw.lower() in ("false", "0", "no"):
+    if raw.lower() in FALSE:
         return False
     raise InvalidValue(f"{name} must be true or false", name)
 
@@ -135,17 +143,29 @@ def encode_cursor(created_at: str, row_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, row_id]).encode()).decode()
 
 
+# base64url, padded or not: the cursors this API hands out, and what the OpenAPI document allows
+CURSOR_PATTERN = r"^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$"
+_CURSOR = re.compile(CURSOR_PATTERN)
+
+
 def decode_cursor(request: Request) -> tuple[str, str] | None:
+    """A cursor is a position in the lists' order (created_at, id). Any well-formed one
+    names a position: one this API returned resumes after its row; any other is read as
+    a created_at bound, so no well-formed cursor is refused."""
     raw = request.query_params.get("cursor")
-    if raw is None:
+    if not raw:
         return None
+    if not _CURSOR.search(raw):  # as JSON Schema reads the pattern: '$' allows one last newline
+        raise InvalidValue("cursor is not one this API returned (base64url)", "cursor")
+    text = raw.rstrip("\n").rstrip("=")
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     try:
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(raw.encode()))
-        if isinstance(created_at, str) and isinstance(row_id, str):
+        created_at, row_id = json.loads(data)
+        if isinstance(created_at, str) and isinstance(row_id, str) and "\x00" not in created_at + row_id:
             return created_at, row_id
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         pass
-    raise InvalidValue("cursor is not one this API returned", "cursor")
+    return data.decode("utf-8", "replace").replace("\x00", ""), ""
 
 
 def actor(request: Request) -> str:

@@ -74,7 +74,7 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         "snapshots_count": r["snapshots_count"],
         "last_snapshot_id": r["last_snapshot_id"],
         "rebuilds": r["rebuilds"],
-        "events_url": f"{BASE}/policies/{r['id']}/events",
+        "events_url": f"{BASE}/events?policy_id={r['id']}",  # answers once the policy is deleted too
         "position": r["position"],
     }
 
@@ -106,7 +106,7 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
         "file_name": r["file_name"],
         "download_url": f"{BASE}/backups/{r['id']}/download" if r["status"] in ARCHIVED else None,
         "task_name": r["task_name"],
-        "log_url": f"{BASE}/backups/{r['id']}/log",
+        "log_url": f"{BASE}/events?task_id={r['id']}",  # answers once the snapshot is deleted too
         "elapsed_seconds": r["elapsed_seconds"],
         "items": r["items"],
         "progress": r["progress"],
@@ -144,7 +144,7 @@ def restore_row(r: dict[str, Any]) -> dict[str, Any]:
         "sub_name": r["sub_name"],
         "target": r["target"],
         "task_name": r["task_name"],
-        "log_url": f"{BASE}/restores/{r['id']}/log",
+        "log_url": f"{BASE}/events?task_id={r['id']}",
         "elapsed_seconds": r["elapsed_seconds"],
         "items": r["items"],
         "progress": r["progress"],

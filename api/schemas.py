@@ -3,18 +3,47 @@ document is generated from them, so the contract is written once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+from zoneinfo import available_timezones
 
 from jsonschema import Draft202012Validator
 
+from api import patterns
+from api.records import BACKUP_STATUSES, POLICY_STATUSES
 from domain.errors import InvalidValue
-from domain.values import parse_duration
+from domain.values import CollectionSelection, check_cron, check_timezone, parse_duration
+
+
+def _mapping_name(value: object, field: str) -> None:
+    raise InvalidValue("mapping must map collection names to new names", "mapping")
+
+
+CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "duration": parse_duration,
+    "cron": check_cron,
+    "timezone": check_timezone,
+    "collections": CollectionSelection.parse,
+    "mapping": _mapping_name,
+}
 
 NAME = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"}
 REF = {"type": "string", "minLength": 1}
-# A unit always ('30d', never 30); "x-duration" makes a refusal say so in the domain's words.
-DURATION = {"type": "string", "pattern": r"^\s*\d+\s*[smhdw]\s*$", "x-duration": True}
-NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
+# "x-check" names the domain's own check, which says why a value is refused in its words.
+DURATION = {"type": "string", "pattern": patterns.duration(), "x-check": "duration"}  # a unit always
+# a collection name: not blank, no '/', not '.' or '..'
+COLLECTION_NAME = {"type": "string", "pattern": r"^(?!\.\.?$)[^/]*[^/\s][^/]*$"}
+NAMES = {"type": "array", "items": COLLECTION_NAME}
+NEW_NAME = {**COLLECTION_NAME, "x-check": "mapping"}  # a restore mapping's new name
+SCHEDULE = {
+    "type": ["string", "null"],
+    "description": "cron: 5 fields, or 6 with seconds last; an @macro; empty or null for none",
+    "pattern": patterns.cron(),
+    "not": {"type": "string", "pattern": patterns.cron_never_fires()},
+    "x-check": "cron",
+}
+TIMEZONE = {"enum": [*sorted(available_timezones()), None], "description": "IANA zone; UTC by default",
+            "x-check": "timezone"}  # fmt: skip
 RETENTION = {
     "type": ["object", "null"],
     "properties": {
@@ -24,6 +53,7 @@ RETENTION = {
     "additionalProperties": False,
 }
 COLLECTIONS = {
+    "x-check": "collections",
     "oneOf": [
         NAMES,
         {
@@ -32,14 +62,14 @@ COLLECTIONS = {
             "additionalProperties": False,
         },
         {"type": "null"},
-    ]
+    ],
 }
 POLICY_FIELDS = {
     "name": NAME,
     "source": REF,
     "storage": REF,
-    "schedule": {"type": ["string", "null"], "description": "cron: 5 fields, or 6 with seconds last"},
-    "timezone": {"type": ["string", "null"], "description": "IANA zone; UTC by default"},
+    "schedule": SCHEDULE,
+    "timezone": TIMEZONE,
     "retention": RETENTION,
     "collections": COLLECTIONS,
 }
@@ -60,8 +90,8 @@ RESTORE_CREATE = {
     "properties": {
         "snapshot_id": {"type": "string", "format": "uuid"},
         "target": REF,
-        "collections": {"oneOf": [NAMES, {"type": "null"}]},
-        "mapping": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+        "collections": {"oneOf": [NAMES, {"type": "null"}], "x-check": "collections"},
+        "mapping": {"type": "object", "additionalProperties": NEW_NAME},
         "existing": {"type": "string"},
         "dry_run": {"type": "boolean"},
         "keep_owners": {"type": "boolean"},
@@ -75,70 +105,144 @@ ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "field": {"type": ["string", "null"]}},
     "required": ["error", "field"],
+    "additionalProperties": False,
 }
-MUTATION = {
-    "type": "object",
-    "properties": {"id": {"type": "string"}, "position": {"type": "integer"}},
-    "required": ["id", "position"],
-}
-DELETION_PLAN = {
-    "type": "object",
-    "required": ["dry_run", "snapshots", "count", "bytes"],
-    "properties": {
-        "dry_run": {"type": "boolean"},
-        "snapshots": {"type": "array", "items": {"type": "object"}},
-        "count": {"type": "integer"},
-        "bytes": {"type": "integer"},
+
+
+def _obj(
+    required: dict[str, Any], optional: dict[str, Any] | None = None, closed: bool = True
+) -> dict[str, Any]:
+    """An object with these fields; `closed`: no other field (a field the API adds must be
+    documented here, or the contract test fails)."""
+    return {
+        "type": "object",
+        "required": list(required),
+        "properties": {**required, **(optional or {})},
+        **({"additionalProperties": False} if closed else {}),
+    }
+
+
+_STR, _INT, _NUM, _BOOL = {"type": "string"}, {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
+_S, _I, _F = {"type": ["string", "null"]}, {"type": ["integer", "null"]}, {"type": ["number", "null"]}
+_ID = {"type": "string", "format": "uuid"}
+_TIME = {"type": "string", "format": "date-time"}
+_TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+_STRINGS = {"type": "array", "items": _STR}
+
+MUTATION = _obj(
+    {"id": _ID, "position": _INT},
+    {
+        "policy_id": _ID,  # Take a Snapshot: the snapshot's policy
+        "snapshot_id": _ID,  # Rebuild: the fresh snapshot
+        "archives_removed": _INT,  # Delete a policy
+        "replayed": {"const": True, "description": "the first outcome under this Idempotency-Key"},
+        "views_lagging": {"const": True, "description": "written; the record views did not show it in time"},
     },
-}
-MUTATION_OR_PLAN = {"oneOf": [MUTATION, DELETION_PLAN]}
-SYNC_REPORT = {
-    "type": "object",
-    "required": ["storage", "dry_run", "imported", "known", "changed", "incomplete", "invalid"],
-    "properties": {
-        "storage": {"type": "string"},
-        "dry_run": {"type": "boolean"},
-        "imported": {"type": "array", "items": {"type": "object"}},
-        "known": {"type": "integer"},
-        "changed": {"type": "array", "items": {"type": "object"}},
-        "incomplete": {"type": "array", "items": {"type": "string"}},
-        "invalid": {"type": "array", "items": {"type": "object"}},
-    },
-}
-_S, _N, _I, _F = (
-    {"type": ["string", "null"]},
-    {"type": "number"},
-    {"type": "integer"},
-    {"type": ["number", "null"]},
 )
-POLICY = {
-    "type": "object",
-    "required": ["id", "name", "source", "storage", "status", "created_at"],
-    "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "status": {"type": "string"},
-                   "next_run_at": _S, "last_success_at": _S, "last_failure_at": _S},
+PLANNED_SNAPSHOT = _obj(
+    {"id": _ID, "sub_name": _STR, "policy_name": _STR, "archive_key": _STR, "storage": _STR, "bytes": _INT},
+    {"refused": {"type": "string", "description": "why it cannot be deleted now (object lock)"}},
+)
+DELETION_PLAN = _obj(
+    {
+        "dry_run": _BOOL,
+        "snapshots": {"type": "array", "items": PLANNED_SNAPSHOT},
+        "count": _INT,
+        "bytes": _INT,
+    },
+    {"id": _ID, "position": _INT},
+)
+SYNC_REPORT = _obj(
+    {
+        "storage": _STR,
+        "dry_run": _BOOL,
+        "imported": {"type": "array", "items": _obj(
+            {"archive_key": _STR, "policy": _STR, "verification": _STR},
+            {"snapshot_id": _ID, "position": _INT},
+        )},
+        "known": _INT,
+        "changed": {"type": "array", "items": _obj({"key": _STR, "snapshot_id": _ID})},
+        "incomplete": _STRINGS,
+        "invalid": {"type": "array", "items": _obj({"key": _STR, "reason": _STR})},
+    }
+)  # fmt: skip
+HEALTH = {"oneOf": [{"type": "null"}, _obj({"ok": _BOOL, "checked_at": _TIME, "seconds": _NUM, "error": _S})]}
+STORAGES = _obj(
+    {
+        "items": {"type": "array", "items": _obj({
+            "name": _STR, "kind": {"enum": ["local", "s3"]}, "where": _STR,
+            "object_lock": {"enum": ["compliance", "governance", None]}, "encrypted": _BOOL,
+            "sync_interval_seconds": _F, "health": HEALTH,
+        })}
+    }
+)  # fmt: skip
+RETENTION_STATE = _obj({"keep_last": _I, "expire_after_seconds": _I})
+SELECTION_STATE = _obj({"include": _STRINGS, "exclude": _STRINGS})
+_POLICY_STATUS = {"enum": list(POLICY_STATUSES)}
+_RUN_STATUS = {"enum": list(BACKUP_STATUSES)}
+POLICY = _obj(
+    {
+        "id": _ID, "name": _STR, "source": _STR, "storage": _STR, "schedule": _S, "timezone": _STR,
+        "next_run_at": _TIME_OR_NULL, "last_slot": _S, "last_success_at": _TIME_OR_NULL,
+        "last_failure_at": _TIME_OR_NULL, "last_failure_reason": _S, "retention": RETENTION_STATE,
+        "collections": SELECTION_STATE, "status": _POLICY_STATUS, "created_at": _TIME, "updated_at": _TIME,
+        "created_by": _S, "snapshots_count": _INT, "last_snapshot_id": {"type": ["string", "null"]},
+        "rebuilds": _INT, "events_url": _STR, "position": _INT, "storage_health": HEALTH,
+    }
+)  # fmt: skip
+POLICY_AS_OF = _obj(
+    {
+        "id": _ID, "name": _STR, "source": _STR, "storage": _STR, "schedule": _S, "timezone": _STR,
+        "retention": RETENTION_STATE, "collections": SELECTION_STATE, "status": _POLICY_STATUS,
+        "created_at": _TIME, "snapshots_count": _INT, "rebuilds": _INT, "version": _INT,
+        "as_of": {"type": "string", "description": "the time or position asked for"}, "position": _INT,
+    }
+)  # fmt: skip
+_PACE = {"items_per_second": _F, "bytes_per_second": _F, "eta_seconds": _F}  # running rows only
+_RUN = {
+    **_PACE, "id": _ID, "policy_id": _ID, "sub_name": _STR, "task_name": _S, "log_url": _STR,
+    "elapsed_seconds": _F, "items": _INT, "progress": _NUM, "created_at": _TIME, "started_at": _TIME_OR_NULL,
+    "finished_at": _TIME_OR_NULL, "transferred_bytes": _INT, "stop_requested": _BOOL, "error": _S,
+    "requested_by": _S, "worker": _S, "attempt": _I, "position": _INT,
 }  # fmt: skip
-BACKUP_RECORD = {
+COLLECTION_FIGURES = {  # per collection, as the manifest has them
     "type": "object",
-    "required": ["id", "policy_id", "sub_name", "file_name", "download_url", "task_name", "elapsed_seconds",
-                 "items", "progress", "created_at", "expires_at", "transferred_bytes", "status", "error"],
-    "properties": {"id": {"type": "string"}, "sub_name": {"type": "string"}, "file_name": {"type": "string"},
-                   "download_url": _S, "task_name": _S, "elapsed_seconds": _F, "items": _I, "progress": _N,
-                   "created_at": {"type": "string"}, "expires_at": _S, "transferred_bytes": _I,
-                   "status": {"type": "string"}, "error": _S},
-}  # fmt: skip
-RESTORE_RECORD = {
-    "type": "object",
-    "required": ["id", "snapshot_id", "policy_id", "sub_name", "task_name", "elapsed_seconds", "items",
-                 "progress", "created_at", "status", "error"],
-    "properties": {"id": {"type": "string"}, "items": _I, "progress": _N, "status": {"type": "string"}},
-}  # fmt: skip
-EVENT = {
-    "type": "object",
-    "required": ["position", "time", "aggregate_type", "aggregate_id", "version", "type", "actor", "data",
-                 "message"],
-    "properties": {"position": _I, "type": {"type": "string"}, "message": {"type": "string"},
-                   "data": {"type": "object"}},
-}  # fmt: skip
+    "properties": {"items": _INT, "bytes": _INT, "raw_bytes": _INT, "sha256": _STR},
+}
+BACKUP_RECORD = _obj(
+    {
+        **_RUN, "policy_name": _STR, "file_name": _STR, "download_url": _S, "expires_at": _TIME_OR_NULL,
+        "status": _RUN_STATUS, "trigger": {"enum": ["manual", "schedule", "rebuild", "import"]},
+        "verification": {"enum": ["sealed", "signed", "encrypted", "unverified"]},
+        "storage": _STR, "source": _STR, "current_collection": _S,
+        "collections": {"type": ["object", "null"], "additionalProperties": COLLECTION_FIGURES},
+        "sha256": _S, "locked_until": _TIME_OR_NULL,
+        "failed_collections": {"type": ["object", "null"], "additionalProperties": _STR},
+    }
+)  # fmt: skip
+RESTORE_RECORD = _obj(
+    {
+        **_RUN, "snapshot_id": _ID, "target": _STR, "status": {"enum": _RUN_STATUS["enum"][:-1]},
+        "requested_collections": _STRINGS,
+        "options": {"type": "object", "properties": {
+            "existing": _S, "keep_owners": {"type": ["boolean", "null"]},
+            "mapping": {"type": "object", "additionalProperties": _STR}, "trust_unverified": _BOOL,
+        }},
+        "dry_run": _BOOL,
+        "consistency": {"type": ["object", "null"], "additionalProperties": {
+            "type": "object", "properties": {"expected": _INT, "found": _INT, "ok": _BOOL},
+        }},
+        "schema": {"type": ["object", "null"], "description": "PostgreSQL: objects skipped, roles missing"},
+    }
+)  # fmt: skip
+EVENT = _obj(
+    {
+        "position": _INT, "time": _TIME, "aggregate_type": _STR, "aggregate_id": _ID, "version": _INT,
+        "type": _STR, "actor": _S, "data": {"type": "object"}, "message": _STR,
+    }
+)  # fmt: skip
+HEALTHZ = _obj({"status": {"const": "ok"}, "database": {"enum": ["sqlite", "postgresql"]},
+                "database_answers": _BOOL, "worker": _BOOL})  # fmt: skip
 
 
 def page_of(item: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +250,7 @@ def page_of(item: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "required": ["items", "next_cursor"],
         "properties": {"items": {"type": "array", "items": item}, "next_cursor": _S},
+        "additionalProperties": False,
     }
 
 
@@ -166,7 +271,8 @@ def validate(schema: dict[str, Any], data: Any) -> None:
         raise InvalidValue(f"{path} is not a known field", path)
     if err.validator == "minProperties":
         raise InvalidValue("nothing to change: give at least one field", None)
-    if isinstance(err.schema, dict) and err.schema.get("x-duration"):
-        parse_duration(err.instance, path)  # raises with the accepted units
+    check = err.schema.get("x-check") if isinstance(err.schema, dict) else None
+    if check is not None:
+        CHECKS[check](err.instance, path)  # raises, in the domain's words
     message = err.message if len(err.message) <= 200 else err.message[:200] + "..."
     raise InvalidValue(f"{path or 'body'}: {message}", path or "body")

@@ -610,8 +610,8 @@ class Snapledger(Application[UUID]):
             )
         for field_name, names in (("collections", selection.include), ("mapping", list(mapping))):
             missing = [c for c in names if c not in snap.manifest_collections]
-            if missing:
-                raise InvalidValue(f"snapshot has no collection {missing[0]!r}", field_name)
+            if missing:  # a valid name, of nothing this snapshot holds
+                raise NotFound(f"snapshot {snap.sub_name} has no collection {missing[0]!r}", field_name)
         chosen = selection.include or tuple(snap.manifest_collections)
         final = [mapping.get(c, c) for c in chosen]
         if len(set(final)) != len(final):

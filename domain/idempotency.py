@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import event
 
 from domain.base import TimedAggregate
-from domain.errors import InvalidValue
+from domain.errors import Conflict, InvalidValue
 
 MAX_KEY = 255
 
@@ -64,7 +64,7 @@ class RequestKeyRecord(TimedAggregate):
 
     def check_same(self, fingerprint: str) -> None:
         if fingerprint != self.fingerprint:
-            raise InvalidValue(
+            raise Conflict(  # 409: the key's record and this request disagree
                 f"Idempotency-Key {self.key!r} was used for a different request ({self.command}); "
                 "use a new key for a new request",
                 "Idempotency-Key",

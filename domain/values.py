@@ -6,10 +6,11 @@ dicts so events stay readable JSON forever.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
 
@@ -73,7 +74,7 @@ def parse_duration(value: object, field: str) -> int:
 def check_cron(value: object, field: str = "schedule") -> str | None:
     """Validates five-field cron text (or an @macro, or six fields with seconds last, as
     croniter reads them); the scheduler interprets it later."""
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
         raise InvalidValue(f"{field} must be cron text such as '0 3 * * *'", field)
@@ -115,11 +116,18 @@ def check_timezone(value: object, field: str = "timezone") -> str:
         return "UTC"
     if not isinstance(value, str) or not value:
         raise InvalidValue(f"{field} must be an IANA time zone name such as 'Europe/Lisbon'", field)
+    if value not in _zones():  # ZoneInfo also opens files that are not zones ('posixrules')
+        raise InvalidValue(f"{field}: unknown time zone {value!r}", field)
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise InvalidValue(f"{field}: unknown time zone {value!r}", field) from None
     return value
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,8 @@ class Retention:
             name = sorted(unknown)[0]
             raise InvalidValue(f"{field}.{name} is not a retention setting", f"{field}.{name}")
         keep_last = value.get("keep_last")
+        if isinstance(keep_last, float) and keep_last.is_integer():  # JSON's 7.0 is the integer 7
+            keep_last = int(keep_last)
         if keep_last is not None and (
             isinstance(keep_last, bool)
             or not isinstance(keep_last, int)

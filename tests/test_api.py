@@ -145,7 +145,7 @@ def test_restore_bad_input(client):
         ({"snapshot_id": "00000000-0000-4000-8000-000000000000", "target": "scratch"}, 404, "snapshot_id"),
         ({"snapshot_id": snap["id"], "target": "prod"}, 422, "target"),
         ({"snapshot_id": snap["id"]}, 422, "target"),
-        ({"snapshot_id": snap["id"], "target": "scratch", "collections": ["ghosts"]}, 422, "collections"),
+        ({"snapshot_id": snap["id"], "target": "scratch", "collections": ["ghosts"]}, 404, "collections"),
         ({"snapshot_id": snap["id"], "target": "scratch", "mode": "x"}, 422, "mode"),
     ]
     for body, status, field in cases:

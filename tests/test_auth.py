@@ -158,4 +158,4 @@ def test_a_deleted_snapshots_download_is_gone(client):
     assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 200
     assert client.delete(f"/api/v1/backups/{snap['id']}").status_code == 200
     r = client.get(f"/api/v1/backups/{snap['id']}/download")
-    assert r.status_code == 410 and "deleted" in r.json()["error"]
+    assert r.status_code == 404 and "deleted" in r.json()["error"]

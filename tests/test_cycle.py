@@ -135,9 +135,15 @@ def test_delete_snapshot_removes_archive(client, make_config):
     r = client.delete(f"/api/v1/backups/{snap['id']}")
     assert r.status_code == 200, r.text
     assert not [p for p in root.rglob("*") if p.is_file()]
-    row = client.get(f"/api/v1/backups/{snap['id']}").json()
-    assert row["status"] == "deleted" and row["download_url"] is None
-    assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 410
+    row = next(
+        b for b in client.get("/api/v1/backups?status=deleted").json()["items"] if b["id"] == snap["id"]
+    )
+    assert row["download_url"] is None  # listed as deleted; its own address holds nothing now
+    gone = client.get(f"/api/v1/backups/{snap['id']}")
+    assert gone.status_code == 404 and "was deleted" in gone.json()["error"]
+    assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 404
+    log = client.get(row["log_url"]).json()["items"]  # its history stays in the Event Log
+    assert log[-1]["type"] == "SnapshotDeleted"
     assert client.delete(f"/api/v1/backups/{snap['id']}").status_code == 409
 
 
@@ -162,7 +168,8 @@ def test_delete_policy_keep_files(client):
     r = client.delete(f"/api/v1/policies/{pid}?keep_files=true")
     assert r.status_code == 200, r.text
     assert len([p for p in root.rglob("*") if p.is_file()]) == 2
-    assert client.get(f"/api/v1/policies/{pid}").json()["status"] == "deleted"
+    assert [p["id"] for p in client.get("/api/v1/policies?status=deleted").json()["items"]] == [pid]
+    assert "was deleted" in client.get(f"/api/v1/policies/{pid}").json()["error"]
     # The name is free again for a new policy.
     create_policy(client)
 

@@ -178,7 +178,7 @@ def test_restore_requires_completed_snapshot_and_known_target(app):
     with pytest.raises(InvalidValue) as e:
         app.request_restore(sid, "prod", {}, "a")
     assert e.value.field == "target"
-    with pytest.raises(InvalidValue) as e:
+    with pytest.raises(NotFound) as e:  # a valid name, of nothing this snapshot holds
         app.request_restore(sid, "scratch", {"collections": ["customers"]}, "a")
     assert e.value.field == "collections"
     with pytest.raises(NotFound) as e:

@@ -46,10 +46,10 @@ def test_a_key_used_for_another_request_is_refused_by_name(client):
     pid = create_policy(client, "a")
     assert client.post(f"/api/v1/policies/{pid}/snapshots", headers=KEY).status_code == 202
     r = client.post(f"/api/v1/policies/{pid}/stop", headers=KEY)
-    assert r.status_code == 422 and r.json()["field"] == "Idempotency-Key", r.text
+    assert r.status_code == 409 and r.json()["field"] == "Idempotency-Key", r.text
     assert "different request" in r.json()["error"]
     r = client.post("/api/v1/policies", json={"name": "b", "source": "demo", "storage": "local"}, headers=KEY)
-    assert r.status_code == 422 and r.json()["field"] == "Idempotency-Key"
+    assert r.status_code == 409 and r.json()["field"] == "Idempotency-Key"
     assert client.get(f"/api/v1/policies/{pid}").json()["status"] == "active"  # nothing acted
 
 

@@ -84,7 +84,6 @@ def test_restore_option_errors(client):
     snap = completed_snapshot(client, create_policy(client))
     for extra, field in [
         ({"existing": "truncate"}, "existing"),  # not an NDJSON choice
-        ({"mapping": {"ghosts": "x"}}, "mapping"),
         ({"mapping": {"orders": "../x"}}, "mapping"),
         ({"mapping": {"orders": "customers"}}, "mapping"),
         ({"mapping": ["orders"]}, "mapping"),
@@ -92,6 +91,9 @@ def test_restore_option_errors(client):
     ]:
         r = client.post(f"{API}/restores", json={"snapshot_id": snap["id"], "target": "scratch", **extra})
         assert (r.status_code, r.json()["field"]) == (422, field), (extra, r.text)
+    ghosts = {"snapshot_id": snap["id"], "target": "scratch", "mapping": {"ghosts": "x"}}
+    r = client.post(f"{API}/restores", json=ghosts)  # a valid mapping, of nothing the snapshot holds
+    assert (r.status_code, r.json()["field"]) == (404, "mapping"), r.text
 
 
 def test_v1_restore_requested_events_still_load(client):

@@ -42,7 +42,7 @@ def test_janitor_deletes_archives_and_records_reason(client):
     deleted = janitor.tick(datetime.now(UTC))
     assert sorted(deleted) == sorted(s["id"] for s in snaps[:2])
     assert len([p for p in root.rglob("*.tar")]) == 2
-    log = client.get(f"{API}/backups/{snaps[0]['id']}/log").json()["items"]
+    log = client.get(f"{API}/events", params={"task_id": snaps[0]["id"]}).json()["items"]
     assert log[-1]["type"] == "SnapshotDeleted" and log[-1]["data"]["reason"] == "retention"
     assert log[-1]["actor"] == "system:retention"
     runtime.runner.catch_up()

@@ -8,6 +8,7 @@ import time
 
 import httpx
 
+from tests.reliability.tally import report
 from tests.servers import free_port, snapledger_exe, wait_until_up
 
 
@@ -84,6 +85,7 @@ def test_sigterm_ends_serve_while_streams_are_open_and_tells_them(tmp_path):
             proc.kill()
     assert took < 15, f"serve took {took:.1f} s to stop with streams open\n{output}"
     assert received.count("event: bye") == 3, received
+    report(f"shutdown: SIGTERM with 3 streams open, serve exited in {took:.1f} s, 3 of 3 streams told 'bye'")
 
 
 def test_after_a_500_the_same_connection_answers_the_next_request(tmp_path, monkeypatch):

@@ -226,10 +226,12 @@
     state.cursors[kind] = page.next_cursor;
   }
 
+  // Where the event store and the views stand, from /readyz (it answers them when lagging too).
   async function viewsPosition() {
     try {
-      const health = await api("GET", `${API}/healthz`);
-      return { views: Number(health.views_position) || 0, events: Number(health.position) || 0 };
+      const res = await fetch("/readyz", { headers: authHeaders("GET"), cache: "no-store" });
+      const ready = await res.json();
+      return { views: Number(ready.views_position) || 0, events: Number(ready.position) || 0 };
     } catch {
       return { views: 0, events: 0 };
     }
@@ -497,6 +499,8 @@
   }
 
   const policyUrl = (id) => `${API}/policies/${encodeURIComponent(id)}`;
+  // The Event Log of a policy, its snapshots and restores: also once the policy is deleted.
+  const policyEventsUrl = (id) => `${API}/events?policy_id=${encodeURIComponent(id)}`;
 
   // ------------------------------------------------------------------ rendering
   let renderQueued = false;
@@ -1140,7 +1144,7 @@
     }
     try {
       for (;;) {
-        const page = await api("GET", `${log.url}?after=${log.after}&limit=500`);
+        const page = await api("GET", `${log.url}${log.url.includes("?") ? "&" : "?"}after=${log.after}&limit=500`);
         if (state.taskLog !== log) return;
         const list = $("task-log-lines");
         for (const e of page.items) {
@@ -1227,7 +1231,7 @@
         ev.scope = scope;
         if (scope) {
           // The policy's log pages forward from the start; it is read whole (bounded per run).
-          const all = await readAll(`${policyUrl(scope)}/events`, 0, 500);
+          const all = await readAll(policyEventsUrl(scope), 0, 500);
           ev.items = all.reverse();
           ev.older = null;
         } else {
@@ -1240,7 +1244,7 @@
         ev.newest = ev.items.length ? ev.items[0].position : 0;
         renderEvents(true);
       } else {
-        const url = scope ? `${policyUrl(scope)}/events` : `${API}/events`;
+        const url = scope ? policyEventsUrl(scope) : `${API}/events`;
         const items = await readAll(url, ev.newest, 500);
         if (items.length && ev.scope === scope) {
           ev.items = [...items.reverse(), ...ev.items];

@@ -60,7 +60,7 @@ def _report_counts() -> Iterator[None]:
         ({"name": "n", **BASE, "retention": {"expire_after": "99999999999d"}}, "retention.expire_after"),
         ({"name": "n", **BASE, "retention": {"expire_after": -1}}, "retention.expire_after"),
         ({"name": "n", **BASE, "collections": {"include": ["../secret"]}}, "collections.include"),
-        ({"name": "n", **BASE, "collections": {"include": [""]}}, "collections"),
+        ({"name": "n", **BASE, "collections": {"include": [""]}}, "collections.include"),
     ],
 )
 def test_bad_policies_are_refused_naming_the_field(client, body, field):
