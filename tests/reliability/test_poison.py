@@ -236,3 +236,26 @@ def test_a_full_disk_leaves_no_partial_file_behind(tmp_path):
         writer.abort() if fail_at == "write" else None
         assert [p.name for p in (tmp_path / "p").iterdir()] == [], fail_at
     report("disk full: ENOSPC on write and on commit, 0 partial files left behind")
+
+
+def test_a_full_disk_shows_in_health_and_health_recovers_when_space_returns(tmp_path, monkeypatch):
+    """The health probe writes a small object like any archive: while the disk is full the
+    location is unhealthy with the reason (and the probe leaves nothing behind); once space
+    returns the next check is healthy again."""
+    import errno
+
+    from transfer import storage as storage_module
+    from transfer.health import HealthBoard
+    from transfer.storage import LocalStorage
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    board = HealthBoard({"local": LocalStorage("local", tmp_path)})
+    monkeypatch.setattr(storage_module.os, "fsync", full)
+    sick = board.check("local")
+    assert not sick.ok and "No space left" in (sick.error or ""), sick
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    monkeypatch.undo()
+    assert board.check("local").ok and board.last("local").ok
+    report("disk full: the location reported unhealthy (ENOSPC) and healthy again once space returned")
