@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from api import cli_verbs
+from api import cli_storage, cli_verbs
 from api.config import ConfigError, load_config
 from api.logs import setup_logging
 from api.runtime import Runtime
@@ -54,9 +54,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             runtime.stopping.set()
             super().handle_exit(sig, frame)
 
+    # uvicorn annotates timeout_graceful_shutdown as int, yet only hands it to asyncio.wait_for
+    # as its timeout, where seconds with a fraction work as they always did here
     server_config = uvicorn.Config(
         app, host=host, port=port, log_level="info", log_config=None,  # our JSON/text handler
-        timeout_graceful_shutdown=config.shutdown_seconds,
+        timeout_graceful_shutdown=config.shutdown_seconds,  # type: ignore[arg-type]  # see above
     )  # fmt: skip
     Server(server_config).run()
     return 0
@@ -171,6 +173,7 @@ def parser() -> argparse.ArgumentParser:
     verify.add_argument("snapshot", help="snapshot id")
     verify.set_defaults(func=cmd_verify)
     cli_verbs.register(sub)
+    cli_storage.register(sub)  # storage verbs, built on cli_verbs' helpers
     return p
 
 
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.INFO)
     args = parser().parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except ConfigError as e:
         return _fail(str(e))
 

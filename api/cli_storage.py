@@ -34,7 +34,7 @@ def cmd_storage_sync(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def cmd_storage_list(args: argparse.Namespace, runtime: Runtime) -> int:
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, storage in sorted(runtime.resources.storages.items()):
         objects = list(storage.list_objects())
         rows.append(

@@ -167,7 +167,8 @@ def resolve_policy(runtime: Runtime, ref: str) -> str:
     )
     if not rows:
         raise NotFound(f"policy {ref!r} not found: no policy has that id, nor a live one that name", "policy")
-    return rows[0]["id"]
+    policy_id: str = rows[0]["id"]  # the views keep ids as text
+    return policy_id
 
 
 def resolve_snapshot(runtime: Runtime, ref: str) -> str:
@@ -181,7 +182,8 @@ def resolve_snapshot(runtime: Runtime, ref: str) -> str:
     )
     if not rows:
         raise NotFound(f"snapshot {ref!r} not found: no snapshot has that id or task name", "snapshot")
-    return rows[0]["id"]
+    snapshot_id: str = rows[0]["id"]  # the views keep ids as text
+    return snapshot_id
 
 
 def _mutated(runtime: Runtime) -> None:
@@ -731,7 +733,8 @@ def _collect(
     keep: Callable[[Row], bool] | None = None,
 ) -> list[Row]:
     """Newest first, paging through the view until `limit` rows pass `keep`."""
-    records, cursor, out = Records(runtime.views), None, []
+    records, cursor = Records(runtime.views), None
+    out: list[Row] = []
     while len(out) < limit:
         batch, nxt = records.page(kind, dict(filters), cursor, min(MAX_PAGE, limit))
         out += [r for r in batch if keep is None or keep(r)]
@@ -1008,6 +1011,3 @@ def register(sub: Any) -> None:
     _add_policy(sub)
     _add_runs(sub)
     _add_events(sub)
-    from api import cli_storage  # it builds on this module's helpers
-
-    cli_storage.register(sub)

@@ -233,7 +233,7 @@ def _names(spec: dict[str, Any], key: str, where: str, default: list[str]) -> li
 
 def _existing(spec: dict[str, Any], kind: str, where: str, default: str) -> str:
     existing = spec.get("existing", default)
-    if existing not in EXISTING[kind]:
+    if not isinstance(existing, str) or existing not in EXISTING[kind]:
         raise ConfigError(f"{where}.existing must be one of {', '.join(EXISTING[kind])}")
     return existing
 
@@ -271,6 +271,7 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
         if kind == "postgresql":  # every libpq parameter of the URL is kept (sslmode, options...)
             from psycopg.conninfo import conninfo_to_dict
 
+            assert isinstance(url, str)  # parsed above: it is a postgresql:// URL
             try:
                 conninfo_to_dict(url)
             except Exception as e:  # noqa: BLE001 - libpq's own words for what is wrong

@@ -20,4 +20,6 @@ class PostgresWithParameters(PostgresFactory):
         super().__init__(env)
         extra = json.loads(self.env.get(PARAMETERS) or "{}")
         if extra:
-            self.datastore.pool.kwargs.update(extra)  # the pool opens on first use, after this
+            kwargs = self.datastore.pool.kwargs
+            assert isinstance(kwargs, dict)  # eventsourcing builds its pool with a dict of keywords
+            kwargs.update(extra)  # the pool opens on first use, after this

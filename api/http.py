@@ -10,7 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import anyio
@@ -31,6 +31,7 @@ from api.records import BACKUP_STATUSES, POLICY_STATUSES, Records, backup_row, p
 from api.runtime import Runtime
 from domain.application import Outcome
 from domain.errors import Conflict, DomainError, Gone, InvalidTransition, InvalidValue, NotFound
+from domain.policy import BackupPolicy
 from domain.snapshot import DELETED, HAS_ARCHIVE
 from domain.values import is_digits
 from projections.eventlog import topics_for
@@ -58,7 +59,8 @@ def error(status: int, message: str, field: str | None = None) -> JSONResponse:
 
 
 def rt(request: Request) -> Runtime:
-    return request.app.state.runtime
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -71,7 +73,8 @@ async def command(request: Request, fn: Callable[..., Outcome], *args: Any) -> O
     """Runs a mutation under the request's Idempotency-Key (see domain.idempotency)."""
     key = await params.request_key(request)
     request.state.request_key = key
-    return await call(rt(request).app.keyed, key, fn, *args)
+    outcome: Outcome = await call(rt(request).app.keyed, key, fn, *args)
+    return outcome
 
 
 def with_key(request: Request, response: Response) -> Response:
@@ -115,7 +118,7 @@ async def list_records(request: Request, kind: str, filters: dict[str, Any]) -> 
 
     def render() -> bytes:
         items, nxt = records.page(kind, dict(filters), cursor, limit)
-        return JSONResponse({"items": items, "next_cursor": nxt}).body
+        return cast(bytes, JSONResponse({"items": items, "next_cursor": nxt}).body)  # render() made bytes
 
     key = (kind, tuple(sorted(filters.items())), cursor, limit)
     body = await guarded(_watch.get(), lambda: runtime.pages.page(key, render))
@@ -201,7 +204,7 @@ def _policy_as_of(runtime: Runtime, policy_id: str, as_of: str) -> dict[str, Any
         seen = [e for e in entries if datetime.fromisoformat(e["time"]) <= moment]
     if not seen:
         raise NotFound(f"policy {policy_id} did not exist at {as_of}", "as_of")
-    then = runtime.app.repository.get(policy.id, version=seen[-1]["version"])
+    then: BackupPolicy = runtime.app.repository.get(policy.id, version=seen[-1]["version"])
     return {
         "id": str(then.id),
         "name": then.name,
@@ -298,7 +301,9 @@ def event_page(
     return JSONResponse({"items": entries, "next_cursor": nxt})
 
 
-def _in_range(entries: list[dict[str, Any]], since: datetime | None, until: datetime | None) -> list[dict]:
+def _in_range(
+    entries: list[dict[str, Any]], since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
     return [
         e
         for e in entries
@@ -401,6 +406,7 @@ async def delete_backup(request: Request) -> Response:
 async def list_storages(request: Request) -> Response:
     runtime = rt(request)
     if params.boolean(request, "check"):
+        assert runtime.resources.health is not None  # Runtime.build() gives every runtime its board
         await call(runtime.resources.health.check_all)
     return JSONResponse({"items": await call(runtime.storages_status)})
 
@@ -460,7 +466,7 @@ async def stop_restore(request: Request) -> Response:
 # ---------------------------------------------------------------- event log
 def _scoped_events(
     runtime: Runtime, policy_id: str | None, task_id: str | None, after: int, lim: int
-) -> list:
+) -> list[dict[str, Any]]:
     """A policy's cycle (the policy, its snapshots and restores) or one task's log, live
     or deleted: history outlives the record."""
     if policy_id is not None:

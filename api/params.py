@@ -171,7 +171,7 @@ def decode_cursor(request: Request) -> tuple[str, str] | None:
 def actor(request: Request) -> str:
     """Who asked: the bearer token's name; without configured tokens (loopback only) the
     caller may name itself in X-Snapledger-Actor."""
-    token_name = getattr(request.state, "actor", None)
+    token_name: str | None = getattr(request.state, "actor", None)
     if token_name:
         return token_name
     value = request.headers.get("x-snapledger-actor", "api").strip()

@@ -20,10 +20,10 @@ from api.pagecache import PageCache
 from domain.application import Catalog, Outcome, Snapledger
 from domain.errors import InvalidTransition, NotFound
 from domain.snapshot import DELETED, HAS_ARCHIVE, RUNNING
+from projections import queries
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
-from projections.views import iso
 from transfer.health import HealthBoard
 from transfer.janitor import Janitor
 from transfer.kinds import build_source, build_target
@@ -228,42 +228,18 @@ class Runtime:
         resources.health = HealthBoard(resources.storages)
         return cls(config, app, views, runner, EventLog(app), resources)
 
+    # The read side's questions, as callbacks for the worker, scheduler and janitor.
     def find_work(self, now: datetime | None = None) -> list[Work]:
-        """Due runs from the task-queue view, oldest first: requested ones, and running ones
-        whose lease lapsed (their worker died or froze)."""
-        now_iso = iso(now or datetime.now(UTC))
-        rows = self.views.query(
-            "SELECT kind, id FROM task_queue WHERE (status = 'requested' AND stop_requested = 0) "
-            "OR (status = 'running' AND lease_expires_at < %(now)s) ORDER BY created_at LIMIT 50",
-            {"now": now_iso},
-        )
-        return [(r["kind"], UUID(r["id"])) for r in rows]
+        return queries.due_runs(self.views, now or datetime.now(UTC))
 
     def in_flight(self) -> list[dict[str, Any]]:
-        """Every requested or running task (the janitor leaves their unfinished writes be)."""
-        return self.views.query("SELECT kind, id, target FROM task_queue")
+        return queries.runs_in_flight(self.views)
 
     def due_policies(self, now: datetime) -> list[dict[str, Any]]:
-        return self.views.query(
-            "SELECT id, schedule, timezone FROM policies WHERE status = 'active' AND schedule IS NOT NULL "
-            "AND next_run_at IS NOT NULL AND next_run_at <= %(now)s",
-            {"now": iso(now)},
-        )
+        return queries.policies_due(self.views, now)
 
     def retained(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
-        """Live policies with a retention rule, each with its completed snapshots, newest first."""
-        out = []
-        for policy in self.views.query("SELECT id, retention FROM policies WHERE status != 'deleted'"):
-            retention = json.loads(policy["retention"])
-            if retention.get("keep_last") is None and retention.get("expire_after_seconds") is None:
-                continue
-            completed = self.views.query(
-                "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
-                "AND status IN ('completed', 'partially_failed') ORDER BY finished_at DESC, id DESC",
-                {"p": policy["id"]},
-            )
-            out.append((retention, completed))
-        return out
+        return queries.retained_snapshots(self.views)
 
     def start(self, worker: bool = True, standby_views: bool = False) -> Runtime:
         """`standby_views`: a worker process, whose runner applies events only while no
@@ -297,6 +273,9 @@ class Runtime:
         due.update({f"sync:{n}": 0.0 for n, s in self.config.storages.items() if s.sync_interval})
         while not self._closing.wait(settings["scheduler_interval"]):
             try:
+                assert self.scheduler is not None  # both are set before this thread starts
+                assert self.janitor is not None
+                assert self.resources.health is not None  # build() gives every runtime its board
                 if self.scheduler.tick(datetime.now(UTC)):
                     self.nudge_worker()
                 now = time.monotonic()
@@ -328,6 +307,7 @@ class Runtime:
     def storages_status(self) -> list[dict[str, Any]]:
         """Configured locations (no credentials, no keys) with their last health check."""
         out = []
+        assert self.resources.health is not None  # build() gives every runtime its board
         for name, spec in sorted(self.config.storages.items()):
             storage = self.resources.storages[name]
             health = self.resources.health.last(name)
@@ -428,11 +408,7 @@ class Runtime:
     def sync_storage(self, name: str, actor: str, dry_run: bool = False) -> SyncReport:
         """Imports the archives of a location the event store does not know; the views
         show them before this answers."""
-        written = self.views.query(
-            "SELECT archive_key FROM backup_records WHERE storage = %(s)s AND trigger != 'import'",
-            {"s": name},
-        )
-        recorded = frozenset(r["archive_key"] for r in written)
+        recorded = queries.archives_written_to(self.views, name)
         report = sync_storage(
             self.app,
             self.storage(name),

@@ -13,6 +13,7 @@ import difflib
 from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(ge=0.05, le=86400)]
@@ -179,7 +180,7 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _message(error: dict[str, Any]) -> str:
+def _message(error: ErrorDetails) -> str:
     loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p in ("str", "int", "float", "bool")))
     where = _path(loc)
     kind = error["type"]
@@ -230,7 +231,7 @@ def _bounds(loc: tuple[Any, ...]) -> tuple[Any, Any]:
 
 
 def _metadata(annotation: Any) -> list[Any]:
-    found = []
+    found: list[Any] = []
     for arg in get_args(annotation):
         if get_origin(arg) is Annotated:
             found.extend(get_args(arg)[1:])

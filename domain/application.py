@@ -202,7 +202,7 @@ class Snapledger(Application[UUID]):
         """The first outcome recorded under this key, or None; the same key on another
         request is refused."""
         try:
-            record = self.repository.get(key.record_id)
+            record: Aggregate = self.repository.get(key.record_id)
         except AggregateNotFoundError:
             return None
         assert isinstance(record, RequestKeyRecord)
@@ -250,7 +250,7 @@ class Snapledger(Application[UUID]):
     # ----------------------------------------------------------------- policies
     def _claim_name(self, name: str, policy_id: UUID) -> PolicyNameClaim:
         try:
-            claim = self.repository.get(name_claim_id(name))
+            claim: Aggregate = self.repository.get(name_claim_id(name))
         except AggregateNotFoundError:
             return PolicyNameClaim(name=name, policy_id=policy_id)
         assert isinstance(claim, PolicyNameClaim)
@@ -304,11 +304,11 @@ class Snapledger(Application[UUID]):
             old_name = policy.name
             if not policy.edit(fields, actor):
                 return Outcome(policy.id, self.recorder.max_notification_id() or 0)
-            changed = [policy]
+            changed: list[Aggregate] = [policy]
             if policy.name != old_name:
                 changed.append(self._claim_name(policy.name, policy.id))
                 if policy.name.lower() != old_name.lower():
-                    old = self.repository.get(name_claim_id(old_name))
+                    old: PolicyNameClaim = self.repository.get(name_claim_id(old_name))
                     old.release()
                     changed.append(old)
             return self._commit(policy.id, *changed)
@@ -407,7 +407,7 @@ class Snapledger(Application[UUID]):
             policy.delete(keep_files, actor)
             for snap in snaps:
                 snap.delete("policy deleted", snap.id in removed, actor)
-            claim = self.repository.get(name_claim_id(policy.name))
+            claim: PolicyNameClaim = self.repository.get(name_claim_id(policy.name))
             claim.release()
             return self._commit(policy.id, policy, *snaps, claim, extra={"archives_removed": len(removed)})
 
@@ -428,7 +428,7 @@ class Snapledger(Application[UUID]):
     def known_archive(self, snapshot_id: UUID, storage: str, archive_key: str) -> Snapshot | None:
         """The snapshot this store already has for an archive, found by its manifest's id."""
         try:
-            snap = self.repository.get(snapshot_id)
+            snap: Aggregate = self.repository.get(snapshot_id)
         except AggregateNotFoundError:
             return None
         if isinstance(snap, Snapshot) and (snap.storage, snap.archive_key) == (storage, archive_key):
@@ -454,6 +454,7 @@ class Snapledger(Application[UUID]):
                 return Outcome(known.id, self.recorder.max_notification_id() or 0, {"imported": False})
             changed: list[Aggregate] = []
             claim_id = name_claim_id(found.policy_name)
+            claim: PolicyNameClaim | None
             try:
                 claim = self.repository.get(claim_id)
             except AggregateNotFoundError:
@@ -519,8 +520,13 @@ class Snapledger(Application[UUID]):
     ) -> Snapshot | Restore | None:
         """Starts (or re-claims after a lapsed lease) a run together with its slot, in one
         append; None when the run is not claimable, its slot is busy, or another worker won."""
-        task = self.get_snapshot(task_id) if kind == "snapshot" else self.get_restore(task_id)
-        key = f"policy:{task.policy_id}" if kind == "snapshot" else f"target:{task.target}"
+        task: Snapshot | Restore
+        if kind == "snapshot":
+            task = self.get_snapshot(task_id)
+            key = f"policy:{task.policy_id}"
+        else:
+            task = self.get_restore(task_id)
+            key = f"target:{task.target}"
         try:
             task.start(
                 worker,
@@ -530,13 +536,15 @@ class Snapledger(Application[UUID]):
             )
         except InvalidTransition:
             return None
+        slot: RunSlot
         try:
             slot = self.repository.get(slot_id(key))
         except AggregateNotFoundError:
             slot = RunSlot(key=key, holder=task.id, kind=kind)
         else:
             if slot.holder != task.id:
-                holder = self._get(Snapshot if slot.kind == "snapshot" else Restore, slot.holder, slot.kind)
+                holder_cls: type[Snapshot] | type[Restore] = Snapshot if slot.kind == "snapshot" else Restore
+                holder = self._get(holder_cls, slot.holder, slot.kind)
                 if holder.status == RUNNING and not holder.lease_expired(now):
                     return None
             slot.take(task.id, kind)

@@ -39,6 +39,9 @@ class RunState:
     last_beat: datetime | None
     lease_seconds: int
     stop_requested: bool
+    worker: str | None
+    task_name: str | None
+    attempt: int
 
     def _require(self, action: str, *states: str) -> None:
         if self.status not in states:

@@ -185,7 +185,7 @@ class Snapshot(RunState, TimedAggregate):
     ) -> None:
         self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal)
         self.status = PARTIALLY_FAILED
-        self.failed_collections = failed_collections
+        self.failed_collections: dict[str, str] = failed_collections
 
     class SnapshotCompleted(TimedAggregate.Event):
         """v2 added the object lock's retain-until time (older archives were never locked),
@@ -238,10 +238,10 @@ class Snapshot(RunState, TimedAggregate):
         self.verification = "sealed"  # written by this installation: its events say what it is
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
-        self.sha256 = sha256
+        self.sha256: str | None = sha256  # None once imported: the manifest's SHA-256 stands in
         self.expires_at = expires_at
         self.locked_until = locked_until
-        self.failed_collections: dict[str, str] = {}
+        self.failed_collections = {}
 
     def check_deletable(self, now: datetime) -> None:
         """An archive under object lock cannot go before its retain-until time; saying so
@@ -389,3 +389,18 @@ def _import_seal(manifest: dict[str, Any], manifest_sha256: str) -> dict[str, An
         "aead_context": encryption.get("aad") if encryption else None,
         "snapshot_id": str(manifest.get("snapshot_id") or ""),
     }
+
+
+__all__ = [
+    "Snapshot",
+    "TRIGGERS",
+    "REQUESTED",
+    "RUNNING",
+    "COMPLETED",
+    "PARTIALLY_FAILED",
+    "FAILED",
+    "STOPPED",
+    "DELETED",
+    "FINISHED",
+    "HAS_ARCHIVE",
+]

@@ -10,6 +10,7 @@ import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from croniter import croniter
@@ -166,7 +167,7 @@ class Retention:
         return {"keep_last": self.keep_last, "expire_after_seconds": self.expire_after_seconds}
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> Retention:
+    def from_dict(cls, data: dict[str, Any] | None) -> Retention:
         data = data or {}
         return cls(data.get("keep_last"), data.get("expire_after_seconds"))
 
@@ -210,7 +211,7 @@ class CollectionSelection:
         return {"include": list(self.include), "exclude": list(self.exclude)}
 
     @classmethod
-    def from_dict(cls, data: dict | None) -> CollectionSelection:
+    def from_dict(cls, data: dict[str, Any] | None) -> CollectionSelection:
         data = data or {}
         return cls(tuple(data.get("include") or ()), tuple(data.get("exclude") or ()))
 

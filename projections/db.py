@@ -182,6 +182,7 @@ class PostgresViews(ViewDatabase):
         from psycopg_pool import ConnectionPool
 
         self.schema = schema
+        self._conninfo = conninfo
         self._leads: dict[str, Any] = {}  # name -> the connection that holds or asks for that lock
         self._holding: set[str] = set()
         self._checked: dict[str, float] = {}
@@ -218,9 +219,7 @@ class PostgresViews(ViewDatabase):
         try:
             if conn is None or conn.closed:
                 self._holding.discard(name)
-                conn = self._leads[name] = psycopg.connect(
-                    self.pool.conninfo, autocommit=True, connect_timeout=3
-                )
+                conn = self._leads[name] = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=3)
                 try:
                     # A frozen holder (stopped, swapping) must not keep the lead: a session
                     # idle this long is ended by the server, which frees the lock.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -23,6 +23,9 @@ from domain.policy import BackupPolicy, PolicyNameClaim
 from domain.restore import Restore
 from domain.slots import RunSlot
 from domain.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from psycopg.sql import Composed
 
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim, RunSlot, RequestKeyRecord)
@@ -149,7 +152,8 @@ class EventLog:
         self.app = app
 
     def entry(self, n: Notification) -> dict[str, Any]:
-        event = self.app.mapper.to_domain_event(n)
+        # every event in this store is an aggregate's, and those carry their timestamp
+        event = cast("CanMutateAggregate[UUID]", self.app.mapper.to_domain_event(n))
         kind = type(event).__name__
         data = {k: _jsonable(v) for k, v in vars(event).items() if k not in _BASE_FIELDS}
         return {
@@ -178,6 +182,7 @@ class EventLog:
             return []
         recorder: Any = self.app.recorder
         table = recorder.events_table_name
+        statement: Composed | str
         if type(recorder).__module__.startswith("eventsourcing.postgres"):
             from psycopg.sql import SQL, Identifier
 

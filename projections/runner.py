@@ -13,10 +13,11 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Notification
 
 from projections.db import ViewDatabase
 from projections.rowbuffer import Rows
@@ -167,12 +168,14 @@ class ProjectionRunner:
             self._advance(cur, views, before, notifications[-1].id)
         return len(notifications)
 
-    def _read(self, start: int) -> list[Any]:
+    def _read(self, start: int) -> Sequence[Notification]:
         return self.app.recorder.select_notifications(
             start=start, limit=self.batch_size, inclusive_of_start=False
         )
 
-    def _apply(self, rows: Rows, notifications: list[Any], views: list[View], before: dict[str, int]) -> None:
+    def _apply(
+        self, rows: Rows, notifications: Sequence[Notification], views: list[View], before: dict[str, int]
+    ) -> None:
         """Each view gets the events past its own position; progress that a later event of
         the same run overwrites is skipped, and an event is decoded only if a view handles it."""
         last = notifications[-1].id
@@ -321,7 +324,7 @@ def kind_of(topic: str) -> str:
 _PROGRESS = ("SnapshotProgressed", "RestoreProgressed", "SnapshotHeartbeat", "RestoreHeartbeat")
 
 
-def superseded(notifications: list[Any]) -> set[int]:
+def superseded(notifications: Sequence[Any]) -> set[int]:
     """Ids of progress/heartbeat notifications followed, in the batch, by a progress event
     of the same aggregate (which rewrites every column they touch, position included).
     A heartbeat followed by a heartbeat is superseded too; a progress event followed by a
@@ -338,7 +341,7 @@ def superseded(notifications: list[Any]) -> set[int]:
     return skip
 
 
-def voided(view: View, notifications: list[Any], applied: int) -> frozenset[int] | set[int]:
+def voided(view: View, notifications: Sequence[Any], applied: int) -> frozenset[int] | set[int]:
     """Ids of the batch's events that cannot change what `view` holds after the batch.
 
     For a view with `ends` (the task queue): every event of an aggregate before one of

@@ -46,7 +46,8 @@ def failure_reason(e: Any) -> str:
     failed = getattr(e, "failed_collections", None)
     if failed:
         return "collections failed: " + "; ".join(f"{name} ({why})" for name, why in sorted(failed.items()))
-    return e.reason
+    reason: str = e.reason
+    return reason
 
 
 _ENCODER = json.JSONEncoder(sort_keys=True, default=str)  # json.dumps builds one per call

@@ -87,8 +87,18 @@ def pg_schema(pg_reason: str | None) -> Iterator[str]:
     yield schema
     from api.config import parse_database_url
 
+    # A process of the test may still be writing (a worker finishing a batch): wait for its
+    # locks a while, and try again if the drop and that write deadlock.
     with psycopg.connect(parse_database_url(PG_URL, Path("."), None).conninfo(), autocommit=True) as c:
-        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        for attempt in range(5):
+            try:
+                c.execute("SET lock_timeout = '10s'")
+                c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                break
+            except (psycopg.errors.DeadlockDetected, psycopg.errors.LockNotAvailable):
+                if attempt == 4:
+                    raise
+                time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
@@ -132,6 +142,9 @@ def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def make_config(
     tmp_path: Path, backend: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[..., Config]:
+    if backend == "postgresql":  # set up before, and so dropped after, the clients that use it
+        request.getfixturevalue("pg_schema")
+
     def make(extra: str = "", storages: str = "") -> Config:
         monkeypatch.setenv("SNAPLEDGER_TEST_SECRET", SECRET)
         db = ""

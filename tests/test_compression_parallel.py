@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from api.config import DEMO_DATA, ConfigError, load_config
+from transfer.errors import Stopped
 from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import Stopped, run_backup, run_restore
+from transfer.pipeline import run_backup, run_restore
 from transfer.storage import LocalStorage
 
 

@@ -156,3 +156,13 @@ def test_a_member_that_inflates_past_its_manifest_is_a_damaged_archive(tmp_path,
     got = json.loads(done.stdout.strip().splitlines()[-1])
     assert got["outcome"].startswith("ArchiveError") and "inflates past the 1024 bytes" in got["outcome"], got
     assert got["peak_mib"] - got["before_mib"] < 64, got
+
+
+@pytest.mark.parametrize("text", [b"[]", b'"x"', b"3", b"null"])
+def test_a_manifest_that_is_json_but_not_an_object_is_refused_as_damaged(text):
+    """It raised AttributeError, which the catalog sync does not catch: one such manifest in
+    a location stopped the whole sync pass instead of being listed as invalid."""
+    from transfer.archive import parse_manifest
+
+    with pytest.raises(ArchiveError, match="not a snapledger archive manifest"):
+        parse_manifest(text)

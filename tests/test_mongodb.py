@@ -26,9 +26,9 @@ from bson.raw_bson import RawBSONDocument
 from pymongo.errors import PyMongoError
 
 from transfer.archive import ArchiveError, manifest_key
+from transfer.errors import SourceError, Stopped, TargetError
 from transfer.mongodb import MongoSource, MongoTarget, _BsonWriter, split_name
-from transfer.ndjson import SourceError, TargetError
-from transfer.pipeline import BackupResult, RestoreResult, Stopped, run_backup, run_restore
+from transfer.pipeline import BackupResult, RestoreResult, run_backup, run_restore
 from transfer.storage import LocalStorage
 
 REAL_URL = os.environ.get("SNAPLEDGER_TEST_MONGODB_URL")

@@ -21,8 +21,8 @@ import pytest
 
 from tests import pgdb
 from transfer.archive import ArchiveError, manifest_key
-from transfer.ndjson import SourceError, TargetError
-from transfer.pipeline import Stopped, run_backup, run_restore, verify_archive
+from transfer.errors import SourceError, Stopped, TargetError
+from transfer.pipeline import run_backup, run_restore, verify_archive
 from transfer.postgres import PostgresSource, PostgresTarget
 from transfer.storage import LocalStorage
 

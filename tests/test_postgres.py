@@ -13,8 +13,8 @@ from psycopg import sql
 from api.config import parse_database_url
 from tests.conftest import PG_URL
 from transfer.archive import ArchiveError, manifest_key
-from transfer.ndjson import TargetError
-from transfer.pipeline import Stopped, run_backup, run_restore
+from transfer.errors import Stopped, TargetError
+from transfer.pipeline import run_backup, run_restore
 from transfer.postgres import PostgresSource, PostgresTarget
 from transfer.storage import LocalStorage
 

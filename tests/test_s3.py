@@ -8,8 +8,9 @@ import boto3
 import pytest
 
 from tests.s3proxy import FaultyProxy
+from transfer.errors import Stopped
 from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import Stopped, run_backup, run_restore
+from transfer.pipeline import run_backup, run_restore
 from transfer.storage import S3Storage
 
 

@@ -33,6 +33,7 @@ from transfer.items import counter_for
 FORMAT = "snapledger-archive"
 FORMAT_VERSION = 2  # 2: schema members with their checksums; PostgreSQL schema from pg_dump
 MANIFEST = "manifest.json"
+_DAMAGED: tuple[type[Exception], ...] = (*ERRORS, ValueError)  # ValueError: a broken BSON length prefix
 CHUNK = 1024 * 1024
 
 
@@ -266,7 +267,7 @@ def parse_manifest(data: bytes) -> dict[str, Any]:
         manifest = json.loads(data)
     except ValueError:
         raise ArchiveError("manifest is not valid JSON") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ArchiveError("manifest is not a snapledger archive manifest")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise ArchiveError(f"archive format {manifest['format_version']} is newer than this snapledger")
@@ -313,7 +314,7 @@ def read_members(
             session.begin(schema)
 
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|")  # type: ignore[call-overload]
+        tar = tarfile.open(fileobj=stream, mode="r|")
     except tarfile.TarError as e:
         raise ArchiveError(f"archive is not a readable tar: {e}") from None
     with tar:
@@ -377,7 +378,7 @@ def read_members(
                         out.write(data)
                         on_bytes(name, taken - told, items)
                         told = taken
-                except (*ERRORS, ValueError) as e:  # ValueError: a broken BSON length prefix
+                except _DAMAGED as e:
                     raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
                 on_bytes(name, taken - told, items)
             if sha.hexdigest() != expected[name]["sha256"]:

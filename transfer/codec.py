@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any, cast
 
 import zstandard
 from zlib_ng import zlib_ng
@@ -17,7 +17,8 @@ from zlib_ng import zlib_ng
 CODECS = ("gzip", "zstd")
 LEVELS = {"gzip": (1, 9), "zstd": (1, 19)}
 SUFFIX = {"gzip": ".gz", "zstd": ".zst"}
-ERRORS: tuple[type[Exception], ...] = (zlib.error, zlib_ng.error, zstandard.ZstdError)
+_ZLIB_NG_ERROR = cast("type[Exception]", zlib_ng.error)  # the stub declares the class an instance
+ERRORS: tuple[type[Exception], ...] = (zlib.error, _ZLIB_NG_ERROR, zstandard.ZstdError)
 
 
 def compressor(codec: str, level: int) -> Any:
@@ -31,7 +32,10 @@ def inflate(read: Callable[[int], bytes], codec: str, size: int = 1 << 20) -> It
     """A compressed stream's bytes in pieces of at most `size`, whatever the ratio: one
     small read never becomes gigabytes in memory (a repetitive member, or a bomb)."""
     if codec == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(_Source(read), read_size=size)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast("IO[bytes]", _Source(read)),  # it only ever calls read(): all _Source has
+            read_size=size,
+        )
         while piece := reader.read(size):
             yield piece
         return
@@ -48,7 +52,7 @@ def inflate(read: Callable[[int], bytes], codec: str, size: int = 1 << 20) -> It
     for start in range(0, len(tail), size):
         yield tail[start : start + size]
     if not d.eof:
-        raise zlib_ng.error("the gzip stream ends early")
+        raise _ZLIB_NG_ERROR("the gzip stream ends early")
 
 
 class _Source:

@@ -34,7 +34,7 @@ from pymongo import IndexModel, MongoClient
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from transfer.archive import ArchiveError
-from transfer.ndjson import SourceError, TargetError
+from transfer.errors import SourceError, TargetError
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def _raw_capable(database: Any) -> bool:
     return True
 
 
-def _as_bytes(doc: Any) -> bytes:
+def _as_bytes(doc: Any) -> bytes | memoryview:
+    """Since pymongo 4.18 a large raw document may be a read-only view of the reply."""
     return doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)
 
 
@@ -344,7 +345,8 @@ class _MongoRestore:
         prepared = self.prepared.get(collection)
         if prepared is None:
             return 0
-        return self._collection(prepared.name).count_documents({}) - prepared.baseline
+        total: int = self._collection(prepared.name).count_documents({})
+        return total - prepared.baseline
 
     def commit(self) -> None:
         """Writes are already durable in place; committing only disarms the rollback."""

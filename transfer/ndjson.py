@@ -6,6 +6,7 @@ Lines move as bytes; items are counted by newlines, never by decoding documents.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,14 +15,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from transfer.archive import escape
+from transfer.errors import SourceError, TargetError
 
 CHUNK = 1024 * 1024
 SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 PARTIAL = ".snapledger-partial"
-
-
-class SourceError(Exception):
-    """The source cannot be read as configured."""
 
 
 def readable(name: str) -> str:
@@ -82,7 +80,7 @@ class NdjsonSource:
         """Yields the collection's bytes, newline-terminated; reports file bytes consumed."""
         path = self._paths[collection]
         raw = open(path, "rb")  # noqa: SIM115 - closed below
-        stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
+        stream: io.BufferedIOBase = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
         last = b"\n"
         consumed = 0
         try:
@@ -156,10 +154,6 @@ class NdjsonTarget:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
-
-
-class TargetError(Exception):
-    """The target cannot take this restore as configured."""
 
 
 def _count_lines(path: Path) -> int:

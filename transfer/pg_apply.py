@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from transfer.ndjson import TargetError
+from transfer.errors import Stopped, TargetError
 from transfer.pg_plan import Plan, Step, describe
 from transfer.pg_toc import SchemaDump
 
@@ -356,8 +356,6 @@ class Scheduler:
         if self.error is not None:
             raise self.error
         if self.stopping:
-            from transfer.pipeline import Stopped
-
             raise Stopped
 
     def _conflicts(self, step: Step) -> bool:
@@ -433,8 +431,6 @@ class Scheduler:
                 self.cond.wait(0.25)
             if should_stop():
                 self.cancel()
-                from transfer.pipeline import Stopped
-
                 raise Stopped
         self.cancel()
         if self.error is not None:

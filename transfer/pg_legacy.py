@@ -18,9 +18,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from transfer.ndjson import TargetError
+from transfer.errors import TargetError
 
 HEADER = "-- snapledger-table: "
+
+
+def _scalar(cur: psycopg.Cursor[Any]) -> Any:
+    """The one value of a query that answers one row (an aggregate, a bare SELECT)."""
+    row = cur.fetchone()
+    assert row is not None  # such a query always answers its row
+    return row[0]
 
 
 def create_table_sql(
@@ -29,7 +36,7 @@ def create_table_sql(
     """With defer_indexes, primary keys and unique constraints are left for
     index_constraints_sql(): building an index once after COPY beats maintaining it per row."""
     renamed = (schema, table) != (meta["schema"], meta["table"])
-    parts = [sql.SQL(c) for c in meta["columns"]]
+    parts: list[sql.Composable] = [sql.SQL(c) for c in meta["columns"]]
     for name, definition in meta["constraints"]:
         if not (defer_indexes and _is_indexed(definition)):
             parts.append(_constraint(meta, name, definition, renamed))
@@ -52,7 +59,7 @@ def _is_indexed(definition: str) -> bool:
     return definition.startswith(("PRIMARY KEY", "UNIQUE"))
 
 
-def index_constraints_sql(meta: dict[str, Any], schema: str, table: str) -> list[sql.Composable]:
+def index_constraints_sql(meta: dict[str, Any], schema: str, table: str) -> list[sql.Composed]:
     renamed = (schema, table) != (meta["schema"], meta["table"])
     return [
         sql.SQL("ALTER TABLE {} ADD {}").format(
@@ -75,7 +82,7 @@ class LegacySession:
         self.target = target
         self.conn = conn
         self.existing = existing
-        self.deferred: list[sql.Composable] = []
+        self.deferred: list[sql.Composed] = []
         self.tables: dict[str, tuple[sql.Composable, list[str], int]] = {}
 
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
@@ -88,15 +95,15 @@ class LegacySession:
             schema, _, rest = as_name.partition(".") if "." in as_name else (schema, "", as_name)
             table = rest or as_name
         qualified = sql.Identifier(schema, table)
-        exists = self.conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (qualified.as_string(self.conn),)
-        ).fetchone()[0]
+        exists = _scalar(
+            self.conn.execute("SELECT to_regclass(%s) IS NOT NULL", (qualified.as_string(self.conn),))
+        )
         baseline = 0
         if not exists:
             self.conn.execute(create_table_sql(self.conn, meta, schema, table, defer_indexes=True).encode())
             self.deferred.extend(index_constraints_sql(meta, schema, table))
         elif self.existing == "fail":
-            if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(qualified)).fetchone()[0]:
+            if _scalar(self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(qualified))):
                 raise TargetError(
                     f"table {schema}.{table} in target {self.target.name!r} is not empty "
                     "(choose existing = truncate or append)"
@@ -104,7 +111,7 @@ class LegacySession:
         elif self.existing == "truncate":
             self.conn.execute(sql.SQL("TRUNCATE {}").format(qualified))
         else:
-            baseline = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()[0]
+            baseline = _scalar(self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)))
         self.tables[collection] = (qualified, meta.get("identity", []), baseline)
 
     @contextmanager
@@ -121,9 +128,8 @@ class LegacySession:
         if collection not in self.tables:
             return 0
         qualified, _, baseline = self.tables[collection]
-        return (
-            self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)).fetchone()[0] - baseline
-        )
+        total: int = _scalar(self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)))
+        return total - baseline
 
     def commit(self) -> None:
         """Resyncs identity sequences so new rows do not collide with restored ones."""

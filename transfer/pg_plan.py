@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg import sql
 
-from transfer.ndjson import TargetError
+from transfer.errors import TargetError
 from transfer.pg_catalog import OBJECT_KINDS, RELATION_KINDS
 from transfer.pg_sql import Qualified, references, rewrite, tokens
 from transfer.pg_toc import NEVER_RUN, Entry, SchemaDump
@@ -352,11 +352,11 @@ def _steps(
         text, drop = e.defn, e.drop_stmt
         touches = root in renamed_roots or bool(graph.relation_deps(e) & renamed_roots)
         if touches and relations:
-            names = names_of.get(root) if root in renamed_roots else None
-            text = rewrite(text, relations, names)
-            drop = rewrite(drop, relations, names)
-            old = {(graph.by_id[t].namespace, graph.by_id[t].tag) for t in renamed_roots}
-            if references(text, old):
+            root_names = names_of.get(root) if root in renamed_roots else None
+            text = rewrite(text, relations, root_names)
+            drop = rewrite(drop, relations, root_names)
+            old_relations = {(graph.by_id[t].namespace, graph.by_id[t].tag) for t in renamed_roots}
+            if references(text, old_relations):
                 raise TargetError(
                     f"cannot rename the tables {describe(e)} refers to: its definition names them "
                     "in a form this restore does not re-point"

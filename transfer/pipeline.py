@@ -5,6 +5,7 @@ They know nothing about events: the worker passes a progress callback and a stop
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import threading
 import zlib
@@ -13,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from transfer.archive import (
     ArchiveError,
@@ -24,17 +25,13 @@ from transfer.archive import (
     signature_key,
 )
 from transfer.crypto import DecryptingReader, Keyring, Signer, aead_context, require_key
-from transfer.ndjson import SourceError
+from transfer.errors import AlreadyRestored, SourceError, Stopped
 from transfer.prefetch import prefetch
 from transfer.storage import Storage, StorageError
 
 Report = Callable[[int, int, float, "str | None"], None]
 ShouldStop = Callable[[], bool]
 VERSION = "0.1.0"
-
-
-class Stopped(Exception):
-    """The run noticed a stop (or delete) request and unwound cleanly."""
 
 
 class CollectionFailed(Exception):
@@ -60,15 +57,6 @@ def _reason(e: BaseException) -> str:
     return f"{kind}: {text}" if text else kind
 
 
-class AlreadyRestored(Exception):
-    """A re-claimed restore whose dead attempt's last transaction the target committed:
-    the target holds the whole restore, and this attempt only records it."""
-
-    def __init__(self, notes: dict[str, Any] | None) -> None:
-        super().__init__("the previous attempt's restore was committed")
-        self.notes = notes
-
-
 class ConsistencyError(Exception):
     """The target's item counts differ from the manifest after a restore."""
 
@@ -79,7 +67,7 @@ class BackupResult:
     bytes: int
     sha256: str
     collections: dict[str, dict[str, Any]]
-    manifest: bytes
+    manifest: builtins.bytes  # the field `bytes` above hides the type in this class's body
     failed: dict[str, str] = field(default_factory=dict)  # collections left out, with reasons
     version_id: str | None = None  # of the archive object, on a versioned S3 bucket
     manifest_version_id: str | None = None
@@ -459,7 +447,7 @@ def _encryption(
             raise NotAuthentic(
                 f"snapshot archive {archive_key!r} was written in plaintext, but is now encrypted"
             )
-        if expected.encrypted and claimed.get("key_id") != expected.key_id:
+        if expected.encrypted and claimed is not None and claimed.get("key_id") != expected.key_id:
             raise NotAuthentic(
                 f"snapshot archive {archive_key!r} was encrypted with key {expected.key_id!r}, "
                 f"its manifest now names {claimed.get('key_id')!r}"
@@ -527,15 +515,18 @@ def open_archive(
             assert keyring is not None
             context = expected.context if expected is not None else b""
             plain = DecryptingReader(
-                hashed, keyring, expected_key_id=encryption.get("key_id"), context=context
-            )  # type: ignore[arg-type]
+                cast("IO[bytes]", hashed),  # file enough: it is only read (raw's `with` closes it)
+                keyring,
+                expected_key_id=encryption.get("key_id"),
+                context=context,
+            )
             yield _Finishing(plain, hashed)  # type: ignore[misc]
 
 
 class _Finishing:
     """A readable stream whose `finish()` drains and checks the stored object."""
 
-    def __init__(self, stream: Any, checked: _Checked) -> None:
+    def __init__(self, stream: DecryptingReader | _Checked, checked: _Checked) -> None:
         self.stream = stream
         self.checked = checked
 

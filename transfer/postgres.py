@@ -39,12 +39,11 @@ from psycopg import pq, sql
 
 from transfer import pg_apply, pg_catalog
 from transfer.archive import ArchiveError, member_name
-from transfer.ndjson import SourceError, TargetError
+from transfer.errors import AlreadyRestored, SourceError, TargetError
 from transfer.pg_legacy import LegacySession
 from transfer.pg_plan import Plan, Step, build, describe
 from transfer.pg_toc import DumpFormatError, SchemaDump, check_with_pg_restore, read_dump
 from transfer.pg_tools import ToolError, find, require_pg_dump, run_pg_dump, server_major, server_text
-from transfer.pipeline import AlreadyRestored
 
 log = logging.getLogger("snapledger.postgres")
 
@@ -54,6 +53,13 @@ F_SETPIPE_SZ = 1031  # Linux: a 1 MiB pipe lets psql run ahead while we compress
 STATE_FORMAT = 1
 SCHEMA_DUMP, STATE, LOAD_SCRIPT, REFRESH_SCRIPT = "schema.dump", "state.json", "load.psql", "refresh.psql"
 EXISTING = ("fail", "truncate", "append")
+
+
+def _scalar(cur: psycopg.Cursor[Any]) -> Any:
+    """The one value of a query that answers one row (an aggregate, a bare SELECT)."""
+    row = cur.fetchone()
+    assert row is not None  # such a query always answers its row
+    return row[0]
 
 
 def conninfo(url: str, password: str | None) -> str:
@@ -87,8 +93,8 @@ class _BackupSession:
             self.pg_dump, self.pg_dump_version = require_pg_dump(self.version)
         except ToolError as e:
             raise SourceError(f"source {source.name!r}: {e}") from None
-        self.snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-        self.encoding = conn.execute("SHOW server_encoding").fetchone()[0]
+        self.snapshot = _scalar(conn.execute("SELECT pg_export_snapshot()"))
+        self.encoding = _scalar(conn.execute("SHOW server_encoding"))
         rows = conn.execute(
             """SELECT c.oid, n.nspname, c.relname, pg_relation_size(c.oid), c.relkind
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -214,6 +220,7 @@ class _BackupSession:
         psql joins this session's snapshot (SET TRANSACTION SNAPSHOT), so every table still
         comes from the same point in time. Rows come in the server's encoding, unconverted,
         and row security is off so that a policy cannot silently hide rows (it errors)."""
+        assert self.psql is not None  # read_chunks comes here only when psql was found
         copy = self._copy_sql(collection).as_string(self.conn)
         env = {
             **os.environ,
@@ -629,15 +636,15 @@ class _RestoreSession:
         for table in tables:
             ident = table.identifier
             if self.existing_mode == "fail":
-                if self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident)).fetchone()[0]:
+                if _scalar(self.conn.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(ident))):
                     raise TargetError(
                         f"table {table.schema}.{table.name} in target {self.target.name!r} is not empty "
                         "(choose existing = truncate or append)"
                     )
             else:
-                self.baseline[table.collection] = self.conn.execute(
-                    sql.SQL("SELECT count(*) FROM {}").format(ident)
-                ).fetchone()[0]
+                self.baseline[table.collection] = _scalar(
+                    self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(ident))
+                )
 
     def _suspend_foreign_keys(self, tables: list[Any]) -> None:
         """Rows arrive table by table in archive order, so a foreign key between two existing
@@ -645,9 +652,7 @@ class _RestoreSession:
         are dropped inside the restore's transaction and added back, from the target's own
         definition, once every row is in: checked in full then, or the restore fails whole."""
         oids = [
-            self.conn.execute("SELECT to_regclass(%s)::oid", (t.identifier.as_string(self.conn),)).fetchone()[
-                0
-            ]
+            _scalar(self.conn.execute("SELECT to_regclass(%s)::oid", (t.identifier.as_string(self.conn),)))
             for t in tables
         ]
         rows = self.conn.execute(
@@ -683,7 +688,7 @@ class _RestoreSession:
             return
         with self._autocommit():
             pg_apply.end_sessions(self.conn, self._app_name())
-            status = self.conn.execute("SELECT txid_status(%s::bigint)", (int(xid),)).fetchone()[0]
+            status = _scalar(self.conn.execute("SELECT txid_status(%s::bigint)", (int(xid),)))
         if status == "committed":
             raise AlreadyRestored(facts.get("notes"))
         log.info("restore %s: the previous attempt's last transaction is %s", self.opts.run_id, status)
@@ -722,9 +727,11 @@ class _RestoreSession:
     # ---------------------------------------------------------------- running
     def _pre_data(self, plan: Plan) -> None:
         for schema in plan.new_schemas:
-            created = self.conn.execute(
-                "SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(self.conn),)
-            ).fetchone()[0]
+            created = _scalar(
+                self.conn.execute(
+                    "SELECT to_regnamespace(%s) IS NULL", (sql.Identifier(schema).as_string(self.conn),)
+                )
+            )
             if created:
                 self.conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
                 self.created_schemas.append(schema)
@@ -859,9 +866,11 @@ class _RestoreSession:
         populated = set(self.state.get("populated_matviews", []))
         for step in self.run_steps:
             if step.entry.desc == "MATERIALIZED VIEW" and step.entry.dump_id in populated:
+                qualified = step.qualified
+                assert qualified is not None  # the plan names every relation's step
                 try:
                     self.conn.execute(
-                        sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(*step.qualified))
+                        sql.SQL("REFRESH MATERIALIZED VIEW {}").format(sql.Identifier(*qualified))
                     )
                 except psycopg.Error as err:
                     raise TargetError(
@@ -878,7 +887,7 @@ class _RestoreSession:
             return 0
         if not table.exists:
             return self.copied.get(collection, 0)
-        total = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier)).fetchone()[0]
+        total: int = _scalar(self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table.identifier)))
         return total - self.baseline.get(collection, 0)
 
     def commit(self) -> None:
@@ -886,7 +895,7 @@ class _RestoreSession:
         this worker dies between the COMMIT and the completion event, the next attempt asks
         the target whether it committed (txid_status) instead of restoring again."""
         self._finish()
-        xid = self.conn.execute("SELECT txid_current()::text").fetchone()[0]
+        xid = _scalar(self.conn.execute("SELECT txid_current()::text"))
         self.opts.on_plan({**self.facts, "committing": xid, "notes": self.schema_notes()})
         self.conn.commit()
 

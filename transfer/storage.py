@@ -286,7 +286,8 @@ class _S3Writer(ArchiveWriter):
     def part_size(self, number: int) -> int:
         """S3 takes at most 10,000 parts: the size doubles every 1,000 parts (up to S3's
         5 GiB), so from 8 MiB parts an upload reaches S3's 5 TiB object limit."""
-        return min(self.s3.part_size * 2 ** ((number - 1) // PARTS_PER_STEP), MAX_PART)
+        size: int = self.s3.part_size * 2 ** ((number - 1) // PARTS_PER_STEP)  # int ** int is Any to mypy
+        return min(size, MAX_PART)
 
     def _in_flight(self, size: int) -> int:
         """Parts uploading at once, kept to the memory the first parts used."""
@@ -504,7 +505,8 @@ class S3Storage(Storage):
             answer = self.client.put_object(Bucket=self.bucket, Key=self.full_key(key), Body=data)
         except Exception as e:
             raise _s3_error("upload", key, e) from None
-        return answer.get("VersionId")
+        version: str | None = answer.get("VersionId")
+        return version
 
     def exists(self, key: str) -> bool:
         try:
@@ -602,7 +604,7 @@ class S3Storage(Storage):
             raise _s3_error("listing", self.prefix or "/", e) from None
 
     def presign(self, key: str, file_name: str, expires_seconds: int) -> str:
-        return self.client.generate_presigned_url(
+        url: str = self.client.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
@@ -611,6 +613,7 @@ class S3Storage(Storage):
             },
             ExpiresIn=expires_seconds,
         )
+        return url
 
     def describe(self) -> str:
         where = f" at {self.endpoint_url}" if self.endpoint_url else ""

@@ -31,9 +31,10 @@ from domain.secrets import redact
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from transfer.archive import manifest_key
 from transfer.crypto import Keyring, Signer
+from transfer.errors import Stopped
 from transfer.health import HealthBoard
 from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import Expected, Stopped, remove_archive, run_backup, run_restore
+from transfer.pipeline import Expected, remove_archive, run_backup, run_restore
 from transfer.progress import ProgressThrottle
 from transfer.storage import Storage, StorageError
 
@@ -113,7 +114,7 @@ class _Run:
         self.last_append = time.monotonic()
         self.next_check = 0.0
         self.stop_seen = False
-        self.poisoned = False  # an append failed before reaching the store: reload to write again
+        self.poison: Exception | None = None  # why an append failed before reaching the store
         self.fenced: Fenced | None = None
         self.lock = threading.Lock()
         self._done = threading.Event()
@@ -155,7 +156,7 @@ class _Run:
     def append(self) -> None:
         if isinstance(self.fenced, StoreUnavailable):
             raise self.fenced  # an earlier append was lost: never write after a gap
-        if self.poisoned:
+        if self.poison is not None:
             raise RuntimeError("an earlier event of this run could not be written; nothing more is")
         try:
             self.app.record(self.agg)
@@ -164,10 +165,10 @@ class _Run:
                 self._conflict()
             self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
             raise self.fenced from None
-        except Exception:
+        except Exception as e:
             # The event could not be written (it failed to encode): the aggregate's version
             # moved past it, so this copy must never append again (a gap no replay survives).
-            self.poisoned = True
+            self.poison = self.poison or e
             raise
         self.last_append = time.monotonic()
 
@@ -344,9 +345,14 @@ class Worker:
             log.warning("abandoning run: %s", e, extra=_fields(run.agg))
         except Exception as e:  # the reason goes into an event: no secrets, no traces
             log.exception("run failed", extra=_fields(run.agg))
-            reason = self.resources.redact(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
+            # The first event that could not be written says why, whichever thread (a
+            # heartbeat, another collection) ran into the poisoned copy next.
+            cause = run.poison or e
+            reason = self.resources.redact(
+                f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+            )
             try:
-                if run.poisoned:  # this copy skipped a version: fail the stored run instead
+                if run.poison is not None:  # this copy skipped a version: fail the stored run instead
                     raise InvalidTransition("the run's copy is behind its stream")
                 run.agg.fail(reason, _now())
                 run.app.record(run.agg)
@@ -398,6 +404,7 @@ class Worker:
             locked_until = self._lock_archive(storage, snap, finished_at) if storage.lock_mode else None
 
             def finish() -> None:
+                assert isinstance(run.agg, Snapshot)  # this run loads its snapshot, nothing else
                 run.agg.complete(
                     result.items,
                     result.bytes,
@@ -475,6 +482,7 @@ class Worker:
             )
 
             def finish() -> None:
+                assert isinstance(run.agg, Restore)  # this run loads its restore, nothing else
                 run.agg.complete(result.items, result.bytes, result.collections, _now(), result.schema)
 
             return finish

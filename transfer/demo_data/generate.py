@@ -7,6 +7,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).parent
 FIRST = ["Ada", "Grace", "Linus", "Barbara", "Edsger", "Donald", "Frances", "Ken", "Radia", "Tim"]
@@ -15,7 +16,7 @@ CITIES = ["Lisbon", "Oslo", "Nairobi", "Lima", "Osaka", "Quebec", "Tallinn", "Pe
 WORDS = ["steel", "oak", "blue", "compact", "solar", "quiet", "rapid", "modular", "classic"]
 
 
-def _write(name: str, docs: list[dict]) -> None:
+def _write(name: str, docs: list[dict[str, Any]]) -> None:
     with open(HERE / f"{name}.ndjson", "w", encoding="utf-8", newline="\n") as f:
         for doc in docs:
             f.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")) + "\n")

@@ -1,0 +1,61 @@
+"""The read side's questions that the worker, the scheduler, the janitor and the catalog
+sync ask of the record views, each named for the question it answers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from projections.db import ViewDatabase
+from projections.views import iso
+
+
+def due_runs(db: ViewDatabase, now: datetime) -> list[tuple[str, UUID]]:
+    """Runs to claim, oldest first: requested ones, and running ones whose lease lapsed
+    (their worker died or froze)."""
+    rows = db.query(
+        "SELECT kind, id FROM task_queue WHERE (status = 'requested' AND stop_requested = 0) "
+        "OR (status = 'running' AND lease_expires_at < %(now)s) ORDER BY created_at LIMIT 50",
+        {"now": iso(now)},
+    )
+    return [(r["kind"], UUID(r["id"])) for r in rows]
+
+
+def runs_in_flight(db: ViewDatabase) -> list[dict[str, Any]]:
+    """Every requested or running task (the janitor leaves their unfinished writes be)."""
+    return db.query("SELECT kind, id, target FROM task_queue")
+
+
+def policies_due(db: ViewDatabase, now: datetime) -> list[dict[str, Any]]:
+    """Active scheduled policies whose next slot has come."""
+    return db.query(
+        "SELECT id, schedule, timezone FROM policies WHERE status = 'active' AND schedule IS NOT NULL "
+        "AND next_run_at IS NOT NULL AND next_run_at <= %(now)s",
+        {"now": iso(now)},
+    )
+
+
+def retained_snapshots(db: ViewDatabase) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Live policies with a retention rule, each with its completed snapshots, newest first."""
+    out = []
+    for policy in db.query("SELECT id, retention FROM policies WHERE status != 'deleted'"):
+        retention = json.loads(policy["retention"])
+        if retention.get("keep_last") is None and retention.get("expire_after_seconds") is None:
+            continue
+        completed = db.query(
+            "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
+            "AND status IN ('completed', 'partially_failed') ORDER BY finished_at DESC, id DESC",
+            {"p": policy["id"]},
+        )
+        out.append((retention, completed))
+    return out
+
+
+def archives_written_to(db: ViewDatabase, storage: str) -> frozenset[str]:
+    """Archive keys this installation's own snapshots wrote to a location (not imports)."""
+    rows = db.query(
+        "SELECT archive_key FROM backup_records WHERE storage = %(s)s AND trigger != 'import'", {"s": storage}
+    )
+    return frozenset(r["archive_key"] for r in rows)
