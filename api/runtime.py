@@ -6,31 +6,29 @@ import base64
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID
 
 from api.availability import DatabaseWatch, steady_reconnects
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
 from api.pagecache import PageCache
 from domain.application import Catalog, Outcome, Snapledger
-from domain.errors import InvalidTransition, NotFound
-from domain.snapshot import DELETED, HAS_ARCHIVE, RUNNING
+from domain.errors import NotFound
 from projections import queries
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
+from service import catalog, deletion, retention
+from service.maintenance import Maintenance
 from transfer.health import HealthBoard
 from transfer.janitor import Janitor
 from transfer.kinds import build_source, build_target
-from transfer.pipeline import remove_archive
 from transfer.scheduler import Scheduler
-from transfer.storage import LocalStorage, S3Storage, Storage, StorageError
-from transfer.sync import SYNC_ACTOR, SyncReport, sync_storage
+from transfer.storage import LocalStorage, S3Storage, Storage
+from transfer.sync import SyncReport
 from transfer.worker import Resources, Work, Worker
 
 log = logging.getLogger("snapledger.runtime")
@@ -198,7 +196,7 @@ class Runtime:
     worker: Worker | None = None
     scheduler: Scheduler | None = None
     janitor: Janitor | None = None
-    _maintenance: threading.Thread | None = None
+    _maintenance: Maintenance | None = None
     pages: PageCache = field(init=False)
 
     def __post_init__(self) -> None:
@@ -262,47 +260,13 @@ class Runtime:
             self.janitor = Janitor(
                 self.app, self.resources.storages, self.retained, self.in_flight, self.resources.targets
             )
-            self._maintenance = threading.Thread(target=self._maintain, name="maintenance", daemon=True)
-            self._maintenance.start()
+            assert self.resources.health is not None  # build() gives every runtime its board
+            intervals = {n: s.sync_interval for n, s in self.config.storages.items() if s.sync_interval}
+            self._maintenance = Maintenance(
+                self.scheduler, self.janitor, self.resources.health, settings, intervals,
+                self.sync_storage, self.nudge_worker,
+            ).start()  # fmt: skip
         return self
-
-    def _maintain(self) -> None:
-        """Scheduler every few seconds, retention less often; every process may run both."""
-        settings = self.config.worker_settings
-        due = {"retention": 0.0, "health": 0.0}
-        due.update({f"sync:{n}": 0.0 for n, s in self.config.storages.items() if s.sync_interval})
-        while not self._closing.wait(settings["scheduler_interval"]):
-            try:
-                assert self.scheduler is not None  # both are set before this thread starts
-                assert self.janitor is not None
-                assert self.resources.health is not None  # build() gives every runtime its board
-                if self.scheduler.tick(datetime.now(UTC)):
-                    self.nudge_worker()
-                now = time.monotonic()
-                if now >= due["retention"]:
-                    self.janitor.tick(datetime.now(UTC))
-                    due["retention"] = now + settings["retention_interval"]
-                if now >= due["health"]:
-                    self.resources.health.check_all()
-                    due["health"] = now + settings["health_interval"]
-                for key in [k for k, at in due.items() if k.startswith("sync:") and now >= at]:
-                    name = key.removeprefix("sync:")
-                    self._periodic_sync(name)
-                    due[key] = now + (self.config.storages[name].sync_interval or 0)
-            except Exception:
-                log.exception("maintenance pass failed; retrying")
-
-    def _periodic_sync(self, name: str) -> None:
-        try:
-            report = self.sync_storage(name, SYNC_ACTOR)
-        except StorageError as e:
-            log.warning("sync of %s failed: %s", name, e)
-            return
-        if report.imported or report.invalid or report.changed:
-            log.info(
-                "sync of %s: %d imported, %d invalid, %d changed",
-                name, len(report.imported), len(report.invalid), len(report.changed),
-            )  # fmt: skip
 
     def storages_status(self) -> list[dict[str, Any]]:
         """Configured locations (no credentials, no keys) with their last health check."""
@@ -324,79 +288,18 @@ class Runtime:
             )
         return out
 
+    # Use cases that also move or remove data: service/, given this process's parts.
     def delete_policy(self, policy_id: str, keep_files: bool, actor: str, dry_run: bool = False) -> Outcome:
-        """Archives go first, so no event claims a removal that did not happen. Every
-        archive is checked deletable (object lock) before the first one is removed."""
-        doomed = [] if keep_files else self.app.policy_archives(policy_id)
-        if dry_run:
-            self.app.get_policy(policy_id)  # 404 for an unknown policy, as without dry_run
-            return self._plan(policy_id, doomed)
-        now = datetime.now(UTC)
-        storages = {}
-        for snap in doomed:
-            snap.check_deletable(now)
-            storage = self.resources.storages.get(snap.storage)
-            if storage is None:
-                raise InvalidTransition(
-                    f"storage {snap.storage!r} of {snap.sub_name} is no longer configured; "
-                    "delete keeping the files"
-                )
-            storages[snap.id] = storage
-        removed: set[UUID] = set()
-        for snap in doomed:
-            remove_archive(storages[snap.id], snap.archive_key)
-            removed.add(snap.id)
-        return self.app.delete_policy(policy_id, keep_files, actor, removed)
+        return deletion.delete_policy(
+            self.app, self.resources.storages, policy_id, keep_files, actor, dry_run
+        )
 
     def delete_snapshot(self, snapshot_id: str, actor: str, dry_run: bool = False) -> Outcome:
-        snap = self.app.get_snapshot(snapshot_id)
-        if snap.status == DELETED:
-            raise InvalidTransition(f"snapshot {snap.sub_name} is already deleted")
-        snap.check_deletable(datetime.now(UTC))
-        if dry_run:
-            return self._plan(snap.id, [snap] if snap.status in HAS_ARCHIVE else [])
-        removed = False
-        if snap.status != RUNNING:  # a running worker removes its own partial archive
-            storage = self.resources.storages.get(snap.storage)
-            if storage is not None:
-                remove_archive(storage, snap.archive_key)
-                removed = snap.status in HAS_ARCHIVE
-        return self.app.delete_snapshot(snapshot_id, removed, actor)
+        return deletion.delete_snapshot(self.app, self.resources.storages, snapshot_id, actor, dry_run)
 
     def retention_pass(self, dry_run: bool = False) -> Outcome:
-        """One retention pass now (what the maintenance thread does on its interval)."""
         janitor = self.janitor or Janitor(self.app, self.resources.storages, self.retained)
-        now = datetime.now(UTC)
-        ids = janitor.plan(now)
-        planned = [self.app.get_snapshot(i) for i in ids]
-        if dry_run:
-            return self._plan(None, planned)
-        janitor.sweep(now)
-        done = set(janitor.delete(ids))  # what the dry run would have listed, not a second plan
-        position = self.app.recorder.max_notification_id() or 0
-        self.runner.wait(position, self.config.wait_seconds)
-        return self._plan(None, [s for s in planned if str(s.id) in done], dry_run=False, position=position)
-
-    @staticmethod
-    def _plan(subject: Any, snaps: list[Any], dry_run: bool = True, position: int = 0) -> Outcome:
-        """Exactly which snapshots (and archive bytes) a delete removes, or would remove."""
-        now = datetime.now(UTC)
-        rows = []
-        for s in snaps:
-            row = {"id": str(s.id), "sub_name": s.sub_name, "policy_name": s.policy_name,
-                   "archive_key": s.archive_key, "storage": s.storage, "bytes": s.bytes}  # fmt: skip
-            try:
-                s.check_deletable(now)
-            except InvalidTransition as e:
-                row["refused"] = e.message
-            rows.append(row)
-        extra = {
-            "dry_run": dry_run,
-            "snapshots": rows,
-            "count": len(rows),
-            "bytes": sum(r["bytes"] for r in rows if "refused" not in r),
-        }
-        return Outcome(subject, position, extra)
+        return retention.retention_pass(self.app, janitor, self.wait, dry_run)
 
     def storage(self, name: str) -> Storage:
         storage = self.resources.storages.get(name)
@@ -406,22 +309,10 @@ class Runtime:
         return storage
 
     def sync_storage(self, name: str, actor: str, dry_run: bool = False) -> SyncReport:
-        """Imports the archives of a location the event store does not know; the views
-        show them before this answers."""
-        recorded = queries.archives_written_to(self.views, name)
-        report = sync_storage(
-            self.app,
-            self.storage(name),
-            actor,
-            dry_run,
-            recorded,
-            signer=self.resources.signers.get(name),
-            keyring=self.resources.keyrings.get(name),
+        signer, keyring = self.resources.signers.get(name), self.resources.keyrings.get(name)
+        return catalog.sync_location(
+            self.app, self.views, self.storage(name), actor, self.wait, dry_run, signer, keyring
         )
-        positions = [e["position"] for e in report.imported if "position" in e]
-        if positions:
-            self.runner.wait(max(positions), self.config.wait_seconds)
-        return report
 
     def wait(self, position: int) -> bool:
         return self.runner.wait(position, self.config.wait_seconds)
@@ -434,7 +325,7 @@ class Runtime:
         self._closing.set()
         self.watch.stop()
         if self._maintenance is not None:
-            self._maintenance.join(timeout=10)
+            self._maintenance.stop()
         if self.worker is not None:
             self.worker.stop()
         self.runner.stop()
