@@ -18,6 +18,7 @@ import getpass
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections import deque
@@ -382,14 +383,20 @@ class Display(Protocol):
 class BarDisplay:
     """A live single line, redrawn in place with \\r on a terminal."""
 
-    def __init__(self, name: str, out: TextIO) -> None:
+    def __init__(self, name: str, out: TextIO, columns: int | None = None) -> None:
         self.name, self.out, self.width = name, out, 0
+        self.columns = columns or shutil.get_terminal_size().columns
 
     def update(self, status: str, percent: float, items: int, nbytes: int, elapsed: float) -> None:
+        room = max(self.columns - 1, 20)  # a line that wraps is redrawn as two
         if status == REQUESTED:
             line = progress_line(self.name, status, percent, items, nbytes, elapsed)
         else:
             line = f"{self.name} {render_progress(percent, items, nbytes, elapsed)}"
+            if len(line) > room:  # the bar gives way first, down to 6 cells
+                bar = max(24 - (len(line) - room), 6)
+                line = f"{self.name} {render_progress(percent, items, nbytes, elapsed, width=bar)}"
+        line = line if len(line) <= room else line[: room - 1] + "…"
         self.out.write("\r" + line.ljust(self.width))
         self.out.flush()
         self.width = len(line)

@@ -334,3 +334,20 @@ def test_snapshot_stop_delete_and_restore_stop_verbs(make_config, capsys):
     assert main(["--config", path, "snapshot", "stop", "sv#1"]) == 2  # already stopped
     assert main(["--config", path, "snapshot", "delete", "sv#1"]) == 0
     assert main(["--config", path, "stop-restore", "00000000-0000-4000-8000-000000000000"]) == 2
+
+
+def test_the_live_bar_fits_the_terminal() -> None:
+    """At 80 columns the line was 91 characters wide: it wrapped and every redraw left a
+    line behind."""
+    import io
+
+    for columns in (80, 60, 40):
+        out = io.StringIO()
+        bar = cli_verbs.BarDisplay("nightly-production-orders#1234", out, columns=columns)
+        bar.update("running", 42.5, 123_456_789, 987 * 1024 * MiB, 3723.0)
+        lines = out.getvalue().split("\r")
+        assert max(len(line) for line in lines) < columns, (columns, lines)
+        assert "%" in lines[-1]
+    wide = io.StringIO()
+    cli_verbs.BarDisplay("n#1", wide, columns=200).update("running", 50.0, 10, MiB, 1.0)
+    assert "[" + "#" * 12 + "-" * 12 + "]" in wide.getvalue()  # room: the full 24-cell bar
