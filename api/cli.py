@@ -109,7 +109,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     runtime = _runtime(args)
     try:
         try:
-            snap = runtime.app.get_snapshot(args.snapshot)
+            runtime.runner.catch_up()  # a task name (nightly#3) is looked up in the views
+            snap = runtime.app.get_snapshot(cli_verbs.resolve_snapshot(runtime, args.snapshot))
         except DomainError as e:
             return _fail(e.message)
         if snap.status not in ("completed", "partially_failed"):
@@ -170,7 +171,7 @@ def parser() -> argparse.ArgumentParser:
     )
     rb.set_defaults(func=cmd_rebuild)
     verify = sub.add_parser("verify", help="re-read a snapshot's archive and check every checksum and count")
-    verify.add_argument("snapshot", help="snapshot id")
+    verify.add_argument("snapshot", help="snapshot id or task name (e.g. nightly#3)")
     verify.set_defaults(func=cmd_verify)
     cli_verbs.register(sub)
     cli_storage.register(sub)  # storage verbs, built on cli_verbs' helpers

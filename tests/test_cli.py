@@ -173,6 +173,7 @@ def test_snapshot_restore_and_records_with_a_worker(cli: Cli, worker: Runtime) -
     assert "SUB NAME" in table and "nightly#1" in table and "KiB" in table and "ERROR" not in table
     assert cli.json("backups", "--status", "failed") == []
     assert cli.ok("verify", sid).startswith("ok ")  # the existing verb still answers
+    assert cli.ok("verify", "nightly#1").startswith("ok ")  # by task name, as restore takes it
 
     # By task name, some collections, a dry run: verified and reported, nothing written.
     code, out, err = cli(
