@@ -1,0 +1,48 @@
+"""Restore Records: start, read, task log, Stop."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api import params, schemas
+from api.http.common import _restore_id, _run_filters, command, done, get_record, list_records, rt
+from api.http.events import task_log
+from api.records import BACKUP_STATUSES
+
+RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run", "keep_owners", "trust_unverified")
+
+
+async def create_restore(request: Request) -> Response:
+    data = await params.json_object(request)
+    schemas.validate(schemas.RESTORE_CREATE, data)
+    snapshot_id = params.uuid_param(data["snapshot_id"], "snapshot_id")
+    outcome = await command(
+        request,
+        rt(request).app.request_restore,
+        snapshot_id,
+        data.get("target"),
+        {k: data[k] for k in RESTORE_OPTIONS if k in data},
+        params.actor(request),
+    )
+    rt(request).nudge_worker()
+    return await done(request, outcome, 202)
+
+
+async def list_restores(request: Request) -> Response:
+    return await list_records(request, "restores", _run_filters(request, BACKUP_STATUSES[:-1]))
+
+
+async def get_restore(request: Request) -> Response:
+    return await get_record(request, "restores", _restore_id(request), "restore")
+
+
+async def restore_log(request: Request) -> Response:
+    return await task_log(request, _restore_id(request), "restore")
+
+
+async def stop_restore(request: Request) -> Response:
+    outcome = await command(
+        request, rt(request).app.stop_restore, _restore_id(request), params.actor(request)
+    )
+    return await done(request, outcome)
