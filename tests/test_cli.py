@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from api import cli_verbs
-from api.cli import main
+from api.cli import display, main, tables
 from api.config import Config
 from api.runtime import Runtime
 
@@ -225,7 +224,7 @@ def big_cli(make_config: Callable[..., Config], big_source: Path, capsys: pytest
 def test_non_tty_wait_prints_progress_lines_then_the_end(
     big_cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_verbs, "LINE_SECONDS", 0.2)  # a fast machine still shows several lines
+    monkeypatch.setattr(display, "LINE_SECONDS", 0.2)  # a fast machine still shows several lines
     big_cli.ok("policy", "create", "big", "--source", "big", "--storage", "local")
     runtime = Runtime.build(big_cli.config).start(worker=True)
     try:
@@ -245,16 +244,16 @@ def test_waiting_hints_at_a_missing_worker_and_ctrl_c_leaves_the_run(
     cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cli.ok("policy", "create", "lonely", "--source", "demo", "--storage", "local")
-    monkeypatch.setattr(cli_verbs, "NO_WORKER_HINT_SECONDS", 0.2)
+    monkeypatch.setattr(display, "NO_WORKER_HINT_SECONDS", 0.2)
     pauses: list[float] = []
 
     def pause(seconds: float) -> None:
         pauses.append(seconds)
         if len(pauses) > 4:
             raise KeyboardInterrupt
-        cli_verbs.time.sleep(0.1)
+        display.time.sleep(0.1)
 
-    monkeypatch.setattr(cli_verbs, "_pause", pause)
+    monkeypatch.setattr(display, "_pause", pause)
     code, out, err = cli("snapshot", "take", "lonely", "--wait")
     assert code == 130
     assert "no worker seems to be running" in err and "snapledger worker" in err
@@ -275,7 +274,7 @@ def test_events_follow_prints_new_events_until_ctrl_c(cli: Cli, monkeypatch: pyt
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli_verbs, "_pause", pause)
+    monkeypatch.setattr(display, "_pause", pause)
     try:
         code, out, _ = cli("events", "--follow", "--json")
     finally:
@@ -289,19 +288,19 @@ def test_events_follow_prints_new_events_until_ctrl_c(cli: Cli, monkeypatch: pyt
 
 # ---------------------------------------------------------------- rendering
 def test_terminal_progress_line() -> None:
-    line = cli_verbs.render_progress(42.0, 1234, 50 * MiB, 10.0, width=20)
+    line = display.render_progress(42.0, 1234, 50 * MiB, 10.0, width=20)
     assert line.startswith(" 42.0% [########------------]")
     assert "1,234 items" in line and "50.0 MiB" in line
     assert "5.0 MiB/s" in line  # rate
     assert "ETA 0:14" in line  # 10 s for 42% -> ~13.8 s left
-    assert "ETA --:--" in cli_verbs.render_progress(0.0, 0, 0, 0.0)
-    assert "500 items/s" in cli_verbs.render_progress(10.0, 1000, 0, 2.0)  # no archive bytes yet
-    assert "ETA 1:00:00" in cli_verbs.render_progress(50.0, 1, MiB, 3600.0)
+    assert "ETA --:--" in display.render_progress(0.0, 0, 0, 0.0)
+    assert "500 items/s" in display.render_progress(10.0, 1000, 0, 2.0)  # no archive bytes yet
+    assert "ETA 1:00:00" in display.render_progress(50.0, 1, MiB, 3600.0)
 
 
 def test_bar_display_redraws_one_line_in_place() -> None:
     out = io.StringIO()
-    bar = cli_verbs.BarDisplay("nightly#1", out)
+    bar = display.BarDisplay("nightly#1", out)
     bar.update("requested", 0.0, 0, 0, 0.0)
     bar.update("running", 50.0, 100, 4 * MiB, 2.0)
     bar.update("running", 100.0, 200, 8 * MiB, 3.0)
@@ -315,12 +314,12 @@ def test_bar_display_redraws_one_line_in_place() -> None:
 
 
 def test_human_units() -> None:
-    assert cli_verbs.human_size(512) == "512 B"
-    assert cli_verbs.human_size(1536) == "1.5 KiB"
-    assert cli_verbs.human_size(3 * 1024 * MiB) == "3.0 GiB"
-    assert cli_verbs.human_duration(0.42) == "0.4s"
-    assert cli_verbs.human_duration(125) == "2m05s"
-    assert cli_verbs.human_duration(7260) == "2h01m"
+    assert tables.human_size(512) == "512 B"
+    assert tables.human_size(1536) == "1.5 KiB"
+    assert tables.human_size(3 * 1024 * MiB) == "3.0 GiB"
+    assert tables.human_duration(0.42) == "0.4s"
+    assert tables.human_duration(125) == "2m05s"
+    assert tables.human_duration(7260) == "2h01m"
 
 
 def test_snapshot_stop_delete_and_restore_stop_verbs(make_config, capsys):
@@ -344,11 +343,11 @@ def test_the_live_bar_fits_the_terminal() -> None:
 
     for columns in (80, 60, 40):
         out = io.StringIO()
-        bar = cli_verbs.BarDisplay("nightly-production-orders#1234", out, columns=columns)
+        bar = display.BarDisplay("nightly-production-orders#1234", out, columns=columns)
         bar.update("running", 42.5, 123_456_789, 987 * 1024 * MiB, 3723.0)
         lines = out.getvalue().split("\r")
         assert max(len(line) for line in lines) < columns, (columns, lines)
         assert "%" in lines[-1]
     wide = io.StringIO()
-    cli_verbs.BarDisplay("n#1", wide, columns=200).update("running", 50.0, 10, MiB, 1.0)
+    display.BarDisplay("n#1", wide, columns=200).update("running", 50.0, 10, MiB, 1.0)
     assert "[" + "#" * 12 + "-" * 12 + "]" in wide.getvalue()  # room: the full 24-cell bar

@@ -195,9 +195,9 @@ def test_the_cli_retries_a_lost_commit_under_its_key(make_config, monkeypatch, c
     under the same key and finds that snapshot instead of taking a second one."""
     import argparse
 
-    from api import cli_verbs
+    from api.cli import common as cli_common
 
-    monkeypatch.setattr(cli_verbs.time, "sleep", lambda s: None)
+    monkeypatch.setattr(cli_common.time, "sleep", lambda s: None)
     runtime = Runtime.build(make_config())
     try:
         pid = runtime.app.create_policy({"name": "cli", "source": "demo", "storage": "local"}, "ops").id
@@ -212,7 +212,7 @@ def test_the_cli_retries_a_lost_commit_under_its_key(make_config, monkeypatch, c
 
         monkeypatch.setattr(runtime.app, "request_snapshot", lossy)
         args = argparse.Namespace(command="snapshot", action="take", actor="cli:ops")
-        outcome = cli_verbs.once(runtime, args, runtime.app.request_snapshot, pid, "cli:ops")
+        outcome = cli_common.once(runtime, args, runtime.app.request_snapshot, pid, "cli:ops")
         assert len(calls) == 1  # the retry found the first commit and did not act again
         assert [s for s in runtime.app.get_policy(pid).snapshot_ids] == [outcome.id]
         assert "retrying" in capsys.readouterr().err

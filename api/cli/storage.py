@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from api.cli_verbs import _mutating, _print_json, _reading, _verb, human_size, print_plan
+from api.cli.common import _mutating, _print_json, _reading, _verb
+from api.cli.tables import human_size, print_plan
 from api.runtime import Runtime
 
 

@@ -9,7 +9,11 @@ import sys
 import threading
 from typing import Any
 
-from api import cli_storage, cli_verbs
+from api.cli import storage
+from api.cli.common import resolve_snapshot
+from api.cli.events import _add_events
+from api.cli.policies import _add_policy
+from api.cli.runs import _add_runs
 from api.config import ConfigError, load_config
 from api.logs import setup_logging
 from api.runtime import Runtime
@@ -110,7 +114,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     try:
         try:
             runtime.runner.catch_up()  # a task name (nightly#3) is looked up in the views
-            snap = runtime.app.get_snapshot(cli_verbs.resolve_snapshot(runtime, args.snapshot))
+            snap = runtime.app.get_snapshot(resolve_snapshot(runtime, args.snapshot))
         except DomainError as e:
             return _fail(e.message)
         if snap.status not in ("completed", "partially_failed"):
@@ -173,8 +177,11 @@ def parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="re-read a snapshot's archive and check every checksum and count")
     verify.add_argument("snapshot", help="snapshot id or task name (e.g. nightly#3)")
     verify.set_defaults(func=cmd_verify)
-    cli_verbs.register(sub)
-    cli_storage.register(sub)  # storage verbs, built on cli_verbs' helpers
+    # The operator verbs, one module per noun.
+    _add_policy(sub)
+    _add_runs(sub)
+    _add_events(sub)
+    storage.register(sub)
     return p
 
 

@@ -1,0 +1,5 @@
+"""The `snapledger` command line, one module per noun."""
+
+from api.cli.main import main, parser
+
+__all__ = ["main", "parser"]
