@@ -183,6 +183,8 @@ class _SlowSource:
     name = "slow"
     parallel = 1
     parallel_safe = False
+    isolated_collections = False  # a Source and its BackupSession (transfer/ports.py)
+    has_schema = False
 
     def open(self):
         import contextlib
@@ -198,6 +200,9 @@ class _SlowSource:
 
     def definition(self, name):
         return None
+
+    def schema_members(self, names, codec):
+        return []
 
     def read_chunks(self, name, on_raw):
         time.sleep(2 * LEASE)

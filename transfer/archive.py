@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from transfer.codec import ERRORS, SUFFIX, compressor, inflate
 from transfer.items import counter_for
+from transfer.ports import MemberSink
 
 FORMAT = "snapledger-archive"
 FORMAT_VERSION = 2  # 2: schema members with their checksums; PostgreSQL schema from pg_dump
@@ -278,12 +279,13 @@ def read_members(
     stream: IO[bytes],
     manifest: dict[str, Any],
     wanted: set[str],
-    session: Any,
+    session: MemberSink,
     on_bytes: Callable[[str, int, int], None],
 ) -> Iterator[tuple[str, int]]:
     """Streams the wanted collections out of the archive, decompressed, into the restore
-    session: begin(schema) once, before the first collection (when the session has it),
-    then prepare(name, definition) and the bytes into open_out(name) per collection.
+    session: begin(schema) once, before the first collection (a no-op where the target has
+    no schema), then prepare(name, definition) and the bytes into open_out(name) per
+    collection.
 
     Verifies every member's SHA-256 and item count against the manifest as it goes, and
     the embedded manifest against the one given; schema members are all checked before
@@ -310,8 +312,7 @@ def read_members(
         if missing:
             raise ArchiveError(f"schema member {missing[0]!r} is missing or out of place")
         begun = True
-        if hasattr(session, "begin"):
-            session.begin(schema)
+        session.begin(schema)
 
     try:
         tar = tarfile.open(fileobj=stream, mode="r|")

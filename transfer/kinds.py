@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from transfer.ndjson import NdjsonSource, NdjsonTarget
+from transfer.ports import Source, Target
 
 
-def build_source(endpoint: Any) -> Any:
+def build_source(endpoint: Any) -> Source:
     source = _source(endpoint)
     source.parallel = endpoint.settings.get("parallel", 2)
     return source
 
 
-def _source(endpoint: Any) -> Any:
+def _source(endpoint: Any) -> Source:
     s = endpoint.settings
     if endpoint.kind == "ndjson":
         return NdjsonSource(endpoint.name, s["path"])
@@ -28,7 +29,7 @@ def _source(endpoint: Any) -> Any:
     raise ValueError(f"unknown source kind {endpoint.kind!r}")
 
 
-def build_target(endpoint: Any) -> Any:
+def build_target(endpoint: Any) -> Target:
     s = endpoint.settings
     if endpoint.kind == "ndjson":
         return NdjsonTarget(endpoint.name, s["path"], s.get("existing", "replace"))

@@ -102,6 +102,7 @@ def _uuid_hex(info: dict[str, Any]) -> str | None:
 
 class MongoSource:
     kind = "mongodb"
+    parallel = 1  # until configured: transfer/kinds.py sets the endpoint's `parallel`
 
     def __init__(
         self,
@@ -134,6 +135,8 @@ class MongoSource:
 
 class _MongoBackup:
     parallel_safe = True  # pymongo clients are thread-safe; each read has its own cursor
+    isolated_collections = False  # a driver error ends the run
+    has_schema = False  # options and indexes travel per collection, in definition()
 
     def __init__(self, source: MongoSource, client: Any) -> None:
         self.source = source
@@ -180,6 +183,9 @@ class _MongoBackup:
         meta["collectionName"] = split_name(collection)[1]
         meta["type"] = "collection"
         return json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
+
+    def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
+        return []  # never called: has_schema is False
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Concatenated BSON documents in natural order, about CHUNK bytes at a time."""
@@ -256,6 +262,9 @@ class MongoTarget:
     def __repr__(self) -> str:
         return f"MongoTarget({self.name!r}, existing={self.existing!r})"
 
+    def cleanup_partials(self) -> int:
+        return 0  # documents land in place, never in files aside: there is nothing to remove
+
     @contextmanager
     def open(self, source_kind: str, existing: str | None = None, **_: Any) -> Iterator[_MongoRestore]:
         """`existing` overrides the configured policy for this restore."""
@@ -294,6 +303,14 @@ class _MongoRestore:
         self.prepared: dict[str, _Prepared] = {}  # by archived collection name
         self.committed = False
         self._raw = _raw_capable(client.get_database("admin"))
+
+    def begin(
+        self,
+        schema: dict[str, bytes],
+        selection: list[str] | None = None,
+        mapping: dict[str, str] | None = None,
+    ) -> None:
+        pass  # no database-wide schema: each collection is prepared with its own metadata
 
     def _collection(self, name: str) -> Any:
         db, coll = split_name(name)
@@ -351,6 +368,9 @@ class _MongoRestore:
     def commit(self) -> None:
         """Writes are already durable in place; committing only disarms the rollback."""
         self.committed = True
+
+    def schema_notes(self) -> dict[str, Any] | None:
+        return None  # nothing beyond the counts to report
 
     def rollback(self) -> None:
         if self.committed:

@@ -41,9 +41,12 @@ def readable(name: str) -> str:
 
 
 class NdjsonSource:
+    """A directory is its own backup session (see transfer/ports.py: Source, BackupSession)."""
+
     kind = "ndjson"
     parallel_safe = True  # files are read independently
     isolated_collections = True  # one damaged file does not spoil the others
+    has_schema = False  # no database-wide schema members
     parallel = 2
 
     def __init__(self, name: str, directory: str | Path) -> None:
@@ -76,6 +79,9 @@ class NdjsonSource:
     def definition(self, collection: str) -> bytes | None:
         return None
 
+    def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
+        return []  # never called: has_schema is False
+
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Yields the collection's bytes, newline-terminated; reports file bytes consumed."""
         path = self._paths[collection]
@@ -104,6 +110,7 @@ class NdjsonTarget:
     """Writes each collection beside its final name and publishes all at once on commit."""
 
     kind = "ndjson"
+    transactional = True  # nothing is visible before commit publishes the files
 
     def __init__(self, name: str, directory: str | Path, existing: str = "replace") -> None:
         self.name = name
@@ -176,6 +183,14 @@ class _NdjsonRestore:
         self.names: dict[str, str] = {}
         self.attempt = uuid.uuid4().hex[:12]
 
+    def begin(
+        self,
+        schema: dict[str, bytes],
+        selection: list[str] | None = None,
+        mapping: dict[str, str] | None = None,
+    ) -> None:
+        pass  # files have no schema to plan
+
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
         name = as_name or collection
         final = self.target.path(name)
@@ -210,3 +225,6 @@ class _NdjsonRestore:
             with open(partial, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(partial, final)
+
+    def schema_notes(self) -> dict[str, Any] | None:
+        return None  # nothing beyond the counts to report

@@ -85,6 +85,14 @@ class LegacySession:
         self.deferred: list[sql.Composed] = []
         self.tables: dict[str, tuple[sql.Composable, list[str], int]] = {}
 
+    def begin(
+        self,
+        schema: dict[str, bytes],
+        selection: list[str] | None = None,
+        mapping: dict[str, str] | None = None,
+    ) -> None:
+        pass  # format 1 has no schema dump: each table comes with its own definition
+
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:
         """as_name: `table` (same schema) or `schema.table` to restore under another name."""
         if definition is None:
@@ -141,3 +149,6 @@ class LegacySession:
                     ).format(sql.Identifier(column), qualified),
                     (qualified.as_string(self.conn), column),
                 )
+
+    def schema_notes(self) -> dict[str, Any] | None:
+        return None  # nothing beyond the counts to report

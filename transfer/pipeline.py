@@ -11,7 +11,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed, wait
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any, cast
@@ -26,6 +26,7 @@ from transfer.archive import (
 )
 from transfer.crypto import DecryptingReader, Keyring, Signer, aead_context, require_key
 from transfer.errors import AlreadyRestored, SourceError, Stopped
+from transfer.ports import BackupSession, MemberSink, RestoreSession, Source, Target, Writable
 from transfer.prefetch import prefetch
 from transfer.storage import Storage, StorageError
 
@@ -148,7 +149,7 @@ def select_collections(
 
 
 def run_backup(
-    source: Any,
+    source: Source,
     storage: Storage,
     archive_key: str,
     include: list[str],
@@ -200,10 +201,10 @@ def run_backup(
             total = sum(estimates[n] for n in names) or 1
             definitions = {name: session.definition(name) for name in names}
             archive = ArchiveWriter(sink, source_kind=source.kind, codec=codec, level=level)
-            workers = min(parallel, len(names)) if getattr(session, "parallel_safe", False) else 1
+            workers = min(parallel, len(names)) if session.parallel_safe else 1
             schema = _Schema(session, names, archive, overlap=workers > 1)
 
-            isolated = getattr(session, "isolated_collections", False)
+            isolated = session.isolated_collections
 
             def chunks(name: str) -> Iterator[bytes]:
                 try:
@@ -289,9 +290,11 @@ class _Schema:
     lead the archive; with collections staging in parallel they are taken meanwhile, in a
     thread of their own, and written just before the first collection."""
 
-    def __init__(self, session: Any, names: list[str], archive: ArchiveWriter, overlap: bool) -> None:
+    def __init__(
+        self, session: BackupSession, names: list[str], archive: ArchiveWriter, overlap: bool
+    ) -> None:
         self.archive = archive
-        self.done = not hasattr(session, "schema_members")
+        self.done = not session.has_schema
         self.pool: ThreadPoolExecutor | None = None
         self.future: Any = None
         if self.done:
@@ -357,7 +360,8 @@ def remove_archive(storage: Storage, archive_key: str) -> None:
 
 class _Discard:
     """A restore session that writes nowhere: verify and dry runs read through it. It
-    still checks that a PostgreSQL schema dump reads, with pg_restore too."""
+    still checks that a PostgreSQL schema dump reads, with pg_restore too (a MemberSink,
+    transfer/ports.py)."""
 
     def __init__(self, source_kind: str = "ndjson") -> None:
         self.source_kind = source_kind
@@ -372,7 +376,7 @@ class _Discard:
         pass
 
     @contextmanager
-    def open_out(self, collection: str) -> Iterator[Any]:
+    def open_out(self, collection: str) -> Iterator[_Discard]:
         yield self
 
     def write(self, data: bytes) -> int:
@@ -380,22 +384,24 @@ class _Discard:
 
 
 class _Mapped:
-    """Gives the target session each collection's name in the target."""
+    """Gives the target session each collection's name in the target (a MemberSink over a
+    RestoreSession, transfer/ports.py)."""
 
-    def __init__(self, session: Any, mapping: dict[str, str], selection: list[str] | None = None) -> None:
+    def __init__(
+        self, session: RestoreSession, mapping: dict[str, str], selection: list[str] | None = None
+    ) -> None:
         self.session = session
         self.mapping = mapping
         self.selection = selection
 
     def begin(self, schema: dict[str, bytes]) -> None:
         """Targets that restore a whole schema plan it at once, renames and selection included."""
-        if hasattr(self.session, "begin"):
-            self.session.begin(schema, self.selection, self.mapping)
+        self.session.begin(schema, self.selection, self.mapping)
 
     def prepare(self, collection: str, definition: bytes | None) -> None:
         self.session.prepare(collection, definition, self.mapping.get(collection))
 
-    def open_out(self, collection: str) -> Any:
+    def open_out(self, collection: str) -> AbstractContextManager[Writable]:
         return self.session.open_out(collection)
 
 
@@ -546,7 +552,7 @@ def _read_through(
     stream: IO[bytes],
     manifest: dict[str, Any],
     wanted: set[str],
-    session: Any,
+    session: MemberSink,
     report: Report,
     should_stop: ShouldStop,
 ) -> tuple[int, int, dict[str, int]]:
@@ -614,7 +620,7 @@ def verify_archive(
 def run_restore(
     storage: Storage,
     archive_key: str,
-    target: Any,
+    target: Target,
     collections: list[str],
     report: Report,
     should_stop: ShouldStop,
@@ -653,12 +659,12 @@ def run_restore(
         return RestoreResult(items, read, check)
     legacy = expected is not None and expected.manifest_sha256 is None and bool(expected.sha256)
     first = expected is not None and expected.verify_first
-    if not getattr(target, "transactional", True) or legacy or first:
+    if not target.transactional or legacy or first:
         # A target that cannot undo, or a snapshot from before the seal (only the object's
         # SHA-256 was recorded, known at the end): the whole archive is checked first.
         verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring, expected=expected)
     extras: dict[str, Any] = {}
-    if kind == "postgresql" and getattr(target, "kind", None) == "postgresql":
+    if kind == "postgresql" and target.kind == "postgresql":
         extras = dict(
             format_version=manifest.get("format_version", 1),
             keep_owners=keep_owners,
@@ -684,7 +690,7 @@ def run_restore(
                     check[name]["target_name"] = mapping[name]
             before_commit()  # a fenced attempt raises here: it must not publish (or append) twice
             session.commit()
-            notes = session.schema_notes() if hasattr(session, "schema_notes") else None
+            notes = session.schema_notes()
     except AlreadyRestored as done:  # checked and committed by the attempt that died
         check = _check(available, {n: available[n]["items"] for n in names}, names)
         for name in names:

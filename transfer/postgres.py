@@ -85,6 +85,10 @@ def _connect(
 
 # ====================================================================== backup
 class _BackupSession:
+    parallel_safe: bool  # set per session: with psql each table has its own connection
+    isolated_collections = False  # one snapshot, one transaction: a failed COPY ends the run
+    has_schema = True  # pg_dump's schema dump and the restore state, in schema_members()
+
     def __init__(self, source: PostgresSource, conn: psycopg.Connection) -> None:
         self.source = source
         self.conn = conn
@@ -938,6 +942,7 @@ class _RestoreSession:
 
 class PostgresTarget:
     kind = "postgresql"
+    transactional = True  # one transaction, or (parallel) everything it created is dropped on failure
 
     def __init__(
         self,
@@ -968,7 +973,7 @@ class PostgresTarget:
         resume: dict[str, Any] | None = None,
         run_id: str = "",
         sizes: dict[str, int] | None = None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[_RestoreSession | LegacySession]:
         if source_kind != "postgresql":
             raise TargetError(f"target {self.name!r} takes PostgreSQL snapshots, not {source_kind}")
         mode = existing or self.existing
@@ -1006,3 +1011,6 @@ class PostgresTarget:
         finally:
             session.close()
             conn.close()
+
+    def cleanup_partials(self) -> int:
+        return 0  # nothing is written aside; a re-claimed restore cleans up in begin() (resume)

@@ -33,8 +33,8 @@ from transfer.archive import manifest_key
 from transfer.crypto import Keyring, Signer
 from transfer.errors import Stopped
 from transfer.health import HealthBoard
-from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import Expected, remove_archive, run_backup, run_restore
+from transfer.ports import Source, Target
 from transfer.progress import ProgressThrottle
 from transfer.storage import Storage, StorageError
 
@@ -55,8 +55,8 @@ class StoreUnavailable(Fenced):
 
 @dataclass
 class Resources:
-    sources: dict[str, NdjsonSource]
-    targets: dict[str, NdjsonTarget]
+    sources: dict[str, Source]
+    targets: dict[str, Target]
     storages: dict[str, Storage]
     secrets: list[str] = field(default_factory=list)
     codec: str = "gzip"
@@ -394,7 +394,7 @@ class Worker:
                 run.should_stop,
                 codec=self.resources.codec,
                 level=self.resources.level,
-                parallel=getattr(source, "parallel", 1),
+                parallel=source.parallel,
                 keyring=self.resources.keyrings.get(snap.storage),
                 signer=self.resources.signers.get(snap.storage),
                 before_commit=run.still_ours,
@@ -459,7 +459,7 @@ class Worker:
                 missing = restore.storage if storage is None else restore.target
                 raise LookupError(f"{missing!r} is no longer configured")
             self.resources.usable(restore.storage)
-            if restore.attempt > 1 and hasattr(target, "cleanup_partials"):
+            if restore.attempt > 1:
                 target.cleanup_partials()  # what the dead attempt left
             expected = self._expected(restore)
             result = run_restore(

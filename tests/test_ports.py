@@ -1,0 +1,283 @@
+"""Every source, target and session kind conforms to the data plane's ports (transfer/ports.py).
+
+Instances are built without a server: NDJSON over a temporary directory, MongoDB over
+mongomock, PostgreSQL's targets and restore sessions over a stand-in connection (their
+constructors only store it), and its backup session over a stand-in that answers the
+queries its constructor makes. The annotations let mypy check the same assignments
+(`mypy tests/test_ports.py`); the isinstance checks and the member lists catch at run time
+an implementation that lost a member, including one set per instance.
+
+The capability values are pinned too: they are what the pipelines assumed, by default,
+before the members were explicit (`transactional` True, `parallel` 1, the rest False).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import mongomock
+import pytest
+
+from transfer import postgres
+from transfer.kinds import build_source, build_target
+from transfer.mongodb import MongoSource, MongoTarget
+from transfer.ndjson import NdjsonSource, NdjsonTarget
+from transfer.pg_legacy import LegacySession
+from transfer.pipeline import _Discard, _Mapped
+from transfer.ports import BackupSession, MemberSink, RestoreSession, Source, Target, Writable
+from transfer.postgres import PostgresSource, PostgresTarget, RestoreOptions
+
+PROTOCOLS = (Source, BackupSession, Target, RestoreSession, MemberSink, Writable)
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # never connected to by these tests
+
+
+def _members(protocol: type) -> set[str]:
+    """A protocol's members: its annotated attributes and its methods."""
+    names = set(getattr(protocol, "__annotations__", {}))
+    names |= {n for n, v in vars(protocol).items() if not n.startswith("_") and callable(v)}
+    return names
+
+
+def _declared(cls: type) -> set[str]:
+    """What a class declares for its instances: class attributes, methods, annotations, and
+    the configured `name` every constructor sets. A capability must be declared on the class,
+    not only set on an instance (transfer/kinds.py sets `parallel` on what it builds: a source
+    built directly must have it too)."""
+    names: set[str] = {"name"}
+    for klass in cls.__mro__:
+        names |= set(vars(klass)) | set(getattr(klass, "__annotations__", {}))
+    return names
+
+
+def test_the_protocols_document_every_member() -> None:
+    source = Path(__file__).parent.parent / "transfer" / "ports.py"
+    lines = source.read_text().splitlines()
+    for protocol in PROTOCOLS:
+        assert protocol.__doc__, protocol
+        for name in _members(protocol):
+            value = vars(protocol).get(name)
+            if callable(value):
+                assert value.__doc__, f"{protocol.__name__}.{name} has no docstring"
+            else:
+                line = next(x for x in lines if x.strip().startswith(f"{name}:"))
+                assert "#" in line, f"{protocol.__name__}.{name} has no comment"
+
+
+# ---------------------------------------------------------------- stand-ins for a server
+
+
+class _Cursor:
+    def __init__(self, row: tuple[Any, ...] | None = None) -> None:
+        self.row = row
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.row
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return []  # no tables: the constructor locks nothing
+
+
+class _Connection:
+    """Answers what _BackupSession's constructor asks: the server version, an exported
+    snapshot, the encoding and the (empty) list of tables."""
+
+    info = SimpleNamespace(server_version=170000)
+
+    def execute(self, query: Any, params: Any = None) -> _Cursor:
+        return _Cursor(("00000003-00000002-1",) if "snapshot" in str(query) else ("UTF8",))
+
+
+@pytest.fixture
+def no_pg_dump(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The constructor looks pg_dump up; these tests need none installed."""
+    monkeypatch.setattr(postgres, "require_pg_dump", lambda version: ("pg_dump", "17.0"))
+
+
+def _mongo_client(url: str, **_: Any) -> Any:
+    return mongomock.MongoClient()
+
+
+# ---------------------------------------------------------------- sources
+
+
+def _check_source(source: Source, parallel: int) -> None:
+    assert isinstance(source, Source)
+    assert _members(Source) <= _declared(type(source))
+    assert isinstance(source.name, str) and isinstance(source.kind, str)
+    assert source.parallel == parallel
+
+
+def _check_backup(session: BackupSession, parallel_safe: bool, isolated: bool, has_schema: bool) -> None:
+    assert isinstance(session, BackupSession)
+    assert _members(BackupSession) <= _declared(type(session))
+    assert (session.parallel_safe, session.isolated_collections, session.has_schema) == (
+        parallel_safe,
+        isolated,
+        has_schema,
+    )
+
+
+def test_ndjson_source(tmp_path: Path) -> None:
+    (tmp_path / "things.ndjson").write_bytes(b'{"a":1}\n')
+    source: Source = NdjsonSource("files", tmp_path)
+    _check_source(source, parallel=2)
+    with source.open() as session:
+        _check_backup(session, parallel_safe=True, isolated=True, has_schema=False)
+        assert session.schema_members(["things"], "gzip") == []
+        assert list(session.estimates()) == ["things"]
+
+
+def test_mongodb_source() -> None:
+    source: Source = MongoSource("mongo", "mongodb://nowhere.invalid/", None, [], _mongo_client)
+    _check_source(source, parallel=1)
+    with source.open() as session:
+        _check_backup(session, parallel_safe=True, isolated=False, has_schema=False)
+        assert session.schema_members([], "gzip") == []
+
+
+@pytest.mark.parametrize("use_psql", [True, False])
+def test_postgresql_source(no_pg_dump: None, use_psql: bool) -> None:
+    source: Source = PostgresSource("pg", UNREACHABLE, None, ["public"], use_psql=use_psql)
+    _check_source(source, parallel=2)
+    session: BackupSession = postgres._BackupSession(
+        PostgresSource("pg", UNREACHABLE, None, ["public"], use_psql=use_psql),
+        _Connection(),  # type: ignore[arg-type]
+    )
+    psql = shutil.which("psql") is not None and use_psql  # with psql each table has its own connection
+    _check_backup(session, parallel_safe=psql, isolated=False, has_schema=True)
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "parallel"),
+    [
+        ("ndjson", {"path": "."}, 2),
+        ("ndjson", {"path": ".", "parallel": 3}, 3),
+        ("postgresql", {"url": UNREACHABLE, "schemas": ["public"]}, 2),
+        ("mongodb", {"url": "mongodb://nowhere.invalid/", "databases": [], "parallel": 4}, 4),
+    ],
+)
+def test_built_sources(kind: str, settings: dict[str, Any], parallel: int) -> None:
+    endpoint = SimpleNamespace(kind=kind, name="s", settings=settings, password=lambda: None)
+    _check_source(build_source(endpoint), parallel)
+
+
+# ---------------------------------------------------------------- targets
+
+
+def _check_target(target: Target, transactional: bool) -> None:
+    assert isinstance(target, Target)
+    assert _members(Target) <= _declared(type(target))
+    assert isinstance(target.name, str) and isinstance(target.kind, str)
+    assert target.transactional is transactional
+
+
+def _check_restore(session: RestoreSession) -> None:
+    assert isinstance(session, RestoreSession)
+    assert _members(RestoreSession) <= _declared(type(session))
+
+
+def test_ndjson_target(tmp_path: Path) -> None:
+    target: Target = NdjsonTarget("files", tmp_path)
+    _check_target(target, transactional=True)
+    with target.open("ndjson") as session:
+        _check_restore(session)
+        session.begin({}, None, {})  # a no-op: nothing to plan
+        session.prepare("things", None)
+        with session.open_out("things") as out:
+            assert isinstance(out, Writable)
+            out.write(b'{"a":1}\n')
+        assert session.count_items("things") == 1
+        assert session.schema_notes() is None
+        assert target.cleanup_partials() == 1  # the file this uncommitted session wrote
+    assert target.cleanup_partials() == 0
+
+
+def test_mongodb_target() -> None:
+    target: Target = MongoTarget("mongo", "mongodb://nowhere.invalid/", None, "fail", _mongo_client)
+    _check_target(target, transactional=False)
+    assert target.cleanup_partials() == 0
+    with target.open("mongodb") as session:
+        _check_restore(session)
+        session.begin({})
+        session.prepare("db.things", None)
+        with session.open_out("db.things") as out:
+            assert isinstance(out, Writable)
+        session.commit()
+        assert session.schema_notes() is None
+
+
+def test_postgresql_target() -> None:
+    target: Target = PostgresTarget("pg", UNREACHABLE, None, "fail")
+    _check_target(target, transactional=True)
+    assert target.cleanup_partials() == 0
+    pg = PostgresTarget("pg", UNREACHABLE, None, "fail")
+    sessions: list[RestoreSession] = [
+        postgres._RestoreSession(pg, _Connection(), "fail", RestoreOptions()),  # type: ignore[arg-type]
+        LegacySession(pg, _Connection(), "fail"),  # type: ignore[arg-type]
+    ]
+    for session in sessions:
+        _check_restore(session)
+    legacy = sessions[1]
+    legacy.begin({"schema.dump": b""}, ["a.b"], {})  # format 1: no schema to plan
+    assert legacy.schema_notes() is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "settings", "transactional"),
+    [
+        ("ndjson", {"path": "."}, True),
+        ("postgresql", {"url": UNREACHABLE, "existing": "fail"}, True),
+        ("mongodb", {"url": "mongodb://nowhere.invalid/", "existing": "fail"}, False),
+    ],
+)
+def test_built_targets(kind: str, settings: dict[str, Any], transactional: bool) -> None:
+    endpoint = SimpleNamespace(kind=kind, name="t", settings=settings, password=lambda: None)
+    _check_target(build_target(endpoint), transactional)
+
+
+# ---------------------------------------------------------------- the pipeline's own sinks
+
+
+def test_the_pipelines_sinks(tmp_path: Path) -> None:
+    discard: MemberSink = _Discard("ndjson")
+    assert isinstance(discard, MemberSink)
+    with discard.open_out("things") as out:
+        assert isinstance(out, Writable)
+    with contextlib.ExitStack() as stack:
+        session = stack.enter_context(NdjsonTarget("files", tmp_path).open("ndjson"))
+        mapped: MemberSink = _Mapped(session, {"things": "renamed"})
+        assert isinstance(mapped, MemberSink)
+        mapped.begin({})
+        mapped.prepare("things", None)
+        with mapped.open_out("things") as out:
+            assert isinstance(out, Writable)
+    for sink in (_Discard, _Mapped):
+        assert _members(MemberSink) <= _declared(sink)
+
+
+def test_a_drifted_implementation_is_refused() -> None:
+    """The checks above bite: a session without a capability member is not a BackupSession."""
+
+    class Drifted:
+        parallel_safe = True
+        isolated_collections = False  # has_schema is missing
+
+        def estimates(self) -> dict[str, int]:
+            return {}
+
+        def definition(self, collection: str) -> bytes | None:
+            return None
+
+        def read_chunks(self, collection: str, on_raw_bytes: Any) -> Iterator[bytes]:
+            return iter(())
+
+        def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
+            return []
+
+    assert not isinstance(Drifted(), BackupSession)
+    assert not _members(BackupSession) <= _declared(Drifted)
