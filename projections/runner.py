@@ -65,11 +65,17 @@ class ProjectionRunner:
     # ------------------------------------------------------------------ schema
     def create_tables(self) -> None:
         """Creates the views; a view whose shape changed since it was built is dropped and
-        replayed from position 0 (views are disposable, events are not)."""
+        replayed from position 0 (views are disposable, events are not).
+
+        Each step commits on its own. A process starting beside running ones must never
+        hold one view table's lock while it waits for another's: `CREATE INDEX IF NOT
+        EXISTS` locks its table even when the index exists, and a runner's batch holding
+        that table while waiting for one this process already locked was a deadlock."""
         with self.db.transaction() as cur:
             cur.execute(TRACKING_DDL)
             cur.execute(VERSIONS_DDL)
-            for view in self.views:
+        for view in self.views:
+            with self.db.transaction() as cur:
                 cur.execute("SELECT version FROM view_versions WHERE view = %(view)s", {"view": view.name})
                 row = cur.fetchone()
                 if row is not None and int(row["version"]) != view.version:
@@ -89,8 +95,10 @@ class ProjectionRunner:
                     "ON CONFLICT (view) DO UPDATE SET version = excluded.version",
                     {"view": view.name, "version": view.version},
                 )
-                for statement in view.ddl:
+            for statement in view.ddl:  # idempotent (IF NOT EXISTS): one lock at a time
+                with self.db.transaction() as cur:
                     cur.execute(statement)
+            with self.db.transaction() as cur:
                 cur.execute(
                     "INSERT INTO view_tracking VALUES (%(view)s, 0) ON CONFLICT (view) DO NOTHING",
                     {"view": view.name},

@@ -4,6 +4,7 @@ policy or the event stream."""
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -259,3 +260,43 @@ def test_a_full_disk_shows_in_health_and_health_recovers_when_space_returns(tmp_
     monkeypatch.undo()
     assert board.check("local").ok and board.last("local").ok
     report("disk full: the location reported unhealthy (ENOSPC) and healthy again once space returned")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_process_starting_beside_a_running_runner_does_not_deadlock_with_it(make_config, backend):
+    """A runner's batch holds one view table and then writes another; a process starting
+    meanwhile ran all the views' DDL in one transaction (CREATE INDEX IF NOT EXISTS locks
+    its table even when the index exists), holding `policies` while it waited for
+    `backup_records`: PostgreSQL broke the deadlock by failing one of them."""
+    import threading
+
+    import psycopg
+
+    from api.runtime import Runtime
+    from projections.runner import ProjectionRunner
+
+    config = make_config()
+    runtime = Runtime.build(config)  # the views exist, as in a running installation
+    try:
+        path = f"-c search_path={config.database.schema}"
+        batch = psycopg.connect(config.database.conninfo(), options=path)
+        batch.execute("UPDATE backup_records SET items = items WHERE false")  # holds backup_records
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                ProjectionRunner(runtime.app, runtime.views)  # a second process's start-up
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        starter = threading.Thread(target=start)
+        starter.start()
+        time.sleep(1.0)  # the starter is now waiting for backup_records
+        batch.execute("SET lock_timeout = '20s'")
+        batch.execute("UPDATE policies SET name = name WHERE false")  # the batch's next write
+        batch.commit()
+        starter.join(timeout=60)
+        batch.close()
+        assert not starter.is_alive() and not errors, errors
+    finally:
+        runtime.close()
