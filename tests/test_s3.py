@@ -81,7 +81,7 @@ def test_part_size_grows_so_that_an_upload_never_needs_more_than_10000_parts():
     fewer upload at once as they grow (memory stays where the first parts put it)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from transfer.storage import _S3Writer
+    from transfer.storage.s3 import _S3Writer
 
     sizes: list[int] = []
 

@@ -245,9 +245,9 @@ def test_a_full_disk_shows_in_health_and_health_recovers_when_space_returns(tmp_
     returns the next check is healthy again."""
     import errno
 
-    from transfer import storage as storage_module
     from transfer.health import HealthBoard
     from transfer.storage import LocalStorage
+    from transfer.storage import local as storage_module
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

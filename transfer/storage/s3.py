@@ -1,226 +1,20 @@
-"""Storage locations: a local directory or an S3 bucket+prefix, behind one small interface.
-
-Writers are all-or-nothing: a local archive is renamed into place on commit, an S3 one
-is a multipart upload completed on commit and aborted otherwise, so a reader never sees
-half an archive under its final key.
-"""
+"""An S3 bucket and prefix as a storage location: multipart uploads completed on commit and
+aborted otherwise, part sizes that grow to reach S3's 5 TiB object limit, ranged reads
+that resume, and short, bounded retries."""
 
 from __future__ import annotations
 
-import glob
 import io
-import os
 import time
-import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import IO, Any
 
+from transfer.storage.base import ArchiveWriter, Partial, Storage, StorageError, StoredObject
+
 PART_SIZE = 8 * 1024 * 1024
-
-
-class StorageError(Exception):
-    """The object store refused or failed an operation (message carries no credentials)."""
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    key: str
-    size: int
-
-
-@dataclass(frozen=True)
-class Partial:
-    """An unfinished write: a local `.partial-*` file or an open S3 multipart upload."""
-
-    key: str  # the key it was writing, relative to the location
-    ref: str  # what removes it: the file's path, or the upload id
-    started: datetime
-
-
-class ArchiveWriter(ABC):
-    """A write-only byte sink that becomes visible only on commit()."""
-
-    bytes_written = 0
-
-    @abstractmethod
-    def write(self, data: bytes) -> int: ...
-
-    @abstractmethod
-    def commit(self) -> None: ...
-
-    @abstractmethod
-    def abort(self) -> None: ...
-
-
-class Storage(ABC):
-    name: str
-    lock_mode: str | None = None  # S3 Object Lock: "compliance" or "governance"
-    lock_days: int = 30
-
-    def lock(self, key: str, until: datetime) -> None:
-        raise StorageError(f"storage location {self.name!r} cannot lock objects")
-
-    def check_lock(self) -> None:
-        raise StorageError(f"storage location {self.name!r} cannot lock objects")
-
-    @abstractmethod
-    def open_writer(self, key: str) -> ArchiveWriter: ...
-
-    @abstractmethod
-    def open_reader(self, key: str, version_id: str | None = None) -> IO[bytes]:
-        """`version_id`: on a versioned S3 bucket, the version recorded when it was written
-        (an overwrite since is not what is read); elsewhere ignored."""
-
-    @abstractmethod
-    def put_bytes(self, key: str, data: bytes) -> str | None:
-        """Answers the object's version id on a versioned S3 bucket, else None."""
-
-    @abstractmethod
-    def exists(self, key: str) -> bool: ...
-
-    @abstractmethod
-    def delete(self, key: str) -> None:
-        """Deleting a missing key is not an error: deletes are retried after crashes."""
-
-    @abstractmethod
-    def cleanup_partials(self, key: str) -> int:
-        """Removes unfinished writes of `key` left by a dead attempt; answers how many."""
-
-    @abstractmethod
-    def describe(self) -> str:
-        """Where objects go, for logs and the API (no credentials)."""
-
-    @abstractmethod
-    def list_objects(self) -> Iterator[StoredObject]:
-        """Every complete object of the location, keys relative to it, sorted by key."""
-
-    def get_bytes(self, key: str, version_id: str | None = None) -> bytes:
-        with self.open_reader(key, version_id) as f:
-            return f.read()
-
-    def list_partials(self) -> list[Partial]:
-        """Every unfinished write of the location, for the janitor's orphan sweep."""
-        return []
-
-    def remove_partial(self, partial: Partial) -> None:
-        """Removes one unfinished write; one already gone is not an error."""
-        raise NotImplementedError  # list_partials() above names none
-
-
-# ------------------------------------------------------------------------ local
-class _LocalWriter(ArchiveWriter):
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        # A name of its own per writer: a re-claimed run never shares a file with the
-        # attempt it replaced, even if that attempt is only frozen, not dead.
-        self.partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:12]}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
-        self.bytes_written = 0
-
-    def write(self, data: bytes) -> int:
-        self.file.write(data)
-        self.bytes_written += len(data)
-        return len(data)
-
-    def commit(self) -> None:
-        try:
-            self.file.flush()
-            os.fsync(self.file.fileno())
-        except OSError:
-            self.abort()  # a full or read-only disk: nothing half-written stays behind
-            raise
-        self.file.close()
-        os.replace(self.partial, self.path)
-
-    def abort(self) -> None:
-        """Removes the partial file even when closing it fails (a full disk refuses the
-        buffered tail): the next run must find the location as it was."""
-        try:
-            self.file.close()
-        except OSError:
-            pass
-        finally:
-            self.partial.unlink(missing_ok=True)
-
-
-class LocalStorage(Storage):
-    def __init__(self, name: str, root: str | Path) -> None:
-        self.name = name
-        self.root = Path(root).resolve()
-
-    def path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
-            raise StorageError(f"key {key!r} escapes storage location {self.name!r}")
-        return path
-
-    def open_writer(self, key: str) -> ArchiveWriter:
-        return _LocalWriter(self.path(key))
-
-    def open_reader(self, key: str, version_id: str | None = None) -> IO[bytes]:
-        try:
-            return open(self.path(key), "rb")  # noqa: SIM115 - caller closes
-        except FileNotFoundError:
-            raise StorageError(f"object {key!r} is missing from {self.name!r}") from None
-
-    def put_bytes(self, key: str, data: bytes) -> str | None:
-        writer = self.open_writer(key)
-        try:
-            writer.write(data)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
-        return None
-
-    def exists(self, key: str) -> bool:
-        return self.path(key).exists()
-
-    def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-        self.cleanup_partials(key)
-
-    def cleanup_partials(self, key: str) -> int:
-        path = self.path(key)
-        if not path.parent.is_dir():
-            return 0
-        partials = list(path.parent.glob(glob.escape(path.name) + ".partial-*"))
-        for partial in partials:
-            partial.unlink(missing_ok=True)
-        return len(partials)
-
-    def list_partials(self) -> list[Partial]:
-        found = []
-        for path in self.root.rglob("*.partial-*") if self.root.is_dir() else ():
-            try:
-                started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            except FileNotFoundError:
-                continue  # committed or aborted while we looked
-            key = path.relative_to(self.root).as_posix().rsplit(".partial-", 1)[0]
-            found.append(Partial(key, str(path), started))
-        return found
-
-    def remove_partial(self, partial: Partial) -> None:
-        path = Path(partial.ref)
-        if self.root in path.parents and ".partial-" in path.name:
-            path.unlink(missing_ok=True)
-
-    def describe(self) -> str:
-        return f"local directory {self.root}"
-
-    def list_objects(self) -> Iterator[StoredObject]:
-        """Unfinished writes (`.partial-*`) are not objects yet, so they are not listed."""
-        if not self.root.is_dir():
-            return
-        for path in sorted(self.root.rglob("*")):
-            if path.is_file() and ".partial-" not in path.name:
-                yield StoredObject(path.relative_to(self.root).as_posix(), path.stat().st_size)
 
 
 # --------------------------------------------------------------------------- s3
@@ -264,7 +58,11 @@ def _s3_error(action: str, key: str, exc: Exception) -> StorageError:
 
 
 MAX_PARTS = 10_000  # S3's limits
+
+
 MAX_PART = 5 * 1024**3
+
+
 PARTS_PER_STEP = 1_000
 
 
