@@ -19,6 +19,7 @@ from starlette.testclient import TestClient
 from api.config import Config, load_config
 from api.http import create_app
 from api.runtime import Runtime
+from tests.support.api import IN_CI, PG_URL, SECRET
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -26,7 +27,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from tests.reliability import tally
+    from tests.support import tally
 
     config.addinivalue_line("markers", "soak: a long reliability variant; runs with --soak")
     if not hasattr(config, "workerinput"):  # the main process, before xdist starts workers
@@ -34,7 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    from tests.reliability import tally
+    from tests.support import tally
 
     if hasattr(terminalreporter.config, "workerinput"):
         return  # the main process shows every worker's lines
@@ -53,11 +54,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
-
-
-PG_URL = os.environ.get("SNAPLEDGER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SECRET = "s3cr3t-Pa55word-never-in-events"
-IN_CI = bool(os.environ.get("CI"))
 
 
 def _pg_available() -> str | None:
@@ -133,7 +129,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def big_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~40 MB of incompressible lines: long enough to watch progress and stop a run."""
-    from tests.servers import write_big_source
+    from tests.support.servers import write_big_source
 
     return write_big_source(tmp_path_factory.mktemp("big"))
 
@@ -190,30 +186,3 @@ def client_for() -> Iterator[Callable[[Config], TestClient]]:
 @pytest.fixture
 def client(make_config: Callable[..., Config], client_for: Callable[[Config], TestClient]) -> TestClient:
     return client_for(make_config())
-
-
-def wait_for(
-    client: TestClient, path: str, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = client.get(path).json()
-        if predicate(body):
-            return body
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting on {path}: last {body}")
-        time.sleep(0.05)
-
-
-def create_policy(client: TestClient, name: str = "nightly", **fields: Any) -> str:
-    body = {"name": name, "source": "demo", "storage": "local", **fields}
-    r = client.post("/api/v1/policies", json=body)
-    assert r.status_code == 201, r.text
-    return r.json()["id"]
-
-
-def completed_snapshot(client: TestClient, policy_id: str) -> dict[str, Any]:
-    r = client.post(f"/api/v1/policies/{policy_id}/snapshots")
-    assert r.status_code == 202, r.text
-    sid = r.json()["id"]
-    return wait_for(client, f"/api/v1/backups/{sid}", lambda b: b["status"] in ("completed", "failed"))

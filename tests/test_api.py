@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import completed_snapshot, create_policy
+from tests.support.api import completed_snapshot, create_policy
 
 API = "/api/v1"
 

@@ -8,7 +8,7 @@ import subprocess
 import tarfile
 
 from api.config import DEMO_DATA
-from tests.conftest import completed_snapshot, create_policy, wait_for
+from tests.support.api import completed_snapshot, create_policy, wait_for
 
 
 def _archive_path(client, snap):

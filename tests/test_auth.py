@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.cli import main
-from tests.conftest import completed_snapshot
+from tests.support.api import completed_snapshot
 
 VIEWER = "viewer-token-0123456789abcdef"
 OPERATOR = "operator-token-0123456789abcdef"
@@ -61,7 +61,7 @@ def _mutations(client) -> list[tuple[str, str, dict | None]]:
 
 
 def completed_snapshot_with(client, pid: str, headers: dict) -> str:
-    from tests.conftest import wait_for
+    from tests.support.api import wait_for
 
     sid = client.post(f"/api/v1/policies/{pid}/snapshots", headers=headers).json()["id"]
     wait_for(_Authed(client, headers), f"/api/v1/backups/{sid}", lambda b: b.get("status") == "completed")
@@ -152,7 +152,7 @@ def test_the_bearer_scheme_is_matched_whatever_its_case(secured, scheme):
 
 
 def test_a_deleted_snapshots_download_is_gone(client):
-    from tests.conftest import create_policy
+    from tests.support.api import create_policy
 
     snap = completed_snapshot(client, create_policy(client))
     assert client.get(f"/api/v1/backups/{snap['id']}/download").status_code == 200

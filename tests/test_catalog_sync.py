@@ -9,25 +9,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import boto3
-import psycopg
 import pytest
 
 from api.cli import main
 from api.config import DEMO_DATA
-from tests.conftest import PG_URL, completed_snapshot, create_policy, wait_for
-from tests.test_cycle import _docs, _s3_storage
-
-
-def _wipe_event_store(config, backend: str) -> None:
-    """What losing the control plane looks like: no events, no views; storage untouched."""
-    if backend == "sqlite":
-        for path in config.data_dir.glob("events*"):
-            path.unlink()
-    else:
-        schema = config.database.schema
-        with psycopg.connect(PG_URL, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-            conn.execute(f'CREATE SCHEMA "{schema}"')
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.stores import docs as _docs
+from tests.support.stores import s3_storage as _s3_storage
+from tests.support.stores import wipe_event_store as _wipe_event_store
 
 
 def _put_junk(config, storage: str, request) -> None:

@@ -13,32 +13,9 @@ import pytest
 from api.cli import display, main, tables
 from api.config import Config
 from api.runtime import Runtime
+from tests.support.cli import NO_SCHEDULER, Cli
 
 MiB = 1_048_576
-NO_SCHEDULER = "[worker]\nscheduler = false\n"
-
-
-class Cli:
-    """Runs `snapledger --config <file> ...` in-process and answers (exit code, out, err)."""
-
-    def __init__(self, config: Config, capsys: pytest.CaptureFixture[str]) -> None:
-        self.config = config
-        self.path = str(config.data_dir.parent / "snapledger.toml")
-        self.capsys = capsys
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(["--config", self.path, *args])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def ok(self, *args: str) -> str:
-        code, out, err = self(*args)
-        assert code == 0, f"exit {code}: {out}{err}"
-        return out
-
-    def json(self, *args: str) -> object:
-        return json.loads(self.ok(*args, "--json"))
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def test_the_event_stores_url_keeps_its_libpq_parameters(tmp_path, pg_reason):
     import psycopg
 
     from api.runtime import Runtime
-    from tests.conftest import PG_URL
+    from tests.support.api import PG_URL
 
     schema = "cfg_params_" + tmp_path.name[-8:].replace("-", "_")
     url = f"{PG_URL}?schema={schema}&application_name=sl-params-test&sslmode=disable"

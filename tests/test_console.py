@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import free_port, snapledger_exe, wait_until, wait_until_up, write_big_source
+from tests.support.servers import free_port, snapledger_exe, wait_until, wait_until_up, write_big_source
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = bool(os.environ.get("CI"))

@@ -16,9 +16,9 @@ from openapi_spec_validator import validate
 from starlette.routing import Route
 
 from api.http import ROUTES
-from tests.conftest import completed_snapshot, create_policy, wait_for
-from tests.reliability.tally import report
-from tests.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.tally import report
 
 API = "/api/v1"
 

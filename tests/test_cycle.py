@@ -7,27 +7,15 @@ import io
 import json
 import tarfile
 import time
-from pathlib import Path
 
 import boto3
 import httpx
 import pytest
 
 from api.config import DEMO_DATA
-from tests.conftest import completed_snapshot, create_policy, wait_for
-
-
-def _docs(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def _s3_storage(endpoint: str, bucket: str) -> str:
-    return f"""
-[storages.s3]
-url = "s3://{bucket}/backups/team-a"
-endpoint_url = "{endpoint}"
-region = "us-east-1"
-"""
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.stores import docs as _docs
+from tests.support.stores import s3_storage as _s3_storage
 
 
 @pytest.mark.parametrize("storage", ["local", "s3"])

@@ -5,7 +5,7 @@ of that path's methods."""
 
 from __future__ import annotations
 
-from tests.conftest import completed_snapshot, create_policy
+from tests.support.api import completed_snapshot, create_policy
 
 API = "/api/v1"
 

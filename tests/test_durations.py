@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import create_policy
-from tests.test_cli import NO_SCHEDULER, Cli
+from tests.support.api import create_policy
+from tests.support.cli import NO_SCHEDULER, Cli
 
 API = "/api/v1"
 

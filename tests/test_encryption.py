@@ -31,7 +31,8 @@ from api.cli import main
 from api.config import DEMO_DATA, Config, ConfigError, load_config
 from api.http import create_app
 from api.runtime import Runtime
-from tests.conftest import completed_snapshot, create_policy, wait_for
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.keys import KEY_A, KEY_B, KEYS_A, RAW_A, RAW_B, VAULT
 from transfer.archive import manifest_key
 from transfer.crypto import (
     MAGIC,
@@ -46,9 +47,6 @@ from transfer.pipeline import run_backup, run_restore, verify_archive
 from transfer.storage import ArchiveWriter, LocalStorage, S3Storage
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-RAW_A, RAW_B = bytes(range(32)), bytes(range(100, 132))
-KEY_A = base64.b64encode(RAW_A).decode()  # base64 in the environment
-KEY_B = RAW_B.hex()  # hex works too
 KEY_TEXTS = (KEY_A, KEY_B, RAW_A.hex(), base64.b64encode(RAW_B).decode())
 
 
@@ -250,13 +248,6 @@ def test_every_restore_checks_the_key_before_opening_the_target(tmp_path) -> Non
 
 
 # ------------------------------------------------------ through the worker and API
-VAULT = """
-[storages.vault]
-url = "{url}"
-{extra}
-{keys}
-"""
-KEYS_A = 'encryption_key_id = "vault-2026"\nencryption_key_env = "SNAPLEDGER_TEST_KEY_A"'
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import completed_snapshot, create_policy, wait_for
+from tests.support.api import completed_snapshot, create_policy, wait_for
 
 API = "/api/v1"
 

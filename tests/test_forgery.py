@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from api.cli import main as cli_main
-from tests.conftest import completed_snapshot, create_policy, wait_for
-from tests.test_encryption import KEY_A, KEYS_A, VAULT
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.keys import KEY_A, KEYS_A, VAULT
 from transfer.archive import ArchiveWriter, manifest_key
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the event store's kind plays no part
@@ -136,7 +136,7 @@ def test_an_archive_changed_after_its_manifest_is_caught_by_its_recorded_checksu
 
 def test_a_modified_postgresql_schema_member_never_runs(make_config, client_for, tmp_path):
     """The forged schema would run as SQL on the target; the archive is refused first."""
-    from tests import pgdb
+    from tests.support import pgdb
 
     with pgdb.databases("src", "dst") as (src, dst):
         with pgdb.connect(src) as c:

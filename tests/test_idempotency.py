@@ -12,7 +12,7 @@ import pytest
 from api.availability import DatabaseUnavailable
 from api.runtime import Runtime
 from domain.idempotency import RequestKey
-from tests.conftest import create_policy
+from tests.support.api import create_policy
 
 KEY = {"Idempotency-Key": "retry-me-1"}
 
@@ -80,8 +80,9 @@ def test_without_a_key_the_server_chooses_one_and_answers_it(client):
     assert again.json()["id"] == first.json()["id"] and _snapshots(client, pid) == 2
 
 
-def test_every_keyed_mutation_replays(client):
-    pid = create_policy(client, "all")
+def test_every_keyed_mutation_replays(make_config, client_for, big_source):
+    client = client_for(make_config(extra=f'[sources.big]\npath = "{big_source}"\n'))
+    pid = create_policy(client, "all", source="big")  # runs long enough to be stopped
     snap = client.post(f"/api/v1/policies/{pid}/snapshots").json()["id"]
     calls = [
         ("PATCH", f"/api/v1/policies/{pid}", {"schedule": "0 4 * * *"}),

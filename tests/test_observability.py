@@ -20,7 +20,7 @@ from api.http import create_app
 from api.logs import bind, setup_logging
 from api.observability import DURATION_BUCKETS, MAX_READY_LAG, Family, escape_label, render
 from api.runtime import Runtime
-from tests.conftest import SECRET, completed_snapshot, create_policy, wait_for
+from tests.support.api import SECRET, completed_snapshot, create_policy, wait_for
 
 # ------------------------------------------------------- a small exposition parser
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")

@@ -104,7 +104,7 @@ def test_pages_through_http_follow_a_runner_in_another_process(client, tmp_path)
     """A second runtime on the same stores stands for another process (a worker): what it
     writes and projects shows in this API's cached page within fresh_for."""
     from api.runtime import Runtime
-    from tests.conftest import create_policy
+    from tests.support.api import create_policy
 
     runtime = client.app.state.runtime
     pid = create_policy(client)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import create_policy, wait_for
+from tests.support.api import create_policy, wait_for
 from transfer.ndjson import NdjsonSource
 from transfer.pipeline import run_backup
 from transfer.storage import LocalStorage

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests import pgdb
+from tests.support import pgdb
 from transfer.archive import ArchiveError, manifest_key
 from transfer.errors import SourceError, Stopped, TargetError
 from transfer.pipeline import run_backup, run_restore, verify_archive

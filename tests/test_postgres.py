@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 from api.config import parse_database_url
-from tests.conftest import PG_URL
+from tests.support.api import PG_URL
 from transfer.archive import ArchiveError, manifest_key
 from transfer.errors import Stopped, TargetError
 from transfer.pipeline import run_backup, run_restore
@@ -189,7 +189,7 @@ def test_unreachable_source_error_names_it():
 
 
 def test_postgres_cycle_through_the_api(databases, make_config, client_for):
-    from tests.conftest import completed_snapshot, create_policy, wait_for
+    from tests.support.api import completed_snapshot, create_policy, wait_for
 
     src, dst = databases
     extra = f"""

@@ -7,7 +7,7 @@ import json
 from eventsourcing.persistence import StoredEvent
 
 from domain.restore import Restore
-from tests.conftest import completed_snapshot, create_policy, wait_for
+from tests.support.api import completed_snapshot, create_policy, wait_for
 
 API = "/api/v1"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.conftest import completed_snapshot, create_policy
+from tests.support.api import completed_snapshot, create_policy
 from transfer.janitor import expired_snapshots
 
 API = "/api/v1"

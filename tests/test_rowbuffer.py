@@ -25,7 +25,7 @@ def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[ViewDatabase]:
     if request.param == "sqlite":
         views: ViewDatabase = SQLiteViews(tmp_path / "rows.db")
     else:
-        from tests.conftest import PG_URL
+        from tests.support.api import PG_URL
 
         schema = request.getfixturevalue("pg_schema")
         import psycopg

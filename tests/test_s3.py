@@ -7,7 +7,7 @@ import hashlib
 import boto3
 import pytest
 
-from tests.s3proxy import FaultyProxy
+from tests.support.s3proxy import FaultyProxy
 from transfer.errors import Stopped
 from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import run_backup, run_restore

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from api.cli import main
-from tests.conftest import completed_snapshot, create_policy, wait_for
+from tests.support.api import completed_snapshot, create_policy, wait_for
 from transfer.storage import StorageError
 
 

@@ -129,7 +129,7 @@ def test_schedule_fields_through_the_api(client):
     row = client.get(f"/api/v1/policies/{pid}").json()
     assert row["timezone"] == "UTC" and row["next_run_at"].endswith("T03:00:00.000000+00:00")
     assert row["last_success_at"] is None and row["last_failure_at"] is None
-    from tests.conftest import completed_snapshot
+    from tests.support.api import completed_snapshot
 
     completed_snapshot(client, pid)
     assert client.get(f"/api/v1/policies/{pid}").json()["last_success_at"] is not None

@@ -20,9 +20,9 @@ import pytest
 
 from api.config import load_config
 from domain.secrets import spellings
-from tests.conftest import PG_URL, SECRET, completed_snapshot, create_policy, wait_for
-from tests.reliability.tally import report
-from tests.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.api import PG_URL, SECRET, completed_snapshot, create_policy, wait_for
+from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.tally import report
 
 
 def _sqlite_bytes(config) -> bytes:

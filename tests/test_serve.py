@@ -8,8 +8,8 @@ import time
 
 import httpx
 
-from tests.reliability.tally import report
-from tests.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.tally import report
 
 
 def test_serve_on_embedded_defaults(tmp_path):

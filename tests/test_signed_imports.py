@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from tests.conftest import completed_snapshot, create_policy, wait_for
-from tests.test_catalog_sync import _wipe_event_store
-from tests.test_encryption import KEY_A, KEY_B
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.keys import KEY_A, KEY_B
+from tests.support.stores import wipe_event_store as _wipe_event_store
 from transfer.archive import manifest_key, signature_key
 
 SIGNED = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import create_policy, wait_for
+from tests.support.api import create_policy, wait_for
 
 
 def test_unusable_storage_fails_the_run_at_once_with_the_reason(make_config, client_for, tmp_path):

@@ -10,8 +10,8 @@ from collections import Counter
 import pytest
 
 from api.runtime import Runtime
-from tests.conftest import PG_URL
-from tests.servers import WorkerProcesses, wait_until
+from tests.support.api import PG_URL
+from tests.support.servers import WorkerProcesses, wait_until
 from transfer.pipeline import verify_archive
 
 LEASE = 3

@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from api.runtime import Runtime
-from tests.reliability.tally import report
-from tests.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.tally import report
 
 
 def test_concurrent_mutations_on_one_policy(make_config, tmp_path):

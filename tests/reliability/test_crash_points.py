@@ -28,8 +28,8 @@ import boto3
 import pytest
 
 from api.runtime import Runtime
-from tests.reliability.tally import report
-from tests.servers import WorkerProcesses, wait_until
+from tests.support.servers import WorkerProcesses, wait_until
+from tests.support.tally import report
 from transfer.janitor import Janitor
 from transfer.ndjson import PARTIAL
 from transfer.pipeline import verify_archive

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import completed_snapshot, create_policy
-from tests.reliability.tally import report
+from tests.support.api import completed_snapshot, create_policy
+from tests.support.tally import report
 
 API = "/api/v1"
 BASE = {"source": "demo", "storage": "local"}

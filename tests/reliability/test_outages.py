@@ -19,10 +19,10 @@ from api.config import parse_database_url
 from api.runtime import Runtime
 from projections.runner import rebuild
 from projections.views import ALL_VIEWS
-from tests.conftest import PG_URL
-from tests.pgproxy import PgProxy
-from tests.reliability import tally
-from tests.servers import free_port, snapledger_exe, wait_until_up
+from tests.support import tally
+from tests.support.api import PG_URL
+from tests.support.pgproxy import PgProxy
+from tests.support.servers import free_port, snapledger_exe, wait_until_up
 
 ANSWER_BOUND = 2.0  # seconds: the longest answer while the database is away
 RECOVERY_BOUND = 5.0  # seconds: from the database's return to ready and writable

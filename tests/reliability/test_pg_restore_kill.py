@@ -9,9 +9,9 @@ import signal
 import pytest
 
 from api.runtime import Runtime
-from tests import pgdb
-from tests.reliability.tally import report
-from tests.servers import WorkerProcesses, wait_until
+from tests.support import pgdb
+from tests.support.servers import WorkerProcesses, wait_until
+from tests.support.tally import report
 
 LEASE = 2
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import completed_snapshot, create_policy, wait_for
-from tests.reliability.tally import report
+from tests.support.api import completed_snapshot, create_policy, wait_for
+from tests.support.tally import report
 
 API = "/api/v1"
 
@@ -105,7 +105,7 @@ def test_unicode_digits_in_query_parameters_are_a_422(client, raw):
 
 
 def test_syncing_again_a_location_that_holds_imported_archives_answers(backend, make_config, client_for):
-    from tests.test_catalog_sync import _wipe_event_store
+    from tests.support.stores import wipe_event_store as _wipe_event_store
 
     config = make_config()
     client = client_for(config)
@@ -168,7 +168,7 @@ def fresh_schema(pg_reason):
     import psycopg
 
     from api.config import parse_database_url
-    from tests.conftest import PG_URL
+    from tests.support.api import PG_URL
 
     if pg_reason:
         pytest.skip(pg_reason)
@@ -185,8 +185,8 @@ def test_processes_starting_at_once_on_a_fresh_schema_all_come_up(fresh_schema, 
     (the issue saw 11 of 20 exit on 'already exists')."""
     import subprocess
 
-    from tests.conftest import PG_URL
-    from tests.servers import snapledger_exe
+    from tests.support.api import PG_URL
+    from tests.support.servers import snapledger_exe
 
     config = tmp_path / "snapledger.toml"
     config.write_text(f'data_dir = "data"\n[database]\nurl = "{PG_URL}?schema={fresh_schema}"\n')

@@ -22,9 +22,9 @@ import boto3
 import pytest
 
 from api.runtime import Runtime
-from tests.reliability.tally import report
-from tests.s3proxy import FAULTS, FaultyProxy
-from tests.servers import free_port
+from tests.support.s3proxy import FAULTS, FaultyProxy
+from tests.support.servers import free_port
+from tests.support.tally import report
 from transfer.archive import manifest_key
 from transfer.janitor import Janitor
 from transfer.ndjson import NdjsonSource, NdjsonTarget

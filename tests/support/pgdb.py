@@ -13,9 +13,9 @@ import psycopg
 from psycopg import sql
 
 from api.config import parse_database_url
-from tests.conftest import PG_URL
+from tests.support.api import PG_URL
 
-FIXTURE = Path(__file__).parent / "fixtures" / "pg_everything.sql"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pg_everything.sql"
 SCHEMAS = ["shop", "Odd Schema"]
 
 

@@ -1,0 +1,1 @@
+"""What the tests share: servers, fault proxies, fixture databases, API helpers, counts."""
