@@ -4,7 +4,7 @@ Instances are built without a server: NDJSON over a temporary directory, MongoDB
 mongomock, PostgreSQL's targets and restore sessions over a stand-in connection (their
 constructors only store it), and its backup session over a stand-in that answers the
 queries its constructor makes. The annotations let mypy check the same assignments
-(`mypy tests/test_ports.py`); the isinstance checks and the member lists catch at run time
+(`mypy tests/transfer/test_ports.py`); the isinstance checks and the member lists catch at run time
 an implementation that lost a member, including one set per instance.
 
 The capability values are pinned too: they are what the pipelines assumed, by default,
@@ -55,7 +55,7 @@ def _declared(cls: type) -> set[str]:
 
 
 def test_the_protocols_document_every_member() -> None:
-    source = Path(__file__).parent.parent / "transfer" / "ports.py"
+    source = Path(__file__).resolve().parents[2] / "transfer" / "ports.py"
     lines = source.read_text().splitlines()
     for protocol in PROTOCOLS:
         assert protocol.__doc__, protocol

@@ -46,7 +46,7 @@ from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.pipeline import run_backup, run_restore, verify_archive
 from transfer.storage import ArchiveWriter, LocalStorage, S3Storage
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 KEY_TEXTS = (KEY_A, KEY_B, RAW_A.hex(), base64.b64encode(RAW_B).decode())
 
 

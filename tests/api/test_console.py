@@ -25,7 +25,7 @@ from tests.support.servers import free_port, snapledger_exe, wait_until, wait_un
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = bool(os.environ.get("CI"))
-SHOTS = Path(__file__).resolve().parent / "screenshots"
+SHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 LAPTOP = {"width": 1366, "height": 768}
 TOKEN = "console-operator-token-0123456789"
 

@@ -189,7 +189,7 @@ schemas = ["public"]
 
 [sources.secured]
 kind = "ndjson"
-path = "{Path(__file__).resolve().parent.parent / "transfer" / "demo_data"}"
+path = "{Path(__file__).resolve().parents[2] / "transfer" / "demo_data"}"
 
 [targets.secured_db]  # a configured password no test restores into: it must never show up
 kind = "postgresql"

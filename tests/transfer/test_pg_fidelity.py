@@ -407,7 +407,7 @@ def test_format_1_archives_still_restore(pg_reason, tmp_path):
     """Snapshots taken before pg_dump carried the schema restore as they always did."""
     if pg_reason:
         pytest.skip(pg_reason)
-    fixtures = Path(__file__).parent / "fixtures" / "pg-format1"
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "pg-format1"
     storage = LocalStorage("old", fixtures)
     with pgdb.databases("dst") as (dst,):
         target = PostgresTarget("t", pgdb.url(dst), None, "fail")

@@ -1,0 +1,1 @@
+"""Tests of the entry points: the JSON API, the console, the CLI, configuration, serve."""

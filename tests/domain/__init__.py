@@ -1,0 +1,1 @@
+"""Tests of the model: aggregates, values, schedules and the Application's commands."""

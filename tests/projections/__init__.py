@@ -1,0 +1,1 @@
+"""Tests of the read side: views, the runner, rebuilds, the Event Log."""

@@ -1,0 +1,1 @@
+"""Tests of the data plane: sources, targets, storage, archives, pipelines, the worker."""
