@@ -391,10 +391,11 @@ class Snapledger(Application[UUID]):
         policy = self.get_policy(policy_id)
         return [s for s in self._live_snapshots(policy) if s.status in HAS_ARCHIVE]
 
-    def delete_policy(
+    def record_policy_deleted(
         self, policy_id: UUID | str, keep_files: bool, actor: str, removed: set[UUID]
     ) -> Outcome:
-        """`removed` names the snapshots whose files the caller already deleted."""
+        """Records a policy's deletion; `removed` names the snapshots whose archives the
+        caller already deleted (service/deletion.py removes them, then calls this)."""
         actor = _check_actor(actor)
 
         def command() -> Outcome:

@@ -59,7 +59,7 @@ def delete_policy(
     for snap in doomed:
         remove_archive(where[snap.id], snap.archive_key)
         removed.add(snap.id)
-    return app.delete_policy(policy_id, keep_files, actor, removed)
+    return app.record_policy_deleted(policy_id, keep_files, actor, removed)
 
 
 def delete_snapshot(

@@ -49,7 +49,7 @@ def test_names_unique_among_live_policies_case_insensitively(app):
     with pytest.raises(Conflict) as e:
         policy(app, "nightly")
     assert e.value.field == "name"
-    app.delete_policy(pid, True, "alice", set())
+    app.record_policy_deleted(pid, True, "alice", set())
     policy(app, "nightly")  # free again once deleted
 
 
@@ -79,13 +79,13 @@ def test_invalid_policy_transitions(app):
     app.stop_policy(pid, "alice")
     with pytest.raises(InvalidTransition, match="already stopped"):
         app.stop_policy(pid, "alice")
-    app.delete_policy(pid, False, "alice", set())
+    app.record_policy_deleted(pid, False, "alice", set())
     for command in (
         lambda: app.edit_policy(pid, {"schedule": "@daily"}, "a"),
         lambda: app.stop_policy(pid, "a"),
         lambda: app.request_snapshot(pid, "a"),
         lambda: app.rebuild_policy(pid, "a"),
-        lambda: app.delete_policy(pid, False, "a", set()),
+        lambda: app.record_policy_deleted(pid, False, "a", set()),
     ):
         with pytest.raises(InvalidTransition, match="deleted"):
             command()
@@ -199,8 +199,8 @@ def test_delete_policy_requires_archives_removed_unless_kept(app):
     snap.complete(1, 1, {}, "x", now())
     app.record(snap)
     with pytest.raises(InvalidTransition, match="still stored"):
-        app.delete_policy(pid, False, "a", set())
-    app.delete_policy(pid, False, "a", {snap.id})
+        app.record_policy_deleted(pid, False, "a", set())
+    app.record_policy_deleted(pid, False, "a", {snap.id})
     assert app.get_snapshot(snap.id).status == DELETED
 
 

@@ -68,7 +68,7 @@ def test_a_delete_by_another_process_is_answered_from_fresh_state(pair):
     pid = one.create_policy({"name": "p", "source": "demo", "storage": "local"}, "alice").id
     sid = one.request_snapshot(pid, "alice").id
     other.stop_snapshot(sid, "bob")
-    other.delete_policy(pid, keep_files=True, actor="bob", removed=set())
+    other.record_policy_deleted(pid, keep_files=True, actor="bob", removed=set())
     with pytest.raises(InvalidTransition):
         one.request_snapshot(pid, "alice")  # one's cache still says active
 

@@ -40,7 +40,7 @@ def _mixed_history(app, rnd: random.Random) -> None:
         elif roll < 0.18:
             app.rebuild_policy(pid, "bob")
         elif roll < 0.2 and step > 40:
-            app.delete_policy(pid, True, "bob", set())
+            app.record_policy_deleted(pid, True, "bob", set())
         else:
             snap = app.get_snapshot(app.request_snapshot(pid, "alice").id)
             snap.start("w1", f"ddt-{step}", 60, now())
