@@ -105,14 +105,19 @@ def _store_env(config: Config) -> dict[str, str]:
 
 
 def _ensure_schema(config: Config) -> None:
-    import psycopg
     from psycopg import sql
 
+    with _connect(config) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.database.schema)))
+
+
+def _connect(config: Config) -> Any:
+    """An autocommit connection to the event store's database; one that fails stops
+    start-up naming the server, never with a traceback."""
+    import psycopg
+
     try:
-        with psycopg.connect(config.database.conninfo(), autocommit=True, connect_timeout=10) as conn:
-            conn.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.database.schema))
-            )
+        return psycopg.connect(config.database.conninfo(), autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as e:
         db = config.database
         raise ConfigError(
@@ -146,16 +151,7 @@ def _startup_lock(config: Config) -> Iterator[None]:
     if config.database.kind != "postgresql":
         yield
         return
-    import psycopg
-
-    try:
-        conn = psycopg.connect(config.database.conninfo(), autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as e:
-        db = config.database
-        raise ConfigError(
-            f"cannot connect to PostgreSQL at {db.host}:{db.port}/{db.dbname} as {db.user}: "
-            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        ) from None
+    conn = _connect(config)
     try:
         key = f"snapledger-startup:{config.database.schema}"
         conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
