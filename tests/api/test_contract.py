@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from api.http import ROUTES
 from tests.support.api import completed_snapshot, create_policy, wait_for
-from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.servers import serving
 from tests.support.tally import report
 
 API = "/api/v1"
@@ -42,25 +42,13 @@ def test_schemathesis_with_every_check_finds_nothing(make_config, backend, tmp_p
     (examples, coverage, fuzzing, and stateful sequences that chain real ids through the
     document's links). Any failure fails the test with schemathesis's report."""
     make_config()
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [snapledger_exe(), "--config", str(tmp_path / "snapledger.toml"), "serve", "--port", str(port)],
-        stdout=log, stderr=log, env=dict(os.environ),
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_up(base, proc)
+    with serving(tmp_path / "snapledger.toml", tmp_path / "serve.log") as base:
         run = subprocess.run(
             [str(Path(sys.executable).with_name("schemathesis")), "run", f"{base}{API}/openapi.json",
              "--checks", "all", "--exclude-path", f"{API}/stream", "--max-examples", "25",
              "--seed", FUZZ_SEED, "-H", "X-Snapledger-Actor: fuzz", "--no-color"],
             capture_output=True, text=True, timeout=480, cwd=tmp_path,
         )  # fmt: skip
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
     out = run.stdout + run.stderr
     counts = re.search(r"(\d+) generated, (\d+) (?:passed|found)", out)
     operations = re.search(r"Tested: (\d+)", out)

@@ -3,30 +3,21 @@ answer is a success or a 409, and the final state is one a serial order explains
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
 from api.runtime import Runtime
-from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.servers import serving
 from tests.support.tally import report
+from tests.support.views import assert_views_equal_rebuild
 
 
 def test_concurrent_mutations_on_one_policy(make_config, tmp_path):
     config = make_config()
-    port = free_port()
-    exe = snapledger_exe()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(tmp_path / "snapledger.toml"), "serve", "--port", str(port)],
-        stdout=log, stderr=log, env=dict(os.environ),
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}/api/v1"
-    try:
-        wait_until_up(base.removesuffix("/api/v1"), proc)
+    with serving(tmp_path / "snapledger.toml", tmp_path / "serve.log") as root:
+        base = f"{root}/api/v1"
         pid = httpx.post(
             f"{base}/policies", json={"name": "hot", "source": "demo", "storage": "local"}
         ).json()["id"]
@@ -61,10 +52,6 @@ def test_concurrent_mutations_on_one_policy(make_config, tmp_path):
         report(
             f"concurrency: requests={len(codes)} 2xx={ok} 409={len(codes) - ok} 5xx=0"
         )  # act() fails on any
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
     assert "Traceback" not in (tmp_path / "serve.log").read_text()
 
     # The final state is what replaying the stream in order gives, and views equal a rebuild.
@@ -80,13 +67,7 @@ def test_concurrent_mutations_on_one_policy(make_config, tmp_path):
         )
         sequences = [runtime.app.get_snapshot(s).sequence for s in policy.snapshot_ids]
         assert sequences == list(range(1, len(sequences) + 1))  # numbered without gaps or repeats
-        from projections.runner import rebuild
-        from projections.views import ALL_VIEWS
-
-        tables = [v.table for v in ALL_VIEWS.values()]
-        before = {t: runtime.views.query(f"SELECT * FROM {t} ORDER BY id") for t in tables}
-        rebuild(runtime.runner, list(ALL_VIEWS))
-        assert {t: runtime.views.query(f"SELECT * FROM {t} ORDER BY id") for t in tables} == before
+        assert_views_equal_rebuild(runtime)
     finally:
         runtime.views.close()
         runtime.app.close()

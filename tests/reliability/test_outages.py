@@ -5,8 +5,6 @@ accepted is lost or doubled, and a retried mutation under its Idempotency-Key ac
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -17,12 +15,11 @@ import pytest
 
 from api.config import parse_database_url
 from api.runtime import Runtime
-from projections.runner import rebuild
-from projections.views import ALL_VIEWS
 from tests.support import tally
 from tests.support.api import PG_URL
 from tests.support.pgproxy import PgProxy
-from tests.support.servers import free_port, snapledger_exe, wait_until_up
+from tests.support.servers import serving
+from tests.support.views import assert_views_equal_rebuild
 
 ANSWER_BOUND = 2.0  # seconds: the longest answer while the database is away
 RECOVERY_BOUND = 5.0  # seconds: from the database's return to ready and writable
@@ -44,21 +41,13 @@ def proxied(make_config, tmp_path, pg_schema):
     via = PG_URL.replace(f":{upstream.port}/", f":{proxy.port}/", 1)
     assert via != PG_URL, "the test database URL must name its port"
     (tmp_path / "proxied.toml").write_text(text.replace(PG_URL, via))
-    port = free_port()
-    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [snapledger_exe(), "--config", str(tmp_path / "proxied.toml"), "serve", "--port", str(port)],
-        stdout=log, stderr=log, env=dict(os.environ),
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(base, proc)
-        yield base, proxy, direct
+        with serving(tmp_path / "proxied.toml", tmp_path / "serve.log") as base:
+            try:
+                yield base, proxy, direct
+            finally:
+                proxy.mode = "pass"  # so that serve can stop cleanly
     finally:
-        proxy.mode = "pass"
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
         proxy.close()
 
 
@@ -174,11 +163,7 @@ def test_requests_answer_within_2s_during_an_outage_and_recover_within_5s(proxie
         policy = runtime.app.get_policy(policy_id)
         assert set(load.accepted) <= {str(s) for s in policy.snapshot_ids}  # nothing accepted was lost
         assert len(set(policy.snapshot_ids)) == len(policy.snapshot_ids)  # nor doubled
-        # The views the outage interrupted equal a rebuild from the events.
-        tables = [v.table for v in ALL_VIEWS.values()]
-        before = {t: runtime.views.query(f"SELECT * FROM {t} ORDER BY id") for t in tables}
-        rebuild(runtime.runner, list(ALL_VIEWS))
-        assert {t: runtime.views.query(f"SELECT * FROM {t} ORDER BY id") for t in tables} == before
+        assert_views_equal_rebuild(runtime)  # the views the outage interrupted
     finally:
         runtime.views.close()
         runtime.app.close()

@@ -9,7 +9,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,27 @@ def wait_until_up(base: str, proc: subprocess.Popen, timeout: float = 20) -> Non
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"snapledger serve did not come up at {base} (exit {proc.poll()})")
         time.sleep(0.1)
+
+
+@contextmanager
+def serving(config: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`snapledger --config CONFIG serve` on a free port, its output in LOG: yields its base
+    URL once it answers, and stops it (SIGTERM, then SIGKILL after 30 s) afterwards."""
+    port = free_port()
+    with open(log, "w") as out:
+        cmd = [snapledger_exe(), "--config", str(config), "serve", "--port", str(port)]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env or dict(os.environ))
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(base, proc)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def write_big_source(directory: Path) -> Path:

@@ -12,6 +12,7 @@ import pytest
 from api.runtime import Runtime
 from tests.support.api import PG_URL
 from tests.support.servers import WorkerProcesses, wait_until
+from tests.support.views import assert_views_equal_rebuild
 from transfer.pipeline import verify_archive
 
 LEASE = 3
@@ -84,17 +85,7 @@ def test_workers_share_work_without_doing_any_twice(runtime, workers):
             assert end < start
     workers_seen = {runtime.app.get_snapshot(s).worker for s in snaps}
     assert len(workers_seen) >= 2, "the work was shared"
-    # The views built live equal a rebuild.
-    from projections.runner import rebuild
-    from projections.views import ALL_VIEWS
-
-    runtime.runner.catch_up()
-    before = {
-        v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
-    }
-    rebuild(runtime.runner, list(ALL_VIEWS))
-    after = {v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()}
-    assert after == before
+    assert_views_equal_rebuild(runtime)
 
 
 def _start_big_backup(runtime: Runtime):
@@ -264,17 +255,7 @@ def test_worker_processes_with_schedulers_make_one_snapshot_per_slot(make_config
     assert all((b - a).total_seconds() % 2 == 0 for a, b in zip(slots, slots[1:], strict=False))
     for sid in policy.snapshot_ids:
         assert Counter(_events(runtime, sid))["SnapshotStarted"] <= 1
-    runtime.runner.catch_up()
-    from projections.runner import rebuild
-    from projections.views import ALL_VIEWS
-
-    before = {
-        v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
-    }
-    rebuild(runtime.runner, list(ALL_VIEWS))
-    assert {
-        v.table: runtime.views.query(f"SELECT * FROM {v.table} ORDER BY id") for v in ALL_VIEWS.values()
-    } == before
+    assert_views_equal_rebuild(runtime)
 
 
 def test_a_lost_append_abandons_the_run_which_is_claimed_again(runtime):
