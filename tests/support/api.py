@@ -20,7 +20,7 @@ def wait_for(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        body = client.get(path).json()
+        body: dict[str, Any] = client.get(path).json()
         if predicate(body):
             return body
         if time.monotonic() > deadline:
@@ -32,7 +32,8 @@ def create_policy(client: TestClient, name: str = "nightly", **fields: Any) -> s
     body = {"name": name, "source": "demo", "storage": "local", **fields}
     r = client.post("/api/v1/policies", json=body)
     assert r.status_code == 201, r.text
-    return r.json()["id"]
+    policy_id: str = r.json()["id"]
+    return policy_id
 
 
 def completed_snapshot(client: TestClient, policy_id: str) -> dict[str, Any]:

@@ -1,11 +1,11 @@
 """Every source, target and session kind conforms to the data plane's ports (transfer/ports.py).
 
-Instances are built without a server: NDJSON over a temporary directory, MongoDB over
-mongomock, PostgreSQL's targets and restore sessions over a stand-in connection (their
-constructors only store it), and its backup session over a stand-in that answers the
-queries its constructor makes. The annotations let mypy check the same assignments
-(`mypy tests/transfer/test_ports.py`); the isinstance checks and the member lists catch at run time
-an implementation that lost a member, including one set per instance.
+Instances are built as the pipelines get them: NDJSON over a temporary directory, MongoDB
+over mongomock (no mongod runs here), PostgreSQL against the test server (a backup
+session opened by its source, restore sessions over a real connection). The annotations
+let mypy check the same assignments (`mypy tests/transfer/test_ports.py`); the isinstance
+checks and the member lists catch at run time an implementation that lost a member,
+including one set per instance.
 
 The capability values are pinned too: they are what the pipelines assumed, by default,
 before the members were explicit (`transactional` True, `parallel` 1, the rest False).
@@ -21,8 +21,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import mongomock
+import psycopg
 import pytest
 
+from tests.support.api import PG_URL
 from transfer import postgres
 from transfer.kinds import build_source, build_target
 from transfer.mongodb import MongoSource, MongoTarget
@@ -68,34 +70,7 @@ def test_the_protocols_document_every_member() -> None:
                 assert "#" in line, f"{protocol.__name__}.{name} has no comment"
 
 
-# ---------------------------------------------------------------- stand-ins for a server
-
-
-class _Cursor:
-    def __init__(self, row: tuple[Any, ...] | None = None) -> None:
-        self.row = row
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self.row
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        return []  # no tables: the constructor locks nothing
-
-
-class _Connection:
-    """Answers what _BackupSession's constructor asks: the server version, an exported
-    snapshot, the encoding and the (empty) list of tables."""
-
-    info = SimpleNamespace(server_version=170000)
-
-    def execute(self, query: Any, params: Any = None) -> _Cursor:
-        return _Cursor(("00000003-00000002-1",) if "snapshot" in str(query) else ("UTF8",))
-
-
-@pytest.fixture
-def no_pg_dump(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The constructor looks pg_dump up; these tests need none installed."""
-    monkeypatch.setattr(postgres, "require_pg_dump", lambda version: ("pg_dump", "17.0"))
+# ---------------------------------------------------------------- MongoDB without a server
 
 
 def _mongo_client(url: str, **_: Any) -> Any:
@@ -141,15 +116,12 @@ def test_mongodb_source() -> None:
 
 
 @pytest.mark.parametrize("use_psql", [True, False])
-def test_postgresql_source(no_pg_dump: None, use_psql: bool) -> None:
-    source: Source = PostgresSource("pg", UNREACHABLE, None, ["public"], use_psql=use_psql)
+def test_postgresql_source(pg_schema: str, use_psql: bool) -> None:
+    source: Source = PostgresSource("pg", PG_URL, None, [pg_schema], use_psql=use_psql)
     _check_source(source, parallel=2)
-    session: BackupSession = postgres._BackupSession(
-        PostgresSource("pg", UNREACHABLE, None, ["public"], use_psql=use_psql),
-        _Connection(),  # type: ignore[arg-type]
-    )
-    psql = shutil.which("psql") is not None and use_psql  # with psql each table has its own connection
-    _check_backup(session, parallel_safe=psql, isolated=False, has_schema=True)
+    with source.open() as session:  # the real session: snapshot exported, no tables to lock
+        psql = shutil.which("psql") is not None and use_psql  # with psql each table has its own connection
+        _check_backup(session, parallel_safe=psql, isolated=False, has_schema=True)
 
 
 @pytest.mark.parametrize(
@@ -211,20 +183,22 @@ def test_mongodb_target() -> None:
         assert session.schema_notes() is None
 
 
-def test_postgresql_target() -> None:
+def test_postgresql_target(pg_schema: str) -> None:
     target: Target = PostgresTarget("pg", UNREACHABLE, None, "fail")
     _check_target(target, transactional=True)
     assert target.cleanup_partials() == 0
-    pg = PostgresTarget("pg", UNREACHABLE, None, "fail")
+    pg = PostgresTarget("pg", PG_URL, None, "fail")
+    conn = psycopg.connect(PG_URL)
     sessions: list[RestoreSession] = [
-        postgres._RestoreSession(pg, _Connection(), "fail", RestoreOptions()),  # type: ignore[arg-type]
-        LegacySession(pg, _Connection(), "fail"),  # type: ignore[arg-type]
+        postgres._RestoreSession(pg, conn, "fail", RestoreOptions()),
+        LegacySession(pg, conn, "fail"),
     ]
     for session in sessions:
         _check_restore(session)
     legacy = sessions[1]
     legacy.begin({"schema.dump": b""}, ["a.b"], {})  # format 1: no schema to plan
     assert legacy.schema_notes() is None
+    conn.close()
 
 
 @pytest.mark.parametrize(
