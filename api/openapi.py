@@ -8,7 +8,7 @@ from typing import Any
 from api import schemas
 from api.params import CURSOR_PATTERN, MAX_POSITION
 from api.records import BACKUP_STATUSES, POLICY_STATUSES
-from domain.application import Catalog
+from domain.ledger import Catalog
 from projections import eventlog
 
 UUID_PARAM = {"type": "string", "format": "uuid"}

@@ -15,21 +15,23 @@ from typing import Any
 from api.availability import DatabaseWatch, steady_reconnects
 from api.config import EXISTING, Config, ConfigError, check_s3_credentials
 from api.pagecache import PageCache
-from domain.application import Catalog, Outcome, Snapledger
+from domain.application import Snapledger
 from domain.errors import NotFound
+from domain.ledger import Catalog, Outcome
 from projections import queries
 from projections.db import PostgresViews, SQLiteViews, ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
 from service import catalog, deletion, retention
+from service.janitor import Janitor
 from service.maintenance import Maintenance
-from transfer.health import HealthBoard
-from transfer.janitor import Janitor
-from transfer.kinds import build_source, build_target
-from transfer.scheduler import Scheduler
+from service.resources import Resources
+from service.scheduler import Scheduler
+from service.sync import SyncReport
+from service.worker import Work, Worker
+from transfer.sources.registry import build_source, build_target
 from transfer.storage import LocalStorage, S3Storage, Storage
-from transfer.sync import SyncReport
-from transfer.worker import Resources, Work, Worker
+from transfer.storage.health import HealthBoard
 
 log = logging.getLogger("snapledger.runtime")
 

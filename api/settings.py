@@ -3,7 +3,7 @@ know (naming the nearest one it does), and every number is range-checked, before
 is built from it.
 
 A typo used to be silently accepted: a misspelled `encryption_key_env` wrote plaintext
-archives, `[[api.token]]` left the API open. pydantic checks the shape; api/config.py then
+archives, `[[api.token]]` left the API open. pydantic checks the shape; api/config/ then
 resolves what the shape cannot say (environment variables, URLs, keys).
 """
 

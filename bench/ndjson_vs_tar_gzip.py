@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
 import sys, time
 sys.path.insert(0, {root!r})
-from transfer.ndjson import NdjsonSource
-from transfer.pipeline import run_backup
+from transfer.sources.ndjson import NdjsonSource
+from transfer.runs.backup import run_backup
 from transfer.storage import LocalStorage
 start = time.perf_counter()
 run_backup(NdjsonSource("b", {src!r}), LocalStorage("b", {out!r}), "b.tar", [], [], {{}},

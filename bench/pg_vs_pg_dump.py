@@ -21,8 +21,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from transfer.pipeline import run_backup, run_restore  # noqa: E402
-from transfer.postgres import PostgresSource, PostgresTarget, conninfo  # noqa: E402
+from transfer.runs.backup import run_backup  # noqa: E402
+from transfer.runs.restore import run_restore  # noqa: E402
+from transfer.sources.postgres.connection import conninfo  # noqa: E402
+from transfer.sources.postgres.source import PostgresSource  # noqa: E402
+from transfer.sources.postgres.target import PostgresTarget  # noqa: E402
 from transfer.storage import LocalStorage  # noqa: E402
 
 DB = "snapledger_bench"

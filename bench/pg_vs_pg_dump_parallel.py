@@ -31,7 +31,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from transfer.postgres import conninfo  # noqa: E402
+from transfer.sources.postgres.connection import conninfo  # noqa: E402
 
 URL = "postgresql://postgres@127.0.0.1:5432"
 
@@ -123,8 +123,10 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from transfer.pipeline import run_backup, run_restore
-from transfer.postgres import PostgresSource, PostgresTarget
+from transfer.runs.backup import run_backup
+from transfer.runs.restore import run_restore
+from transfer.sources.postgres.source import PostgresSource
+from transfer.sources.postgres.target import PostgresTarget
 from transfer.storage import LocalStorage
 what, url, root = sys.argv[1], sys.argv[2], sys.argv[3]
 storage = LocalStorage("bench", Path(root))

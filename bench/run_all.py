@@ -227,8 +227,8 @@ def moto_server() -> Iterator[str]:
 def bench_s3(quick: bool, tmp: Path) -> None:
     import boto3
 
-    from transfer.ndjson import NdjsonSource
-    from transfer.pipeline import run_backup
+    from transfer.runs.backup import run_backup
+    from transfer.sources.ndjson import NdjsonSource
     from transfer.storage import LocalStorage, S3Storage
 
     mb = 100 if quick else 500
@@ -698,7 +698,7 @@ def bench_http(quick: bool, tmp: Path) -> None:
 # ---------------------------------------------------- 6. events per snapshot
 def bench_events_per_snapshot(quick: bool, tmp: Path) -> None:
     from api.runtime import Runtime
-    from transfer.worker import Worker
+    from service.worker import Worker
 
     small, big = 10, (200 if quick else 1024)
     counts = {}

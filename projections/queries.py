@@ -59,3 +59,31 @@ def archives_written_to(db: ViewDatabase, storage: str) -> frozenset[str]:
         "SELECT archive_key FROM backup_records WHERE storage = %(s)s AND trigger != 'import'", {"s": storage}
     )
     return frozenset(r["archive_key"] for r in rows)
+
+
+def live_policy_named(db: ViewDatabase, name: str) -> str | None:
+    """The id of the live policy of that name, compared as the name claims compare names
+    (case-insensitively)."""
+    rows = db.query(
+        "SELECT id FROM policies WHERE status != 'deleted' AND lower(name) = %(n)s", {"n": name.lower()}
+    )
+    return str(rows[0]["id"]) if rows else None
+
+
+def snapshot_by_task_name(db: ViewDatabase, sub_name: str) -> str | None:
+    """The id of the newest live snapshot with that task name (as the tables show it, nightly#3)."""
+    rows = db.query(
+        "SELECT id FROM backup_records WHERE sub_name = %(s)s AND status != 'deleted' "
+        "ORDER BY created_at DESC LIMIT 1",
+        {"s": sub_name},
+    )
+    return str(rows[0]["id"]) if rows else None
+
+
+def restore_by_task_name(db: ViewDatabase, sub_name: str) -> str | None:
+    """The id of the newest restore with that task name (nightly#3->scratch)."""
+    rows = db.query(
+        "SELECT id FROM restore_records WHERE sub_name = %(s)s ORDER BY created_at DESC LIMIT 1",
+        {"s": sub_name},
+    )
+    return str(rows[0]["id"]) if rows else None

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from domain.application import Snapledger
 from projections import queries
 from projections.db import ViewDatabase
-from transfer.crypto import Keyring, Signer
+from service.sync import SyncReport, sync_storage
+from transfer.archive.crypto import Keyring, Signer
 from transfer.storage import Storage
-from transfer.sync import SyncReport, sync_storage
 
 
 def sync_location(

@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from domain.application import Outcome, Snapledger
+from domain.application import Snapledger
 from domain.errors import InvalidTransition
+from domain.ledger import Outcome
 from domain.snapshot import DELETED, HAS_ARCHIVE, RUNNING
-from transfer.pipeline import remove_archive
+from transfer.runs.backup import remove_archive
 from transfer.storage import Storage
 
 

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from transfer.health import HealthBoard
-from transfer.janitor import Janitor
-from transfer.scheduler import Scheduler
+from service.janitor import Janitor
+from service.scheduler import Scheduler
+from service.sync import SYNC_ACTOR, SyncReport
 from transfer.storage import StorageError
-from transfer.sync import SYNC_ACTOR, SyncReport
+from transfer.storage.health import HealthBoard
 
 log = logging.getLogger("snapledger.maintenance")
 

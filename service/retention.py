@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from domain.application import Outcome, Snapledger
+from domain.application import Snapledger
+from domain.ledger import Outcome
 from service.deletion import plan
-from transfer.janitor import Janitor
+from service.janitor import Janitor
 
 
 def retention_pass(

@@ -152,7 +152,7 @@ data_dir = "data"
 {db}
 [sources.secured]
 kind = "ndjson"
-path = "{Path(__file__).resolve().parent.parent / "transfer" / "demo_data"}"
+path = "{Path(__file__).resolve().parent.parent / "transfer" / "sources" / "demo_data"}"
 
 [targets.secured_db]  # a configured password no test restores into: it must never show up
 kind = "postgresql"

@@ -1,13 +1,12 @@
-"""The data plane's ports: what the pipelines ask of a source, a target and their sessions.
+"""The data plane's ports: what the runs ask of a source, a target and their sessions.
 
-Every kind (transfer/ndjson.py, transfer/mongodb.py, transfer/postgres.py with
-transfer/pg_legacy.py) implements them, and transfer/pipeline.py and transfer/worker.py use
-nothing else. A capability some kinds lack is still a member: each implementation states
-its value (`parallel_safe = False`, `has_schema = False`, a `begin()` that does nothing,
-`schema_notes()` answering None, `cleanup_partials()` answering 0), so the pipelines never
-probe an object for what it can do.
+Every kind (`transfer/sources/`: ndjson, mongodb, postgres) implements them, and
+`transfer/runs/` and `service/worker.py` use nothing else. A capability some kinds lack
+is still a member: each implementation states its value (`parallel_safe = False`,
+`has_schema = False`, a `begin()` that does nothing, `schema_notes()` answering None,
+`cleanup_partials()` answering 0), so the runs never probe an object for what it can do.
 
-mypy checks the implementations where they meet these types (transfer/kinds.py builds
+mypy checks the implementations where they meet these types (transfer/sources/registry.py builds
 every source and target; each `open()` says which session it yields); tests/test_ports.py
 checks built instances at run time (the protocols are runtime-checkable).
 """
@@ -17,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
+
+from transfer.storage.base import Partial
 
 
 @runtime_checkable
@@ -130,6 +131,16 @@ class Target(Protocol):
 
     def cleanup_partials(self) -> int:
         """Before a re-claimed restore: removes what dead attempts left; answers how many (0: none)."""
+        ...
+
+    def list_partials(self) -> list[Partial]:
+        """Unfinished writes a restore left aside (none where writes land in place), so the
+        orphan sweep removes those of restores that died without their owner's help."""
+        ...
+
+    def remove_partial(self, partial: Partial) -> bool:
+        """Removes one listed unfinished write; False: it was gone already (published or
+        removed by its restore meanwhile)."""
         ...
 
 

@@ -19,12 +19,14 @@ from uuid import UUID, uuid4
 
 from api.availability import UNAVAILABLE
 from api.config import load_config
+from api.logs import setup_logging
 from api.records import Records
 from api.runtime import Runtime
-from domain.application import Outcome
 from domain.errors import DomainError, NotFound
 from domain.idempotency import RequestKey
+from domain.ledger import Outcome
 from domain.values import is_digits
+from projections import queries
 from transfer.storage import StorageError
 
 Row = dict[str, Any]
@@ -33,6 +35,7 @@ FOLLOW_SECONDS = 0.5  # how often --follow asks for new events
 
 
 MAX_PAGE = 500
+OUTPUTS = ("table", "json")
 
 
 Verb = Callable[[argparse.Namespace, Runtime], int]
@@ -62,7 +65,9 @@ def default_actor() -> str:
 @contextmanager
 def _opened(args: argparse.Namespace) -> Iterator[Runtime]:
     """A runtime whose views are current, without the background threads `serve` starts."""
-    runtime = Runtime.build(load_config(args.config))
+    config = load_config(args.config)
+    setup_logging(secrets=config.secrets)  # configured passwords never reach a log line
+    runtime = Runtime.build(config)
     try:
         runtime.runner.catch_up()
         yield runtime
@@ -75,6 +80,7 @@ def _verb(fn: Verb) -> Callable[[argparse.Namespace], int]:
 
     @functools.wraps(fn)
     def run(args: argparse.Namespace) -> int:
+        args.json = getattr(args, "output", "table") == "json"
         try:
             with _opened(args) as runtime:
                 return fn(args, runtime)
@@ -150,12 +156,9 @@ def resolve_policy(runtime: Runtime, ref: str) -> str:
             return str(runtime.app.get_policy(uid).id)
         except NotFound:
             pass
-    rows = runtime.views.query(
-        "SELECT id FROM policies WHERE status != 'deleted' AND lower(name) = %(n)s", {"n": ref.lower()}
-    )
-    if not rows:
+    policy_id = queries.live_policy_named(runtime.views, ref)
+    if policy_id is None:
         raise NotFound(f"policy {ref!r} not found: no policy has that id, nor a live one that name", "policy")
-    policy_id: str = rows[0]["id"]  # the views keep ids as text
     return policy_id
 
 
@@ -163,15 +166,20 @@ def resolve_snapshot(runtime: Runtime, ref: str) -> str:
     """A snapshot id, or its task name as the tables show it (e.g. nightly#3)."""
     if _parse_uuid(ref) is not None:
         return ref
-    rows = runtime.views.query(
-        "SELECT id FROM backup_records WHERE sub_name = %(s)s AND status != 'deleted' "
-        "ORDER BY created_at DESC LIMIT 1",
-        {"s": ref},
-    )
-    if not rows:
+    snapshot_id = queries.snapshot_by_task_name(runtime.views, ref)
+    if snapshot_id is None:
         raise NotFound(f"snapshot {ref!r} not found: no snapshot has that id or task name", "snapshot")
-    snapshot_id: str = rows[0]["id"]  # the views keep ids as text
     return snapshot_id
+
+
+def resolve_restore(runtime: Runtime, ref: str) -> str:
+    """A restore id, or its task name as Restore Records show it (e.g. nightly#3->scratch)."""
+    if _parse_uuid(ref) is not None:
+        return ref
+    restore_id = queries.restore_by_task_name(runtime.views, ref)
+    if restore_id is None:
+        raise NotFound(f"restore {ref!r} not found: no restore has that id or task name", "restore")
+    return restore_id
 
 
 def _mutated(runtime: Runtime) -> None:
@@ -199,10 +207,23 @@ def _collect(
 
 
 def _common() -> argparse.ArgumentParser:
-    """--config also after the verb (`snapledger policy list --config x.toml`)."""
+    """--config also after the verb (`snapledger policy list --config x.toml`), and one
+    output switch on every verb."""
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file")
+    output_option(p)
     return p
+
+
+def output_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=OUTPUTS,
+        default="table",
+        help="table (default) or json: one JSON document, as the API answers",
+    )
+    p.add_argument("--json", dest="output", action="store_const", const="json", help="the same as -o json")
 
 
 def _mutating() -> argparse.ArgumentParser:
@@ -214,9 +235,7 @@ def _mutating() -> argparse.ArgumentParser:
 
 
 def _reading() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False, parents=[_common()])
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return p
+    return argparse.ArgumentParser(add_help=False, parents=[_common()])
 
 
 def _waiting() -> argparse.ArgumentParser:

@@ -63,6 +63,16 @@ class Display(Protocol):
     def clear(self) -> None: ...
 
 
+class NoDisplay:
+    """Nothing while a run goes on: -o json keeps stdout for its one document."""
+
+    def update(self, status: str, percent: float, items: int, nbytes: int, elapsed: float) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
 class BarDisplay:
     """A live single line, redrawn in place with \\r on a terminal."""
 
@@ -123,12 +133,18 @@ def _elapsed(run: Any) -> float:
     return max(0.0, (datetime.now(UTC) - started).total_seconds()) if started else 0.0
 
 
-def wait_for_run(runtime: Runtime, kind: str, run_id: UUID | str) -> int:
-    """Follows a snapshot or restore to its end; Ctrl-C stops the waiting, not the run."""
+def wait_for_run(runtime: Runtime, kind: str, run_id: UUID | str, quiet: bool = False) -> int:
+    """Follows a snapshot or restore to its end; Ctrl-C stops the waiting, not the run.
+    `quiet` (-o json): no progress and no completion lines, so stdout holds only the JSON
+    answer; the exit code and stderr still say how the run ended."""
     load = runtime.app.get_snapshot if kind == "snapshot" else runtime.app.get_restore
     run = load(run_id)
     out = sys.stdout
-    display: Display = BarDisplay(run.sub_name, out) if out.isatty() else LineDisplay(run.sub_name, out)
+    display: Display
+    if quiet:
+        display = NoDisplay()
+    else:
+        display = BarDisplay(run.sub_name, out) if out.isatty() else LineDisplay(run.sub_name, out)
     began, hinted = time.monotonic(), False
     try:
         while run.status in (REQUESTED, RUNNING):
@@ -154,10 +170,10 @@ def wait_for_run(runtime: Runtime, kind: str, run_id: UUID | str) -> int:
         )
         return 130
     display.clear()
-    return _run_ended(runtime, kind, run)
+    return _run_ended(runtime, kind, run, quiet)
 
 
-def _run_ended(runtime: Runtime, kind: str, run: Any) -> int:
+def _run_ended(runtime: Runtime, kind: str, run: Any, quiet: bool) -> int:
     """The completion line, or the error (exit 1) of a failed, stopped or deleted run."""
     runtime.runner.catch_up()
     record = Records(runtime.views).one("backups" if kind == "snapshot" else "restores", str(run.id)) or {}
@@ -165,6 +181,8 @@ def _run_ended(runtime: Runtime, kind: str, run: Any) -> int:
     if run.status != COMPLETED:
         reason = record.get("error") or getattr(run, "reason", None)
         return _error(f"{kind} {run.sub_name} {run.status}" + (f": {reason}" if reason else ""), 1)
+    if quiet:
+        return 0
     if kind == "snapshot":
         print(
             f"{run.sub_name} completed: {run.items:,} items, {human_size(run.bytes)} in {elapsed} "

@@ -102,7 +102,7 @@ def _add_events(sub: Any) -> None:
     events = sub.add_parser(
         "events",
         parents=[_reading()],
-        help="the Event Log (latest events, or from --after); --json prints one JSON object a line",
+        help="the Event Log (latest events, or from --after); -o json prints one JSON object a line",
     )
     events.add_argument("--policy", help="only this policy's cycle: policy, snapshots, restores")
     events.add_argument(

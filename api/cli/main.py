@@ -1,16 +1,20 @@
-"""`snapledger` command line: serve, worker, projections rebuild."""
+"""`snapledger` command line: the parser of every noun and verb, and serve, worker,
+projections rebuild."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 from typing import Any
 
+import argcomplete
+
 from api.cli import storage
-from api.cli.common import resolve_snapshot
+from api.cli.common import output_option
 from api.cli.events import _add_events
 from api.cli.policies import _add_policy
 from api.cli.runs import _add_runs
@@ -96,48 +100,12 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     finally:
         runtime.views.close()
         runtime.app.close()
+    if args.output == "json":
+        print(json.dumps({"rebuilt": counts}, indent=2))
+        return 0
     for name, n in counts.items():
         print(f"rebuilt {name}: replayed {n} events")
     return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    """Exit 0: archive intact; 1: archive damaged or incomplete; 2: bad input (a missing or
-    wrong encryption key too: the archive may be intact)."""
-    from domain.errors import DomainError
-    from transfer.archive import ArchiveError
-    from transfer.crypto import EncryptionKeyError
-    from transfer.pipeline import ConsistencyError, Expected, verify_archive
-    from transfer.storage import StorageError
-
-    runtime = _runtime(args)
-    try:
-        try:
-            runtime.runner.catch_up()  # a task name (nightly#3) is looked up in the views
-            snap = runtime.app.get_snapshot(resolve_snapshot(runtime, args.snapshot))
-        except DomainError as e:
-            return _fail(e.message)
-        if snap.status not in ("completed", "partially_failed"):
-            return _fail(f"snapshot {snap.sub_name} is {snap.status}: there is no archive to verify")
-        storage = runtime.resources.storages.get(snap.storage)
-        if storage is None:
-            return _fail(f"storage {snap.storage!r} of {snap.sub_name} is not configured")
-        try:
-            keyring = runtime.resources.keyrings.get(snap.storage)
-            expected = Expected.of(snap, snap.archive_key)  # the events decide, not the sidecar
-            result = verify_archive(storage, snap.archive_key, keyring=keyring, expected=expected)
-        except EncryptionKeyError as e:
-            return _fail(f"cannot verify {snap.sub_name}: {e}")
-        except (ArchiveError, ConsistencyError, StorageError) as e:
-            print(f"DAMAGED {snap.sub_name} ({snap.archive_key}): {e}")
-            return 1
-        for name, check in result.collections.items():
-            print(f"ok  {name}: {check['found']} items")
-        print(f"OK {snap.sub_name} ({snap.archive_key}): {result.items} items, {result.bytes} bytes verified")
-        return 0
-    finally:
-        runtime.views.close()
-        runtime.app.close()
 
 
 def _port(value: str) -> int:
@@ -155,7 +123,7 @@ def _jobs(value: str) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="snapledger", description="Event-sourced backup control plane")
     p.add_argument("--config", help="TOML configuration file (default: $SNAPLEDGER_CONFIG)")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the JSON API (and an in-process worker)")
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=None, help="port (default 8000)")
@@ -173,10 +141,8 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="processes replaying views side by side (default: one per core from 200,000 events)",
     )
+    output_option(rb)
     rb.set_defaults(func=cmd_rebuild)
-    verify = sub.add_parser("verify", help="re-read a snapshot's archive and check every checksum and count")
-    verify.add_argument("snapshot", help="snapshot id or task name (e.g. nightly#3)")
-    verify.set_defaults(func=cmd_verify)
     # The operator verbs, one module per noun.
     _add_policy(sub)
     _add_runs(sub)
@@ -185,9 +151,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+RESTORE_VERBS = ("list", "create", "stop")
+
+
+def earlier_spelling(argv: list[str]) -> list[str]:
+    """`restore SNAPSHOT --target T`, as earlier releases took it, is `restore create`."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):  # options before the command
+        i += 2 if argv[i] == "--config" else 1
+    rest = argv[i + 1 :]
+    if argv[i : i + 1] == ["restore"] and rest and rest[0] not in (*RESTORE_VERBS, "-h", "--help"):
+        return [*argv[: i + 1], "create", *rest]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.INFO)
-    args = parser().parse_args(argv)
+    p = parser()
+    argcomplete.autocomplete(p)
+    args = p.parse_args(earlier_spelling(sys.argv[1:] if argv is None else list(argv)))
     try:
         code: int = args.func(args)
         return code

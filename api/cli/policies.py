@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from api.cli.answers import answer
 from api.cli.common import (
     Row,
     _collect,
     _count,
-    _mutated,
     _mutating,
     _print_json,
     _reading,
@@ -18,7 +18,6 @@ from api.cli.common import (
     once,
     resolve_policy,
 )
-from api.cli.display import wait_for_run
 from api.cli.tables import (
     BACKUP_COLUMNS,
     POLICY_COLUMNS,
@@ -87,9 +86,7 @@ def policy_data(args: argparse.Namespace, current: Any = None) -> dict[str, Any]
 
 def cmd_policy_create(args: argparse.Namespace, runtime: Runtime) -> int:
     outcome = once(runtime, args, runtime.app.create_policy, policy_data(args), args.actor)
-    _mutated(runtime)
-    print(f"created policy {args.name}: {outcome.id}")
-    return 0
+    return answer(args, runtime, outcome, f"created policy {args.name}: {outcome.id}", ("policy", outcome.id))
 
 
 def cmd_policy_list(args: argparse.Namespace, runtime: Runtime) -> int:
@@ -144,34 +141,32 @@ def cmd_policy_edit(args: argparse.Namespace, runtime: Runtime) -> int:
     current = runtime.app.get_policy(policy_id)
     before = current.version
     outcome = once(runtime, args, runtime.app.edit_policy, policy_id, policy_data(args, current), args.actor)
-    _mutated(runtime)
     changed = runtime.app.get_policy(policy_id).version != before
-    print(f"{'edited' if changed else 'nothing changed in'} policy {args.policy}: {outcome.id}")
-    return 0
+    text = f"{'edited' if changed else 'nothing changed in'} policy {args.policy}: {outcome.id}"
+    return answer(args, runtime, outcome, text, ("policy", outcome.id))
 
 
 def cmd_policy_stop(args: argparse.Namespace, runtime: Runtime) -> int:
     outcome = once(runtime, args, runtime.app.stop_policy, resolve_policy(runtime, args.policy), args.actor)
-    _mutated(runtime)
-    print(f"stopped policy {args.policy}: {outcome.id} (its running snapshots are asked to stop)")
-    return 0
+    text = f"stopped policy {args.policy}: {outcome.id} (its running snapshots are asked to stop)"
+    return answer(args, runtime, outcome, text, ("policy", outcome.id))
 
 
 def cmd_policy_rebuild(args: argparse.Namespace, runtime: Runtime) -> int:
     outcome = once(
         runtime, args, runtime.app.rebuild_policy, resolve_policy(runtime, args.policy), args.actor
     )
-    _mutated(runtime)
     snapshot_id = outcome.extra["snapshot_id"]
     name = runtime.app.get_snapshot(snapshot_id).sub_name
-    print(f"rebuilding policy {args.policy}: snapshot {name} requested: {snapshot_id}")
-    return wait_for_run(runtime, "snapshot", snapshot_id) if args.wait else 0
+    text = f"rebuilding policy {args.policy}: snapshot {name} requested: {snapshot_id}"
+    return answer(args, runtime, outcome, text, ("snapshot", snapshot_id), wait=args.wait)
 
 
 def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.dry_run:
         policy_id = resolve_policy(runtime, args.policy)
-        return print_plan(runtime.delete_policy(policy_id, args.keep_files, args.actor, dry_run=True).extra)
+        plan = runtime.delete_policy(policy_id, args.keep_files, args.actor, dry_run=True).extra
+        return print_plan(plan, args.json)
     outcome = once(
         runtime,
         args,
@@ -181,10 +176,9 @@ def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
         args.actor,
     )
     removed = outcome.extra["archives_removed"]
-    _mutated(runtime)
     files = "archives kept" if args.keep_files else f"{removed} archive(s) removed"
-    print(f"deleted policy {args.policy}: {outcome.id} ({files})")
-    return 0
+    text = f"deleted policy {args.policy}: {outcome.id} ({files})"
+    return answer(args, runtime, outcome, text, ("policy", outcome.id))
 
 
 def _policy_options(p: argparse.ArgumentParser, create: bool) -> None:

@@ -59,7 +59,6 @@ def register(sub: Any) -> None:
     retention_verbs = retention.add_subparsers(dest="action", required=True)
     run = retention_verbs.add_parser("run", parents=[_mutating()], help="one retention pass")
     run.add_argument("--dry-run", action="store_true", help="list what would be deleted; change nothing")
-    run.add_argument("--json", action="store_true", help="print the plan as JSON")
     run.set_defaults(func=_verb(cmd_retention_run))
 
     storage = sub.add_parser("storage", help="storage locations: list them, resync the catalog from one")
@@ -69,7 +68,6 @@ def register(sub: Any) -> None:
     )
     sync.add_argument("location", help="configured storage location name")
     sync.add_argument("--dry-run", action="store_true", help="report what would be imported; record nothing")
-    sync.add_argument("--json", action="store_true", help="print the report as JSON")
     sync.set_defaults(func=_verb(cmd_storage_sync))
     listing = verbs.add_parser("list", parents=[_reading()], help="configured locations and what they hold")
     listing.set_defaults(func=_verb(cmd_storage_list))

@@ -58,7 +58,7 @@ from transfer.storage import StorageError
 
 
 async def openapi(request: Request) -> Response:
-    from transfer.pipeline import VERSION
+    from transfer.runs.contract import VERSION
 
     return JSONResponse(document(VERSION, rt(request).app.catalog))
 

@@ -17,8 +17,8 @@ from api import params
 from api.availability import UNAVAILABLE, DatabaseWatch, attempt, guarded
 from api.records import Records
 from api.runtime import Runtime
-from domain.application import Outcome
 from domain.errors import Conflict, DomainError, Gone, InvalidTransition, InvalidValue, NotFound
+from domain.ledger import Outcome
 from domain.snapshot import DELETED
 
 log = logging.getLogger("snapledger.api")

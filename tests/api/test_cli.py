@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from api.cli import display, main, tables
+from api.cli import display, main, parser, tables
 from api.config import Config
 from api.runtime import Runtime
 from tests.support.cli import NO_SCHEDULER, Cli
@@ -109,9 +113,9 @@ def test_bad_input_exits_2_naming_the_field(cli: Cli) -> None:
         assert code == 2 and "no-such-policy" in err, verb
     code, _, err = cli("policy", "show", "00000000-0000-4000-8000-000000000000")
     assert code == 2
-    code, _, err = cli("backups", "--policy", "ghost")
+    code, _, err = cli("snapshot", "list", "--policy", "ghost")
     assert code == 2 and "ghost" in err
-    code, _, err = cli("restore", "ghost#1", "--target", "scratch")
+    code, _, err = cli("restore", "create", "ghost#1", "--target", "scratch")
     assert code == 2 and "ghost#1" in err
     cli.ok("policy", "create", "p", "--source", "demo", "--storage", "local")
     code, _, err = cli("policy", "create", "p", "--source", "demo", "--storage", "local")
@@ -119,7 +123,7 @@ def test_bad_input_exits_2_naming_the_field(cli: Cli) -> None:
     code, _, err = cli("policy", "edit", "p")
     assert code == 2 and "nothing to change" in err
     with pytest.raises(SystemExit) as usage:  # argparse's own usage errors are exit 2 too
-        cli("backups", "--status", "sideways")
+        cli("snapshot", "list", "--status", "sideways")
     assert usage.value.code == 2
 
 
@@ -143,33 +147,41 @@ def test_snapshot_restore_and_records_with_a_worker(cli: Cli, worker: Runtime) -
     assert all(re.match(r"nightly#1 (requested|running)", line) for line in lines[1:-1]), out
     assert re.match(r"nightly#1 completed: 3,650 items, .* -> nightly-.*\.tar$", lines[-1]), out
 
-    backups = cli.json("backups", "--policy", "nightly")
+    backups = cli.json("snapshot", "list", "--policy", "nightly")
     assert [(b["id"], b["status"], b["items"]) for b in backups] == [(sid, "completed", 3650)]
-    table = cli.ok("backups", "--status", "completed")
+    table = cli.ok("snapshot", "list", "--status", "completed")
     assert "SUB NAME" in table and "nightly#1" in table and "KiB" in table and "ERROR" not in table
-    assert cli.json("backups", "--status", "failed") == []
-    assert cli.ok("verify", sid).startswith("ok ")  # the existing verb still answers
-    assert cli.ok("verify", "nightly#1").startswith("ok ")  # by task name, as restore takes it
+    assert cli.json("snapshot", "list", "--status", "failed") == []
+    assert cli.ok("snapshot", "verify", sid).startswith("ok ")
+    assert cli.ok("snapshot", "verify", "nightly#1").startswith("ok ")  # by task name, as restore takes it
 
     # By task name, some collections, a dry run: verified and reported, nothing written.
     code, out, err = cli(
-        "restore", "nightly#1", "--target", "scratch", "--collections", "orders", "--dry-run", "--wait"
+        "restore",
+        "create",
+        "nightly#1",
+        "--target",
+        "scratch",
+        "--collections",
+        "orders",
+        "--dry-run",
+        "--wait",
     )
     assert code == 0, err
     assert "orders: 2600 of 2600 items ok" in out and "dry run completed" in out.splitlines()[-1]
 
-    code, out, err = cli("restore", sid, "--target", "scratch", "--wait")
+    code, out, err = cli("restore", "create", sid, "--target", "scratch", "--wait")
     assert code == 0, err
     assert "completed and verified: 3,650 items" in out.splitlines()[-1]
 
     # The target is not empty now: a refusing restore fails, and --wait says so with exit 1.
-    code, out, err = cli("restore", sid, "--target", "scratch", "--existing", "fail", "--wait")
+    code, out, err = cli("restore", "create", sid, "--target", "scratch", "--existing", "fail", "--wait")
     assert code == 1 and "failed" in err and "not empty" in err, (out, err)
 
-    restores = cli.json("restores", "--policy", "nightly")
+    restores = cli.json("restore", "list", "--policy", "nightly")
     assert [r["status"] for r in restores] == ["failed", "completed", "completed"]
-    assert cli.json("restores", "--status", "failed", "--limit", "1")[0]["target"] == "scratch"
-    table = cli.ok("restores")
+    assert cli.json("restore", "list", "--status", "failed", "--limit", "1")[0]["target"] == "scratch"
+    table = cli.ok("restore", "list")
     assert "ERROR" in table and "not empty" in table and "ok (3)" in table
 
     events = [json.loads(line) for line in cli.ok("events", "--policy", "nightly", "--json").splitlines()]
@@ -189,7 +201,7 @@ def test_snapshot_restore_and_records_with_a_worker(cli: Cli, worker: Runtime) -
     code, out, err = cli("policy", "delete", "nightly")
     assert code == 0 and "2 archive(s) removed" in out, err
     assert not list((cli.config.data_dir / "archives").rglob("*.tar"))
-    assert {b["status"] for b in cli.json("backups")} == {"deleted"}
+    assert {b["status"] for b in cli.json("snapshot", "list")} == {"deleted"}
 
 
 @pytest.fixture
@@ -236,7 +248,7 @@ def test_waiting_hints_at_a_missing_worker_and_ctrl_c_leaves_the_run(
     assert "no worker seems to be running" in err and "snapledger worker" in err
     assert "stopped waiting" in err
     assert "lonely#1 requested: waiting for a worker" in out
-    assert cli.json("backups")[0]["status"] == "requested", "Ctrl-C stops the waiting, not the run"
+    assert cli.json("snapshot", "list")[0]["status"] == "requested", "Ctrl-C stops the waiting, not the run"
 
 
 def test_events_follow_prints_new_events_until_ctrl_c(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -310,7 +322,7 @@ def test_snapshot_stop_delete_and_restore_stop_verbs(make_config, capsys):
     assert "stop requested" in capsys.readouterr().out
     assert main(["--config", path, "snapshot", "stop", "sv#1"]) == 2  # already stopped
     assert main(["--config", path, "snapshot", "delete", "sv#1"]) == 0
-    assert main(["--config", path, "stop-restore", "00000000-0000-4000-8000-000000000000"]) == 2
+    assert main(["--config", path, "restore", "stop", "00000000-0000-4000-8000-000000000000"]) == 2
 
 
 def test_the_live_bar_fits_the_terminal() -> None:
@@ -328,3 +340,164 @@ def test_the_live_bar_fits_the_terminal() -> None:
     wide = io.StringIO()
     display.BarDisplay("n#1", wide, columns=200).update("running", 50.0, 10, MiB, 1.0)
     assert "[" + "#" * 12 + "-" * 12 + "]" in wide.getvalue()  # room: the full 24-cell bar
+
+
+# ------------------------------------------------------------- conventions
+def _verbs(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every leaf verb of the parser tree, with the words that reach it."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+        return
+    for name, child in subs[0].choices.items():
+        yield from _verbs(child, (*path, name))
+
+
+def test_every_verb_takes_dash_o_json() -> None:
+    """Scripts parse any verb's answer, mutations included (velero, pbm, restic do)."""
+    verbs = dict(_verbs(parser()))
+    assert ("snapshot", "take") in verbs and ("restore", "create") in verbs and ("policy", "create") in verbs
+    long_running = {("serve",), ("worker",)}
+    for path, verb in verbs.items():
+        if path in long_running:
+            continue
+        flags = {s for a in verb._actions for s in a.option_strings}
+        assert {"-o", "--output", "--json"} <= flags, path
+
+
+def test_noun_verb_grouping() -> None:
+    verbs = set(dict(_verbs(parser())))
+    for noun, expected in (
+        ("snapshot", {"list", "take", "stop", "delete", "verify"}),
+        ("restore", {"list", "create", "stop"}),
+        ("policy", {"create", "list", "show", "edit", "stop", "rebuild", "delete"}),
+    ):
+        assert {v for n, v, *_ in (p for p in verbs if len(p) == 2) if n == noun} == expected, noun
+    listed = set(re.findall(r"^    (\S+)", parser().format_help(), re.M))
+    assert {"snapshot", "restore", "policy", "events", "storage"} <= listed
+    for earlier in ("backups", "restores", "stop-restore", "verify"):
+        assert earlier not in listed, f"{earlier!r} is an earlier spelling: kept, not advertised"
+
+
+def test_json_answers_of_mutations_are_the_api_answer_and_the_record(cli: Cli, worker: Runtime) -> None:
+    created = cli.json("policy", "create", "nightly", "--source", "demo", "--storage", "local")
+    assert created["record"]["name"] == "nightly" and created["id"] == created["record"]["id"]
+    assert isinstance(created["position"], int)
+
+    code, out, err = cli("snapshot", "take", "nightly", "--wait", "-o", "json")
+    assert code == 0, err
+    taken = json.loads(out)  # stdout holds one document: no progress lines, no completion line
+    assert taken["record"]["sub_name"] == "nightly#1" and taken["record"]["status"] == "completed"
+    assert taken["record"]["items"] == 3650
+
+    verified = cli.json("snapshot", "verify", "nightly#1")
+    assert verified["ok"] is True and verified["items"] == 3650 and verified["snapshot"] == "nightly#1"
+    assert set(verified["collections"]) == {"customers", "orders", "products"}
+
+    code, out, err = cli("restore", "create", "nightly#1", "--target", "scratch", "--wait", "-o", "json")
+    assert code == 0, err
+    restored = json.loads(out)
+    assert restored["record"]["status"] == "completed" and restored["record"]["target"] == "scratch"
+    code, out, err = cli(
+        "restore", "create", "nightly#1", "--target", "scratch", "--existing", "fail", "--wait", "-o", "json"
+    )
+    assert code == 1 and "not empty" in err, (out, err)  # exit 1 and the reason, as in table output
+    assert json.loads(out)["record"]["status"] == "failed"
+
+    plan = cli.json("snapshot", "delete", "nightly#1", "--dry-run")
+    assert plan["dry_run"] is True and plan["count"] == 1
+    edited = cli.json("policy", "edit", "nightly", "--keep-last", "3")
+    assert edited["record"]["retention"]["keep_last"] == 3
+    rebuilt = cli.json("policy", "rebuild", "nightly")
+    assert rebuilt["record"]["sub_name"] == "nightly#2" and rebuilt["snapshot_id"] == rebuilt["record"]["id"]
+    stopped = cli.json("policy", "stop", "nightly")
+    assert stopped["record"]["status"] == "stopped"
+    assert cli.json("retention", "run", "--dry-run")["dry_run"] is True
+    assert "rebuilt" in cli.json("projections", "rebuild", "policies")
+    deleted = cli.json("policy", "delete", "nightly")
+    assert deleted["record"]["status"] == "deleted" and deleted["archives_removed"] >= 1
+
+
+def test_earlier_spellings_still_answer(cli: Cli, worker: Runtime) -> None:
+    """Scripts written for the flat verbs keep working: same answers, same exit codes."""
+    cli.ok("policy", "create", "old", "--source", "demo", "--storage", "local")
+    code, _, err = cli("snapshot", "take", "old", "--wait")
+    assert code == 0, err
+
+    def ids(rows: object) -> list[str]:  # statuses move on: the worker runs what was asked
+        assert isinstance(rows, list)
+        return [r["id"] for r in rows]
+
+    assert ids(cli.json("backups")) == ids(cli.json("snapshot", "list"))
+    assert cli.ok("verify", "old#1").startswith("ok ")
+    code, out, err = cli("restore", "old#1", "--target", "scratch", "--wait")
+    assert code == 0 and "completed and verified" in out, err
+    code, out, err = cli("--config", cli.path, "restore", "--target", "scratch", "old#1", "--dry-run")
+    assert code == 0 and "requested" in out, err
+    assert ids(cli.json("restores")) == ids(cli.json("restore", "list"))
+    code, _, err = cli("stop-restore", "no-such-restore")
+    assert code == 2 and "no-such-restore" in err
+
+
+def test_earlier_restore_spelling_is_read_as_create() -> None:
+    from api.cli.main import earlier_spelling
+
+    assert earlier_spelling(["restore", "n#1", "--target", "t"]) == [
+        "restore",
+        "create",
+        "n#1",
+        "--target",
+        "t",
+    ]
+    assert earlier_spelling(["--config", "x.toml", "restore", "n#1"]) == [
+        "--config",
+        "x.toml",
+        "restore",
+        "create",
+        "n#1",
+    ]
+    for unchanged in (
+        ["restore", "list"],
+        ["restore", "stop", "r"],
+        ["restore", "--help"],
+        ["snapshot", "list"],
+        ["policy", "show", "restore"],
+    ):
+        assert earlier_spelling(unchanged) == unchanged
+
+
+def test_restore_stop_takes_the_task_name(cli: Cli) -> None:
+    cli.ok("policy", "create", "sv", "--source", "demo", "--storage", "local")
+    runtime = Runtime.build(cli.config).start(worker=True)
+    try:
+        code, _, err = cli("snapshot", "take", "sv", "--wait")
+        assert code == 0, err
+    finally:
+        runtime.close()
+    cli.ok("restore", "create", "sv#1", "--target", "scratch")  # no worker now: it stays queued
+    stopped = cli.json("restore", "stop", "sv#1->scratch")
+    assert stopped["record"]["sub_name"] == "sv#1->scratch" and stopped["record"]["status"] in (
+        "stopped",
+        "stopping",
+    )
+
+
+def test_shell_completion_through_the_installed_command(tmp_path: Path) -> None:
+    """`eval "$(register-python-argcomplete snapledger)"` completes nouns, verbs and options."""
+    script = Path(sys.executable).parent / "snapledger"
+    assert script.exists(), "the README install puts snapledger beside python"
+
+    def complete(line: str) -> set[str]:
+        out = tmp_path / "completions"
+        env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line, "COMP_POINT": str(len(line)),
+               "_ARGCOMPLETE_IFS": "\n", "_ARGCOMPLETE_STDOUT_FILENAME": str(out)}  # fmt: skip
+        done = subprocess.run([str(script)], env=env, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return set(out.read_text().split())
+
+    assert {"snapshot", "restore", "policy", "events"} <= complete("snapledger ")
+    assert complete("snapledger snapshot ") - {"-h", "--help"} == {"list", "take", "stop", "delete", "verify"}
+    assert {"--output", "--wait", "--actor"} <= complete("snapledger snapshot take --")
+    assert complete("snapledger snapshot list -o ") == {"table", "json"}

@@ -123,8 +123,8 @@ def test_snapledger_port_is_range_checked(tmp_path):
 
 
 def test_libpq_url_parameters_of_sources_and_targets_are_kept(tmp_path):
-    from transfer.kinds import build_source, build_target
-    from transfer.postgres import conninfo
+    from transfer.sources.postgres.connection import conninfo
+    from transfer.sources.registry import build_source, build_target
 
     url = "postgresql://backup@db:5433/crm?sslmode=verify-full&sslrootcert=/etc/ca.pem&target_session_attrs=read-write"
     config = load_config(

@@ -85,7 +85,7 @@ def test_failure_reason_is_redacted(make_config, client_for, tmp_path):
     each spelling a secret can take."""
     import base64
 
-    from transfer.worker import Resources
+    from service.resources import Resources
 
     secret = "pa55+w/rd=" + SECRET
     resources = Resources({}, {}, {}, secrets=[secret])
@@ -189,7 +189,7 @@ schemas = ["public"]
 
 [sources.secured]
 kind = "ndjson"
-path = "{Path(__file__).resolve().parents[2] / "transfer" / "demo_data"}"
+path = "{Path(__file__).resolve().parents[2] / "transfer" / "sources" / "demo_data"}"
 
 [targets.secured_db]  # a configured password no test restores into: it must never show up
 kind = "postgresql"

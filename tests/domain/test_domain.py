@@ -6,8 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from domain.application import Catalog, Snapledger
+from domain.application import Snapledger
 from domain.errors import Conflict, InvalidTransition, InvalidValue, NotFound
+from domain.ledger import Catalog
 from domain.snapshot import COMPLETED, DELETED, FAILED, REQUESTED, RUNNING, STOPPED
 from domain.values import CollectionSelection, Retention, check_cron
 

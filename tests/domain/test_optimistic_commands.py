@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 
 from api.runtime import CACHE
-from domain.application import Catalog, Snapledger
+from domain.application import Snapledger
 from domain.errors import InvalidTransition
+from domain.ledger import Catalog
 from domain.snapshot import STOPPED
 
 CATALOG = Catalog(frozenset({"demo"}), frozenset({"local"}), frozenset())

@@ -10,7 +10,7 @@ import pytest
 
 from api.runtime import Runtime
 from domain.schedule import latest_slot, next_slot, scheduled_snapshot_id
-from transfer.scheduler import Scheduler
+from service.scheduler import Scheduler
 
 
 def _policy(runtime: Runtime, schedule: str = "*/5 * * * *", tz: str = "UTC", name: str = "sched") -> str:

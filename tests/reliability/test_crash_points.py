@@ -28,11 +28,11 @@ import boto3
 import pytest
 
 from api.runtime import Runtime
+from service.janitor import Janitor
 from tests.support.servers import WorkerProcesses, wait_until
 from tests.support.tally import report
-from transfer.janitor import Janitor
-from transfer.ndjson import PARTIAL
-from transfer.pipeline import verify_archive
+from transfer.runs.verify import verify_archive
+from transfer.sources.ndjson import PARTIAL
 
 LEASE = 2  # seconds (the least allowed): a killed worker's run is claimed again soon after
 ACTOR = "crash-test"

@@ -40,7 +40,7 @@ def test_a_file_name_that_is_not_utf8_is_carried_and_the_installation_goes_on(
 def test_an_event_that_cannot_be_stored_fails_its_run_and_leaves_no_gap(make_config, client_for, monkeypatch):
     """Whatever slips through (here: a progress event forced to carry a lone surrogate),
     the run ends failed with a storable reason and its stream replays."""
-    from transfer import progress
+    from transfer.runs import progress
 
     original = progress.ProgressThrottle.__call__
 
@@ -125,7 +125,7 @@ def test_syncing_again_a_location_that_holds_imported_archives_answers(backend, 
 def test_a_woken_attempt_never_touches_the_files_of_the_attempt_that_replaced_it(tmp_path):
     """Each NDJSON restore session writes under partial names of its own: the old one's
     cleanup (it was fenced) leaves the new one's work alone."""
-    from transfer.ndjson import NdjsonTarget
+    from transfer.sources.ndjson import NdjsonTarget
 
     target = NdjsonTarget("t", tmp_path / "t")
     with target.open("ndjson") as new:
@@ -147,14 +147,14 @@ def test_an_attempt_claimed_again_cannot_commit(make_config, client_for):
     is fenced there, so a woken worker neither replaces nor appends twice."""
     from datetime import UTC, datetime, timedelta
 
-    from transfer.worker import Fenced, _Run
+    from service.claimed_run import ClaimedRun, Fenced
 
     client = client_for(make_config("[worker]\nenabled = false\n"))
     app = client.app.state.runtime.app
     sid = app.request_snapshot(create_policy(client), "t").id
     now = datetime.now(UTC)
     first = app.claim_run("snapshot", sid, "w1", 2, now)
-    run = _Run(app, first, lambda: app.get_snapshot(sid), 0.25)
+    run = ClaimedRun(app, first, lambda: app.get_snapshot(sid), 0.25)
     run.still_ours()  # nobody else: fine
     assert app.claim_run("snapshot", sid, "w2", 2, now + timedelta(seconds=10)) is not None  # lease lapsed
     with pytest.raises(Fenced):
@@ -245,9 +245,9 @@ def test_a_full_disk_shows_in_health_and_health_recovers_when_space_returns(tmp_
     returns the next check is healthy again."""
     import errno
 
-    from transfer.health import HealthBoard
     from transfer.storage import LocalStorage
     from transfer.storage import local as storage_module
+    from transfer.storage.health import HealthBoard
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -22,13 +22,15 @@ import boto3
 import pytest
 
 from api.runtime import Runtime
+from service.janitor import Janitor
 from tests.support.s3proxy import FAULTS, FaultyProxy
 from tests.support.servers import free_port
 from tests.support.tally import report
-from transfer.archive import manifest_key
-from transfer.janitor import Janitor
-from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import run_backup, run_restore, verify_archive
+from transfer.archive.format import manifest_key
+from transfer.runs.backup import run_backup
+from transfer.runs.restore import run_restore
+from transfer.runs.verify import verify_archive
+from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 from transfer.storage import S3Retry, S3Storage, StorageError
 
 RETRY = S3Retry(connect_timeout=1.0, read_timeout=0.5, max_attempts=5)

@@ -152,9 +152,9 @@ def test_periodic_sync_imports_encrypted_archives_without_their_key(make_config,
     import os
     from uuid import uuid4
 
-    from transfer.crypto import Keyring
-    from transfer.ndjson import NdjsonSource
-    from transfer.pipeline import run_backup
+    from transfer.archive.crypto import Keyring
+    from transfer.runs.backup import run_backup
+    from transfer.sources.ndjson import NdjsonSource
     from transfer.storage import LocalStorage
 
     shared = tmp_path / "shared"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from service.janitor import expired_snapshots
 from tests.support.api import completed_snapshot, create_policy
-from transfer.janitor import expired_snapshots
 
 API = "/api/v1"
 T0 = datetime(2026, 11, 25, tzinfo=UTC)
@@ -36,7 +36,7 @@ def test_janitor_deletes_archives_and_records_reason(client):
     root = runtime.config.storages["local"].path
     assert len([p for p in root.rglob("*.tar")]) == 4
     runtime.runner.catch_up()
-    from transfer.janitor import Janitor
+    from service.janitor import Janitor
 
     janitor = Janitor(runtime.app, runtime.resources.storages, runtime.retained)
     deleted = janitor.tick(datetime.now(UTC))

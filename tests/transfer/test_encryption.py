@@ -33,8 +33,7 @@ from api.http import create_app
 from api.runtime import Runtime
 from tests.support.api import completed_snapshot, create_policy, wait_for
 from tests.support.keys import KEY_A, KEY_B, KEYS_A, RAW_A, RAW_B, VAULT
-from transfer.archive import manifest_key
-from transfer.crypto import (
+from transfer.archive.crypto import (
     MAGIC,
     DecryptingReader,
     DecryptionError,
@@ -42,8 +41,11 @@ from transfer.crypto import (
     Keyring,
     parse_key,
 )
-from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import run_backup, run_restore, verify_archive
+from transfer.archive.format import manifest_key
+from transfer.runs.backup import run_backup
+from transfer.runs.restore import run_restore
+from transfer.runs.verify import verify_archive
+from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 from transfer.storage import ArchiveWriter, LocalStorage, S3Storage
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -378,22 +380,22 @@ def test_verify_tells_damage_from_a_key_problem(make_config, keys_env, request, 
     archive = config.storages["vault"].path / key  # type: ignore[operator]
     intact = archive.read_bytes()
 
-    assert main(["--config", path, "verify", snap["id"]]) == 0
+    assert main(["--config", path, "snapshot", "verify", snap["id"]]) == 0
     assert "OK nightly#1" in capsys.readouterr().out
 
     archive.write_bytes(
         intact[: len(intact) // 2] + bytes([intact[len(intact) // 2] ^ 1]) + intact[len(intact) // 2 + 1 :]
     )
-    assert main(["--config", path, "verify", snap["id"]]) == 1
+    assert main(["--config", path, "snapshot", "verify", snap["id"]]) == 1
     assert "fails authentication" in capsys.readouterr().out
 
     archive.write_bytes(intact[:-100])
-    assert main(["--config", path, "verify", snap["id"]]) == 1
+    assert main(["--config", path, "snapshot", "verify", snap["id"]]) == 1
     assert "DAMAGED nightly#1" in capsys.readouterr().out
 
     archive.write_bytes(intact)
     make_config(storages=_vault(request, "local", KEYS_A.replace("KEY_A", "KEY_B")))
-    assert main(["--config", path, "verify", snap["id"]]) == 2
+    assert main(["--config", path, "snapshot", "verify", snap["id"]]) == 2
     err = capsys.readouterr().err
     assert "cannot verify nightly#1" in err and "does not decrypt" in err
     _no_key_in(err)

@@ -15,7 +15,7 @@ import pytest
 from api.cli import main as cli_main
 from tests.support.api import completed_snapshot, create_policy, wait_for
 from tests.support.keys import KEY_A, KEYS_A, VAULT
-from transfer.archive import ArchiveWriter, manifest_key
+from transfer.archive.format import ArchiveWriter, manifest_key
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the event store's kind plays no part
 
@@ -73,7 +73,7 @@ def test_a_plaintext_forgery_of_an_encrypted_snapshot_is_refused(make_config, cl
         assert restore["status"] == "failed" and "not the one recorded" in restore["error"], restore
     scratch = config.targets["scratch"].path
     assert not scratch.exists() or not any(scratch.iterdir())  # nothing written
-    code = cli_main(["--config", str(tmp_path / "snapledger.toml"), "verify", snap["id"]])
+    code = cli_main(["--config", str(tmp_path / "snapledger.toml"), "snapshot", "verify", snap["id"]])
     assert code == 1
 
 
@@ -114,7 +114,7 @@ def test_a_tampered_manifest_with_recomputed_checksums_is_refused(make_config, c
     (root / manifest_key(key)).write_bytes(manifest)
     restore = _restore(client, snap["id"])
     assert restore["status"] == "failed" and "not the one recorded" in restore["error"], restore
-    code = cli_main(["--config", str(tmp_path / "snapledger.toml"), "verify", snap["id"]])
+    code = cli_main(["--config", str(tmp_path / "snapledger.toml"), "snapshot", "verify", snap["id"]])
     assert code == 1
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from transfer.archive import ArchiveError, ArchiveWriter, escape, manifest_key, member_name
-from transfer.ndjson import NdjsonTarget
-from transfer.pipeline import run_restore, verify_archive
+from transfer.archive.format import ArchiveError, ArchiveWriter, escape, manifest_key, member_name
+from transfer.runs.restore import run_restore
+from transfer.runs.verify import verify_archive
+from transfer.sources.ndjson import NdjsonTarget
 from transfer.storage import LocalStorage
 
 HOSTILE = ["../../x", "/etc/passwd", "..", ".", "a\x00b", "tab\there", "ünï/cödé", "con:sole"]
@@ -100,8 +101,8 @@ def test_a_name_too_long_for_a_file_fails_the_restore_with_the_reason(tmp_path):
 _MEASURE = r"""
 import json, sys
 from pathlib import Path
-from transfer.archive import ArchiveWriter, manifest_key
-from transfer.pipeline import verify_archive
+from transfer.archive.format import ArchiveWriter, manifest_key
+from transfer.runs.verify import verify_archive
 from transfer.storage import LocalStorage
 
 root, codec, lie = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "lie"
@@ -162,7 +163,7 @@ def test_a_member_that_inflates_past_its_manifest_is_a_damaged_archive(tmp_path,
 def test_a_manifest_that_is_json_but_not_an_object_is_refused_as_damaged(text):
     """It raised AttributeError, which the catalog sync does not catch: one such manifest in
     a location stopped the whole sync pass instead of being listed as invalid."""
-    from transfer.archive import parse_manifest
+    from transfer.archive.format import parse_manifest
 
     with pytest.raises(ArchiveError, match="not a snapledger archive manifest"):
         parse_manifest(text)

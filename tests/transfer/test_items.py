@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from transfer.items import BsonCounter, LineCounter
+from transfer.archive.items import BsonCounter, LineCounter
 
 
 def _bson_docs(n: int) -> bytes:

@@ -25,10 +25,12 @@ from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import PyMongoError
 
-from transfer.archive import ArchiveError, manifest_key
+from transfer.archive.format import ArchiveError, manifest_key
 from transfer.errors import SourceError, Stopped, TargetError
-from transfer.mongodb import MongoSource, MongoTarget, _BsonWriter, split_name
-from transfer.pipeline import BackupResult, RestoreResult, run_backup, run_restore
+from transfer.runs.backup import run_backup
+from transfer.runs.contract import BackupResult, RestoreResult
+from transfer.runs.restore import run_restore
+from transfer.sources.mongodb import MongoSource, MongoTarget, _BsonWriter, split_name
 from transfer.storage import LocalStorage
 
 REAL_URL = os.environ.get("SNAPLEDGER_TEST_MONGODB_URL")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import create_policy, wait_for
-from transfer.ndjson import NdjsonSource
-from transfer.pipeline import run_backup
+from transfer.runs.backup import run_backup
+from transfer.sources.ndjson import NdjsonSource
 from transfer.storage import LocalStorage
 
 

@@ -20,10 +20,13 @@ import psycopg
 import pytest
 
 from tests.support import pgdb
-from transfer.archive import ArchiveError, manifest_key
+from transfer.archive.format import ArchiveError, manifest_key
 from transfer.errors import SourceError, Stopped, TargetError
-from transfer.pipeline import run_backup, run_restore, verify_archive
-from transfer.postgres import PostgresSource, PostgresTarget
+from transfer.runs.backup import run_backup
+from transfer.runs.restore import run_restore
+from transfer.runs.verify import verify_archive
+from transfer.sources.postgres.source import PostgresSource
+from transfer.sources.postgres.target import PostgresTarget
 from transfer.storage import LocalStorage
 
 KEY = "pg/everything.tar"
@@ -109,10 +112,10 @@ def test_whole_database_comes_back_identical(snapshot):
 def test_tables_bigger_than_the_spool_stream_straight_in(snapshot, monkeypatch):
     """Tables load in parallel from spool files up to SPOOL_BYTES; bigger ones the archive
     reader streams into a COPY of its own. Both paths give the same database."""
-    from transfer import postgres
+    from transfer.sources.postgres import spool
 
     src, storage = snapshot
-    monkeypatch.setattr(postgres, "SPOOL_BYTES", 64 * 1024)
+    monkeypatch.setattr(spool, "SPOOL_BYTES", 64 * 1024)
     with pgdb.databases("dst") as (dst,):
         result = _restore(storage, dst)
         assert all(c["ok"] for c in result.collections.values())
@@ -374,7 +377,7 @@ def test_pg_dump_older_than_the_server_or_missing_fails_naming_both(pg_reason, t
     (fake / "pg_dump").chmod(0o755)
     storage = LocalStorage("local", tmp_path / "st")
     source = PostgresSource("old", pgdb.url("test"), None, ["public"])
-    from transfer import pg_tools
+    from transfer.sources.postgres import tools as pg_tools
 
     pg_tools._version_of.cache_clear()
     monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,14 +26,18 @@ import psycopg
 import pytest
 
 from tests.support.api import PG_URL
-from transfer import postgres
-from transfer.kinds import build_source, build_target
-from transfer.mongodb import MongoSource, MongoTarget
-from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pg_legacy import LegacySession
-from transfer.pipeline import _Discard, _Mapped
+from transfer.errors import TargetError
 from transfer.ports import BackupSession, MemberSink, RestoreSession, Source, Target, Writable
-from transfer.postgres import PostgresSource, PostgresTarget, RestoreOptions
+from transfer.runs.reading import Discard, Mapped
+from transfer.sources.mongodb import MongoSource, MongoTarget
+from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
+from transfer.sources.postgres import session as postgres
+from transfer.sources.postgres.legacy import LegacySession
+from transfer.sources.postgres.session import RestoreOptions
+from transfer.sources.postgres.source import PostgresSource
+from transfer.sources.postgres.target import PostgresTarget
+from transfer.sources.registry import build_source, build_target
+from transfer.storage.base import Partial
 
 PROTOCOLS = (Source, BackupSession, Target, RestoreSession, MemberSink, Writable)
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/none"  # never connected to by these tests
@@ -48,7 +53,7 @@ def _members(protocol: type) -> set[str]:
 def _declared(cls: type) -> set[str]:
     """What a class declares for its instances: class attributes, methods, annotations, and
     the configured `name` every constructor sets. A capability must be declared on the class,
-    not only set on an instance (transfer/kinds.py sets `parallel` on what it builds: a source
+    not only set on an instance (transfer/sources/registry.py sets `parallel` on what it builds: a source
     built directly must have it too)."""
     names: set[str] = {"name"}
     for klass in cls.__mro__:
@@ -165,14 +170,23 @@ def test_ndjson_target(tmp_path: Path) -> None:
             out.write(b'{"a":1}\n')
         assert session.count_items("things") == 1
         assert session.schema_notes() is None
-        assert target.cleanup_partials() == 1  # the file this uncommitted session wrote
+        [partial] = target.list_partials()  # the file this uncommitted session writes
+        assert partial.key.startswith("things.ndjson") and partial.started <= datetime.now(UTC)
+        assert target.cleanup_partials() == 1
+        assert target.remove_partial(partial) is False  # gone already
     assert target.cleanup_partials() == 0
+    assert target.list_partials() == []
+    elsewhere = str(tmp_path.parent / "x.ndjson.snapledger-partial-1")
+    outside = Partial(key="x", ref=elsewhere, started=datetime.now(UTC))
+    with pytest.raises(TargetError, match="not an unfinished write"):
+        target.remove_partial(outside)  # a listed path only: never a file elsewhere
 
 
 def test_mongodb_target() -> None:
     target: Target = MongoTarget("mongo", "mongodb://nowhere.invalid/", None, "fail", _mongo_client)
     _check_target(target, transactional=False)
     assert target.cleanup_partials() == 0
+    assert target.list_partials() == []
     with target.open("mongodb") as session:
         _check_restore(session)
         session.begin({})
@@ -187,10 +201,11 @@ def test_postgresql_target(pg_schema: str) -> None:
     target: Target = PostgresTarget("pg", UNREACHABLE, None, "fail")
     _check_target(target, transactional=True)
     assert target.cleanup_partials() == 0
+    assert target.list_partials() == []
     pg = PostgresTarget("pg", PG_URL, None, "fail")
     conn = psycopg.connect(PG_URL)
     sessions: list[RestoreSession] = [
-        postgres._RestoreSession(pg, conn, "fail", RestoreOptions()),
+        postgres.PostgresRestoreSession(pg, conn, "fail", RestoreOptions()),
         LegacySession(pg, conn, "fail"),
     ]
     for session in sessions:
@@ -218,19 +233,19 @@ def test_built_targets(kind: str, settings: dict[str, Any], transactional: bool)
 
 
 def test_the_pipelines_sinks(tmp_path: Path) -> None:
-    discard: MemberSink = _Discard("ndjson")
+    discard: MemberSink = Discard("ndjson")
     assert isinstance(discard, MemberSink)
     with discard.open_out("things") as out:
         assert isinstance(out, Writable)
     with contextlib.ExitStack() as stack:
         session = stack.enter_context(NdjsonTarget("files", tmp_path).open("ndjson"))
-        mapped: MemberSink = _Mapped(session, {"things": "renamed"})
+        mapped: MemberSink = Mapped(session, {"things": "renamed"})
         assert isinstance(mapped, MemberSink)
         mapped.begin({})
         mapped.prepare("things", None)
         with mapped.open_out("things") as out:
             assert isinstance(out, Writable)
-    for sink in (_Discard, _Mapped):
+    for sink in (Discard, Mapped):
         assert _members(MemberSink) <= _declared(sink)
 
 

@@ -9,8 +9,9 @@ import pytest
 
 from tests.support.s3proxy import FaultyProxy
 from transfer.errors import Stopped
-from transfer.ndjson import NdjsonSource, NdjsonTarget
-from transfer.pipeline import run_backup, run_restore
+from transfer.runs.backup import run_backup
+from transfer.runs.restore import run_restore
+from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 from transfer.storage import S3Storage
 
 

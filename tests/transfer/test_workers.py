@@ -13,7 +13,7 @@ from api.runtime import Runtime
 from tests.support.api import PG_URL
 from tests.support.servers import WorkerProcesses, wait_until
 from tests.support.views import assert_views_equal_rebuild
-from transfer.pipeline import verify_archive
+from transfer.runs.verify import verify_archive
 
 LEASE = 3
 
@@ -202,7 +202,7 @@ class _SlowSource:
 
 
 def test_heartbeats_hold_the_lease_through_a_silent_step(runtime):
-    from transfer.worker import Worker
+    from service.worker import Worker
 
     runtime.resources.sources["slow"] = _SlowSource()
     runtime.app.catalog = runtime.app.catalog.__class__(
@@ -265,7 +265,7 @@ def test_a_lost_append_abandons_the_run_which_is_claimed_again(runtime):
     lapses the run is claimed again and completes, with a stream that replays."""
     from eventsourcing.persistence import OperationalError
 
-    from transfer.worker import Worker
+    from service.worker import Worker
 
     pid = runtime.app.create_policy({"name": "flaky", "source": "big", "storage": "local"}, "t").id
     sid = runtime.app.request_snapshot(pid, "t").id
@@ -299,7 +299,7 @@ def test_a_lost_append_abandons_the_run_which_is_claimed_again(runtime):
 def test_a_worker_claims_the_next_task_as_soon_as_a_run_ends(runtime):
     """Queued work is not left waiting for the next poll: a run's end frees the slot and
     wakes the claim loop (with a 0.2 s poll, one worker used to finish at most 5 runs/s)."""
-    from transfer.worker import Worker
+    from service.worker import Worker
 
     pid = runtime.app.create_policy({"name": "quick", "source": "secured", "storage": "local"}, "t").id
     ids = [runtime.app.request_snapshot(pid, "t").id for _ in range(3)]

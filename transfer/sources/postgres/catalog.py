@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from transfer.pg_toc import SchemaDump
+from transfer.sources.postgres.toc import SchemaDump
 
 # Entries that create an object of their own: checked for existence, dropped on cleanup.
 OBJECT_KINDS = frozenset(

@@ -14,11 +14,9 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -27,62 +25,21 @@ from eventsourcing.persistence import IntegrityError, PersistenceError
 from domain.application import Snapledger
 from domain.errors import InvalidTransition
 from domain.restore import Restore
-from domain.secrets import redact
 from domain.snapshot import DELETED, RUNNING, Snapshot
-from transfer.archive import manifest_key
-from transfer.crypto import Keyring, Signer
+from service.claimed_run import ClaimedRun, Fenced, StoreUnavailable, utc_now
+from service.resources import Resources
+from transfer.archive.format import manifest_key
 from transfer.errors import Stopped
-from transfer.health import HealthBoard
-from transfer.pipeline import Expected, remove_archive, run_backup, run_restore
-from transfer.ports import Source, Target
-from transfer.progress import ProgressThrottle
+from transfer.runs.backup import remove_archive, run_backup
+from transfer.runs.contract import Expected
+from transfer.runs.progress import ProgressThrottle
+from transfer.runs.restore import run_restore
 from transfer.storage import Storage, StorageError
 
 log = logging.getLogger("snapledger.worker")
+
+
 Work = tuple[str, UUID]  # ("snapshot" | "restore", id)
-
-
-class Fenced(Exception):
-    """Someone else changed the task in a way this worker must not overwrite."""
-
-
-class StoreUnavailable(Fenced):
-    """An append to the event store failed without an answer (database down, no
-    connection). The events it carried are gone from the aggregate while its version moved
-    on, so this worker must not append again: any later event would leave a gap in the
-    stream. It abandons the run; once the lease lapses the run is claimed again."""
-
-
-@dataclass
-class Resources:
-    sources: dict[str, Source]
-    targets: dict[str, Target]
-    storages: dict[str, Storage]
-    secrets: list[str] = field(default_factory=list)
-    codec: str = "gzip"
-    level: int = 6
-    keyrings: dict[str, Keyring] = field(default_factory=dict, repr=False)  # per storage location
-    signers: dict[str, Signer] = field(default_factory=dict, repr=False)  # per storage location
-    health: HealthBoard | None = None
-
-    def usable(self, storage_name: str) -> None:
-        """Checks the location before a run, so an unreachable one fails the run at once
-        with the reason, rather than leaving it "running" through a retry budget per part."""
-        if self.health is None or storage_name not in self.storages:
-            return
-        health = self.health.check(storage_name)
-        if not health.ok:
-            raise StorageError(f"storage {storage_name!r} is not usable: {health.error}")
-
-    def redact_all(self, reasons: dict[str, str]) -> dict[str, str]:
-        return {name: self.redact(reason) for name, reason in reasons.items()}
-
-    def redact(self, text: str) -> str:
-        """Failure reasons become events, which are forever: scrub configured secrets, in
-        every spelling they can take (raw, percent-encoded, base64), and make the text
-        storable (a lone surrogate from a bad file name would fail the event's encoding)."""
-        safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
-        return redact(safe, self.secrets)[:2000]
 
 
 def _fields(task: Any) -> dict[str, str]:
@@ -93,146 +50,6 @@ def _fields(task: Any) -> dict[str, str]:
         "policy_id": str(task.policy_id),
         "attempt": str(task.attempt),
     }
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class _Run:
-    """One claimed task: appends at the held version, renews the lease, polls for stops."""
-
-    def __init__(
-        self, app: Snapledger, agg: Snapshot | Restore, load: Callable[[], Any], poll: float
-    ) -> None:
-        self.app = app
-        self.agg = agg
-        self.attempt = agg.attempt
-        self.load = load
-        self.poll = poll
-        self.beat_every = max(agg.lease_seconds / 3, 0.2)
-        self.last_append = time.monotonic()
-        self.next_check = 0.0
-        self.stop_seen = False
-        self.poison: Exception | None = None  # why an append failed before reaching the store
-        self.fenced: Fenced | None = None
-        self.lock = threading.Lock()
-        self._done = threading.Event()
-        self._beats = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
-
-    def __enter__(self) -> _Run:
-        self._beats.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._beats.join(timeout=10)
-
-    def _beat(self) -> None:
-        """Renews the lease while the process lives, even in a step that reports nothing
-        for long (index builds, a slow COPY, a large upload's last part)."""
-        while not self._done.wait(self.beat_every / 2):
-            with self.lock:
-                if self._done.is_set() or time.monotonic() - self.last_append < self.beat_every:
-                    continue
-                try:
-                    self.agg.heartbeat()
-                    self.append()
-                except Stopped:
-                    pass  # should_stop() reports it to the pipeline
-                except Fenced as e:
-                    self.fenced = e
-                    return
-                except Exception:  # noqa: BLE001 - a lost heartbeat only shortens the lease
-                    log.exception("heartbeat failed")
-
-    def _fresh(self) -> Any:
-        """Re-reads the run; raises Fenced if another attempt took it over."""
-        fresh = self.load()
-        if fresh.attempt != self.attempt:
-            raise Fenced(f"{fresh.kind} {fresh.sub_name} was claimed again (attempt {fresh.attempt})")
-        return fresh
-
-    def append(self) -> None:
-        if isinstance(self.fenced, StoreUnavailable):
-            raise self.fenced  # an earlier append was lost: never write after a gap
-        if self.poison is not None:
-            raise RuntimeError("an earlier event of this run could not be written; nothing more is")
-        try:
-            self.app.record(self.agg)
-        except PersistenceError as e:
-            if isinstance(e, IntegrityError):
-                self._conflict()
-            self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
-            raise self.fenced from None
-        except Exception as e:
-            # The event could not be written (it failed to encode): the aggregate's version
-            # moved past it, so this copy must never append again (a gap no replay survives).
-            self.poison = self.poison or e
-            raise
-        self.last_append = time.monotonic()
-
-    def _conflict(self) -> None:
-        """Another writer appended first: a stop or delete is honoured, anything else fences."""
-        fresh = self._fresh()
-        if fresh.status == DELETED or fresh.stop_requested:
-            self.agg = fresh
-            self.stop_seen = True
-            raise Stopped from None
-        raise Fenced(f"{fresh.kind} {fresh.sub_name} changed under this worker") from None
-
-    def report(self, items: int, bytes_: int, percent: float, collection: str | None) -> None:
-        with self.lock:
-            self.agg.progress(items, bytes_, percent, collection, _now())
-            self.append()
-
-    def planned(self, facts: dict[str, Any]) -> None:
-        """A restore's plan, appended (fenced like any append) before it writes to the target."""
-        with self.lock:
-            self.agg.planned(facts)  # type: ignore[union-attr]
-            self.append()
-
-    def still_ours(self) -> None:
-        """Right before a commit that others would see: re-read the run now (not at the next
-        poll), so an attempt that was claimed again meanwhile raises Fenced, and a stop is
-        honoured."""
-        with self.lock:
-            if self.fenced is not None:
-                raise self.fenced
-            try:
-                fresh = self._fresh()
-            except PersistenceError as e:
-                self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
-                raise self.fenced from None
-            if fresh.status == DELETED or fresh.stop_requested:
-                self.agg = fresh
-                self.stop_seen = True
-                raise Stopped
-
-    def should_stop(self) -> bool:
-        with self.lock:
-            now = time.monotonic()
-            if self.fenced is not None:
-                raise self.fenced
-            if self.stop_seen:
-                return True
-            if now < self.next_check:
-                return False
-            self.next_check = now + self.poll
-            try:
-                fresh = self._fresh()
-            except PersistenceError as e:  # the database is away: not the run's fault
-                self.fenced = StoreUnavailable(f"event store unavailable ({type(e).__name__}: {e})")
-                raise self.fenced from None
-            if fresh.version != self.agg.version and (fresh.status == DELETED or fresh.stop_requested):
-                self.agg = fresh
-                self.stop_seen = True
-            return self.stop_seen
-
-    def finish_stopped(self) -> None:
-        if self.agg.status == RUNNING:
-            self.agg.acknowledge_stop(_now())
-            self.app.record(self.agg)
 
 
 class Worker:
@@ -295,7 +112,7 @@ class Worker:
                 break
             if task_id in self._active:
                 continue
-            task = self.app.claim_run(kind, task_id, self.worker_id, self.lease_seconds, _now())
+            task = self.app.claim_run(kind, task_id, self.worker_id, self.lease_seconds, utc_now())
             if task is None:
                 continue  # another worker has it, its slot is busy, or it is no longer due
             run = self.run_snapshot if kind == "snapshot" else self.run_restore
@@ -314,7 +131,7 @@ class Worker:
             log.exception("run of %s %s crashed", task.kind, task.id, extra=_fields(task))
 
     def _execute(
-        self, run: _Run, work: Callable[[_Run], Callable[[], None]], cleanup: Callable[[], None]
+        self, run: ClaimedRun, work: Callable[[ClaimedRun], Callable[[], None]], cleanup: Callable[[], None]
     ) -> None:
         if run.agg.stop_requested or run.agg.status == DELETED:
             cleanup()  # a re-claimed run that was asked to stop while its worker was gone
@@ -354,7 +171,7 @@ class Worker:
             try:
                 if run.poison is not None:  # this copy skipped a version: fail the stored run instead
                     raise InvalidTransition("the run's copy is behind its stream")
-                run.agg.fail(reason, _now())
+                run.agg.fail(reason, utc_now())
                 run.app.record(run.agg)
             except (IntegrityError, InvalidTransition):
                 try:
@@ -362,17 +179,17 @@ class Worker:
                 except Fenced:
                     return
                 if fresh.status == RUNNING:
-                    fresh.fail(reason, _now())
+                    fresh.fail(reason, utc_now())
                     run.app.record(fresh)
 
     def run_snapshot(self, snap: Snapshot) -> None:
-        run = _Run(self.app, snap, lambda: self.app.get_snapshot(snap.id), self.stop_poll)
+        run = ClaimedRun(self.app, snap, lambda: self.app.get_snapshot(snap.id), self.stop_poll)
         storage = self.resources.storages.get(snap.storage)
         if snap.attempt > 1 and storage is not None:
             storage.cleanup_partials(snap.archive_key)  # what the dead attempt left
             storage.cleanup_partials(manifest_key(snap.archive_key))
 
-        def work(run: _Run) -> Callable[[], None]:
+        def work(run: ClaimedRun) -> Callable[[], None]:
             source = self.resources.sources.get(snap.source)
             if source is None or storage is None:
                 missing = snap.source if source is None else snap.storage
@@ -400,7 +217,7 @@ class Worker:
                 before_commit=run.still_ours,
             )
 
-            finished_at = _now()
+            finished_at = utc_now()
             locked_until = self._lock_archive(storage, snap, finished_at) if storage.lock_mode else None
 
             def finish() -> None:
@@ -450,9 +267,9 @@ class Worker:
         return Expected.of(snap, restore.archive_key)
 
     def run_restore(self, restore: Restore) -> None:
-        run = _Run(self.app, restore, lambda: self.app.get_restore(restore.id), self.stop_poll)
+        run = ClaimedRun(self.app, restore, lambda: self.app.get_restore(restore.id), self.stop_poll)
 
-        def work(run: _Run) -> Callable[[], None]:
+        def work(run: ClaimedRun) -> Callable[[], None]:
             storage = self.resources.storages.get(restore.storage)
             target = self.resources.targets.get(restore.target)
             if storage is None or target is None:
@@ -483,7 +300,7 @@ class Worker:
 
             def finish() -> None:
                 assert isinstance(run.agg, Restore)  # this run loads its restore, nothing else
-                run.agg.complete(result.items, result.bytes, result.collections, _now(), result.schema)
+                run.agg.complete(result.items, result.bytes, result.collections, utc_now(), result.schema)
 
             return finish
 

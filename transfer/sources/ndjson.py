@@ -11,11 +11,13 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from transfer.archive import escape
+from transfer.archive.format import escape
 from transfer.errors import SourceError, TargetError
+from transfer.storage.base import Partial
 
 CHUNK = 1024 * 1024
 SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
@@ -161,6 +163,28 @@ class NdjsonTarget:
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def list_partials(self) -> list[Partial]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for path in self.directory.glob("*" + PARTIAL + "*"):
+            try:
+                started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:
+                continue  # published or removed while listing
+            found.append(Partial(key=path.name, ref=str(path), started=started))
+        return found
+
+    def remove_partial(self, partial: Partial) -> bool:
+        path = Path(partial.ref)
+        if path.parent != self.directory or PARTIAL not in path.name:
+            raise TargetError(f"{partial.ref!r} is not an unfinished write of target {self.name!r}")
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
 
 def _count_lines(path: Path) -> int:

@@ -1,6 +1,6 @@
 """Regenerates the bundled demo dataset (deterministic, so the files never drift).
 
-Run: python -m transfer.demo_data.generate
+Run: python -m transfer.sources.demo_data.generate
 """
 
 import json

@@ -15,13 +15,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from domain.application import ImportedArchive, Snapledger, imported_snapshot_id
+from domain.application import Snapledger
 from domain.errors import DomainError, InvalidValue
+from domain.import_commands import ImportedArchive, imported_snapshot_id
 from domain.values import check_name
-from transfer.archive import SIGNATURE_SUFFIX, ArchiveError, manifest_key, parse_manifest, signature_key
-from transfer.crypto import Keyring, Signer
-from transfer.health import PROBE_PREFIX
+from transfer.archive.crypto import Keyring, Signer
+from transfer.archive.format import (
+    SIGNATURE_SUFFIX,
+    ArchiveError,
+    manifest_key,
+    parse_manifest,
+    signature_key,
+)
 from transfer.storage import Storage, StorageError
+from transfer.storage.health import PROBE_PREFIX
 
 log = logging.getLogger("snapledger.sync")
 MANIFEST_SUFFIX = manifest_key("")

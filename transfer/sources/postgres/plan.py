@@ -8,7 +8,7 @@ owned sequences, constraints, indexes, triggers, rules, policies, comments, gran
 foreign key to a table that is not restored is skipped and listed, never silently lost.
 
 A renamed table keeps what belongs to it under names that cannot collide with the
-original's: its statements are re-pointed token by token (transfer/pg_sql.py), its indexes
+original's: its statements are re-pointed token by token (transfer/sources/postgres/sql.py), its indexes
 and owned sequences get the new table name as prefix. Views and other objects that depend
 on a renamed table are skipped and listed: their bodies name the original.
 """
@@ -22,9 +22,9 @@ from typing import Any
 from psycopg import sql
 
 from transfer.errors import TargetError
-from transfer.pg_catalog import OBJECT_KINDS, RELATION_KINDS
-from transfer.pg_sql import Qualified, references, rewrite, tokens
-from transfer.pg_toc import NEVER_RUN, Entry, SchemaDump
+from transfer.sources.postgres.catalog import OBJECT_KINDS, RELATION_KINDS
+from transfer.sources.postgres.sql import Qualified, references, rewrite, tokens
+from transfer.sources.postgres.toc import NEVER_RUN, Entry, SchemaDump
 
 MAX_IDENTIFIER = 63  # bytes: NAMEDATALEN - 1
 INDEX_BACKED = ("PRIMARY", "UNIQUE", "EXCLUDE")

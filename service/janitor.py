@@ -23,9 +23,11 @@ from domain.application import Snapledger
 from domain.errors import DomainError
 from domain.policy import RETENTION_ACTOR
 from domain.run import HAS_ARCHIVE
-from transfer.ndjson import PARTIAL, NdjsonTarget
-from transfer.pipeline import remove_archive
+from transfer.errors import TargetError
+from transfer.ports import Target
+from transfer.runs.backup import remove_archive
 from transfer.storage import Storage, StorageError
+from transfer.storage.base import Partial
 
 log = logging.getLogger("snapledger.janitor")
 # Writes younger than this are never swept, owned or not: a margin for writers the
@@ -57,7 +59,7 @@ class Janitor:
         storages: dict[str, Storage],
         retained: Callable[[], list[tuple[dict[str, Any], list[dict[str, Any]]]]],
         in_flight: Callable[[], list[dict[str, Any]]] | None = None,
-        targets: dict[str, Any] | None = None,
+        targets: dict[str, Target] | None = None,
         orphan_grace_seconds: float = ORPHAN_GRACE_SECONDS,
     ) -> None:
         self.app = app
@@ -95,11 +97,12 @@ class Janitor:
                 found[name] = storage.list_partials()
             except StorageError as e:
                 log.warning("orphan sweep: cannot list unfinished writes in %s: %s", name, e)
-        target_files = {
-            name: list(target.directory.glob("*" + PARTIAL + "*"))
-            for name, target in self.targets.items()
-            if isinstance(target, NdjsonTarget) and target.directory.is_dir()
-        }
+        target_partials: dict[str, list[Partial]] = {}
+        for name, target in self.targets.items():
+            try:
+                target_partials[name] = target.list_partials()
+            except (OSError, TargetError) as e:
+                log.warning("orphan sweep: cannot list unfinished writes of target %s: %s", name, e)
         owned: dict[str, list[str]] = {}
         busy_targets = set()
         for row in self.in_flight():
@@ -125,17 +128,19 @@ class Janitor:
                     continue
                 log.info("orphan sweep: removed an unfinished write of %s in %s", partial.key, name)
                 removed += 1
-        for name, paths in target_files.items():
+        for name, listed in target_partials.items():
             if name in busy_targets:
                 continue
-            for path in paths:
+            for partial in listed:
+                if partial.started > oldest:
+                    continue
                 try:
-                    if datetime.fromtimestamp(path.stat().st_mtime, UTC) > oldest:
-                        continue
-                    path.unlink()
-                except FileNotFoundError:
-                    continue  # its restore published or removed it meanwhile
-                log.info("orphan sweep: removed %s of restore target %s", path.name, name)
+                    if not self.targets[name].remove_partial(partial):
+                        continue  # its restore published or removed it meanwhile
+                except (OSError, TargetError) as e:
+                    log.warning("orphan sweep: %s of target %s kept: %s", partial.key, name, e)
+                    continue
+                log.info("orphan sweep: removed %s of restore target %s", partial.key, name)
                 removed += 1
         return removed
 

@@ -33,8 +33,9 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel, MongoClient
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from transfer.archive import ArchiveError
+from transfer.archive.format import ArchiveError
 from transfer.errors import SourceError, TargetError
+from transfer.storage.base import Partial
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _uuid_hex(info: dict[str, Any]) -> str | None:
 
 class MongoSource:
     kind = "mongodb"
-    parallel = 1  # until configured: transfer/kinds.py sets the endpoint's `parallel`
+    parallel = 1  # until configured: transfer/sources/registry.py sets the endpoint's `parallel`
 
     def __init__(
         self,
@@ -264,6 +265,12 @@ class MongoTarget:
 
     def cleanup_partials(self) -> int:
         return 0  # documents land in place, never in files aside: there is nothing to remove
+
+    def list_partials(self) -> list[Partial]:
+        return []  # documents land in place: nothing is written aside
+
+    def remove_partial(self, partial: Partial) -> bool:
+        return False
 
     @contextmanager
     def open(self, source_kind: str, existing: str | None = None, **_: Any) -> Iterator[_MongoRestore]:

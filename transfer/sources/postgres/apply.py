@@ -23,8 +23,8 @@ import psycopg
 from psycopg import sql
 
 from transfer.errors import Stopped, TargetError
-from transfer.pg_plan import Plan, Step, describe
-from transfer.pg_toc import SchemaDump
+from transfer.sources.postgres.plan import Plan, Step, describe
+from transfer.sources.postgres.toc import SchemaDump
 
 log = logging.getLogger("snapledger.postgres")
 

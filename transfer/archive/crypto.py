@@ -41,7 +41,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from transfer.archive import ArchiveError
+from transfer.archive.format import ArchiveError
 from transfer.storage import ArchiveWriter
 
 MAGIC = b"SNAPLENC"

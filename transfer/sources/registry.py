@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from transfer.ndjson import NdjsonSource, NdjsonTarget
 from transfer.ports import Source, Target
+from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 
 
 def build_source(endpoint: Any) -> Source:
@@ -19,11 +19,11 @@ def _source(endpoint: Any) -> Source:
     if endpoint.kind == "ndjson":
         return NdjsonSource(endpoint.name, s["path"])
     if endpoint.kind == "postgresql":
-        from transfer.postgres import PostgresSource
+        from transfer.sources.postgres.source import PostgresSource
 
         return PostgresSource(endpoint.name, s["url"], endpoint.password(), s["schemas"])
     if endpoint.kind == "mongodb":
-        from transfer.mongodb import MongoSource
+        from transfer.sources.mongodb import MongoSource
 
         return MongoSource(endpoint.name, s["url"], endpoint.password(), s["databases"])
     raise ValueError(f"unknown source kind {endpoint.kind!r}")
@@ -34,7 +34,7 @@ def build_target(endpoint: Any) -> Target:
     if endpoint.kind == "ndjson":
         return NdjsonTarget(endpoint.name, s["path"], s.get("existing", "replace"))
     if endpoint.kind == "postgresql":
-        from transfer.postgres import PostgresTarget
+        from transfer.sources.postgres.target import PostgresTarget
 
         return PostgresTarget(
             endpoint.name,
@@ -45,7 +45,7 @@ def build_target(endpoint: Any) -> Target:
             keep_owners=s.get("keep_owners", False),
         )
     if endpoint.kind == "mongodb":
-        from transfer.mongodb import MongoTarget
+        from transfer.sources.mongodb import MongoTarget
 
         return MongoTarget(endpoint.name, s["url"], endpoint.password(), s["existing"])
     raise ValueError(f"unknown target kind {endpoint.kind!r}")

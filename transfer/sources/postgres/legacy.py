@@ -5,7 +5,7 @@ defaults, identity, primary, unique and check constraints) as SQL beside its row
 restore as they always did, in one transaction: missing tables are created from that
 definition, keys are built after the rows, identity sequences are resynced. Foreign keys,
 other indexes, views, functions and `serial` sequences were never in them. New snapshots
-use pg_dump (transfer/postgres.py); nothing writes this format any more.
+use pg_dump (source.py); nothing writes this format any more.
 """
 
 from __future__ import annotations

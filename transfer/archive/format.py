@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 from urllib.parse import quote
 
-from transfer.codec import ERRORS, SUFFIX, compressor, inflate
-from transfer.items import counter_for
+from transfer.archive.codec import ERRORS, SUFFIX, compressor, inflate
+from transfer.archive.items import counter_for
 from transfer.ports import MemberSink
 
 FORMAT = "snapledger-archive"

@@ -1,0 +1,2 @@
+"""Sources and targets, one module (or package) per kind, and the registry that builds them
+from configuration: `registry.py`."""
