@@ -20,18 +20,11 @@ from domain.errors import DomainError, InvalidValue
 from domain.import_commands import ImportedArchive, imported_snapshot_id
 from domain.values import check_name
 from transfer.archive.crypto import Keyring, Signer
-from transfer.archive.format import (
-    SIGNATURE_SUFFIX,
-    ArchiveError,
-    manifest_key,
-    parse_manifest,
-    signature_key,
-)
-from transfer.storage import Storage, StorageError
-from transfer.storage.health import PROBE_PREFIX
+from transfer.archive.format import ArchiveError, parse_manifest
+from transfer.storage import Storage, StorageError, layout
+from transfer.storage.layout import signature_key
 
 log = logging.getLogger("snapledger.sync")
-MANIFEST_SUFFIX = manifest_key("")
 SYNC_ACTOR = "system:sync"
 
 
@@ -146,14 +139,10 @@ def sync_storage(
     manifests are not fetched, so a periodic sync of a large bucket costs one listing,
     not one GET per archive."""
     report = SyncReport(storage.name, dry_run=dry_run)
-    sizes = {o.key: o.size for o in storage.list_objects() if not o.key.startswith(PROBE_PREFIX)}
-    manifests = sorted(k for k in sizes if k.endswith(MANIFEST_SUFFIX))
-    committed = {k[: -len(MANIFEST_SUFFIX)] for k in manifests}
-    report.incomplete = sorted(
-        k for k in sizes if not k.endswith((MANIFEST_SUFFIX, SIGNATURE_SUFFIX)) and k not in committed
-    )
-    for mkey in manifests:
-        archive_key = mkey[: -len(MANIFEST_SUFFIX)]
+    sizes = {o.key: o.size for o in storage.list_objects() if not layout.is_probe(o.key)}
+    committed = {a: k for k in sizes if (a := layout.archive_of_manifest(k)) is not None}
+    report.incomplete = sorted(k for k in sizes if not layout.is_sidecar(k) and k not in committed)
+    for archive_key, mkey in sorted(committed.items(), key=lambda item: item[1]):
         if archive_key not in sizes:
             report.invalid.append({"key": mkey, "reason": "manifest without its archive"})
             continue

@@ -28,13 +28,13 @@ from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from service.claimed_run import ClaimedRun, Fenced, StoreUnavailable, utc_now
 from service.resources import Resources
-from transfer.archive.format import manifest_key
 from transfer.errors import Stopped
 from transfer.runs.backup import remove_archive, run_backup
 from transfer.runs.contract import Expected
 from transfer.runs.progress import ProgressThrottle
 from transfer.runs.restore import run_restore
 from transfer.storage import Storage, StorageError
+from transfer.storage.layout import manifest_key
 
 log = logging.getLogger("snapledger.worker")
 

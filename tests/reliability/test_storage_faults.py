@@ -26,12 +26,12 @@ from service.janitor import Janitor
 from tests.support.s3proxy import FAULTS, FaultyProxy
 from tests.support.servers import free_port
 from tests.support.tally import report
-from transfer.archive.format import manifest_key
 from transfer.runs.backup import run_backup
 from transfer.runs.restore import run_restore
 from transfer.runs.verify import verify_archive
 from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 from transfer.storage import S3Retry, S3Storage, StorageError
+from transfer.storage.layout import manifest_key
 
 RETRY = S3Retry(connect_timeout=1.0, read_timeout=0.5, max_attempts=5)
 DEAD_RETRY = S3Retry(connect_timeout=1.0, read_timeout=0.5, max_attempts=3)

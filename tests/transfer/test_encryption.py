@@ -41,12 +41,12 @@ from transfer.archive.crypto import (
     Keyring,
     parse_key,
 )
-from transfer.archive.format import manifest_key
 from transfer.runs.backup import run_backup
 from transfer.runs.restore import run_restore
 from transfer.runs.verify import verify_archive
 from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 from transfer.storage import ArchiveWriter, LocalStorage, S3Storage
+from transfer.storage.layout import manifest_key
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 KEY_TEXTS = (KEY_A, KEY_B, RAW_A.hex(), base64.b64encode(RAW_B).decode())

@@ -15,7 +15,8 @@ import pytest
 from api.cli import main as cli_main
 from tests.support.api import completed_snapshot, create_policy, wait_for
 from tests.support.keys import KEY_A, KEYS_A, VAULT
-from transfer.archive.format import ArchiveWriter, manifest_key
+from transfer.archive.format import ArchiveWriter
+from transfer.storage.layout import manifest_key
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])  # the event store's kind plays no part
 

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from transfer.archive.format import ArchiveError, ArchiveWriter, escape, manifest_key, member_name
+from transfer.archive.format import ArchiveError, ArchiveWriter, escape, member_name
 from transfer.runs.restore import run_restore
 from transfer.runs.verify import verify_archive
 from transfer.sources.ndjson import NdjsonTarget
 from transfer.storage import LocalStorage
+from transfer.storage.layout import manifest_key
 
 HOSTILE = ["../../x", "/etc/passwd", "..", ".", "a\x00b", "tab\there", "ünï/cödé", "con:sole"]
 

@@ -25,13 +25,16 @@ from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import PyMongoError
 
-from transfer.archive.format import ArchiveError, manifest_key
+from transfer.archive.format import ArchiveError
 from transfer.errors import SourceError, Stopped, TargetError
 from transfer.runs.backup import run_backup
 from transfer.runs.contract import BackupResult, RestoreResult
 from transfer.runs.restore import run_restore
-from transfer.sources.mongodb import MongoSource, MongoTarget, _BsonWriter, split_name
+from transfer.sources.mongodb.connection import split_name
+from transfer.sources.mongodb.source import MongoSource
+from transfer.sources.mongodb.target import BsonWriter, MongoTarget
 from transfer.storage import LocalStorage
+from transfer.storage.layout import manifest_key
 
 REAL_URL = os.environ.get("SNAPLEDGER_TEST_MONGODB_URL")
 real_server = pytest.mark.skipif(
@@ -456,7 +459,7 @@ def test_writer_cuts_documents_at_any_chunk_boundary(step):
     documents.append(bson.encode({"_id": "big", "s": "x" * 3_000_000}))
     stream = b"".join(documents)
     recorder = _Recorder()
-    writer = _BsonWriter("shop.orders", recorder, raw=True)
+    writer = BsonWriter("shop.orders", recorder, raw=True)
     for pos in range(0, len(stream), step):
         writer.write(stream[pos : pos + step])
     writer.close()
@@ -465,12 +468,12 @@ def test_writer_cuts_documents_at_any_chunk_boundary(step):
 
 
 def test_writer_refuses_a_stream_cut_inside_a_document():
-    writer = _BsonWriter("shop.orders", _Recorder(), raw=True)
+    writer = BsonWriter("shop.orders", _Recorder(), raw=True)
     writer.write(bson.encode({"a": 1})[:-2])
     with pytest.raises(ArchiveError, match="ends inside a BSON document"):
         writer.close()
     with pytest.raises(ArchiveError, match="document length"):
-        _BsonWriter("shop.orders", _Recorder(), raw=True).write(b"\xff\xff\xff\x7f" + b"\0" * 8)
+        BsonWriter("shop.orders", _Recorder(), raw=True).write(b"\xff\xff\xff\x7f" + b"\0" * 8)
 
 
 @pytest.fixture

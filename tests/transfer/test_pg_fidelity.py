@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.support import pgdb
-from transfer.archive.format import ArchiveError, manifest_key
+from transfer.archive.format import ArchiveError
 from transfer.errors import SourceError, Stopped, TargetError
 from transfer.runs.backup import run_backup
 from transfer.runs.restore import run_restore
@@ -28,6 +28,7 @@ from transfer.runs.verify import verify_archive
 from transfer.sources.postgres.source import PostgresSource
 from transfer.sources.postgres.target import PostgresTarget
 from transfer.storage import LocalStorage
+from transfer.storage.layout import manifest_key
 
 KEY = "pg/everything.tar"
 

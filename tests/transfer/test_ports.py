@@ -29,7 +29,8 @@ from tests.support.api import PG_URL
 from transfer.errors import TargetError
 from transfer.ports import BackupSession, MemberSink, RestoreSession, Source, Target, Writable
 from transfer.runs.reading import Discard, Mapped
-from transfer.sources.mongodb import MongoSource, MongoTarget
+from transfer.sources.mongodb.source import MongoSource
+from transfer.sources.mongodb.target import MongoTarget
 from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
 from transfer.sources.postgres import session as postgres
 from transfer.sources.postgres.legacy import LegacySession

@@ -12,13 +12,14 @@ from psycopg import sql
 
 from api.config import parse_database_url
 from tests.support.api import PG_URL
-from transfer.archive.format import ArchiveError, manifest_key
+from transfer.archive.format import ArchiveError
 from transfer.errors import Stopped, TargetError
 from transfer.runs.backup import run_backup
 from transfer.runs.restore import run_restore
 from transfer.sources.postgres.source import PostgresSource
 from transfer.sources.postgres.target import PostgresTarget
 from transfer.storage import LocalStorage
+from transfer.storage.layout import manifest_key
 
 WEIRD = 'x"; drop table y; --'
 

@@ -11,7 +11,7 @@ import pytest
 from tests.support.api import completed_snapshot, create_policy, wait_for
 from tests.support.keys import KEY_A, KEY_B
 from tests.support.stores import wipe_event_store as _wipe_event_store
-from transfer.archive.format import manifest_key, signature_key
+from transfer.storage.layout import manifest_key, signature_key
 
 SIGNED = """
 [storages.signed]

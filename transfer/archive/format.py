@@ -84,18 +84,6 @@ def schema_member_name(collection: str, source_kind: str = "ndjson") -> str:
     return f"schema/{escape(collection)}.sql"
 
 
-def manifest_key(archive_key: str) -> str:
-    return archive_key + ".manifest.json"
-
-
-SIGNATURE_SUFFIX = ".manifest.sig"
-
-
-def signature_key(archive_key: str) -> str:
-    """Where a signing location keeps the HMAC of an archive's manifest."""
-    return archive_key + SIGNATURE_SUFFIX
-
-
 class _Hashing:
     """A write-through file wrapper that hashes and counts what passes."""
 

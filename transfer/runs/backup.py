@@ -11,11 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from transfer.archive.crypto import Keyring, Signer, aead_context
-from transfer.archive.format import (
-    ArchiveWriter,
-    manifest_key,
-    signature_key,
-)
+from transfer.archive.format import ArchiveWriter
 from transfer.errors import SourceError, Stopped
 from transfer.ports import BackupSession, Source
 from transfer.runs.contract import (
@@ -30,6 +26,7 @@ from transfer.runs.contract import (
 )
 from transfer.runs.prefetch import prefetch
 from transfer.storage import Storage
+from transfer.storage.layout import manifest_key, signature_key
 
 
 def run_backup(

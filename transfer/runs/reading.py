@@ -11,16 +11,12 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import IO, Any, cast
 
 from transfer.archive.crypto import DecryptingReader, Keyring, require_key
-from transfer.archive.format import (
-    ArchiveError,
-    manifest_key,
-    parse_manifest,
-    read_members,
-)
+from transfer.archive.format import ArchiveError, parse_manifest, read_members
 from transfer.errors import Stopped
 from transfer.ports import MemberSink, RestoreSession, Writable
 from transfer.runs.contract import ConsistencyError, Expected, Report, ShouldStop
 from transfer.storage import Storage, StorageError
+from transfer.storage.layout import manifest_key
 
 
 class Discard:

@@ -23,7 +23,7 @@ def _source(endpoint: Any) -> Source:
 
         return PostgresSource(endpoint.name, s["url"], endpoint.password(), s["schemas"])
     if endpoint.kind == "mongodb":
-        from transfer.sources.mongodb import MongoSource
+        from transfer.sources.mongodb.source import MongoSource
 
         return MongoSource(endpoint.name, s["url"], endpoint.password(), s["databases"])
     raise ValueError(f"unknown source kind {endpoint.kind!r}")
@@ -45,7 +45,7 @@ def build_target(endpoint: Any) -> Target:
             keep_owners=s.get("keep_owners", False),
         )
     if endpoint.kind == "mongodb":
-        from transfer.sources.mongodb import MongoTarget
+        from transfer.sources.mongodb.target import MongoTarget
 
         return MongoTarget(endpoint.name, s["url"], endpoint.password(), s["existing"])
     raise ValueError(f"unknown target kind {endpoint.kind!r}")

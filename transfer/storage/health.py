@@ -10,9 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from transfer.storage import Storage, StorageError
-
-PROBE_PREFIX = ".snapledger-probe/"
+from transfer.storage import Storage, StorageError, layout
 
 
 @dataclass(frozen=True)
@@ -37,7 +35,7 @@ def probe(storage: Storage) -> None:
     if storage.lock_mode is not None:
         storage.check_lock()
         return
-    key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+    key = f"{layout.PROBE_PREFIX}{uuid.uuid4().hex}"
     storage.put_bytes(key, b"snapledger probe")
     try:
         if storage.get_bytes(key) != b"snapledger probe":

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from transfer.storage import layout
 from transfer.storage.base import ArchiveWriter, Partial, Storage, StorageError, StoredObject
 
 
@@ -20,7 +21,7 @@ class _LocalWriter(ArchiveWriter):
         self.path = path
         # A name of its own per writer: a re-claimed run never shares a file with the
         # attempt it replaced, even if that attempt is only frozen, not dead.
-        self.partial = path.with_name(f"{path.name}.partial-{uuid.uuid4().hex[:12]}")
+        self.partial = path.with_name(layout.local_partial(path.name, uuid.uuid4().hex[:12]))
         path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.partial, "wb")  # noqa: SIM115 - closed in commit/abort
         self.bytes_written = 0
@@ -92,25 +93,27 @@ class LocalStorage(Storage):
         path = self.path(key)
         if not path.parent.is_dir():
             return 0
-        partials = list(path.parent.glob(glob.escape(path.name) + ".partial-*"))
+        partials = list(path.parent.glob(layout.local_partial(glob.escape(path.name), "*")))
         for partial in partials:
             partial.unlink(missing_ok=True)
         return len(partials)
 
     def list_partials(self) -> list[Partial]:
         found = []
-        for path in self.root.rglob("*.partial-*") if self.root.is_dir() else ():
+        for path in self.root.rglob(layout.local_partial("*", "*")) if self.root.is_dir() else ():
             try:
                 started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
             except FileNotFoundError:
                 continue  # committed or aborted while we looked
-            key = path.relative_to(self.root).as_posix().rsplit(".partial-", 1)[0]
+            key = layout.local_partial_of(path.relative_to(self.root).as_posix())
+            if key is None:
+                continue
             found.append(Partial(key, str(path), started))
         return found
 
     def remove_partial(self, partial: Partial) -> None:
         path = Path(partial.ref)
-        if self.root in path.parents and ".partial-" in path.name:
+        if self.root in path.parents and layout.local_partial_of(path.name) is not None:
             path.unlink(missing_ok=True)
 
     def describe(self) -> str:
@@ -121,5 +124,5 @@ class LocalStorage(Storage):
         if not self.root.is_dir():
             return
         for path in sorted(self.root.rglob("*")):
-            if path.is_file() and ".partial-" not in path.name:
+            if path.is_file() and layout.local_partial_of(path.name) is None:
                 yield StoredObject(path.relative_to(self.root).as_posix(), path.stat().st_size)

@@ -24,6 +24,7 @@ from transfer.sources.postgres import spool as spooling
 from transfer.sources.postgres.connection import connect, log, scalar
 from transfer.sources.postgres.members import SCHEMA_DUMP, check_readable, read_schema, read_state
 from transfer.sources.postgres.plan import Plan, Step, build, describe
+from transfer.sources.postgres.scheduler import Scheduler
 from transfer.sources.postgres.spool import Spool
 from transfer.sources.postgres.toc import SchemaDump
 from transfer.sources.postgres.tools import (
@@ -71,7 +72,7 @@ class PostgresRestoreSession:
         self.baseline: dict[str, int] = {}
         self.loader: psycopg.Connection | None = None
         self.pool: list[psycopg.Connection] = []
-        self.scheduler: pg_apply.Scheduler | None = None
+        self.scheduler: Scheduler | None = None
         self.opened: set[int] = set()
         self.finished = False
         self.created_schemas: list[str] = []
@@ -294,9 +295,7 @@ class PostgresRestoreSession:
         loading = {t.dump_id for t in plan.tables.values()}
         sizes = {v["dump_id"]: v.get("bytes", 0) for v in self.state["tables"].values()}
         tables = {s.entry.dump_id for s in plan.steps if s.entry.desc == "TABLE"}
-        self.scheduler = pg_apply.Scheduler(
-            post, self.pool, self.runner, loading, tables, lambda d: sizes.get(d, 0)
-        )
+        self.scheduler = Scheduler(post, self.pool, self.runner, loading, tables, lambda d: sizes.get(d, 0))
         self.scheduler.start()
 
     def prepare(self, collection: str, definition: bytes | None, as_name: str | None = None) -> None:

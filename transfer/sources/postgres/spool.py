@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
-from transfer.sources.postgres import apply as pg_apply
 from transfer.sources.postgres.connection import CHUNK
+from transfer.sources.postgres.scheduler import Load
 
 if TYPE_CHECKING:
     from transfer.sources.postgres.session import PostgresRestoreSession
@@ -100,7 +100,7 @@ class Spool:
 
         try:
             session.scheduler.add_load(
-                pg_apply.Load(self.table.dump_id, self.size, run), queue_limit=len(session.pool)
+                Load(self.table.dump_id, self.size, run), queue_limit=len(session.pool)
             )
         except BaseException:
             spooled.close()

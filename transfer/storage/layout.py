@@ -1,0 +1,54 @@
+"""Where things live in a storage location: every key snapledger writes, in one place.
+
+    <policy>/<policy>-<UTC time>-<8 hex>.tar   an archive; its key is chosen by the domain
+                                               when the snapshot is requested, and recorded
+                                               in the events (domain/policy_commands.py)
+    <archive>.manifest.json                    its manifest, written last: the commit marker
+    <archive>.manifest.sig                     the manifest's HMAC, on a signing location
+    .snapledger-probe/<32 hex>                 a health probe, removed once read back
+    <key>.partial-<12 hex>                     a local write in progress (S3 keeps an open
+                                               multipart upload instead)
+
+A catalog resync reads a location back through the same rules, so nothing else may parse
+or build these names.
+"""
+
+from __future__ import annotations
+
+MANIFEST_SUFFIX = ".manifest.json"
+SIGNATURE_SUFFIX = ".manifest.sig"
+PROBE_PREFIX = ".snapledger-probe/"
+LOCAL_PARTIAL = ".partial-"
+
+
+def manifest_key(archive_key: str) -> str:
+    return archive_key + MANIFEST_SUFFIX
+
+
+def signature_key(archive_key: str) -> str:
+    """Where a signing location keeps the HMAC of an archive's manifest."""
+    return archive_key + SIGNATURE_SUFFIX
+
+
+def is_probe(key: str) -> bool:
+    return key.startswith(PROBE_PREFIX)
+
+
+def is_sidecar(key: str) -> bool:
+    """A manifest or a signature: beside an archive, never one itself."""
+    return key.endswith((MANIFEST_SUFFIX, SIGNATURE_SUFFIX))
+
+
+def archive_of_manifest(key: str) -> str | None:
+    """The archive a manifest key belongs to; None when `key` is no manifest."""
+    return key[: -len(MANIFEST_SUFFIX)] if key.endswith(MANIFEST_SUFFIX) else None
+
+
+def local_partial(name: str, token: str) -> str:
+    """The file name a local write goes to until it is committed."""
+    return f"{name}{LOCAL_PARTIAL}{token}"
+
+
+def local_partial_of(name: str) -> str | None:
+    """The key a local unfinished write was writing; None when `name` is none."""
+    return name.rsplit(LOCAL_PARTIAL, 1)[0] if LOCAL_PARTIAL in name else None
