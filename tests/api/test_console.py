@@ -433,7 +433,7 @@ def test_token_entry_when_the_api_answers_401(browser: Any, tmp_path: Path) -> N
     with serving(tmp_path, config, env={"SL_CONSOLE_TOKEN": TOKEN}) as base:
         # The console's own files are public (they hold no data), so a browser can load
         # the page and then ask for the token the API needs.
-        assert httpx.get(f"{base}/app.js").status_code == 200
+        assert httpx.get(f"{base}/js/main.js").status_code == 200
         assert httpx.get(f"{base}/api/v1/backups").status_code == 401
 
         def before(page: Any) -> None:
