@@ -1,1 +1,2 @@
-"""Entry points: configuration, the Starlette JSON API and the command line."""
+"""Entry points and wiring: the JSON API (http/), the command line (cli/), configuration
+(config/), the console's files (static/), and the runtime that builds and closes it all."""

@@ -21,6 +21,7 @@ from api.availability import DatabaseUnavailable, attempt
 from api.logs import redact
 from api.records import BACKUP_STATUSES
 from api.runtime import Runtime
+from domain.run import RESTORE_STATUSES as RESTORE_STATUS_NAMES
 from projections.db import Cursor
 from projections.views import iso
 
@@ -30,7 +31,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 MAX_READY_LAG = 1000  # positions the views may trail the event store and still take traffic
 SNAPSHOT_STATUSES = BACKUP_STATUSES
-RESTORE_STATUSES = BACKUP_STATUSES[:-1]  # restores are never deleted
+RESTORE_STATUSES = RESTORE_STATUS_NAMES
 
 # A snapshot deleted after it completed keeps its sha256: its items, bytes and duration stay
 # counted, so the counters never go down when retention deletes old snapshots.

@@ -7,8 +7,9 @@ from typing import Any
 
 from api import schemas
 from api.params import CURSOR_PATTERN, MAX_POSITION
-from api.records import BACKUP_STATUSES, POLICY_STATUSES
+from api.records import BACKUP_STATUSES
 from domain.ledger import Catalog
+from domain.policy import POLICY_STATUSES
 from projections import eventlog
 
 UUID_PARAM = {"type": "string", "format": "uuid"}

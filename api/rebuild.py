@@ -19,7 +19,8 @@ from subprocess import PIPE
 
 from api.config import Config
 from api.logs import setup_logging
-from api.runtime import Runtime, open_store
+from api.runtime import Runtime
+from api.store import open_store
 from projections.runner import ProjectionRunner, partition, rebuild
 from projections.views import ALL_VIEWS
 

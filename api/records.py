@@ -6,12 +6,12 @@ import json
 from typing import Any
 
 from api.params import encode_cursor
+from domain.run import HAS_ARCHIVE, RUN_STATUSES
 from projections.db import ViewDatabase
 
 BASE = "/api/v1"
-ARCHIVED = ("completed", "partially_failed")
-BACKUP_STATUSES = ("requested", "running", "completed", "partially_failed", "failed", "stopped", "deleted")
-POLICY_STATUSES = ("active", "stopped", "deleted")
+ARCHIVED = HAS_ARCHIVE
+BACKUP_STATUSES = RUN_STATUSES
 
 
 def _page(

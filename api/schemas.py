@@ -10,8 +10,9 @@ from zoneinfo import available_timezones
 from jsonschema import Draft202012Validator
 
 from api import patterns
-from api.records import BACKUP_STATUSES, POLICY_STATUSES
+from api.records import BACKUP_STATUSES
 from domain.errors import InvalidValue
+from domain.policy import POLICY_STATUSES
 from domain.values import CollectionSelection, check_cron, check_timezone, parse_duration
 
 

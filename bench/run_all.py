@@ -274,7 +274,8 @@ def bench_commands(quick: bool, tmp: Path) -> None:
     from eventsourcing.application import Application
     from eventsourcing.domain import Aggregate, event
 
-    from api.runtime import Runtime, _event_store_env
+    from api.runtime import Runtime
+    from api.store import event_store_env
 
     class Counter(Aggregate):
         @event("Created")
@@ -300,7 +301,7 @@ def bench_commands(quick: bool, tmp: Path) -> None:
                 policy = app.create_policy(
                     {"name": "bench", "source": "demo", "storage": "local"}, "bench"
                 ).id
-                bare = Bare(_event_store_env(config))
+                bare = Bare(event_store_env(config))
                 counter = Counter()
                 bare.save(counter)
 

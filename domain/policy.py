@@ -13,6 +13,7 @@ from domain.base import TimedAggregate
 from domain.errors import InvalidTransition
 
 ACTIVE, STOPPED, DELETED = "active", "stopped", "deleted"
+POLICY_STATUSES = (ACTIVE, STOPPED, DELETED)
 SCHEDULER_ACTOR = "system:scheduler"
 RETENTION_ACTOR = "system:retention"
 EDITABLE_FIELDS = ("name", "source", "storage", "schedule", "timezone", "retention", "collections")

@@ -23,6 +23,9 @@ REQUESTED, RUNNING, COMPLETED, FAILED, STOPPED, DELETED = (
 PARTIALLY_FAILED = "partially_failed"  # some collections archived, the others named with reasons
 FINISHED = (COMPLETED, PARTIALLY_FAILED, FAILED, STOPPED)
 HAS_ARCHIVE = (COMPLETED, PARTIALLY_FAILED)  # the states whose archive can be restored and must be removed
+# Every state a snapshot can be in, in the order of its life; a restore is never deleted.
+RUN_STATUSES = (REQUESTED, RUNNING, COMPLETED, PARTIALLY_FAILED, FAILED, STOPPED, DELETED)
+RESTORE_STATUSES = RUN_STATUSES[:-1]
 DEFAULT_LEASE_SECONDS = 60
 
 

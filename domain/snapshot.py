@@ -63,6 +63,7 @@ class Snapshot(RunState, TimedAggregate):
         self.trigger = trigger
         self.status = REQUESTED
         self.seal: dict[str, Any] | None = None
+        self.sha256: str | None = None  # of the stored archive, once it is written
         self.verification: str | None = None
         self.stop_requested = False
         self.worker: str | None = None
@@ -238,7 +239,7 @@ class Snapshot(RunState, TimedAggregate):
         self.verification = "sealed"  # written by this installation: its events say what it is
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
-        self.sha256: str | None = sha256  # None once imported: the manifest's SHA-256 stands in
+        self.sha256 = sha256  # None once imported: the manifest's SHA-256 stands in
         self.expires_at = expires_at
         self.locked_until = locked_until
         self.failed_collections = {}

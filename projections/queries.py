@@ -10,6 +10,7 @@ from uuid import UUID
 
 from projections.db import ViewDatabase
 from projections.views import iso
+from projections.views.base import ARCHIVED_SQL
 
 
 def due_runs(db: ViewDatabase, now: datetime) -> list[tuple[str, UUID]]:
@@ -46,7 +47,7 @@ def retained_snapshots(db: ViewDatabase) -> list[tuple[dict[str, Any], list[dict
             continue
         completed = db.query(
             "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
-            "AND status IN ('completed', 'partially_failed') ORDER BY finished_at DESC, id DESC",
+            f"AND status IN {ARCHIVED_SQL} ORDER BY finished_at DESC, id DESC",
             {"p": policy["id"]},
         )
         out.append((retention, completed))

@@ -1,3 +1,4 @@
-"""The use cases that do more than append events: they also move or remove data (archives
-in storage, a location's catalog). Commands that only append events are the Application's
-(domain/application.py). HTTP and the CLI call both the same way; api/ only wires them."""
+"""Use cases and the loops that run them: deletion with its archives, retention, catalog
+resync, the worker, the scheduler, the janitor and the maintenance loop. Commands that only
+append events are the Application's (domain/); HTTP and the CLI call both the same way, and
+api/ only wires them."""

@@ -30,9 +30,10 @@ from api.cli.tables import (
     print_plan,
     table,
 )
-from api.records import POLICY_STATUSES, Records
+from api.records import Records
 from api.runtime import Runtime
 from domain.errors import NotFound
+from domain.policy import POLICY_STATUSES
 from domain.values import is_digits
 
 

@@ -23,7 +23,7 @@ from api.cli.common import (
 from api.cli.tables import BACKUP_COLUMNS, RESTORE_COLUMNS, _error_column, _print_rows, print_plan
 from api.records import BACKUP_STATUSES
 from api.runtime import Runtime
-from domain.run import HAS_ARCHIVE
+from domain.run import HAS_ARCHIVE, RESTORE_STATUSES
 from transfer.archive.crypto import EncryptionKeyError
 from transfer.archive.format import ArchiveError
 from transfer.runs.contract import ConsistencyError, Expected
@@ -201,7 +201,7 @@ def _add_restore(sub: Any) -> None:
     restore = sub.add_parser("restore", help="Restore Records: list, create or stop restores")
     verbs = restore.add_subparsers(dest="action", required=True, metavar="VERB")
     listing = verbs.add_parser("list", parents=[_reading()], help="Restore Records, newest first")
-    _list_options(listing, BACKUP_STATUSES[:-1])
+    _list_options(listing, RESTORE_STATUSES)
     listing.set_defaults(func=_verb(cmd_restores))
     _restore_options(
         verbs.add_parser("create", parents=[_mutating(), _waiting()], help="restore a snapshot into a target")
@@ -216,7 +216,7 @@ def _add_earlier_spellings(sub: Any) -> None:
     --help (and `restore SNAPSHOT --target T` is read as `restore create`, in main)."""
     for name, statuses, func in (
         ("backups", BACKUP_STATUSES, cmd_backups),
-        ("restores", BACKUP_STATUSES[:-1], cmd_restores),
+        ("restores", RESTORE_STATUSES, cmd_restores),
     ):
         p = sub.add_parser(name, parents=[_reading()])
         _list_options(p, statuses)

@@ -3,14 +3,12 @@ checked whole at start-up (`load.py`), one module per part of it."""
 
 from api.config.checks import ConfigError
 from api.config.database import DatabaseConfig, parse_database_url
-from api.config.endpoints import EXISTING, KINDS, Endpoint
+from api.config.endpoints import Endpoint
 from api.config.load import DEMO_DATA, ApiToken, Config, check_s3_credentials, load_config
 from api.config.storages import StorageConfig
 
 __all__ = [
     "DEMO_DATA",
-    "EXISTING",
-    "KINDS",
     "ApiToken",
     "Config",
     "ConfigError",

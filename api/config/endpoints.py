@@ -11,15 +11,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from api.config.checks import ConfigError, require_env
-
-KINDS = ("ndjson", "postgresql", "mongodb")
-
-
-EXISTING = {
-    "ndjson": ("fail", "replace", "append"),
-    "postgresql": ("fail", "truncate", "append"),
-    "mongodb": ("fail", "drop", "append"),
-}
+from transfer.sources.registry import EXISTING, KINDS
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ from starlette.responses import JSONResponse, Response
 
 from api import params, schemas
 from api.http.common import _policy_id, call, command, done, get_record, list_records, live_policy, plan, rt
-from api.records import POLICY_STATUSES
 from api.runtime import Runtime
 from domain.errors import InvalidValue, NotFound
-from domain.policy import BackupPolicy
+from domain.policy import POLICY_STATUSES, BackupPolicy
 from domain.values import is_digits
 
 

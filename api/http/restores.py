@@ -8,7 +8,7 @@ from starlette.responses import Response
 from api import params, schemas
 from api.http.common import _restore_id, _run_filters, command, done, get_record, list_records, rt
 from api.http.events import task_log
-from api.records import BACKUP_STATUSES
+from domain.run import RESTORE_STATUSES
 
 RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run", "keep_owners", "trust_unverified")
 
@@ -30,7 +30,7 @@ async def create_restore(request: Request) -> Response:
 
 
 async def list_restores(request: Request) -> Response:
-    return await list_records(request, "restores", _run_filters(request, BACKUP_STATUSES[:-1]))
+    return await list_records(request, "restores", _run_filters(request, RESTORE_STATUSES))
 
 
 async def get_restore(request: Request) -> Response:

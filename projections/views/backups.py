@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from projections.rowbuffer import Rows
-from projections.views.base import View, _update, dumps, failure_reason, iso, oid
+from projections.views.base import ARCHIVED_SQL, View, _update, dumps, failure_reason, iso, oid
 from projections.views.runs import (
     _new_run,
     _run_finished,
@@ -130,8 +130,7 @@ def _retention_edited(rows: Rows, e: Any, position: int) -> None:
         return
     seconds = (e.changes["retention"]["new"] or {}).get("expire_after_seconds")
     rows.execute(
-        "SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s "
-        "AND status IN ('completed', 'partially_failed')",
+        f"SELECT id, finished_at FROM backup_records WHERE policy_id = %(p)s AND status IN {ARCHIVED_SQL}",
         {"p": oid(e)},
     )
     for row in rows.fetchall():

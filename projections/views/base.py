@@ -15,7 +15,11 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from domain.run import HAS_ARCHIVE
 from projections.rowbuffer import Rows
+
+# The states whose archive is kept, as an SQL list for `status IN ...` (from the domain).
+ARCHIVED_SQL = "(" + ", ".join(f"'{s}'" for s in HAS_ARCHIVE) + ")"
 
 Handler = Callable[[Rows, Any, int], None]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.runtime import CACHE
+from api.store import CACHE
 from domain.application import Snapledger
 from domain.errors import InvalidTransition
 from domain.ledger import Catalog

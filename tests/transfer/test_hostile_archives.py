@@ -102,7 +102,8 @@ def test_a_name_too_long_for_a_file_fails_the_restore_with_the_reason(tmp_path):
 _MEASURE = r"""
 import json, sys
 from pathlib import Path
-from transfer.archive.format import ArchiveWriter, manifest_key
+from transfer.archive.format import ArchiveWriter
+from transfer.storage.layout import manifest_key
 from transfer.runs.verify import verify_archive
 from transfer.storage import LocalStorage
 

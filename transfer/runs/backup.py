@@ -161,7 +161,7 @@ def run_backup(
         collections,
         manifest,
         failed,
-        getattr(writer, "version_id", None),
+        writer.version_id,
         manifest_version,
     )
 

@@ -11,7 +11,8 @@ import hashlib
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+from uuid import UUID
 
 from transfer.archive.crypto import aead_context
 from transfer.archive.format import (
@@ -81,6 +82,17 @@ class BackupResult:
         }
 
 
+class Sealed(Protocol):
+    """What a snapshot's events say of its archive (domain/snapshot.py's Snapshot)."""
+
+    @property
+    def id(self) -> UUID: ...
+
+    sha256: str | None
+    seal: dict[str, Any] | None
+    verification: str | None
+
+
 @dataclass
 class Expected:
     """What the event store says an archive is; None where an old snapshot did not say."""
@@ -96,20 +108,20 @@ class Expected:
     manifest_version_id: str | None = None
 
     @classmethod
-    def of(cls, snapshot: Any, archive_key: str) -> Expected:
+    def of(cls, snapshot: Sealed, archive_key: str) -> Expected:
         """From the snapshot's events. A snapshot this installation wrote is sealed at
         completion. An imported one keeps what its manifest said when it was imported, so
         a later change is refused; one imported unsigned or authenticated only by its
         encryption is read in full before anything is written."""
-        seal = getattr(snapshot, "seal", None) or {}
-        verification = getattr(snapshot, "verification", None)
+        seal = snapshot.seal or {}
+        verification = snapshot.verification
         if not seal:
-            return cls(sha256=getattr(snapshot, "sha256", None) or None, trusted=verification != "unverified")
+            return cls(sha256=snapshot.sha256 or None, trusted=verification != "unverified")
         encrypted = seal.get("encryption_key_id") is not None
         written_as = seal.get("snapshot_id") or str(snapshot.id)
         context = aead_context(archive_key, written_as) if seal.get("aead_context") else b""
         return cls(
-            sha256=getattr(snapshot, "sha256", None) or None,
+            sha256=snapshot.sha256 or None,
             manifest_sha256=seal.get("manifest_sha256"),
             encrypted=encrypted,
             key_id=seal.get("encryption_key_id"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,9 +37,8 @@ def prefetch(source: Iterator[T], depth: int = 16) -> Iterator[T]:
         except BaseException as e:  # handed over, re-raised by the consumer
             offer(e)
         finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()  # runs the source's own cleanup (kills psql, closes files) here
+            if isinstance(source, Generator):
+                source.close()  # runs the source's own cleanup (kills psql, closes files) here
 
     thread = threading.Thread(target=produce, name="prefetch", daemon=True)
     thread.start()

@@ -164,7 +164,7 @@ def open_archive(
     manifest: dict[str, Any],
     keyring: Keyring | None = None,
     expected: Expected | None = None,
-) -> Iterator[IO[bytes]]:
+) -> Iterator[CheckedStream]:
     """The archive's tar stream, decrypted when the snapshot's events (or, for an old
     snapshot, the manifest) say it is encrypted; the caller calls `checked(stream)` once it
     read the archive, which compares the whole stored object with the recorded SHA-256.
@@ -177,7 +177,7 @@ def open_archive(
     with storage.open_reader(archive_key, expected.version_id if expected else None) as raw:
         hashed = _Checked(raw, archive_key, expected.sha256 if expected else None)
         if encryption is None:
-            yield _Finishing(hashed, hashed)  # type: ignore[misc]
+            yield CheckedStream(hashed, hashed)
         else:
             assert keyring is not None
             context = expected.context if expected is not None else b""
@@ -187,10 +187,10 @@ def open_archive(
                 expected_key_id=encryption.get("key_id"),
                 context=context,
             )
-            yield _Finishing(plain, hashed)  # type: ignore[misc]
+            yield CheckedStream(plain, hashed)
 
 
-class _Finishing:
+class CheckedStream:
     """A readable stream whose `finish()` drains and checks the stored object."""
 
     def __init__(self, stream: DecryptingReader | _Checked, checked: _Checked) -> None:
@@ -210,7 +210,7 @@ class _Finishing:
 
 
 def read_through(
-    stream: IO[bytes],
+    stream: CheckedStream,
     manifest: dict[str, Any],
     wanted: set[str],
     session: MemberSink,
@@ -230,12 +230,13 @@ def read_through(
             raise Stopped
         report(done_items + member_items, read, min(99.0, 100.0 * read / total), name)
 
-    for name, items in read_members(stream, manifest, wanted, session, on_bytes):
+    members = read_members(
+        cast("IO[bytes]", stream), manifest, wanted, session, on_bytes
+    )  # tarfile only reads
+    for name, items in members:
         done_items += items
         counts[name] = items
-    finish = getattr(stream, "finish", None)
-    if finish is not None:
-        finish()  # the whole stored object against its recorded SHA-256, before any commit
+    stream.finish()  # the whole stored object against its recorded SHA-256, before any commit
     return done_items, read, counts
 
 

@@ -22,6 +22,7 @@ from transfer.storage.base import Partial
 CHUNK = 1024 * 1024
 SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 PARTIAL = ".snapledger-partial"
+EXISTING = ("fail", "replace", "append")  # what a restore does with a file already there
 
 
 def readable(name: str) -> str:

@@ -1,11 +1,23 @@
-"""Builds the source or target object for a configured kind (ndjson, postgresql, mongodb)."""
+"""The kinds of source and target (ndjson, postgresql, mongodb): what each does with data
+already in a target (`existing`), and the object each configured one is built as."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from transfer.ports import Source, Target
+from transfer.sources import ndjson
+from transfer.sources.mongodb import target as mongodb_target
 from transfer.sources.ndjson import NdjsonSource, NdjsonTarget
+from transfer.sources.postgres import target as postgres_target
+
+# Each kind's own choices for `existing`, the first being the safe default.
+EXISTING: dict[str, tuple[str, ...]] = {
+    "ndjson": ndjson.EXISTING,
+    "postgresql": postgres_target.EXISTING,
+    "mongodb": mongodb_target.EXISTING,
+}
+KINDS = tuple(EXISTING)
 
 
 def build_source(endpoint: Any) -> Source:

@@ -34,6 +34,7 @@ class ArchiveWriter(ABC):
     """A write-only byte sink that becomes visible only on commit()."""
 
     bytes_written = 0
+    version_id: str | None = None  # of the committed object, where the location versions them
 
     @abstractmethod
     def write(self, data: bytes) -> int: ...

@@ -34,9 +34,6 @@ MAX_DOCUMENT = 16 * 1024 * 1024 + 16 * 1024
 SYSTEM_DATABASES = ("admin", "local", "config")
 
 
-EXISTING = ("fail", "drop", "append")
-
-
 RAW = CodecOptions(document_class=RawBSONDocument)
 
 

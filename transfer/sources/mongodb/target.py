@@ -22,7 +22,6 @@ from transfer.errors import TargetError
 from transfer.sources.mongodb.connection import (
     BATCH_BYTES,
     BATCH_DOCS,
-    EXISTING,
     MAX_DOCUMENT,
     ClientFactory,
     connect,
@@ -32,6 +31,8 @@ from transfer.sources.mongodb.connection import (
     split_name,
 )
 from transfer.storage.base import Partial
+
+EXISTING = ("fail", "drop", "append")  # what a restore does with a collection already there
 
 
 class MongoTarget:

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import pq, sql
@@ -32,8 +32,13 @@ from transfer.sources.postgres.tools import (
     server_text,
 )
 
-if TYPE_CHECKING:
-    from transfer.sources.postgres.target import PostgresTarget
+
+class TargetAddress(Protocol):
+    """Where a restore session connects: the configured target's name, URL and password."""
+
+    name: str
+    url: str
+    password: str | None
 
 
 @dataclass
@@ -58,7 +63,7 @@ class PostgresRestoreSession:
     """One restore into a PostgreSQL database; see the module docstring for what it
     guarantees in each mode."""
 
-    def __init__(self, target: PostgresTarget, conn: psycopg.Connection, existing: str, opts: RestoreOptions):
+    def __init__(self, target: TargetAddress, conn: psycopg.Connection, existing: str, opts: RestoreOptions):
         self.target = target
         self.conn = conn
         self.existing_mode = existing
@@ -77,6 +82,7 @@ class PostgresRestoreSession:
         self.finished = False
         self.created_schemas: list[str] = []
         self.wrote = False
+        self.suspended: list[tuple[str, str, str]] = []  # foreign keys dropped while loading (append)
         self.version = conn.info.server_version
 
     # ---------------------------------------------------------------- planning
@@ -205,7 +211,7 @@ class PostgresRestoreSession:
         self.suspended = rows
 
     def _restore_foreign_keys(self) -> None:
-        for relation, name, definition in getattr(self, "suspended", []):
+        for relation, name, definition in self.suspended:
             try:
                 with self.conn.transaction():
                     self.conn.execute(
@@ -303,7 +309,7 @@ class PostgresRestoreSession:
         if collection not in self.plan.tables:
             raise TargetError(f"collection {collection!r} is not in this restore's plan")
 
-    def _copy_failed(self, table: Any, err: psycopg.Error) -> TargetError:
+    def copy_failed(self, table: Any, err: psycopg.Error) -> TargetError:
         return TargetError(
             f"loading the rows of {table.schema}.{table.name} failed: {pg_apply._first_line(err)}"
         )
@@ -332,7 +338,7 @@ class PostgresRestoreSession:
                 with cur.copy(sql.SQL("COPY {} FROM STDIN").format(table.identifier)) as copy:
                     yield copy
             except psycopg.Error as err:
-                raise self._copy_failed(table, err) from None
+                raise self.copy_failed(table, err) from None
             self.copied[collection] = cur.rowcount
         if encoding != "UTF8":
             self.conn.execute("SET client_encoding = 'UTF8'")
@@ -348,7 +354,7 @@ class PostgresRestoreSession:
             conn.commit()
         except psycopg.Error as err:
             conn.rollback()
-            raise self._copy_failed(table, err) from None
+            raise self.copy_failed(table, err) from None
 
     def _finish(self) -> None:
         """After the last rows: sequence values, the rest of post-data, grants, then

@@ -6,18 +6,30 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 
+from transfer.errors import TargetError
 from transfer.sources.postgres.connection import CHUNK
-from transfer.sources.postgres.scheduler import Load
-
-if TYPE_CHECKING:
-    from transfer.sources.postgres.session import PostgresRestoreSession
+from transfer.sources.postgres.scheduler import Load, Scheduler
 
 SPOOL_BYTES = 256 << 20  # rows of one table held on local disk while it waits for a connection
+
+
+class Loading(Protocol):
+    """What a spool needs of the restore session it loads for (session.py implements it)."""
+
+    loader: psycopg.Connection | None  # the connection the archive reader streams through
+    pool: list[psycopg.Connection]  # the connections that load spooled tables
+    scheduler: Scheduler | None
+    copied: dict[str, int]  # rows loaded, per collection
+
+    def copy_from(self, conn: psycopg.Connection, table: Any, chunks: Iterator[bytes]) -> None: ...
+
+    def copy_failed(self, table: Any, err: psycopg.Error) -> TargetError: ...
 
 
 class Spool:
@@ -27,7 +39,7 @@ class Spool:
     streams the rest straight into a COPY of its own, so the disk holds at most a few
     spool files whatever the table sizes."""
 
-    def __init__(self, session: PostgresRestoreSession, table: Any) -> None:
+    def __init__(self, session: Loading, table: Any) -> None:
         self.session = session
         self.table = table
         self.file: Any = tempfile.TemporaryFile(prefix="snapledger-rows-")  # noqa: SIM115 - closed in finish/abort
@@ -42,7 +54,7 @@ class Spool:
             try:
                 self.copy.write(data)
             except psycopg.Error as err:
-                raise self.session._copy_failed(self.table, err) from None
+                raise self.session.copy_failed(self.table, err) from None
         else:
             self.file.write(data)
             self.size += len(data)
@@ -87,7 +99,7 @@ class Spool:
                 self._end_direct(None)
             except psycopg.Error as err:
                 session.loader.rollback()
-                raise session._copy_failed(self.table, err) from None
+                raise session.copy_failed(self.table, err) from None
             session.loader.commit()
             session.scheduler.rows_loaded(self.table.dump_id)
             return
