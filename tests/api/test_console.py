@@ -557,3 +557,26 @@ def test_a_mutation_answered_503_is_sent_again_under_its_key(browser: Any, serve
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1], keys
     snapshots = api.get("/api/v1/backups", params={"policy_id": pid}).json()["items"]
     assert len(snapshots) == 1, snapshots
+
+
+def test_load_more_keeps_the_keyboard_on_its_button(browser: Any, tmp_path: Path) -> None:
+    """The handler focused `e.currentTarget` after awaiting the page, when it is null: each
+    press threw (a page error) instead of keeping focus where the operator pressed."""
+    from playwright.sync_api import expect
+
+    with serving(tmp_path) as base:
+        with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as api:
+            for n in range(201):  # three pages of 100
+                body = {"name": f"p{n:03d}", "source": "demo", "storage": "local"}
+                assert api.post("/policies", json=body).status_code == 201
+        with console(browser, base) as page:
+            rows = page.locator("#policies-table tbody tr")
+            expect(rows).to_have_count(100)
+            more = page.get_by_role("button", name="Load more policies")
+            more.focus()
+            page.keyboard.press("Enter")
+            expect(rows).to_have_count(200)
+            expect(more).to_be_focused()  # a third page remains: the button stays, and focus on it
+            page.keyboard.press("Enter")
+            expect(rows).to_have_count(201)
+            expect(more).to_be_hidden()
