@@ -112,6 +112,24 @@ def s3_endpoint() -> Iterator[str]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def mongo_url() -> Iterator[str]:
+    """A MongoDB server for this test process (tests/support/mongo.py says which)."""
+    from tests.support.mongo import URL_ENV, mongo_server
+
+    with mongo_server(URL_ENV) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def mongo_target_url() -> Iterator[str]:
+    """A second one, to restore into while the first holds the source's databases."""
+    from tests.support.mongo import TARGET_URL_ENV, mongo_server
+
+    with mongo_server(TARGET_URL_ENV) as url:
+        yield url
+
+
 @pytest.fixture
 def bucket(s3_endpoint: str) -> str:
     import boto3
