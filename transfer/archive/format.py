@@ -157,10 +157,15 @@ class ArchiveWriter:
 
     def add_schema(self, name: str, data: bytes) -> None:
         """A database-wide schema member; all of them come before the first collection, so
-        a restore has checked the whole schema before it writes anything."""
+        a restore has checked the whole schema before it writes anything. MongoDB's (a
+        view's definition, named "<db>.<view>") go where mongodump puts them, gzipped."""
         if self._appended:
             raise ArchiveError("schema members must precede the collections")
-        member = f"schema/{escape(name)}"
+        if self.source_kind == "mongodb":
+            member = schema_member_name(name, "mongodb")
+            data = gzip.compress(data, compresslevel=self.level, mtime=0)
+        else:
+            member = f"schema/{escape(name)}"
         self._tar.addfile(self._info(member, len(data)), io.BytesIO(data))
         self.schema[name] = {"member": member, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -319,7 +324,10 @@ def read_members(
                 key = by_db_schema[member.name]
                 if begun or key in schema:
                     raise ArchiveError(f"schema member {key!r} is out of place")
-                schema[key] = _checked(tar, member, schema_expected[key]["sha256"], f"schema member {key!r}")
+                data = _checked(tar, member, schema_expected[key]["sha256"], f"schema member {key!r}")
+                if member.name.endswith(".gz"):
+                    data = _inflate_small(data, f"schema member {key!r}")
+                schema[key] = data
                 continue
             if member.name in by_schema:
                 name = by_schema[member.name]

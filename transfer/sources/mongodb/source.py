@@ -77,17 +77,21 @@ class MongoSource:
 class _MongoBackup:
     parallel_safe = True  # pymongo clients are thread-safe; each read has its own cursor
     isolated_collections = False  # a driver error ends the run
-    has_schema = False  # options and indexes travel per collection, in definition()
+    has_schema = True  # views: their definitions lead the archive, as mongodump's metadata
 
     def __init__(self, source: MongoSource, client: Any) -> None:
         self.source = source
         self.client = client
         self._info: dict[str, dict[str, Any]] = {}
+        self.views: dict[str, dict[str, Any]] = {}  # "<db>.<view>": its listCollections entry
         self._raw = raw_capable(client.get_database("admin"))
         for db in self._database_names():
-            for coll, info in _list_collections(client.get_database(db)).items():
+            database = client.get_database(db)
+            for coll, info in _list_collections(database).items():
                 if not coll.startswith("system."):
                     self._info[f"{db}.{coll}"] = info
+            for view, info in _list_collections(database, VIEW_TYPES).items():
+                self.views[f"{db}.{view}"] = info
 
     def _database_names(self) -> list[str]:
         present = [d for d in self.client.list_database_names() if d not in SYSTEM_DATABASES]
@@ -126,7 +130,21 @@ class _MongoBackup:
         return json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS).encode()
 
     def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
-        return []  # never called: has_schema is False
+        """Each view's mongodump metadata (viewOn, pipeline, collation), named "<db>.<view>".
+        A view holds no documents, so it has no data member; it is restored with the
+        collection it reads from."""
+        members = []
+        for name, info in sorted(self.views.items()):
+            meta = {
+                "options": dict(info.get("options") or {}),
+                "indexes": [],
+                "collectionName": split_name(name)[1],
+                "type": "view",
+            }
+            members.append(
+                (name, json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS).encode())
+            )
+        return members
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Concatenated BSON documents in natural order, about CHUNK bytes at a time."""
@@ -146,20 +164,30 @@ class _MongoBackup:
             yield bytes(buf)
 
 
-def _list_collections(database: Any) -> dict[str, dict[str, Any]]:
-    """Plain collections with their listCollections entry (options, uuid), by name."""
+# What listCollections calls each kind. Time-series collections are read as their
+# measurements and restored into a time-series collection of the same options.
+COLLECTION_TYPES = ("collection", "timeseries")
+VIEW_TYPES = ("view",)
+
+
+def _list_collections(database: Any, types: tuple[str, ...] = COLLECTION_TYPES) -> dict[str, dict[str, Any]]:
+    """Collections (or views) with their listCollections entry (options, uuid), by name."""
     try:
-        infos = list(database.list_collections(filter={"type": "collection"}))
-    except NotImplementedError:  # mongomock: no listCollections, no options
-        return {name: {} for name in sorted(database.list_collection_names())}
+        infos = list(database.list_collections(filter={"type": {"$in": list(types)}}))
+    except NotImplementedError:  # mongomock: no listCollections, no options, no views
+        return {} if types == VIEW_TYPES else {name: {} for name in sorted(database.list_collection_names())}
     return {info["name"]: info for info in sorted(infos, key=lambda i: i["name"])}
 
 
 def _estimate(collection: Any) -> int:
-    """Uncompressed data size for progress; collection stats when allowed, else a sample."""
+    """Uncompressed data size for progress: collection stats where the server reports a
+    size, else the document count times the average size of a sample (some servers, and
+    users without the clusterMonitor role, report no size, or 0)."""
     try:
         stats = list(collection.aggregate([{"$collStats": {"storageStats": {}}}]))
-        return sum(int(s["storageStats"]["size"]) for s in stats)
+        size = sum(int(s["storageStats"]["size"]) for s in stats)
+        if size > 0:
+            return size
     except (OperationFailure, NotImplementedError, KeyError):
         pass
     count = collection.estimated_document_count()

@@ -114,6 +114,8 @@ class _MongoRestore:
         self.client = client
         self.existing = existing
         self.prepared: dict[str, _Prepared] = {}  # by archived collection name
+        self.views: dict[str, dict[str, Any]] = {}  # target "<db>.<view>": its options
+        self.created_views: list[str] = []  # dropped again if the restore fails
         self.committed = False
         self._raw = raw_capable(client.get_database("admin"))
 
@@ -123,7 +125,36 @@ class _MongoRestore:
         selection: list[str] | None = None,
         mapping: dict[str, str] | None = None,
     ) -> None:
-        pass  # no database-wide schema: each collection is prepared with its own metadata
+        """Views: each goes where the collection it reads from goes (renamed with it), and
+        is created once the data is in (`commit`); one whose collection is not restored is
+        left out. Collections are prepared one by one, with their own metadata."""
+        wanted = set(selection or [])
+        mapping = mapping or {}
+        definitions = {name: _parse_metadata(name, data) for name, data in schema.items()}
+
+        def placed(name: str, seen: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+            """(target db, target collection) of what the view `name` reads from, or None."""
+            db, _view = split_name(name)
+            source = f"{db}.{definitions[name]['options'].get('viewOn', '')}"
+            if source in definitions and source not in seen:
+                upstream = placed(source, seen | {name})
+                return (
+                    None if upstream is None else (upstream[0], mapping.get(source, source).partition(".")[2])
+                )
+            if wanted and source not in wanted:
+                return None
+            return split_name(mapping.get(source, source))
+
+        for name, meta in sorted(definitions.items()):
+            where = placed(name)
+            if where is None:
+                continue
+            options = dict(meta.get("options") or {})
+            target_db, on = where
+            options["viewOn"] = on
+            self.views[f"{target_db}.{split_name(name)[1]}"] = options
+        for name in self.views:
+            self._check_free(name)
 
     def _collection(self, name: str) -> Any:
         db, coll = split_name(name)
@@ -178,8 +209,32 @@ class _MongoRestore:
         total: int = self._collection(prepared.name).count_documents({})
         return total - prepared.baseline
 
+    def _check_free(self, name: str) -> None:
+        """A view's name under the existing policy: taken by a collection, it is refused;
+        taken by a view, "drop" replaces it and "fail" and "append" refuse it."""
+        db, view = split_name(name)
+        found = list(self.client.get_database(db).list_collections(filter={"name": view}))
+        if not found:
+            return
+        if self.existing == "drop" and found[0].get("type") == "view":
+            return
+        raise TargetError(
+            f"target {self.target.name!r}: {name!r} already exists (a view of the snapshot is named so)"
+        )
+
+    def _create_views(self) -> None:
+        for name, options in sorted(self.views.items()):
+            db_name, view = split_name(name)
+            database = self.client.get_database(db_name)
+            if list(database.list_collections(filter={"name": view, "type": "view"})):
+                database.drop_collection(view)  # "drop" only: _check_free refused the others
+            database.command({"create": view, **options})
+            self.created_views.append(name)
+
     def commit(self) -> None:
-        """Writes are already durable in place; committing only disarms the rollback."""
+        """Writes are already durable in place: committing creates the views, then disarms
+        the rollback."""
+        self._create_views()
         self.committed = True
 
     def schema_notes(self) -> dict[str, Any] | None:
@@ -188,6 +243,11 @@ class _MongoRestore:
     def rollback(self) -> None:
         if self.committed:
             return
+        for name in self.created_views:
+            try:
+                self._collection(name).drop()
+            except Exception:  # keep the restore's own error; this one is only logged
+                log.warning("could not drop view %s after a failed restore", name)
         for prepared in self.prepared.values():
             try:
                 if prepared.fresh:
@@ -275,7 +335,10 @@ class BsonWriter:
                 docs = bson.decode_all(b"".join(self.batch))
             except InvalidBSON as e:
                 raise ArchiveError(f"collection {self.name!r} is damaged: {e}") from None
-        self.collection.insert_many(docs, ordered=True)
+        # The documents were valid in the source when the snapshot was taken; a validator
+        # added later (collMod) must not make the restore of older ones fail, as with
+        # mongorestore, which bypasses validation unless told otherwise.
+        self.collection.insert_many(docs, ordered=True, bypass_document_validation=True)
         self.documents += len(self.batch)
         self.batch, self.batch_bytes = [], 0
 
