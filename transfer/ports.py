@@ -15,9 +15,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from transfer.storage.base import Partial
+
+
+@dataclass(frozen=True)
+class PointInTime:
+    """Whether a snapshot is the source at one moment, and how that was made so. Manifests
+    and Backup Records carry `as_dict()`."""
+
+    consistent: bool
+    how: str  # how it was made one point in time, or why it is not
+    cluster_time: str | None = None  # MongoDB: "<seconds>.<increment>" of the last change captured
+    changes: Iterator[bytes] | None = field(default=None, compare=False)  # raw oplog BSON to replay
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"consistent": self.consistent, "how": self.how}
+        if self.cluster_time is not None:
+            out["cluster_time"] = self.cluster_time
+        return out
 
 
 @runtime_checkable
@@ -54,6 +72,11 @@ class BackupSession(Protocol):
         a schema. Called only when `has_schema` (it may be expensive: pg_dump)."""
         ...
 
+    def point_in_time(self) -> PointInTime:
+        """Once, after the last collection was read: whether the snapshot is one point in
+        time, and how. MongoDB also gives the changes made while it was read, to replay."""
+        ...
+
 
 @runtime_checkable
 class Source(Protocol):
@@ -88,6 +111,12 @@ class RestoreSession(Protocol):
 
     def open_out(self, collection: str) -> AbstractContextManager[Writable]:
         """Where the prepared collection's bytes go; leaving the block ends its load."""
+        ...
+
+    def open_changes(self) -> AbstractContextManager[Writable]:
+        """Where the changes made while the snapshot was read go (MongoDB: oplog entries), after
+        every collection; they are replayed on commit(), once the counts are checked. Kinds
+        whose snapshots carry no changes refuse them."""
         ...
 
     def count_items(self, collection: str) -> int:
@@ -159,4 +188,8 @@ class MemberSink(Protocol):
 
     def open_out(self, collection: str) -> AbstractContextManager[Writable]:
         """Where the collection's decompressed bytes go."""
+        ...
+
+    def open_changes(self) -> AbstractContextManager[Writable]:
+        """Where the archive's changes to replay go (MongoDB's oplog member)."""
         ...

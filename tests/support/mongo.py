@@ -55,7 +55,10 @@ def secantus(standalone: bool = False) -> Iterator[str]:
         _missing(f"{SERVER} is missing: pip install -e '.[test]' installs SecantusDB")
     port = free_port()
     cmd = [str(SERVER), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:"]
-    cmd += ["--log-level", "WARNING"] + (["--standalone"] if standalone else [])
+    # SecantusDB scans its oplog to sort or filter it: keep it short, or every backup's
+    # capture slows as the suite writes (a real mongod reads its oplog by time)
+    cmd += ["--log-level", "WARNING", "--oplog-max-entries", "20000"]
+    cmd += ["--standalone"] if standalone else []
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"mongodb://127.0.0.1:{port}/?directConnection=true"
     try:

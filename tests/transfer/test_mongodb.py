@@ -182,7 +182,7 @@ def test_archive_is_what_mongorestore_reads(storage, source):
     with tarfile.open(storage.path(KEY)) as tar:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
         assert tar.getmembers()[-1].name == "manifest.json"
-    expected = {"manifest.json"}
+    expected = {"manifest.json", "dump/oplog.bson.gz"}  # mongorestore --oplogReplay reads it
     for ns in names:
         db, coll = split_name(ns)
         escaped = coll.replace("é", "%C3%A9").replace(" ", "%20")
@@ -594,3 +594,173 @@ def test_a_name_taken_by_another_view_is_refused_before_any_write(storage, sourc
     assert sorted(target.kinds.list_collection_names()) == ["big_places"]
     restore(storage, target, "drop")
     assert target.kinds.big_places.count_documents({}) == 100
+
+
+# ------------------------------------------------------------------ one point in time
+class Writer:
+    """Changes two collections while a backup reads them, logging each change with the
+    cluster time the server gave it; `state_at(t)` is what the collections held at t."""
+
+    def __init__(self, client: Any, seed: int = 7) -> None:
+        import random
+
+        self.client = client
+        self.random = random.Random(seed)
+        self.initial: dict[str, dict[Any, dict[str, Any]]] = {}
+        self.log: list[tuple[Any, str, str, Any, Any]] = []  # (time, ns, op, _id, document or None)
+        self.next_id = 100_000
+
+    def seed(self, per_collection: int = 1500) -> None:
+        for name in ("a", "b"):
+            docs = [{"_id": i, "n": i, "pad": "p" * 2000, "tags": [i % 5]} for i in range(per_collection)]
+            self.client.pit[name].insert_many(docs)
+            self.initial[name] = {d["_id"]: d for d in docs}
+
+    def burst(self, count: int = 12) -> None:
+        """Inserts, updates (set, inc, push, unset, replace) and deletes, in both collections."""
+        with self.client.start_session(causal_consistency=True) as session:
+            for _ in range(count):
+                name = self.random.choice("ab")
+                coll = self.client.pit[name]
+                kind = self.random.choice(["insert", "set", "inc", "push", "unset", "replace", "delete"])
+                if kind == "insert":
+                    self.next_id += 1
+                    doc = {"_id": self.next_id, "n": self.next_id, "pad": "new", "tags": []}
+                    coll.insert_one(doc, session=session)
+                    key = doc["_id"]
+                else:
+                    key = self.random.randrange(1500)
+                    change = {
+                        "set": {"$set": {"n": -key, "deep.x": key}},
+                        "inc": {"$inc": {"n": 1000}},
+                        "push": {"$push": {"tags": "pushed"}},
+                        "unset": {"$unset": {"pad": ""}},
+                    }.get(kind)
+                    if kind == "delete":
+                        coll.delete_one({"_id": key}, session=session)
+                    elif kind == "replace":
+                        coll.replace_one({"_id": key}, {"replaced": True}, session=session)
+                    else:
+                        coll.update_one({"_id": key}, change, session=session)
+                after = coll.find_one({"_id": key}, session=session)
+                self.log.append((session.operation_time, name, kind, key, after))
+
+    def state_at(self, moment: str) -> dict[str, dict[Any, dict[str, Any]]]:
+        seconds, increment = (int(x) for x in moment.split("."))
+        state = {name: dict(docs) for name, docs in self.initial.items()}
+        for when, name, _kind, key, after in self.log:
+            if (when.time, when.inc) > (seconds, increment):
+                continue
+            if after is None:
+                state[name].pop(key, None)
+            else:
+                state[name][key] = after
+        return state
+
+
+def test_a_snapshot_taken_while_a_writer_runs_restores_to_its_cluster_time(storage, source, target):
+    writer = Writer(source)
+    writer.seed()
+    busy = MongoSource("mongo-src", url_of(source), None, ["pit"])
+    result = run_backup(busy, storage, KEY, [], [], {}, lambda *_: writer.burst(), _never)
+    writer.burst(30)  # after the snapshot: none of this may come back
+    moment = result.point_in_time
+    assert moment is not None and moment["consistent"] is True and moment["how"].startswith("oplog")
+    manifest = json.loads(storage.get_bytes(manifest_key(KEY)))
+    assert manifest["point_in_time"] == moment and manifest["oplog"]["items"] > 0
+
+    restored = restore(storage, target)
+    assert all(c["ok"] for c in restored.collections.values())  # the copy's counts, checked first
+    assert restored.schema is not None and restored.schema["oplog"]["applied"] > 0
+    expected = writer.state_at(moment["cluster_time"])
+    for name in ("a", "b"):
+        found = {d["_id"]: d for d in target.pit[name].find()}
+        assert found == expected[name], name
+    later = {d["_id"]: d for d in source.pit.a.find()}
+    assert later != expected["a"]  # the writer went on: the snapshot is not simply "now"
+
+
+def test_a_standalone_server_says_its_snapshot_is_not_one_point_in_time(storage):
+    from tests.support.mongo import secantus
+
+    with secantus(standalone=True) as url, pymongo.MongoClient(url) as client:
+        seed(client)
+        result = run_backup(MongoSource("lone", url, None, []), storage, KEY, [], [], {}, _quiet, _never)
+    assert result.point_in_time == {
+        "consistent": False,
+        "how": "a standalone server keeps no oplog: each collection is read as it is then",
+    }
+    manifest = json.loads(storage.get_bytes(manifest_key(KEY)))
+    assert "oplog" not in manifest and manifest["format_version"] == 2  # older readers take it
+
+
+def test_collections_and_indexes_made_during_the_backup_come_back(storage, source, target):
+    writer = Writer(source)
+    writer.seed(300)
+    done: list[bool] = []
+
+    def during(*_: Any) -> None:
+        if not done:
+            done.append(True)
+            source.pit.create_collection("late", validator={"k": {"$exists": True}})
+            source.pit.late.insert_many([{"_id": 1, "k": 1}, {"_id": 2, "k": 2}])
+            source.pit.a.create_index([("n", 1)], name="n_1")
+            source.pit.b.drop()
+
+    run_backup(
+        MongoSource("mongo-src", url_of(source), None, ["pit"]), storage, KEY, [], [], {}, during, _never
+    )
+    restore(storage, target)
+    assert sorted(target.pit.list_collection_names()) == sorted(source.pit.list_collection_names())
+    assert canonical(target, "pit.late") == canonical(source, "pit.late")
+    assert "n_1" in indexes(target, "pit.a")
+    assert "b" not in target.pit.list_collection_names()
+
+
+def test_the_servers_own_diff_spelling_becomes_updates() -> None:
+    """mongod writes updates as version 2 diffs: sets (u), inserts (i), deletes (d), sub-diffs
+    (s<field>), and array diffs (a) with new values by index and a new length (l)."""
+    from transfer.sources.mongodb.oplog import diff_updates
+
+    diff = {
+        "u": {"n": 5},
+        "d": {"pad": False},
+        "sdeep": {"i": {"x": 1}},
+        "stags": {"a": True, "l": 1, "u0": 9},
+    }
+    assert diff_updates(diff) == [
+        {"$push": {"tags": {"$each": [], "$slice": 1}}},
+        {"$set": {"n": 5, "deep.x": 1, "tags.0": 9}, "$unset": {"pad": ""}},
+    ]
+    nested = {"slines": {"a": True, "s1": {"u": {"qty": 3}}, "u2": {"sku": "new"}}}
+    assert diff_updates(nested) == [{"$set": {"lines.1.qty": 3, "lines.2": {"sku": "new"}}}]
+
+
+def test_a_transaction_replays_as_its_operations(target):
+    """mongod logs a committed transaction as one applyOps entry; each operation replays."""
+    from transfer.sources.mongodb.oplog import Replayer
+
+    target.tx.orders.insert_one({"_id": 1, "n": 1})
+    replayer = Replayer(target, lambda ns: ns, "mongo-dst")
+    replayer.apply(
+        {
+            "op": "c",
+            "ns": "admin.$cmd",
+            "o": {
+                "applyOps": [
+                    {"op": "i", "ns": "tx.orders", "o": {"_id": 2, "n": 2}},
+                    {
+                        "op": "u",
+                        "ns": "tx.orders",
+                        "o2": {"_id": 1},
+                        "o": {"$v": 2, "diff": {"u": {"n": 10}}},
+                    },
+                    {"op": "d", "ns": "tx.other", "o": {"_id": 1}},
+                ]
+            },
+        }
+    )
+    assert list(target.tx.orders.find().sort("_id", 1)) == [{"_id": 1, "n": 10}, {"_id": 2, "n": 2}]
+    assert replayer.applied == 3
+    with pytest.raises(TargetError, match="cannot replay the oplog command 'convertToCapped'"):
+        replayer.apply({"op": "c", "ns": "tx.$cmd", "o": {"convertToCapped": "orders", "size": 1}})

@@ -117,8 +117,10 @@ def test_mongodb_source() -> None:
     source: Source = MongoSource("mongo", "mongodb://nowhere.invalid/", None, [], _mongo_client)
     _check_source(source, parallel=1)
     with source.open() as session:
-        _check_backup(session, parallel_safe=True, isolated=False, has_schema=False)
-        assert session.schema_members([], "gzip") == []
+        _check_backup(session, parallel_safe=True, isolated=False, has_schema=True)  # views
+        assert session.schema_members([], "gzip") == []  # mongomock has no views
+        moment = session.point_in_time()
+        assert moment.consistent is False and moment.changes is None  # mongomock keeps no oplog
 
 
 @pytest.mark.parametrize("use_psql", [True, False])

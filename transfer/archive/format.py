@@ -32,7 +32,9 @@ from transfer.archive.items import counter_for
 from transfer.ports import MemberSink
 
 FORMAT = "snapledger-archive"
-FORMAT_VERSION = 2  # 2: schema members with their checksums; PostgreSQL schema from pg_dump
+FORMAT_VERSION = 3  # 2: schema members with their checksums; 3: MongoDB changes to replay (oplog)
+PLAIN_FORMAT_VERSION = 2  # what an archive without changes to replay is written as, for older readers
+OPLOG_MEMBER = "dump/oplog.bson.gz"  # mongodump --oplog puts the changes made during the dump here
 MANIFEST = "manifest.json"
 _DAMAGED: tuple[type[Exception], ...] = (*ERRORS, ValueError)  # ValueError: a broken BSON length prefix
 CHUNK = 1024 * 1024
@@ -146,6 +148,7 @@ class ArchiveWriter:
     codec: str = "gzip"
     level: int = 6
     entries: list[CollectionEntry] = field(default_factory=list)
+    changes: CollectionEntry | None = None  # the oplog member, where the source has one
     schema: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -213,6 +216,16 @@ class ArchiveWriter:
     ) -> CollectionEntry:
         return self.append(self.stage(name, chunks, definition))
 
+    def add_changes(self, chunks: Iterable[bytes]) -> CollectionEntry:
+        """What the source changed while its collections were read (MongoDB: oplog entries,
+        raw BSON), after the last collection, as mongodump --oplog writes it; a restore
+        replays it once the collections are in."""
+        staged = self.stage("oplog", chunks)
+        staged.entry.member = OPLOG_MEMBER
+        self.entries.remove(staged.entry)  # not a collection: it restores into none
+        self.changes = self.append(staged)
+        return self.changes
+
     @property
     def items(self) -> int:
         return sum(e.items for e in self.entries)
@@ -243,13 +256,15 @@ class ArchiveWriter:
         manifest = dict(header)
         manifest.update(
             format=FORMAT,
-            format_version=FORMAT_VERSION,
+            format_version=FORMAT_VERSION if self.changes is not None else PLAIN_FORMAT_VERSION,
             compression=self.codec,
             collections={e.name: e.as_manifest() for e in self.entries},
             items=sum(e.items for e in self.entries),
         )
         if self.schema:
             manifest["schema"] = self.schema
+        if self.changes is not None:
+            manifest["oplog"] = self.changes.as_manifest()
         data = json.dumps(manifest, indent=2, sort_keys=True).encode()
         self._tar.addfile(self._info(MANIFEST, len(data)), io.BytesIO(data))
         self._tar.close()
@@ -297,6 +312,9 @@ def read_members(
     by_db_schema = {v["member"]: k for k, v in schema_expected.items()}
     definitions: dict[str, bytes] = {}
     schema: dict[str, bytes] = {}
+    oplog: dict[str, Any] | None = manifest.get("oplog")
+    if oplog is not None:
+        check_member_name(str(oplog["member"]))
     begun = False
 
     def begin() -> None:
@@ -340,55 +358,80 @@ def read_members(
                 continue
             if not begun:
                 begin()
+            if oplog is not None and member.name == oplog["member"]:
+                with session.open_changes() as out:
+                    _stream_member(tar, member, oplog, "the oplog", manifest, out, lambda n, i: None)
+                continue
             name = by_member.get(member.name)
             if name is None:
                 raise ArchiveError(f"archive has an unexpected member {member.name!r}")
             if name not in wanted:
                 continue
-            src = tar.extractfile(member)
-            assert src is not None
-            sha = hashlib.sha256()
-            codec = manifest.get("compression", "gzip")
-            counter = counter_for(manifest.get("source_kind", "ndjson"))
-            items = 0
-            limit = expected[name].get("raw_bytes")
-            produced, taken, told = 0, 0, 0
-
-            def read(n: int, src: IO[bytes] = src, sha: Any = sha) -> bytes:
-                nonlocal taken
-                chunk = src.read(n)
-                sha.update(chunk)
-                taken += len(chunk)
-                return chunk
-
             session.prepare(name, definitions.get(name))
             with session.open_out(name) as out:
-                try:
-                    for data in inflate(read, codec, CHUNK):
-                        produced += len(data)
-                        if limit is not None and produced > limit:
-                            raise ArchiveError(
-                                f"collection {name!r} inflates past the {limit} bytes its manifest gives: "
-                                "it is damaged (or built to exhaust memory)"
-                            )
-                        items += counter.feed(data)
-                        out.write(data)
-                        on_bytes(name, taken - told, items)
-                        told = taken
-                except _DAMAGED as e:
-                    raise ArchiveError(f"collection {name!r} is damaged: {e}") from None
-                on_bytes(name, taken - told, items)
-            if sha.hexdigest() != expected[name]["sha256"]:
-                raise ArchiveError(f"checksum mismatch in collection {name!r}")
-            if items != expected[name]["items"]:
-                raise ArchiveError(
-                    f"collection {name!r} has {items} items, manifest says {expected[name]['items']}"
+                items = _stream_member(
+                    tar,
+                    member,
+                    expected[name],
+                    f"collection {name!r}",
+                    manifest,
+                    out,
+                    lambda n, i, name=name: on_bytes(name, n, i),  # type: ignore[misc]
                 )
             yield name, items
     if not seen_manifest:
         raise ArchiveError("archive ends without its manifest: it is incomplete")
     if not begun:
         begin()
+
+
+def _stream_member(
+    tar: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    entry: dict[str, Any],
+    what: str,
+    manifest: dict[str, Any],
+    out: Any,
+    on_bytes: Callable[[int, int], None],
+) -> int:
+    """One data member, decompressed into `out`, checked against its manifest entry (size
+    bound, SHA-256, item count) as it streams; answers its items."""
+    src = tar.extractfile(member)
+    assert src is not None
+    sha = hashlib.sha256()
+    codec = manifest.get("compression", "gzip")
+    counter = counter_for(manifest.get("source_kind", "ndjson"))
+    items = 0
+    limit = entry.get("raw_bytes")
+    produced, taken, told = 0, 0, 0
+
+    def read(n: int) -> bytes:
+        nonlocal taken
+        chunk = src.read(n)
+        sha.update(chunk)
+        taken += len(chunk)
+        return chunk
+
+    try:
+        for data in inflate(read, codec, CHUNK):
+            produced += len(data)
+            if limit is not None and produced > limit:
+                raise ArchiveError(
+                    f"{what} inflates past the {limit} bytes its manifest gives: "
+                    "it is damaged (or built to exhaust memory)"
+                )
+            items += counter.feed(data)
+            out.write(data)
+            on_bytes(taken - told, items)
+            told = taken
+    except _DAMAGED as e:
+        raise ArchiveError(f"{what} is damaged: {e}") from None
+    on_bytes(taken - told, items)
+    if sha.hexdigest() != entry["sha256"]:
+        raise ArchiveError(f"checksum mismatch in {what}")
+    if items != entry["items"]:
+        raise ArchiveError(f"{what} has {items} items, manifest says {entry['items']}")
+    return items
 
 
 MAX_SCHEMA_MEMBER = 1 << 30

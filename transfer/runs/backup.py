@@ -118,6 +118,9 @@ def run_backup(
                 finally:
                     schema.close()
             schema.written()
+            moment = session.point_in_time()
+            if moment.changes is not None:
+                archive.add_changes(_until_stopped(moment.changes, should_stop))
         if should_stop():
             raise Stopped
         if failed and len(failed) == len(names):
@@ -127,6 +130,7 @@ def run_backup(
                 **header,
                 **({"failed_collections": failed} if failed else {}),
                 "source_kind": source.kind,
+                "point_in_time": moment.as_dict(),
                 "started_at": started.isoformat(),
                 "finished_at": datetime.now(UTC).isoformat(),
                 "snapledger_version": VERSION,
@@ -163,7 +167,15 @@ def run_backup(
         failed,
         writer.version_id,
         manifest_version,
+        moment.as_dict(),
     )
+
+
+def _until_stopped(chunks: Iterator[bytes], should_stop: ShouldStop) -> Iterator[bytes]:
+    for chunk in chunks:
+        if should_stop():
+            raise Stopped
+        yield chunk
 
 
 class _Schema:

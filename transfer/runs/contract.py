@@ -66,6 +66,7 @@ class BackupResult:
     failed: dict[str, str] = field(default_factory=dict)  # collections left out, with reasons
     version_id: str | None = None  # of the archive object, on a versioned S3 bucket
     manifest_version_id: str | None = None
+    point_in_time: dict[str, Any] | None = None  # PointInTime.as_dict(): whether, and how, one moment
 
     @property
     def seal(self) -> dict[str, Any]:

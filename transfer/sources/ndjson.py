@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
-from transfer.archive.format import escape
+from transfer.archive.format import ArchiveError, escape
 from transfer.errors import SourceError, TargetError
+from transfer.ports import PointInTime
 from transfer.storage.base import Partial
 
 CHUNK = 1024 * 1024
@@ -84,6 +85,9 @@ class NdjsonSource:
 
     def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
         return []  # never called: has_schema is False
+
+    def point_in_time(self) -> PointInTime:
+        return PointInTime(False, "files are read one after another, each as it is when read")
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Yields the collection's bytes, newline-terminated; reports file bytes consumed."""
@@ -229,6 +233,9 @@ class _NdjsonRestore:
     def open_out(self, collection: str) -> IO[bytes]:
         self.target.directory.mkdir(parents=True, exist_ok=True)
         return open(self.target.partial(self.names[collection], self.attempt), "wb")  # noqa: SIM115
+
+    def open_changes(self) -> NoReturn:
+        raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")
 
     def count_items(self, collection: str) -> int:
         """Counts newlines in what was written: the check reads the target itself."""

@@ -11,8 +11,11 @@ inserts `RawBSONDocument`s built from the archive stream. Clients that cannot pr
 raw documents (mongomock, used by the tests because no server runs here) get a fallback that
 encodes and decodes dicts with `bson`; the archive bytes are the same BSON either way.
 
-Like mongodump without --oplog, each collection is read live and on its own: the snapshot is
-not one point in time across collections. Views and time-series collections are skipped.
+On a replica set member the snapshot is one point in time, as with mongodump --oplog: the
+oplog position is taken before the first collection is read and the changes made meanwhile
+are archived after the collections, to be replayed on restore (oplog.py). On a standalone
+server, which keeps no oplog, each collection is read as it is then, and the snapshot says
+so. Views are archived as their definitions; time-series collections as their measurements.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure, PyMongoError
 
 from transfer.errors import SourceError
+from transfer.ports import PointInTime
+from transfer.sources.mongodb import oplog
 from transfer.sources.mongodb.connection import (
     CHUNK,
     RAW,
@@ -85,7 +90,10 @@ class _MongoBackup:
         self._info: dict[str, dict[str, Any]] = {}
         self.views: dict[str, dict[str, Any]] = {}  # "<db>.<view>": its listCollections entry
         self._raw = raw_capable(client.get_database("admin"))
-        for db in self._database_names():
+        # Before anything is read: the changes to replay start after this entry.
+        self._start = oplog.last_write(client) if self._raw and oplog.is_replica_set(client) else None
+        self.databases = self._database_names()
+        for db in self.databases:
             database = client.get_database(db)
             for coll, info in _list_collections(database).items():
                 if not coll.startswith("system."):
@@ -145,6 +153,15 @@ class _MongoBackup:
                 (name, json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS).encode())
             )
         return members
+
+    def point_in_time(self) -> PointInTime:
+        if self._start is None:
+            return PointInTime(
+                False, "a standalone server keeps no oplog: each collection is read as it is then"
+            )
+        end, changes = oplog.capture(self.client, self._start, self.databases)
+        how = "oplog: what changed while the collections were read is replayed after them"
+        return PointInTime(True, how, oplog.cluster_time(end), changes)
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Concatenated BSON documents in natural order, about CHUNK bytes at a time."""

@@ -5,6 +5,7 @@ mongodump's metadata, documents inserted as raw BSON in batches.
 from __future__ import annotations
 
 import struct
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pymongo.errors import PyMongoError
 
 from transfer.archive.format import ArchiveError
 from transfer.errors import TargetError
+from transfer.sources.mongodb import oplog
 from transfer.sources.mongodb.connection import (
     BATCH_BYTES,
     BATCH_DOCS,
@@ -116,6 +118,10 @@ class _MongoRestore:
         self.prepared: dict[str, _Prepared] = {}  # by archived collection name
         self.views: dict[str, dict[str, Any]] = {}  # target "<db>.<view>": its options
         self.created_views: list[str] = []  # dropped again if the restore fails
+        self.selection: set[str] = set()  # archived collections restored; empty: all of them
+        self.mapping: dict[str, str] = {}
+        self.changes: Any = None  # a temporary file of the oplog entries to replay on commit
+        self.replayed: oplog.Replayer | None = None
         self.committed = False
         self._raw = raw_capable(client.get_database("admin"))
 
@@ -130,6 +136,7 @@ class _MongoRestore:
         left out. Collections are prepared one by one, with their own metadata."""
         wanted = set(selection or [])
         mapping = mapping or {}
+        self.selection, self.mapping = wanted, dict(mapping)
         definitions = {name: _parse_metadata(name, data) for name, data in schema.items()}
 
         def placed(name: str, seen: frozenset[str] = frozenset()) -> tuple[str, str] | None:
@@ -201,6 +208,33 @@ class _MongoRestore:
         if prepared.indexes:
             target.create_indexes(prepared.indexes)
 
+    @contextmanager
+    def open_changes(self) -> Iterator[Any]:
+        """The changes made while the snapshot was read, kept aside (on disk) until the
+        counts of the copied collections are checked; commit() replays them."""
+        self.changes = tempfile.TemporaryFile()  # noqa: SIM115 - closed in commit or rollback
+        yield self.changes
+
+    def _place(self, ns: str) -> str | None:
+        """Where an archived namespace goes: renamed as the restore maps it; None when the
+        restore leaves it out (a selection that does not name it)."""
+        if ns in self.prepared:
+            return self.prepared[ns].name
+        if self.selection:
+            return None
+        return self.mapping.get(ns, ns)
+
+    def _replay(self) -> None:
+        if self.changes is None:
+            return
+        replayer = oplog.Replayer(self.client, self._place, self.target.name)
+        self.changes.seek(0)
+        for entry in bson.decode_file_iter(self.changes):
+            replayer.apply(entry)
+        self.changes.close()
+        self.changes = None
+        self.replayed = replayer
+
     def count_items(self, collection: str) -> int:
         """Reads the target itself; documents that were there before do not count."""
         prepared = self.prepared.get(collection)
@@ -232,15 +266,23 @@ class _MongoRestore:
             self.created_views.append(name)
 
     def commit(self) -> None:
-        """Writes are already durable in place: committing creates the views, then disarms
-        the rollback."""
+        """Writes are already durable in place: committing replays the changes made while
+        the snapshot was read (the collections reach its cluster time), creates the views,
+        then disarms the rollback."""
+        self._replay()
         self._create_views()
         self.committed = True
 
     def schema_notes(self) -> dict[str, Any] | None:
-        return None  # nothing beyond the counts to report
+        """The oplog replayed on commit, where the snapshot had one."""
+        if self.replayed is None:
+            return None
+        return {"oplog": {"applied": self.replayed.applied, "skipped": self.replayed.skipped}}
 
     def rollback(self) -> None:
+        if self.changes is not None:
+            self.changes.close()
+            self.changes = None
         if self.committed:
             return
         for name in self.created_views:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
 
+from transfer.archive.format import ArchiveError
 from transfer.errors import TargetError
 
 HEADER = "-- snapledger-table: "
@@ -121,6 +122,9 @@ class LegacySession:
         else:
             baseline = _scalar(self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(qualified)))
         self.tables[collection] = (qualified, meta.get("identity", []), baseline)
+
+    def open_changes(self) -> NoReturn:
+        raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")
 
     @contextmanager
     def open_out(self, collection: str) -> Iterator[Any]:

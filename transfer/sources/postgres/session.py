@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import psycopg
 from psycopg import pq, sql
@@ -313,6 +313,9 @@ class PostgresRestoreSession:
         return TargetError(
             f"loading the rows of {table.schema}.{table.name} failed: {pg_apply._first_line(err)}"
         )
+
+    def open_changes(self) -> NoReturn:
+        raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")
 
     @contextmanager
     def open_out(self, collection: str) -> Iterator[Any]:

@@ -27,6 +27,7 @@ from psycopg import pq, sql
 
 from transfer.archive.format import member_name
 from transfer.errors import SourceError
+from transfer.ports import PointInTime
 from transfer.sources.postgres import catalog as pg_catalog
 from transfer.sources.postgres.connection import CHUNK, connect, conninfo, scalar
 from transfer.sources.postgres.members import (
@@ -98,6 +99,9 @@ class PostgresBackupSession:
 
     def definition(self, collection: str) -> None:
         return None  # the schema is one database-wide dump, in schema_members()
+
+    def point_in_time(self) -> PointInTime:
+        return PointInTime(True, "one exported snapshot: pg_dump and every COPY read one transaction")
 
     def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
         extensions = pg_catalog.extensions(self.conn, self.source.schemas)

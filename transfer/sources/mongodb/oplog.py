@@ -1,0 +1,251 @@
+"""One point in time for a MongoDB snapshot, as mongodump --oplog and mongorestore
+--oplogReplay make it: the oplog position is taken before the first collection is read, the
+collections are copied, then the oplog entries written meanwhile are captured; a restore
+replays them over the copied collections, which brings every collection to the moment of the
+last entry captured (the snapshot's cluster time).
+
+Replaying is idempotent, as the server's own oplog application is: an insert is an upsert of
+the whole document, an update sets and unsets paths (or replaces the document), a delete
+deletes by _id. So an entry whose effect the copy already holds changes nothing.
+
+The server is not asked to apply the entries (`applyOps`): not every server has it, and each
+entry is checked here, for its namespace (selection, renames) and its kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from bson import Timestamp
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import IndexModel
+
+from transfer.errors import SourceError, TargetError
+from transfer.sources.mongodb.connection import as_bytes, split_name
+
+RAW = CodecOptions(document_class=RawBSONDocument)
+CHUNK = 1 << 20
+
+
+def cluster_time(ts: Timestamp) -> str:
+    """As manifests and records show it: seconds and increment, `1796142873.11`."""
+    return f"{ts.time}.{ts.inc}"
+
+
+def is_replica_set(client: Any) -> bool:
+    hello = client.admin.command("hello")
+    return bool(hello.get("setName"))
+
+
+def last_write(client: Any) -> Timestamp | None:
+    """Where the changes to replay start: the member's last write as `hello` reports it,
+    which is never after the newest oplog entry (a start too early only replays entries
+    the copy already holds), and cheap on every server; else the newest entry."""
+    last = (client.admin.command("hello").get("lastWrite") or {}).get("opTime") or {}
+    ts = last.get("ts")
+    return ts if isinstance(ts, Timestamp) else newest(client)
+
+
+def newest(client: Any) -> Timestamp | None:
+    """The newest oplog entry's time, exactly: where the captured changes end."""
+    for entry in client.local["oplog.rs"].find({}, {"ts": 1}).sort("$natural", -1).limit(1):
+        found: Timestamp = entry["ts"]
+        return found
+    return None
+
+
+def oldest(client: Any) -> Timestamp | None:
+    for entry in client.local["oplog.rs"].find({}, {"ts": 1}).limit(1):  # natural order: the oldest
+        found: Timestamp = entry["ts"]
+        return found
+    return None
+
+
+def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timestamp, Iterator[bytes]]:
+    """The entries after `start` up to the newest one now, for these databases (and the
+    transactions that touch them), as raw BSON; answers the newest entry's time too. Fails
+    when the oplog no longer reaches back to `start`: entries would be missing."""
+    end = newest(client) or start
+    first = oldest(client)
+    if first is not None and first > start:
+        raise SourceError(
+            f"the oplog rolled over while the collections were read (it starts at {cluster_time(first)}, "
+            f"the snapshot at {cluster_time(start)}): give the oplog more room, or back up less at once"
+        )
+    pattern = "^(" + "|".join(_escape(db) for db in databases) + r")\."
+    query = {
+        "ts": {"$gt": start, "$lte": end},
+        "op": {"$ne": "n"},
+        "$or": [{"ns": {"$regex": pattern}}, {"ns": "admin.$cmd", "o.applyOps": {"$exists": True}}],
+    }
+
+    def chunks() -> Iterator[bytes]:
+        oplog = client.local.get_collection("oplog.rs", codec_options=RAW)
+        buf = bytearray()
+        with oplog.find(query).sort("$natural", 1) as cursor:
+            for entry in cursor:
+                buf += as_bytes(entry)
+                if len(buf) >= CHUNK:
+                    yield bytes(buf)
+                    buf.clear()
+        if buf:
+            yield bytes(buf)
+
+    return end, chunks()
+
+
+def _escape(name: str) -> str:
+    return "".join("\\" + c if not c.isalnum() and c != "_" else c for c in name)
+
+
+class Replayer:
+    """Applies captured oplog entries to a target, under the restore's selection and renames.
+
+    `place(ns)` answers the target namespace of an archived one, or None when the restore
+    leaves it out."""
+
+    def __init__(self, client: Any, place: Callable[[str], str | None], target: str) -> None:
+        self.client = client
+        self.place = place
+        self.target = target
+        self.applied = 0
+        self.skipped = 0
+
+    def _collection(self, ns: str) -> Any:
+        db, coll = split_name(ns)
+        return self.client.get_database(db).get_collection(coll)
+
+    def apply(self, entry: dict[str, Any]) -> None:
+        op, ns = entry.get("op"), str(entry.get("ns", ""))
+        if op == "n":
+            return
+        if op == "c":
+            self._command(ns, entry["o"])
+            return
+        where = self.place(ns)
+        if where is None:
+            self.skipped += 1
+            return
+        coll = self._collection(where)
+        if op == "i":
+            doc = entry["o"]
+            coll.replace_one({"_id": doc["_id"]}, doc, upsert=True, bypass_document_validation=True)
+        elif op == "u":
+            self._update(coll, entry["o2"], entry["o"])
+        elif op == "d":
+            coll.delete_one(entry["o"])
+        else:
+            raise TargetError(f"target {self.target!r}: cannot replay oplog entry of kind {op!r} on {ns}")
+        self.applied += 1
+
+    def _update(self, coll: Any, selector: dict[str, Any], change: dict[str, Any]) -> None:
+        if change.get("$v") == 2 and "diff" in change:
+            steps = diff_updates(change["diff"])
+        elif any(k.startswith("$") for k in change):
+            steps = [{k: v for k, v in change.items() if k != "$v"}]  # version 1 modifiers
+        else:
+            coll.replace_one(selector, change, upsert=True, bypass_document_validation=True)
+            return
+        for step in steps:
+            if step:
+                coll.update_one(selector, step, bypass_document_validation=True)
+
+    def _command(self, ns: str, o: dict[str, Any]) -> None:
+        db, _ = split_name(ns)
+        if "applyOps" in o:  # a transaction: its operations, in order
+            for inner in o["applyOps"]:
+                self.apply(inner)
+            return
+        name = next(iter(o))
+        if name == "commitTransaction" or name == "abortTransaction":
+            return
+        coll_name = str(o[name])
+        where = self.place(f"{db}.{coll_name}") if name != "dropDatabase" else None
+        if name == "dropDatabase":
+            self.skipped += 1  # a whole database dropped mid-backup: the copy decides what there is
+            return
+        if where is None:
+            self.skipped += 1
+            return
+        target_db, target_coll = split_name(where)
+        database = self.client.get_database(target_db)
+        options = {k: v for k, v in o.items() if k not in (name, "idIndex")}
+        if name == "create":
+            if not list(database.list_collections(filter={"name": target_coll})):
+                database.command({"create": target_coll, **options})
+        elif name == "drop":
+            database.drop_collection(target_coll)
+        elif name == "collMod":
+            database.command({"collMod": target_coll, **options})
+        elif name == "createIndexes":  # one spec (mongod's entry) or a list of them (the command's form)
+            specs = options["indexes"] if "indexes" in options else [options]
+            database.get_collection(target_coll).create_indexes([_index_model(spec) for spec in specs])
+        elif name == "dropIndexes":
+            index = o.get("index")
+            if index and index in {i["name"] for i in database.get_collection(target_coll).list_indexes()}:
+                database.get_collection(target_coll).drop_index(index)
+        else:
+            raise TargetError(f"target {self.target!r}: cannot replay the oplog command {name!r} on {ns}")
+        self.applied += 1
+
+
+def _index_model(spec: dict[str, Any]) -> IndexModel:
+    spec = {k: v for k, v in spec.items() if k not in INTERNAL_INDEX_FIELDS}
+    return IndexModel(list(spec.pop("key").items()), **spec)
+
+
+INTERNAL_INDEX_FIELDS = ("v", "ns", "background", "entryFormat")  # the server's own, not options
+
+
+def diff_updates(diff: dict[str, Any], prefix: str = "") -> list[dict[str, Any]]:
+    """An update's version 2 diff as update documents, applied in order: array truncations
+    first, then the sets and unsets. Two spellings exist: the server's (`u`, `i`, `d`,
+    `s<field>` for a sub-diff, `a` marking an array diff with `u<index>`, `s<index>` and `l`
+    for its new length) and the flat one some servers write (`updatedFields`,
+    `removedFields`, `truncatedArrays`)."""
+    truncate: dict[str, Any] = {}
+    sets: dict[str, Any] = {}
+    unsets: dict[str, Any] = {}
+    if "updatedFields" in diff or "removedFields" in diff or "truncatedArrays" in diff:
+        sets.update({prefix + k: v for k, v in (diff.get("updatedFields") or {}).items()})
+        unsets.update({prefix + k: "" for k in diff.get("removedFields") or []})
+        for t in diff.get("truncatedArrays") or []:
+            truncate[prefix + t["field"]] = {"$each": [], "$slice": int(t["newSize"])}
+    else:
+        _walk(diff, prefix, truncate, sets, unsets)
+    out: list[dict[str, Any]] = []
+    if truncate:
+        out.append({"$push": truncate})
+    step: dict[str, Any] = {}
+    if sets:
+        step["$set"] = sets
+    if unsets:
+        step["$unset"] = unsets
+    if step:
+        out.append(step)
+    return out
+
+
+def _walk(
+    diff: dict[str, Any], prefix: str, truncate: dict[str, Any], sets: dict[str, Any], unsets: dict[str, Any]
+) -> None:
+    is_array = diff.get("a") is True
+    for key, value in diff.items():
+        if key == "a":
+            continue
+        if is_array:
+            if key == "l":
+                truncate[prefix.rstrip(".")] = {"$each": [], "$slice": int(value)}
+            elif key.startswith("u"):
+                sets[f"{prefix}{key[1:]}"] = value
+            elif key.startswith("s"):
+                _walk(value, f"{prefix}{key[1:]}.", truncate, sets, unsets)
+            continue
+        if key in ("u", "i"):
+            sets.update({prefix + k: v for k, v in value.items()})
+        elif key == "d":
+            unsets.update({prefix + k: "" for k in value})
+        elif key.startswith("s"):
+            _walk(value, f"{prefix}{key[1:]}.", truncate, sets, unsets)
