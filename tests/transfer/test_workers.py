@@ -195,6 +195,11 @@ class _SlowSource:
     def schema_members(self, names, codec):
         return []
 
+    def point_in_time(self):
+        from transfer.ports import PointInTime
+
+        return PointInTime(False, "a test source")
+
     def read_chunks(self, name, on_raw):
         time.sleep(2 * LEASE)
         on_raw(10)
