@@ -51,7 +51,17 @@ def server(url: str | None) -> Iterator[str]:
         port = s.getsockname()[1]
     exe = Path(sys.executable).parent / "secantusd-py"
     proc = subprocess.Popen(
-        [str(exe), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:", "--log-level", "WARNING"],
+        [
+            str(exe),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            ":memory:",
+            "--log-level",
+            "WARNING",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -76,7 +86,12 @@ def seed(client: pymongo.MongoClient, docs: int) -> None:
     for start in range(0, docs, BATCH):
         coll.insert_many(
             [
-                {"_id": i, "customer": f"c{i % 997}", "lines": [{"sku": i % 31, "qty": i % 7}], "note": "x" * 200}
+                {
+                    "_id": i,
+                    "customer": f"c{i % 997}",
+                    "lines": [{"sku": i % 31, "qty": i % 7}],
+                    "note": "x" * 200,
+                }
                 for i in range(start, min(docs, start + BATCH))
             ]
         )
@@ -116,7 +131,15 @@ def ours_restore(url: str, client: pymongo.MongoClient, storage: LocalStorage) -
     client.drop_database("benchdst")
     target = MongoTarget("bench", url, None, "fail")
     start = time.perf_counter()
-    run_restore(storage, "b.tar", target, [], lambda *a: None, lambda: False, mapping={"benchsrc.orders": "benchdst.orders"})
+    run_restore(
+        storage,
+        "b.tar",
+        target,
+        [],
+        lambda *a: None,
+        lambda: False,
+        mapping={"benchsrc.orders": "benchdst.orders"},
+    )
     return time.perf_counter() - start
 
 

@@ -14,6 +14,7 @@ entry is checked here, for its namespace (selection, renames) and its kind.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -39,65 +40,64 @@ def is_replica_set(client: Any) -> bool:
     return bool(hello.get("setName"))
 
 
-def last_write(client: Any) -> Timestamp | None:
-    """Where the changes to replay start: the member's last write as `hello` reports it,
-    which is never after the newest oplog entry (a start too early only replays entries
-    the copy already holds), and cheap on every server; else the newest entry."""
-    last = (client.admin.command("hello").get("lastWrite") or {}).get("opTime") or {}
-    ts = last.get("ts")
-    return ts if isinstance(ts, Timestamp) else newest(client)
-
-
 def newest(client: Any) -> Timestamp | None:
-    """The newest oplog entry's time, exactly: where the captured changes end."""
+    """The newest oplog entry's time, exactly: the changes to replay come after it. (A
+    server's `hello.lastWrite` is cheaper but need not be an entry's time.)"""
     for entry in client.local["oplog.rs"].find({}, {"ts": 1}).sort("$natural", -1).limit(1):
         found: Timestamp = entry["ts"]
         return found
     return None
 
 
-def oldest(client: Any) -> Timestamp | None:
-    for entry in client.local["oplog.rs"].find({}, {"ts": 1}).limit(1):  # natural order: the oldest
-        found: Timestamp = entry["ts"]
-        return found
-    return None
-
-
 def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timestamp, Iterator[bytes]]:
-    """The entries after `start` up to the newest one now, for these databases (and the
-    transactions that touch them), as raw BSON; answers the newest entry's time too. Fails
-    when the oplog no longer reaches back to `start`: entries would be missing."""
-    end = newest(client) or start
-    first = oldest(client)
-    if first is not None and first > start:
-        raise SourceError(
-            f"the oplog rolled over while the collections were read (it starts at {cluster_time(first)}, "
-            f"the snapshot at {cluster_time(start)}): give the oplog more room, or back up less at once"
-        )
-    pattern = "^(" + "|".join(_escape(db) for db in databases) + r")\."
-    query = {
-        "ts": {"$gt": start, "$lte": end},
-        "op": {"$ne": "n"},
-        "$or": [{"ns": {"$regex": pattern}}, {"ns": "admin.$cmd", "o.applyOps": {"$exists": True}}],
-    }
+    """The entries after `start` for these databases (and the transactions that touch
+    them), as raw BSON, and the time of the newest entry read: the snapshot's cluster time.
+
+    One read of the oplog from `start` on, kept on local disk: its last entry fixes the
+    cluster time before anything is archived. `start` is an entry's own time, so finding
+    it first proves the oplog did not roll over meanwhile; without it entries are missing
+    and the snapshot fails, as mongodump's does."""
+    wanted = tuple(f"{db}." for db in databases)
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed once read back, or on failure
+    end: Timestamp | None = None
+    try:
+        oplog = client.local.get_collection("oplog.rs", codec_options=RAW)
+        with oplog.find({"ts": {"$gte": start}}).sort("$natural", 1) as cursor:
+            for entry in cursor:
+                ts = entry["ts"]
+                if end is None and ts != start:
+                    raise SourceError(
+                        f"the oplog rolled over while the collections were read (its entry at "
+                        f"{cluster_time(start)} is gone): give the oplog more room, or back up less at once"
+                    )
+                end = ts
+                if ts != start and _wanted(entry, wanted):
+                    spool.write(as_bytes(entry))
+    except BaseException:
+        spool.close()
+        raise
+    if end is None:
+        spool.close()
+        raise SourceError(f"the oplog holds no entry at {cluster_time(start)}, where the snapshot began")
 
     def chunks() -> Iterator[bytes]:
-        oplog = client.local.get_collection("oplog.rs", codec_options=RAW)
-        buf = bytearray()
-        with oplog.find(query).sort("$natural", 1) as cursor:
-            for entry in cursor:
-                buf += as_bytes(entry)
-                if len(buf) >= CHUNK:
-                    yield bytes(buf)
-                    buf.clear()
-        if buf:
-            yield bytes(buf)
+        with spool:
+            spool.seek(0)
+            while chunk := spool.read(CHUNK):
+                yield chunk
 
     return end, chunks()
 
 
-def _escape(name: str) -> str:
-    return "".join("\\" + c if not c.isalnum() and c != "_" else c for c in name)
+def _wanted(entry: Any, prefixes: tuple[str, ...]) -> bool:
+    """A change to one of the backed-up databases, or a transaction (whose operations are
+    checked one by one on replay); never a no-op."""
+    if entry.get("op") == "n":
+        return False
+    ns = str(entry.get("ns", ""))
+    if ns.startswith(prefixes):
+        return True
+    return ns == "admin.$cmd" and "applyOps" in (entry.get("o") or {})
 
 
 class Replayer:

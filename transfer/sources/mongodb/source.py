@@ -20,6 +20,7 @@ so. Views are archived as their definitions; time-series collections as their me
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -91,7 +92,7 @@ class _MongoBackup:
         self.views: dict[str, dict[str, Any]] = {}  # "<db>.<view>": its listCollections entry
         self._raw = raw_capable(client.get_database("admin"))
         # Before anything is read: the changes to replay start after this entry.
-        self._start = oplog.last_write(client) if self._raw and oplog.is_replica_set(client) else None
+        self._start = oplog.newest(client) if self._raw and oplog.is_replica_set(client) else None
         self.databases = self._database_names()
         for db in self.databases:
             database = client.get_database(db)
@@ -119,7 +120,18 @@ class _MongoBackup:
         return self.client.get_database(db).get_collection(coll)
 
     def estimates(self) -> dict[str, int]:
-        return {name: _estimate(self._collection(name)) for name in self._info}
+        averages: dict[str, int] = {}
+
+        def average(db: str) -> int:
+            if db not in averages:
+                averages[db] = _average_size(self.client.get_database(db))
+            return averages[db]
+
+        out = {}
+        for name in self._info:
+            db = split_name(name)[0]
+            out[name] = _estimate(self._collection(name), functools.partial(average, db))
+        return out
 
     def definition(self, collection: str) -> bytes:
         """mongodump's metadata document, canonical extended JSON as mongorestore parses it."""
@@ -196,19 +208,34 @@ def _list_collections(database: Any, types: tuple[str, ...] = COLLECTION_TYPES) 
     return {info["name"]: info for info in sorted(infos, key=lambda i: i["name"])}
 
 
-def _estimate(collection: Any) -> int:
+def _estimate(collection: Any, average: Callable[[], int]) -> int:
     """Uncompressed data size for progress: collection stats where the server reports a
-    size, else the document count times the average size of a sample (some servers, and
-    users without the clusterMonitor role, report no size, or 0)."""
+    size; else the document count times the database's average document size (dbStats),
+    or a sample's where the server has no dbStats either. Some servers, and users without
+    the clusterMonitor role, report no size, or 0."""
+    count = None
     try:
         stats = list(collection.aggregate([{"$collStats": {"storageStats": {}}}]))
         size = sum(int(s["storageStats"]["size"]) for s in stats)
         if size > 0:
             return size
+        count = sum(int(s["storageStats"].get("count", 0)) for s in stats)
     except (OperationFailure, NotImplementedError, KeyError):
         pass
-    count = collection.estimated_document_count()
+    if count is None:
+        count = collection.estimated_document_count()
     if not count:
         return 0
-    sample = [len(as_bytes(d)) for d in collection.find({}).limit(SAMPLE)]
-    return count * (sum(sample) // len(sample)) if sample else 0
+    per_document = average()
+    if per_document <= 0:
+        sample = [len(as_bytes(d)) for d in collection.find({}).limit(SAMPLE)]
+        per_document = sum(sample) // len(sample) if sample else 0
+    return count * per_document
+
+
+def _average_size(database: Any) -> int:
+    """The database's average document size, where the server answers dbStats; else 0."""
+    try:
+        return int(database.command("dbStats").get("avgObjSize") or 0)
+    except (OperationFailure, NotImplementedError, TypeError, ValueError, AttributeError):
+        return 0
