@@ -129,6 +129,8 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
         "sha256": r["sha256"],
         "locked_until": r["locked_until"],
         "failed_collections": json.loads(r["failed_collections"]) if r["failed_collections"] else None,
+        # whether the archive is the source at one moment, how, and (MongoDB) its cluster time
+        "point_in_time": json.loads(r["point_in_time"]) if r.get("point_in_time") else None,
         "worker": r["worker"],
         "attempt": r["attempt"],
         "position": r["position"],

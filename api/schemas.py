@@ -219,6 +219,9 @@ BACKUP_RECORD = _obj(
         "collections": {"type": ["object", "null"], "additionalProperties": COLLECTION_FIGURES},
         "sha256": _S, "locked_until": _TIME_OR_NULL,
         "failed_collections": {"type": ["object", "null"], "additionalProperties": _STR},
+        "point_in_time": {"type": ["object", "null"], "properties": {
+            "consistent": _BOOL, "how": _STR, "cluster_time": _STR,
+        }},
     }
 )  # fmt: skip
 RESTORE_RECORD = _obj(

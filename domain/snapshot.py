@@ -64,6 +64,7 @@ class Snapshot(RunState, TimedAggregate):
         self.status = REQUESTED
         self.seal: dict[str, Any] | None = None
         self.sha256: str | None = None  # of the stored archive, once it is written
+        self.point_in_time: dict[str, Any] | None = None  # whether (and how) it is one moment
         self.verification: str | None = None
         self.stop_requested = False
         self.worker: str | None = None
@@ -132,8 +133,10 @@ class Snapshot(RunState, TimedAggregate):
         locked_until: datetime | None = None,
         failed_collections: dict[str, str] | None = None,
         seal: dict[str, Any] | None = None,
+        point_in_time: dict[str, Any] | None = None,
     ) -> None:
-        """`locked_until`: the storage's object lock on the archive, when the location has one.
+        """`point_in_time`: whether the archive is the source at one moment, how, and
+        (MongoDB) its cluster time. `locked_until`: the storage's object lock on the archive, when the location has one.
         `failed_collections`: collections the archive lacks, with reasons; the snapshot is
         then partially failed, and restorable for what it holds. `seal`: what the archive
         must be when it is read back (its manifest's SHA-256, its encryption key id or None
@@ -149,12 +152,13 @@ class Snapshot(RunState, TimedAggregate):
             locked_until,
         )
         if failed_collections:
-            self._partially_failed(*args, failed_collections, seal)
+            self._partially_failed(*args, failed_collections, seal, point_in_time)
         else:
-            self._completed(*args, seal)
+            self._completed(*args, seal, point_in_time)
 
     class SnapshotPartiallyFailed(TimedAggregate.Event):
-        """v2 added the archive's seal; older archives are checked by their SHA-256 alone."""
+        """v2 added the archive's seal (older archives are checked by their SHA-256 alone),
+        v3 whether it is one point in time (older ones did not say)."""
 
         items: int
         bytes: int
@@ -165,11 +169,16 @@ class Snapshot(RunState, TimedAggregate):
         locked_until: datetime | None
         failed_collections: dict[str, str]
         seal: dict[str, Any] | None
-        class_version = 2
+        point_in_time: dict[str, Any] | None
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["seal"] = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["point_in_time"] = None
 
     @event(SnapshotPartiallyFailed)
     def _partially_failed(
@@ -183,14 +192,16 @@ class Snapshot(RunState, TimedAggregate):
         locked_until: datetime | None,
         failed_collections: dict[str, str],
         seal: dict[str, Any] | None,
+        point_in_time: dict[str, Any] | None,
     ) -> None:
-        self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal)
+        self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal, point_in_time)
         self.status = PARTIALLY_FAILED
         self.failed_collections: dict[str, str] = failed_collections
 
     class SnapshotCompleted(TimedAggregate.Event):
         """v2 added the object lock's retain-until time (older archives were never locked),
-        v3 the archive's seal (older archives are checked by their SHA-256 alone)."""
+        v3 the archive's seal (older archives are checked by their SHA-256 alone), v4 whether
+        it is one point in time (older ones did not say)."""
 
         items: int
         bytes: int
@@ -200,7 +211,8 @@ class Snapshot(RunState, TimedAggregate):
         expires_at: datetime | None
         locked_until: datetime | None
         seal: dict[str, Any] | None
-        class_version = 3
+        point_in_time: dict[str, Any] | None
+        class_version = 4
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -209,6 +221,10 @@ class Snapshot(RunState, TimedAggregate):
         @staticmethod
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["seal"] = None
+
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state["point_in_time"] = None
 
     @event(SnapshotCompleted)
     def _completed(
@@ -221,8 +237,9 @@ class Snapshot(RunState, TimedAggregate):
         expires_at: datetime | None,
         locked_until: datetime | None,
         seal: dict[str, Any] | None,
+        point_in_time: dict[str, Any] | None,
     ) -> None:
-        self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal)
+        self._archived(items, bytes, collections, sha256, expires_at, locked_until, seal, point_in_time)
 
     def _archived(
         self,
@@ -233,9 +250,11 @@ class Snapshot(RunState, TimedAggregate):
         expires_at: datetime | None,
         locked_until: datetime | None,
         seal: dict[str, Any] | None = None,
+        point_in_time: dict[str, Any] | None = None,
     ) -> None:
         self.status = COMPLETED
         self.seal = seal
+        self.point_in_time = point_in_time
         self.verification = "sealed"  # written by this installation: its events say what it is
         self.items, self.bytes, self.percent = items, bytes, 100.0
         self.manifest_collections = collections
@@ -284,11 +303,13 @@ class Snapshot(RunState, TimedAggregate):
             dict(manifest.get("failed_collections") or {}),
             verification,
             _import_seal(manifest, manifest_sha256),
+            manifest.get("point_in_time") if isinstance(manifest.get("point_in_time"), dict) else None,
         )
 
     class SnapshotImported(TimedAggregate.Event):
         """v2 added the collections a partially failed run left out, v3 how the archive was
-        verified (signed, encrypted, unverified) and its seal; older imports are unverified."""
+        verified (signed, encrypted, unverified) and its seal (older imports are unverified),
+        v4 whether it is one point in time, as its manifest says."""
 
         items: int
         bytes: int
@@ -302,7 +323,8 @@ class Snapshot(RunState, TimedAggregate):
         failed_collections: dict[str, str]
         verification: str
         seal: dict[str, Any] | None
-        class_version = 3
+        point_in_time: dict[str, Any] | None
+        class_version = 4
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -312,6 +334,10 @@ class Snapshot(RunState, TimedAggregate):
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["verification"] = "unverified"
             state["seal"] = None
+
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state["point_in_time"] = None
 
     @event(SnapshotImported)
     def _imported(
@@ -328,8 +354,9 @@ class Snapshot(RunState, TimedAggregate):
         failed_collections: dict[str, str],
         verification: str,
         seal: dict[str, Any] | None,
+        point_in_time: dict[str, Any] | None,
     ) -> None:
-        self._archived(items, bytes, collections, "", expires_at, None, seal)
+        self._archived(items, bytes, collections, "", expires_at, None, seal, point_in_time)
         self.sha256 = None
         self.manifest_sha256 = manifest_sha256
         self.verification = verification

@@ -231,6 +231,7 @@ class Worker:
                     locked_until,
                     self.resources.redact_all(result.failed),
                     result.seal,
+                    result.point_in_time,
                 )
 
             return finish

@@ -20,7 +20,7 @@ from projections.views.runs import (
 backups = View(
     name="backups",
     table="backup_records",
-    version=4,
+    version=5,
     cost=4,
     ddl=[
         """CREATE TABLE IF NOT EXISTS backup_records (
@@ -34,7 +34,7 @@ backups = View(
             elapsed_seconds DOUBLE PRECISION, created_at TEXT NOT NULL, started_at TEXT,
             finished_at TEXT, expires_at TEXT, collections TEXT, sha256 TEXT,
             files_removed BIGINT, position BIGINT NOT NULL, locked_until TEXT,
-            failed_collections TEXT, verification TEXT)""",
+            failed_collections TEXT, verification TEXT, point_in_time TEXT)""",
         "CREATE INDEX IF NOT EXISTS backup_records_created ON backup_records (created_at, id)",
         "CREATE INDEX IF NOT EXISTS backup_records_policy ON backup_records (policy_id)",
         "CREATE INDEX IF NOT EXISTS backup_records_status ON backup_records (status)",
@@ -62,6 +62,7 @@ def _snap_requested(rows: Rows, e: Any, position: int) -> None:
             "files_removed": None,
             "locked_until": None,
             "failed_collections": None,
+            "point_in_time": None,
             **_new_run(e, position),
         },
         new=True,
@@ -82,6 +83,7 @@ def _snap_completed(rows: Rows, e: Any, position: int) -> None:
         sha256=e.sha256,
         expires_at=iso(e.expires_at),
         locked_until=iso(e.locked_until),
+        point_in_time=dumps(e.point_in_time) if e.point_in_time is not None else None,
     )
 
 
@@ -106,6 +108,7 @@ def _snap_imported(rows: Rows, e: Any, position: int) -> None:
     if e.started_at is not None:
         values.update(started_at=iso(e.started_at), created_at=iso(e.started_at))
     values["verification"] = e.verification
+    values["point_in_time"] = dumps(e.point_in_time) if e.point_in_time is not None else None
     _update(rows, "backup_records", oid(e), position, **values)
 
 
