@@ -136,7 +136,8 @@ class Snapshot(RunState, TimedAggregate):
         point_in_time: dict[str, Any] | None = None,
     ) -> None:
         """`point_in_time`: whether the archive is the source at one moment, how, and
-        (MongoDB) its cluster time. `locked_until`: the storage's object lock on the archive, when the location has one.
+        (MongoDB) its cluster time. `locked_until`: the storage's object lock on the
+        archive, when the location has one.
         `failed_collections`: collections the archive lacks, with reasons; the snapshot is
         then partially failed, and restorable for what it holds. `seal`: what the archive
         must be when it is read back (its manifest's SHA-256, its encryption key id or None

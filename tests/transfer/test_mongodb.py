@@ -765,3 +765,22 @@ def test_a_transaction_replays_as_its_operations(target):
     assert replayer.applied == 3
     with pytest.raises(TargetError, match="cannot replay the oplog command 'convertToCapped'"):
         replayer.apply({"op": "c", "ns": "tx.$cmd", "o": {"convertToCapped": "orders", "size": 1}})
+
+
+def test_a_reclaimed_restore_undoes_what_its_dead_attempt_recorded(storage, source, target):
+    seed(source)
+    backup(storage, source)
+    plans: list[dict[str, Any]] = []
+    run_restore(storage, KEY, mongo_target(target), ["shop.orders"], _quiet, _never, on_plan=plans.append)
+    assert plans[-1]["created"] == ["shop.orders"]  # recorded before its first document
+    target.shop.orders.delete_many({"n": {"$gte": 100}})  # as if the attempt died halfway
+    target.shop.create_collection("blobs")  # found empty by the dead attempt, half written
+    target.shop.blobs.insert_one({"_id": "half"})
+    dead = {"created": ["shop.orders"], "emptied": ["shop.blobs"], "appended": [], "views": []}
+    again = run_restore(storage, KEY, mongo_target(target), [], _quiet, _never, resume=dead)
+    assert all(c["ok"] for c in again.collections.values())  # existing = fail, and nothing refused
+    for ns in ("shop.orders", "shop.blobs"):
+        assert docs(target, ns) == docs(source, ns), ns
+    appended = {**dead, "appended": ["crm.customers"]}
+    with pytest.raises(TargetError, match="appended to 'crm.customers'.*existing = drop"):
+        run_restore(storage, KEY, mongo_target(target, "append"), [], _quiet, _never, resume=appended)

@@ -76,6 +76,8 @@ def run_restore(
             run_id=run_id,
             sizes={c: int(v.get("raw_bytes", 0)) for c, v in available.items()},
         )
+    elif kind == "mongodb" and target.kind == "mongodb":
+        extras = dict(on_plan=on_plan, resume=resume)
     try:
         with (
             open_archive(storage, archive_key, manifest, keyring, expected) as stream,

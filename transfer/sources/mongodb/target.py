@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,15 +81,25 @@ class MongoTarget:
         return False
 
     @contextmanager
-    def open(self, source_kind: str, existing: str | None = None, **_: Any) -> Iterator[_MongoRestore]:
-        """`existing` overrides the configured policy for this restore."""
+    def open(
+        self,
+        source_kind: str,
+        existing: str | None = None,
+        *,
+        on_plan: Callable[[dict[str, Any]], None] | None = None,
+        resume: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> Iterator[_MongoRestore]:
+        """`existing` overrides the configured policy for this restore. `on_plan` records
+        what the restore is about to change, before it writes; `resume` is what a dead
+        attempt recorded, undone first."""
         if source_kind != "mongodb":
             raise TargetError(f"target {self.name!r} takes MongoDB snapshots, not {source_kind}")
         policy = existing or self.existing
         if policy not in EXISTING:
             raise TargetError(f"target {self.name!r}: existing must be one of {', '.join(EXISTING)}")
         client = connect(self.client_factory, self.url, self._password)
-        session = _MongoRestore(self, client, policy)
+        session = _MongoRestore(self, client, policy, on_plan or (lambda facts: None), resume)
         try:
             yield session
         except BaseException as e:
@@ -111,10 +121,23 @@ class _Prepared:
 
 
 class _MongoRestore:
-    def __init__(self, target: MongoTarget, client: Any, existing: str) -> None:
+    def __init__(
+        self,
+        target: MongoTarget,
+        client: Any,
+        existing: str,
+        on_plan: Callable[[dict[str, Any]], None],
+        resume: dict[str, Any] | None,
+    ) -> None:
         self.target = target
         self.client = client
         self.existing = existing
+        self.on_plan = on_plan
+        self.resume = resume
+        # What this attempt changes, recorded before it writes, so that an attempt claimed
+        # after this one died can undo it: collections and views it created, collections
+        # it found empty, collections it appended to (which nothing can undo).
+        self.plan: dict[str, list[str]] = {"created": [], "emptied": [], "appended": [], "views": []}
         self.prepared: dict[str, _Prepared] = {}  # by archived collection name
         self.views: dict[str, dict[str, Any]] = {}  # target "<db>.<view>": its options
         self.created_views: list[str] = []  # dropped again if the restore fails
@@ -134,6 +157,8 @@ class _MongoRestore:
         """Views: each goes where the collection it reads from goes (renamed with it), and
         is created once the data is in (`commit`); one whose collection is not restored is
         left out. Collections are prepared one by one, with their own metadata."""
+        if self.resume:
+            self._undo(self.resume)
         wanted = set(selection or [])
         mapping = mapping or {}
         self.selection, self.mapping = wanted, dict(mapping)
@@ -197,6 +222,24 @@ class _MongoRestore:
             baseline=baseline,
             indexes=_index_models(meta.get("indexes") or []),
         )
+        kind = "created" if not exists else "emptied" if empty else "appended"
+        self.plan[kind].append(name)
+        self.on_plan({k: list(v) for k, v in self.plan.items()})  # before the first document
+
+    def _undo(self, dead: dict[str, Any]) -> None:
+        """What a dead attempt of this restore left, so this one starts as it did. Documents
+        it appended to a collection that held others cannot be told apart: refused."""
+        appended = list(dead.get("appended") or [])
+        if appended:
+            raise TargetError(
+                f"target {self.target.name!r}: an earlier attempt of this restore appended to "
+                f"{appended[0]!r} before it died, and its documents cannot be told from the others; "
+                "restore again with existing = drop"
+            )
+        for name in [*(dead.get("views") or []), *(dead.get("created") or [])]:
+            self._collection(name).drop()
+        for name in dead.get("emptied") or []:
+            self._collection(name).delete_many({})
 
     @contextmanager
     def open_out(self, collection: str) -> Iterator[BsonWriter]:
@@ -257,6 +300,9 @@ class _MongoRestore:
         )
 
     def _create_views(self) -> None:
+        if self.views:
+            self.plan["views"] = sorted(self.views)
+            self.on_plan({k: list(v) for k, v in self.plan.items()})
         for name, options in sorted(self.views.items()):
             db_name, view = split_name(name)
             database = self.client.get_database(db_name)
