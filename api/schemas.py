@@ -220,7 +220,7 @@ BACKUP_RECORD = _obj(
         "sha256": _S, "locked_until": _TIME_OR_NULL,
         "failed_collections": {"type": ["object", "null"], "additionalProperties": _STR},
         "point_in_time": {"type": ["object", "null"], "properties": {
-            "consistent": _BOOL, "how": _STR, "cluster_time": _STR,
+            "consistent": _BOOL, "how": _STR, "cluster_time": _STR, "read_from": _STR,
         }},
     }
 )  # fmt: skip

@@ -33,7 +33,7 @@ class DatabaseSpec(_Table):
 SOURCE_KEYS = {
     "ndjson": {"path", "parallel"},
     "postgresql": {"url", "password_env", "schemas", "parallel"},
-    "mongodb": {"url", "password_env", "databases", "parallel"},
+    "mongodb": {"url", "password_env", "databases", "parallel", "read_preference"},
 }
 TARGET_KEYS = {
     "ndjson": {"path", "existing"},
@@ -68,9 +68,15 @@ class _EndpointSpec(_Table):
         return "source" if cls is SourceSpec else "target"
 
 
+ReadPreferenceName = Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"]
+
+
 class SourceSpec(_EndpointSpec):
     schemas: list[str] | None = None
     databases: list[str] | None = None
+    read_preference: (
+        Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"] | None
+    ) = None
     allowed: ClassVar[dict[str, set[str]]] = SOURCE_KEYS
 
 

@@ -30,11 +30,14 @@ class PointInTime:
     how: str  # how it was made one point in time, or why it is not
     cluster_time: str | None = None  # MongoDB: "<seconds>.<increment>" of the last change captured
     changes: Iterator[bytes] | None = field(default=None, compare=False)  # raw oplog BSON to replay
+    member: str | None = None  # MongoDB: the replica set member every read went to
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"consistent": self.consistent, "how": self.how}
         if self.cluster_time is not None:
             out["cluster_time"] = self.cluster_time
+        if self.member is not None:
+            out["read_from"] = self.member
         return out
 
 

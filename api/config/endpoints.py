@@ -88,6 +88,8 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
             settings["schemas"] = _names(spec, "schemas", where, ["public"])
         else:
             settings["databases"] = _names(spec, "databases", where, [])
+            if section == "sources":  # where the backup reads: a secondary, unless told otherwise
+                settings["read_preference"] = spec.get("read_preference", "secondaryPreferred")
         if section == "targets":
             settings["existing"] = _existing(spec, kind, where, default="fail")
     if section == "sources" or kind == "postgresql":  # a PostgreSQL target builds indexes in parallel

@@ -107,6 +107,10 @@ def test_defaults(tmp_path):
          "schemas is not a setting of a mongodb"),
         ('[sources.p]\nkind = "postgresql"\nurl = "postgresql://u@h/db?sslmod=require"', "sources.p.url"),
         ('[database]\nurl = "postgresql://u@h/db?sslmod=require"', "database.url"),
+        ('[sources.m]\nkind = "mongodb"\nurl = "mongodb://h"\nread_preference = "secundary"',
+         "sources.m.read_preference"),
+        ('[targets.m]\nkind = "mongodb"\nurl = "mongodb://h"\nread_preference = "primary"',
+         "targets.m.read_preference is not a setting"),
     ],
 )  # fmt: skip
 def test_typos_and_out_of_range_settings_are_refused_naming_them(tmp_path, text, needle):
@@ -170,3 +174,13 @@ def test_the_event_stores_url_keeps_its_libpq_parameters(tmp_path, pg_reason):
         runtime.app.close()
         with psycopg.connect(config.database.conninfo(), autocommit=True) as c:
             c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_mongodb_source_reads_from_a_secondary_unless_told(tmp_path):
+    default = '[sources.m]\nkind = "mongodb"\nurl = "mongodb://h"\n'
+    assert (
+        load_config(_write(tmp_path, default)).sources["m"].settings["read_preference"]
+        == "secondaryPreferred"
+    )
+    chosen = default + 'read_preference = "primary"\n'
+    assert load_config(_write(tmp_path, chosen)).sources["m"].settings["read_preference"] == "primary"

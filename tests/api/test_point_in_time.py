@@ -32,6 +32,8 @@ def test_backup_records_carry_the_snapshots_point_in_time(
     assert moment["consistent"] is True and moment["how"].startswith("oplog")
     seconds, increment = moment["cluster_time"].split(".")
     assert seconds.isdigit() and increment.isdigit()
+    host = pymongo.MongoClient(mongo_url).admin.command("hello")["me"]
+    assert moment["read_from"] == host  # the member every read of the run went to
     listed = client.get("/api/v1/backups").json()["items"]
     assert {b["sub_name"]: b["point_in_time"]["consistent"] for b in listed} == {
         "files#1": False,

@@ -37,7 +37,13 @@ def _source(endpoint: Any) -> Source:
     if endpoint.kind == "mongodb":
         from transfer.sources.mongodb.source import MongoSource
 
-        return MongoSource(endpoint.name, s["url"], endpoint.password(), s["databases"])
+        return MongoSource(
+            endpoint.name,
+            s["url"],
+            endpoint.password(),
+            s["databases"],
+            read_preference=s.get("read_preference", "secondaryPreferred"),
+        )
     raise ValueError(f"unknown source kind {endpoint.kind!r}")
 
 

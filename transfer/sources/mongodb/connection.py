@@ -51,9 +51,9 @@ def split_name(collection: str) -> tuple[str, str]:
     return db, coll
 
 
-def connect(factory: ClientFactory, url: str, password: str | None) -> Any:
+def connect(factory: ClientFactory, url: str, password: str | None, **options: Any) -> Any:
     """The password travels as a keyword, never inside the URL, so it is in no message."""
-    return factory(url, password=password) if password else factory(url)
+    return factory(url, password=password, **options) if password else factory(url, **options)
 
 
 def redacted(error: BaseException, password: str | None) -> str:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from bson import json_util
-from pymongo import MongoClient
+from pymongo import MongoClient, ReadPreference, uri_parser
 from pymongo.errors import OperationFailure, PyMongoError
 
 from transfer.errors import SourceError
@@ -58,26 +58,62 @@ class MongoSource:
         password: str | None,
         databases: list[str],
         client_factory: ClientFactory = MongoClient,
+        read_preference: str = "secondaryPreferred",
     ) -> None:
         self.name = name
         self.url = url
         self._password = password
         self.databases = list(databases)
         self.client_factory = client_factory
+        self.read_preference = read_preference
 
     def __repr__(self) -> str:
         return f"MongoSource({self.name!r})"
 
     @contextmanager
     def open(self) -> Iterator[_MongoBackup]:
-        """One client per run; driver errors leave as SourceError with the password scrubbed."""
+        """One client per run, pinned to one member: the one `read_preference` picks (by
+        default a secondary, so the backup does not load the primary). Every read of the run,
+        collections and oplog alike, goes to that member, so they agree on one history.
+        Driver errors leave as SourceError with the password scrubbed."""
         client = connect(self.client_factory, self.url, self._password)
         try:
-            yield _MongoBackup(self, client)
+            client, member = _pinned(self, client)
+            yield _MongoBackup(self, client, member)
         except PyMongoError as e:
             raise SourceError(f"source {self.name!r}: {redacted(e, self._password)}") from None
         finally:
             client.close()
+
+
+PREFERENCES = {
+    "primary": ReadPreference.PRIMARY,
+    "primaryPreferred": ReadPreference.PRIMARY_PREFERRED,
+    "secondary": ReadPreference.SECONDARY,
+    "secondaryPreferred": ReadPreference.SECONDARY_PREFERRED,
+    "nearest": ReadPreference.NEAREST,
+}
+_NOT_CARRIED = ("replicaset", "directconnection", "readpreference", "readpreferencetags", "srvservicename")
+
+
+def _pinned(source: MongoSource, client: Any) -> tuple[Any, str | None]:
+    """A client on the member the read preference picks, connected to it alone, and that
+    member's address; the client as it is where there is nothing to pick."""
+    if not raw_capable(client.get_database("admin")):
+        return client, None  # mongomock: one in-memory server
+    chosen = client.admin.command("hello", read_preference=PREFERENCES[source.read_preference])
+    member = chosen.get("me")
+    if not member or not chosen.get("setName"):
+        return client, None  # a standalone server is its own only member
+    parsed = uri_parser.parse_uri(source.url)
+    options = {k: v for k, v in parsed["options"].items() if k.lower() not in _NOT_CARRIED}
+    if parsed.get("username"):
+        options["username"] = parsed["username"]
+    pinned = connect(
+        source.client_factory, f"mongodb://{member}/", source._password, directConnection=True, **options
+    )
+    client.close()
+    return pinned, str(member)
 
 
 class _MongoBackup:
@@ -85,9 +121,10 @@ class _MongoBackup:
     isolated_collections = False  # a driver error ends the run
     has_schema = True  # views: their definitions lead the archive, as mongodump's metadata
 
-    def __init__(self, source: MongoSource, client: Any) -> None:
+    def __init__(self, source: MongoSource, client: Any, member: str | None = None) -> None:
         self.source = source
         self.client = client
+        self.member = member  # the replica set member every read of this run goes to
         self._info: dict[str, dict[str, Any]] = {}
         self.views: dict[str, dict[str, Any]] = {}  # "<db>.<view>": its listCollections entry
         self._raw = raw_capable(client.get_database("admin"))
@@ -173,7 +210,7 @@ class _MongoBackup:
             )
         end, changes = oplog.capture(self.client, self._start, self.databases)
         how = "oplog: what changed while the collections were read is replayed after them"
-        return PointInTime(True, how, oplog.cluster_time(end), changes)
+        return PointInTime(True, how, oplog.cluster_time(end), changes, self.member)
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Concatenated BSON documents in natural order, about CHUNK bytes at a time."""
