@@ -20,7 +20,7 @@ from domain.ledger import (
 from domain.restore import Restore
 from domain.slots import RunSlot, slot_id
 from domain.snapshot import HAS_ARCHIVE, RUNNING, Snapshot
-from domain.values import CollectionSelection
+from domain.values import CollectionSelection, expand
 
 
 class RunCommands(Ledger):
@@ -123,11 +123,18 @@ class RunCommands(Ledger):
                 "(unverified): nothing says this installation's writers made it, and a restore runs what it "
                 "holds. Restore it with trust_unverified if you know where it comes from"
             )
-        for field_name, names in (("collections", selection.include), ("mapping", list(mapping))):
-            missing = [c for c in names if c not in snap.manifest_collections]
-            if missing:  # a valid name, of nothing this snapshot holds
-                raise NotFound(f"snapshot {snap.sub_name} has no collection {missing[0]!r}", field_name)
-        chosen = selection.include or tuple(snap.manifest_collections)
+        missing = [c for c in mapping if c not in snap.manifest_collections]  # renames take names
+        if missing:  # a valid name, of nothing this snapshot holds
+            raise NotFound(f"snapshot {snap.sub_name} has no collection {missing[0]!r}", "mapping")
+        # Names or `*` patterns: recorded as the names they select, so every attempt of the
+        # restore moves the same collections.
+        chosen, unmatched = expand(selection.include, snap.manifest_collections)
+        if unmatched:
+            entry = unmatched[0]
+            what = f"matching {entry!r}" if "*" in entry else repr(entry)
+            raise NotFound(f"snapshot {snap.sub_name} has no collection {what}", "collections")
+        if not selection.include:
+            chosen = list(snap.manifest_collections)
         final = [mapping.get(c, c) for c in chosen]
         if len(set(final)) != len(final):
             raise InvalidValue("mapping sends two collections to one name", "mapping")
@@ -138,7 +145,7 @@ class RunCommands(Ledger):
             storage=snap.storage,
             archive_key=snap.archive_key,
             target=target,
-            collections=list(selection.include),
+            collections=chosen if selection.include else [],
             mapping=mapping,
             existing=existing,
             dry_run=dry_run,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,9 +179,30 @@ class Retention:
         return timedelta(seconds=self.expire_after_seconds)
 
 
+def name_matches(pattern: str, name: str) -> bool:
+    """A collection name against a selection entry: the name itself, or a pattern where `*`
+    stands for any run of characters (`shop.*`, `*.audit_*`), as mongodump's nsInclude
+    takes them; `\\*` is a literal star."""
+    if "*" not in pattern:
+        return pattern == name
+    parts = re.split(r"(?<!\\)\*", pattern)
+    regex = ".*".join(re.escape(part.replace("\\*", "*")) for part in parts)
+    return re.fullmatch(regex, name, flags=re.DOTALL) is not None
+
+
+def expand(patterns: Iterable[str], names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The names the entries select, in the names' order, and the entries that select
+    nothing (a typo, or a collection the snapshot or source lacks)."""
+    names, patterns = list(names), list(patterns)
+    chosen = [n for n in names if any(name_matches(p, n) for p in patterns)]
+    unmatched = [p for p in patterns if not any(name_matches(p, n) for n in names)]
+    return chosen, unmatched
+
+
 @dataclass(frozen=True)
 class CollectionSelection:
-    """Which collections a policy or restore moves; empty include means all."""
+    """Which collections a policy or restore moves; empty include means all. Entries are
+    names or `*` patterns."""
 
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

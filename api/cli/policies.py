@@ -189,7 +189,10 @@ def _policy_options(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--timezone", help="IANA zone the schedule fires in (default UTC)")
     p.add_argument("--keep-last", metavar="N", help="keep the N newest completed snapshots ('none' clears)")
     p.add_argument("--expire-after", metavar="AGE", help="e.g. 30d, 12h, 2w ('none' clears)")
-    for flag, what in (("--include", "only these collections"), ("--exclude", "never these collections")):
+    for flag, what in (
+        ("--include", "only these collections (names or patterns: shop.*)"),
+        ("--exclude", "never these collections (names or patterns)"),
+    ):
         p.add_argument(
             flag, nargs="*", action="extend", metavar="C", help=f"{what} (given with no names: clears)"
         )

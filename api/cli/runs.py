@@ -176,7 +176,13 @@ def _add_snapshot(sub: Any) -> None:
 def _restore_options(create: argparse.ArgumentParser) -> None:
     create.add_argument("snapshot", help=SNAPSHOT_REF)
     create.add_argument("--target", required=True, help="configured restore target name")
-    create.add_argument("--collections", nargs="+", action="extend", metavar="C", help="only these")
+    create.add_argument(
+        "--collections",
+        nargs="+",
+        action="extend",
+        metavar="C",
+        help="only these: names or patterns (shop.*)",
+    )
     create.add_argument("--map", nargs="+", action="extend", metavar="OLD=NEW", help="rename on the way in")
     create.add_argument("--existing", help="what to do with existing data (overrides the target's setting)")
     create.add_argument("--dry-run", action="store_true", help="verify and report; write nothing")

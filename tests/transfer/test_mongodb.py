@@ -784,3 +784,40 @@ def test_a_reclaimed_restore_undoes_what_its_dead_attempt_recorded(storage, sour
     appended = {**dead, "appended": ["crm.customers"]}
     with pytest.raises(TargetError, match="appended to 'crm.customers'.*existing = drop"):
         run_restore(storage, KEY, mongo_target(target, "append"), [], _quiet, _never, resume=appended)
+
+
+def test_a_restore_takes_patterns_and_records_the_names_they_select(
+    make_config, client_for, mongo_url, mongo_target_url
+):
+    from tests.support.api import completed_snapshot, create_policy, wait_for
+
+    with pymongo.MongoClient(mongo_url) as src:
+        _fresh(src)
+        seed(src)
+    config = make_config(
+        f'[sources.mongo]\nkind = "mongodb"\nurl = "{mongo_url}"\n'
+        f'[targets.mongo_dst]\nkind = "mongodb"\nurl = "{mongo_target_url}"\nexisting = "drop"\n'
+    )
+    client = client_for(config)
+    snap = completed_snapshot(
+        client, create_policy(client, "nightly", source="mongo", collections={"exclude": ["shop.b*"]})
+    )
+    assert sorted(snap["collections"]) == ["crm.café s", "crm.customers", "shop.empty", "shop.orders"]
+    r = client.post(
+        "/api/v1/restores", json={"snapshot_id": snap["id"], "target": "mongo_dst", "collections": ["crm.*"]}
+    )
+    assert r.status_code == 202, r.text
+    restore = wait_for(
+        client, f"/api/v1/restores/{r.json()['id']}", lambda b: b["status"] in ("completed", "failed")
+    )
+    assert restore["status"] == "completed"
+    assert sorted(restore["requested_collections"]) == ["crm.café s", "crm.customers"]
+    bad = client.post(
+        "/api/v1/restores",
+        json={"snapshot_id": snap["id"], "target": "mongo_dst", "collections": ["billing.*"]},
+    )
+    assert (
+        bad.status_code == 404
+        and bad.json()["field"] == "collections"
+        and "matching 'billing.*'" in bad.json()["error"]
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
+from domain.values import expand, name_matches
 from transfer.archive.crypto import aead_context
 from transfer.archive.format import (
     parse_manifest,
@@ -145,10 +146,15 @@ class RestoreResult:
 def select_collections(
     available: dict[str, Any], include: list[str], exclude: list[str], source: str
 ) -> list[str]:
-    missing = [c for c in include if c not in available]
+    """Names, or `*` patterns (domain/values.py), in include and exclude; an include entry
+    that selects nothing is an error, as a typo would be."""
+    chosen, missing = expand(include, available) if include else (list(available), [])
     if missing:
-        raise SourceError(f"source {source!r} has no collection {missing[0]!r}")
-    names = [c for c in available if (not include or c in include) and c not in exclude]
+        entry = missing[0]
+        if "*" in entry:
+            raise SourceError(f"source {source!r} has no collection matching {entry!r}")
+        raise SourceError(f"source {source!r} has no collection {entry!r}")
+    names = [c for c in chosen if not any(name_matches(p, c) for p in exclude)]
     if not names:
         raise SourceError(f"no collection of source {source!r} is selected")
     return names
