@@ -38,7 +38,7 @@ SOURCE_KEYS = {
 TARGET_KEYS = {
     "ndjson": {"path", "existing"},
     "postgresql": {"url", "password_env", "existing", "parallel", "keep_owners"},
-    "mongodb": {"url", "password_env", "existing"},
+    "mongodb": {"url", "password_env", "existing", "insertion_workers"},
 }
 
 
@@ -83,6 +83,7 @@ class SourceSpec(_EndpointSpec):
 class TargetSpec(_EndpointSpec):
     existing: str | None = None
     keep_owners: bool | None = None
+    insertion_workers: Annotated[int, Field(ge=1, le=16)] | None = None
     allowed: ClassVar[dict[str, set[str]]] = TARGET_KEYS
 
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,7 @@ def bare_backup(client: pymongo.MongoClient, out: Path) -> float:
     return time.perf_counter() - start
 
 
-def bare_restore(client: pymongo.MongoClient, dump: Path) -> float:
+def bare_restore(client: pymongo.MongoClient, dump: Path, workers: int = 1) -> float:
     client.drop_database("benchsrcdst")
     data = dump.read_bytes()
     docs, pos = [], 0
@@ -115,8 +116,13 @@ def bare_restore(client: pymongo.MongoClient, dump: Path) -> float:
         pos += length
     start = time.perf_counter()
     coll = client.benchsrcdst.orders
-    for i in range(0, len(docs), BATCH):
-        coll.insert_many(docs[i : i + BATCH], ordered=True)
+    batches = [docs[i : i + BATCH] for i in range(0, len(docs), BATCH)]
+    if workers == 1:
+        for batch in batches:
+            coll.insert_many(batch, ordered=True)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda b: coll.insert_many(b, ordered=False), batches))
     return time.perf_counter() - start
 
 
@@ -127,9 +133,11 @@ def ours_backup(url: str, storage: LocalStorage, db: str = "benchsrc") -> float:
     return time.perf_counter() - start
 
 
-def ours_restore(url: str, client: pymongo.MongoClient, storage: LocalStorage, db: str = "benchsrc") -> float:
+def ours_restore(
+    url: str, client: pymongo.MongoClient, storage: LocalStorage, db: str = "benchsrc", workers: int = 1
+) -> float:
     client.drop_database(f"{db}dst")
-    target = MongoTarget("bench", url, None, "fail")
+    target = MongoTarget("bench", url, None, "fail", insertion_workers=workers)
     moved = {f"{db}.orders": f"{db}dst.orders"}
     start = time.perf_counter()
     run_restore(storage, f"{db}.tar", target, [], lambda *a: None, lambda: False, mapping=moved)
@@ -141,6 +149,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=60_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--url")
+    parser.add_argument("--workers", type=int, default=1, help="insertion workers, both sides")
     args = parser.parse_args()
     with server(args.url) as url, pymongo.MongoClient(url) as client, tempfile.TemporaryDirectory() as tmp:
         seed(client, args.docs)
@@ -154,9 +163,9 @@ def main() -> None:
                 ours_backup(url, storage),
                 ours_backup(url, storage, "benchone"),
             )
-            ref_r = bare_restore(client, dump)
-            ours_r = ours_restore(url, client, storage)
-            fixed_r = ours_restore(url, client, storage, "benchone")
+            ref_r = bare_restore(client, dump, args.workers)
+            ours_r = ours_restore(url, client, storage, workers=args.workers)
+            fixed_r = ours_restore(url, client, storage, "benchone", args.workers)
             ratios["backup"].append(ref / ours)
             ratios["restore"].append(ref_r / ours_r)
             ratios["backup data"].append(ref / max(ours - fixed, 1e-3))

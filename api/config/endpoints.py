@@ -92,6 +92,8 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
                 settings["read_preference"] = spec.get("read_preference", "secondaryPreferred")
         if section == "targets":
             settings["existing"] = _existing(spec, kind, where, default="fail")
+            if kind == "mongodb":  # per collection, as mongorestore's numInsertionWorkersPerCollection
+                settings["insertion_workers"] = spec.get("insertion_workers", 1)
     if section == "sources" or kind == "postgresql":  # a PostgreSQL target builds indexes in parallel
         parallel = spec.get("parallel", 2)
         if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= 64:

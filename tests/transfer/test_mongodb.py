@@ -821,3 +821,31 @@ def test_a_restore_takes_patterns_and_records_the_names_they_select(
         and bad.json()["field"] == "collections"
         and "matching 'billing.*'" in bad.json()["error"]
     )
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_insertion_workers_restore_every_document_once(storage, source, target, workers):
+    seed(source)
+    seed_every_kind(source)
+    backup(storage, source)
+    mongo = MongoTarget("mongo-dst", url_of(target), None, "fail", insertion_workers=workers)
+    result = run_restore(storage, KEY, mongo, [], _quiet, _never)
+    assert all(c["ok"] for c in result.collections.values())
+    assert canonical(target, "shop.orders") == canonical(source, "shop.orders")
+    natural = [d["seq"] for d in source.kinds.capped.find()]
+    assert [d["seq"] for d in target.kinds.capped.find()] == natural  # a capped collection: one, ordered
+
+
+def test_an_insertion_workers_failure_fails_the_restore_and_stops_its_threads(storage, source, target):
+    import threading
+
+    seed(source)
+    backup(storage, source)
+    target.shop.orders.insert_one(
+        {"_id": next(iter(source.shop.orders.find().sort("_id", 1).limit(1)))["_id"]}
+    )
+    mongo = MongoTarget("mongo-dst", url_of(target), None, "append", insertion_workers=4)
+    with pytest.raises(TargetError, match="duplicate key|E11000"):
+        run_restore(storage, KEY, mongo, ["shop.orders"], _quiet, _never)
+    left = [t.name for t in threading.enumerate() if t.name.startswith("insert")]
+    assert left == [], left  # no insertion thread outlives the restore

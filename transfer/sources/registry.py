@@ -65,5 +65,11 @@ def build_target(endpoint: Any) -> Target:
     if endpoint.kind == "mongodb":
         from transfer.sources.mongodb.target import MongoTarget
 
-        return MongoTarget(endpoint.name, s["url"], endpoint.password(), s["existing"])
+        return MongoTarget(
+            endpoint.name,
+            s["url"],
+            endpoint.password(),
+            s["existing"],
+            insertion_workers=s.get("insertion_workers", 1),
+        )
     raise ValueError(f"unknown target kind {endpoint.kind!r}")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import struct
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +61,7 @@ class MongoTarget:
         password: str | None,
         existing: str = "fail",
         client_factory: ClientFactory = MongoClient,
+        insertion_workers: int = 1,
     ) -> None:
         if existing not in EXISTING:
             raise ValueError(f"target {name!r}: existing must be one of {', '.join(EXISTING)}")
@@ -67,6 +70,7 @@ class MongoTarget:
         self._password = password
         self.existing = existing
         self.client_factory = client_factory
+        self.insertion_workers = insertion_workers  # per collection, as mongorestore's
 
     def __repr__(self) -> str:
         return f"MongoTarget({self.name!r}, existing={self.existing!r})"
@@ -118,6 +122,7 @@ class _Prepared:
     was_empty: bool  # found empty: emptied again if the restore fails
     baseline: int  # documents already there, not counted as restored
     indexes: list[IndexModel] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # the collection's, as archived
 
 
 class _MongoRestore:
@@ -221,6 +226,7 @@ class _MongoRestore:
             was_empty=exists and empty,
             baseline=baseline,
             indexes=_index_models(meta.get("indexes") or []),
+            options=dict(meta.get("options") or {}),
         )
         kind = "created" if not exists else "emptied" if empty else "appended"
         self.plan[kind].append(name)
@@ -245,9 +251,13 @@ class _MongoRestore:
     def open_out(self, collection: str) -> Iterator[BsonWriter]:
         prepared = self.prepared[collection]
         target = self._collection(prepared.name)
-        writer = BsonWriter(collection, target, self._raw)
-        yield writer
-        writer.close()
+        capped = bool(prepared.options.get("capped"))  # natural order: one ordered inserter
+        writer = BsonWriter(collection, target, self._raw, 1 if capped else self.target.insertion_workers)
+        try:
+            yield writer
+            writer.close()
+        finally:
+            writer.abandon()
         if prepared.indexes:
             target.create_indexes(prepared.indexes)
 
@@ -379,9 +389,14 @@ def _direction(value: Any) -> Any:
 
 class BsonWriter:
     """Cuts a BSON stream into documents by their little-endian length prefix, carrying a
-    partial document across writes, and inserts them in ordered batches."""
+    partial document across writes, and inserts them in batches.
 
-    def __init__(self, name: str, collection: Any, raw: bool) -> None:
+    With `workers` > 1 the batches go to that many insertion threads (mongorestore's
+    numInsertionWorkersPerCollection), unordered; at most two batches per worker wait, so
+    memory stays bounded. One worker inserts ordered batches in archive order, which a
+    capped collection needs (its natural order is the order of insertion)."""
+
+    def __init__(self, name: str, collection: Any, raw: bool, workers: int = 1) -> None:
         self.name = name
         self.collection = collection
         self.raw = raw
@@ -389,6 +404,11 @@ class BsonWriter:
         self.batch: list[bytes] = []
         self.batch_bytes = 0
         self.documents = 0
+        self.workers = max(1, workers)
+        self.pool = (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="insert") if self.workers > 1 else None
+        )
+        self.pending: deque[Future[None]] = deque()
 
     def write(self, data: bytes) -> int:
         self.buf += data
@@ -423,14 +443,34 @@ class BsonWriter:
                 docs = bson.decode_all(b"".join(self.batch))
             except InvalidBSON as e:
                 raise ArchiveError(f"collection {self.name!r} is damaged: {e}") from None
+        count = len(self.batch)
+        self.batch, self.batch_bytes = [], 0
+        if self.pool is None:
+            self._insert(docs, ordered=True)
+        else:
+            while len(self.pending) >= 2 * self.workers:
+                self.pending.popleft().result()  # the oldest batch's error, if any, is raised here
+            self.pending.append(self.pool.submit(self._insert, docs, False))
+        self.documents += count
+
+    def _insert(self, docs: list[Any], ordered: bool) -> None:
         # The documents were valid in the source when the snapshot was taken; a validator
         # added later (collMod) must not make the restore of older ones fail, as with
         # mongorestore, which bypasses validation unless told otherwise.
-        self.collection.insert_many(docs, ordered=True, bypass_document_validation=True)
-        self.documents += len(self.batch)
-        self.batch, self.batch_bytes = [], 0
+        self.collection.insert_many(docs, ordered=ordered, bypass_document_validation=True)
+
+    def abandon(self) -> None:
+        """Stops the insertion threads (a no-op once closed): what they hold is not inserted."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     def close(self) -> None:
-        if self.buf:
-            raise ArchiveError(f"collection {self.name!r} ends inside a BSON document")
-        self._flush()
+        try:
+            if self.buf:
+                raise ArchiveError(f"collection {self.name!r} ends inside a BSON document")
+            self._flush()
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.abandon()
