@@ -849,3 +849,19 @@ def test_an_insertion_workers_failure_fails_the_restore_and_stops_its_threads(st
         run_restore(storage, KEY, mongo, ["shop.orders"], _quiet, _never)
     left = [t.name for t in threading.enumerate() if t.name.startswith("insert")]
     assert left == [], left  # no insertion thread outlives the restore
+
+
+def test_text_and_hashed_indexes_are_made_as_mongorestore_makes_them():
+    """SecantusDB refuses text and hashed indexes, so the specs mongod lists are checked here:
+    a text index comes back by its fields, not by its internal key."""
+    from transfer.sources.mongodb.target import _index_models
+
+    text = {
+        "v": 2, "key": {"shop": 1, "_fts": "text", "_ftsx": 1, "year": -1}, "name": "search",
+        "weights": {"title": 10, "body": 1}, "default_language": "english", "textIndexVersion": 3,
+    }  # fmt: skip
+    hashed = {"v": 2, "key": {"customer": "hashed"}, "name": "customer_hashed"}
+    made = [m.document for m in _index_models([text, hashed])]
+    assert list(made[0]["key"].items()) == [("shop", 1), ("title", "text"), ("body", "text"), ("year", -1)]
+    assert made[0]["weights"] == {"title": 10, "body": 1} and made[0]["default_language"] == "english"
+    assert made[1] == {"key": {"customer": "hashed"}, "name": "customer_hashed"}

@@ -375,11 +375,29 @@ def _index_models(specs: list[dict[str, Any]]) -> list[IndexModel]:
         spec = dict(spec)
         if spec.get("name") == "_id_" or spec.get("clustered"):
             continue
-        key = [(k, _direction(v)) for k, v in spec.pop("key").items()]
+        key = _text_key(spec) or [(k, _direction(v)) for k, v in spec["key"].items()]
+        spec.pop("key")
         for drop in ("v", "ns", "background"):
             spec.pop(drop, None)
         models.append(IndexModel(key, **spec))
     return models
+
+
+def _text_key(spec: dict[str, Any]) -> list[tuple[str, Any]] | None:
+    """A text index is listed by its internal key (`_fts: "text", _ftsx: 1`) with its
+    fields in `weights`; it is created by naming those fields as "text", as mongorestore
+    does, with any plain fields before and after kept in place."""
+    key = list(spec["key"].items())
+    names = [k for k, _ in key]
+    if "_fts" not in names:
+        return None
+    start, end = names.index("_fts"), names.index("_ftsx") if "_ftsx" in names else names.index("_fts")
+    weights = spec.get("weights") or {}
+    return [
+        *[(k, _direction(v)) for k, v in key[:start]],
+        *[(field, "text") for field in weights],
+        *[(k, _direction(v)) for k, v in key[end + 1 :]],
+    ]
 
 
 def _direction(value: Any) -> Any:
