@@ -97,6 +97,7 @@ RESTORE_CREATE = {
         "dry_run": {"type": "boolean"},
         "keep_owners": {"type": "boolean"},
         "trust_unverified": {"type": "boolean"},
+        "validate": {"type": "boolean", "description": "MongoDB: apply the target's validators"},
     },
     "required": ["snapshot_id", "target"],
     "additionalProperties": False,
@@ -229,7 +230,7 @@ RESTORE_RECORD = _obj(
         **_RUN, "snapshot_id": _ID, "target": _STR, "status": {"enum": _RUN_STATUS["enum"][:-1]},
         "requested_collections": _STRINGS,
         "options": {"type": "object", "properties": {
-            "existing": _S, "keep_owners": {"type": ["boolean", "null"]},
+            "existing": _S, "keep_owners": {"type": ["boolean", "null"]}, "validate": _BOOL,
             "mapping": {"type": "object", "additionalProperties": _STR}, "trust_unverified": _BOOL,
         }},
         "dry_run": _BOOL,

@@ -28,8 +28,8 @@ class Restore(RunState, TimedAggregate):
     kind = "restore"
 
     class RestoreRequested(Aggregate.Created):
-        """v2 added the per-restore options, v3 keep_owners, v4 trust_unverified; older
-        events load with the old behaviour."""
+        """v2 added the per-restore options, v3 keep_owners, v4 trust_unverified, v5
+        validate; older events load with the old behaviour."""
 
         snapshot_id: UUID
         policy_id: UUID
@@ -44,7 +44,8 @@ class Restore(RunState, TimedAggregate):
         actor: str
         keep_owners: bool | None
         trust_unverified: bool
-        class_version = 4
+        validate: bool
+        class_version = 5
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -59,6 +60,10 @@ class Restore(RunState, TimedAggregate):
         @staticmethod
         def upcast_v3_v4(state: dict[str, Any]) -> None:
             state["trust_unverified"] = False
+
+        @staticmethod
+        def upcast_v4_v5(state: dict[str, Any]) -> None:
+            state["validate"] = False
 
     @event(RestoreRequested)
     def __init__(
@@ -76,6 +81,7 @@ class Restore(RunState, TimedAggregate):
         actor: str,
         keep_owners: bool | None = None,
         trust_unverified: bool = False,
+        validate: bool = False,
     ) -> None:
         self.snapshot_id = snapshot_id
         self.policy_id = policy_id
@@ -89,6 +95,7 @@ class Restore(RunState, TimedAggregate):
         self.dry_run = dry_run
         self.keep_owners = keep_owners
         self.trust_unverified = trust_unverified
+        self.validate = validate  # MongoDB: the target's validators apply; refused documents are counted
         self.plan: dict[str, Any] | None = None  # what the latest attempt found in the target
         self.status = REQUESTED
         self.stop_requested = False

@@ -90,7 +90,8 @@ class RunCommands(Ledger):
     ) -> Outcome:
         """options: collections (list), mapping ({collection: new name}), existing, dry_run,
         keep_owners (PostgreSQL: owners and grants, instead of the target's setting),
-        trust_unverified (restore a snapshot imported without a signature)."""
+        trust_unverified (restore a snapshot imported without a signature), validate
+        (MongoDB: apply the target's validators, counting the documents they refuse)."""
         actor = check_actor(actor)
         target = check_ref(target, self.catalog.targets, "target", "restore target")
         selection = CollectionSelection.parse(options.get("collections"))
@@ -111,6 +112,9 @@ class RunCommands(Ledger):
         trust = options.get("trust_unverified", False)
         if not isinstance(trust, bool):
             raise InvalidValue("trust_unverified must be true or false", "trust_unverified")
+        validate = options.get("validate", False)
+        if not isinstance(validate, bool):
+            raise InvalidValue("validate must be true or false", "validate")
         try:
             snap = self.get_snapshot(snapshot_id)
         except NotFound as e:
@@ -151,6 +155,7 @@ class RunCommands(Ledger):
             dry_run=dry_run,
             actor=actor,
             keep_owners=keep_owners,
+            validate=validate,
             trust_unverified=trust,
         )
         return self._commit(restore.id, restore)

@@ -292,6 +292,7 @@ class Worker:
                 dry_run=restore.dry_run,
                 keyring=self.resources.keyrings.get(restore.storage),
                 keep_owners=restore.keep_owners,
+                validate=restore.validate,
                 on_plan=run.planned,
                 resume=restore.plan if restore.attempt > 1 else None,
                 run_id=str(restore.id),

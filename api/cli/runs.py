@@ -93,6 +93,8 @@ def cmd_restore(args: argparse.Namespace, runtime: Runtime) -> int:
         options["keep_owners"] = args.keep_owners
     if args.trust_unverified:
         options["trust_unverified"] = True
+    if args.validate:
+        options["validate"] = True
     snapshot_id = resolve_snapshot(runtime, args.snapshot)
     outcome = once(runtime, args, runtime.app.request_restore, snapshot_id, args.target, options, args.actor)
     text = f"restore {runtime.app.get_restore(outcome.id).sub_name} requested: {outcome.id}"
@@ -199,6 +201,10 @@ def _restore_options(create: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--trust-unverified", action="store_true",
         help="restore a snapshot imported from storage without a signature (you know where it comes from)",
+    )  # fmt: skip
+    create.add_argument(
+        "--validate", action="store_true",
+        help="MongoDB: apply the target's validators; the documents they refuse are counted on the record",
     )  # fmt: skip
     create.set_defaults(func=_verb(cmd_restore))
 

@@ -52,7 +52,14 @@ def _restore_requested(rows: Rows, e: Any, position: int) -> None:
             "archive_key": e.archive_key,
             "requested_collections": dumps(e.collections),
             **_new_run(e, position),
-            "options": dumps({"mapping": e.mapping, "existing": e.existing, "keep_owners": e.keep_owners}),
+            "options": dumps(
+                {
+                    "mapping": e.mapping,
+                    "existing": e.existing,
+                    "keep_owners": e.keep_owners,
+                    "validate": e.validate,
+                }
+            ),
             "dry_run": int(e.dry_run),
         },
         new=True,

@@ -865,3 +865,20 @@ def test_text_and_hashed_indexes_are_made_as_mongorestore_makes_them():
     assert list(made[0]["key"].items()) == [("shop", 1), ("title", "text"), ("body", "text"), ("year", -1)]
     assert made[0]["weights"] == {"title": 10, "body": 1} and made[0]["default_language"] == "english"
     assert made[1] == {"key": {"customer": "hashed"}, "name": "customer_hashed"}
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_validate_applies_the_targets_validators_and_counts_what_they_refuse(
+    storage, source, target, workers
+):
+    seed_every_kind(source)  # kinds.strict: a validator added after ten documents, five break it
+    backup(storage, source)
+    mongo = MongoTarget("mongo-dst", url_of(target), None, "fail", insertion_workers=workers)
+    result = run_restore(storage, KEY, mongo, ["kinds.strict"], _quiet, _never, validate=True)
+    assert result.collections["kinds.strict"]["ok"] is True  # refused documents are accounted for
+    assert result.schema is not None and result.schema["rejected_by_validator"] == {"kinds.strict": 5}
+    assert sorted(d["qty"] for d in target.kinds.strict.find()) == [5, 6, 7, 8, 9]
+    target.drop_database("kinds")
+    default = run_restore(storage, KEY, mongo_target(target), ["kinds.strict"], _quiet, _never)
+    assert "rejected_by_validator" not in (default.schema or {})
+    assert target.kinds.strict.count_documents({}) == 10  # bypassed: as they were when taken

@@ -31,6 +31,7 @@ def run_restore(
     dry_run: bool = False,
     keyring: Keyring | None = None,
     keep_owners: bool | None = None,
+    validate: bool = False,
     on_plan: Callable[[dict[str, Any]], None] | None = None,
     resume: dict[str, Any] | None = None,
     run_id: str = "",
@@ -77,7 +78,7 @@ def run_restore(
             sizes={c: int(v.get("raw_bytes", 0)) for c, v in available.items()},
         )
     elif kind == "mongodb" and target.kind == "mongodb":
-        extras = dict(on_plan=on_plan, resume=resume)
+        extras = dict(on_plan=on_plan, resume=resume, validate=validate)
     try:
         with (
             open_archive(storage, archive_key, manifest, keyring, expected) as stream,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import tempfile
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +19,7 @@ from bson import json_util
 from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel, MongoClient
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from transfer.archive.format import ArchiveError
 from transfer.errors import TargetError
@@ -36,6 +37,7 @@ from transfer.sources.mongodb.connection import (
 )
 from transfer.storage.base import Partial
 
+DOCUMENT_VALIDATION_FAILURE = 121  # the server's code for a document its validator refused
 EXISTING = ("fail", "drop", "append")  # what a restore does with a collection already there
 
 
@@ -92,6 +94,7 @@ class MongoTarget:
         *,
         on_plan: Callable[[dict[str, Any]], None] | None = None,
         resume: dict[str, Any] | None = None,
+        validate: bool = False,
         **_: Any,
     ) -> Iterator[_MongoRestore]:
         """`existing` overrides the configured policy for this restore. `on_plan` records
@@ -104,6 +107,7 @@ class MongoTarget:
             raise TargetError(f"target {self.name!r}: existing must be one of {', '.join(EXISTING)}")
         client = connect(self.client_factory, self.url, self._password)
         session = _MongoRestore(self, client, policy, on_plan or (lambda facts: None), resume)
+        session.validate = validate
         try:
             yield session
         except BaseException as e:
@@ -143,6 +147,8 @@ class _MongoRestore:
         # after this one died can undo it: collections and views it created, collections
         # it found empty, collections it appended to (which nothing can undo).
         self.plan: dict[str, list[str]] = {"created": [], "emptied": [], "appended": [], "views": []}
+        self.validate = False  # True: the target's validators apply (and refused documents are counted)
+        self.rejected: dict[str, int] = {}  # per archived collection, when validating
         self.prepared: dict[str, _Prepared] = {}  # by archived collection name
         self.views: dict[str, dict[str, Any]] = {}  # target "<db>.<view>": its options
         self.created_views: list[str] = []  # dropped again if the restore fails
@@ -252,12 +258,15 @@ class _MongoRestore:
         prepared = self.prepared[collection]
         target = self._collection(prepared.name)
         capped = bool(prepared.options.get("capped"))  # natural order: one ordered inserter
-        writer = BsonWriter(collection, target, self._raw, 1 if capped else self.target.insertion_workers)
+        workers = 1 if capped else self.target.insertion_workers
+        writer = BsonWriter(collection, target, self._raw, workers, validate=self.validate)
         try:
             yield writer
             writer.close()
         finally:
             writer.abandon()
+        if writer.rejected:
+            self.rejected[collection] = writer.rejected
         if prepared.indexes:
             target.create_indexes(prepared.indexes)
 
@@ -289,12 +298,14 @@ class _MongoRestore:
         self.replayed = replayer
 
     def count_items(self, collection: str) -> int:
-        """Reads the target itself; documents that were there before do not count."""
+        """Reads the target itself; documents that were there before do not count, and
+        documents the target's validator refused (validate on) count as handled: they are
+        reported by number, not lost unseen."""
         prepared = self.prepared.get(collection)
         if prepared is None:
             return 0
         total: int = self._collection(prepared.name).count_documents({})
-        return total - prepared.baseline
+        return total - prepared.baseline + self.rejected.get(collection, 0)
 
     def _check_free(self, name: str) -> None:
         """A view's name under the existing policy: taken by a collection, it is refused;
@@ -331,9 +342,12 @@ class _MongoRestore:
 
     def schema_notes(self) -> dict[str, Any] | None:
         """The oplog replayed on commit, where the snapshot had one."""
-        if self.replayed is None:
-            return None
-        return {"oplog": {"applied": self.replayed.applied, "skipped": self.replayed.skipped}}
+        notes: dict[str, Any] = {}
+        if self.replayed is not None:
+            notes["oplog"] = {"applied": self.replayed.applied, "skipped": self.replayed.skipped}
+        if self.rejected:
+            notes["rejected_by_validator"] = dict(self.rejected)
+        return notes or None
 
     def rollback(self) -> None:
         if self.changes is not None:
@@ -414,7 +428,9 @@ class BsonWriter:
     memory stays bounded. One worker inserts ordered batches in archive order, which a
     capped collection needs (its natural order is the order of insertion)."""
 
-    def __init__(self, name: str, collection: Any, raw: bool, workers: int = 1) -> None:
+    def __init__(
+        self, name: str, collection: Any, raw: bool, workers: int = 1, validate: bool = False
+    ) -> None:
         self.name = name
         self.collection = collection
         self.raw = raw
@@ -427,6 +443,9 @@ class BsonWriter:
             ThreadPoolExecutor(self.workers, thread_name_prefix="insert") if self.workers > 1 else None
         )
         self.pending: deque[Future[None]] = deque()
+        self.validate = validate
+        self.rejected = 0  # documents the target's validator refused (validate on)
+        self.lock = threading.Lock()
 
     def write(self, data: bytes) -> int:
         self.buf += data
@@ -474,8 +493,18 @@ class BsonWriter:
     def _insert(self, docs: list[Any], ordered: bool) -> None:
         # The documents were valid in the source when the snapshot was taken; a validator
         # added later (collMod) must not make the restore of older ones fail, as with
-        # mongorestore, which bypasses validation unless told otherwise.
-        self.collection.insert_many(docs, ordered=ordered, bypass_document_validation=True)
+        # mongorestore, which bypasses validation unless told otherwise (validate).
+        if not self.validate:
+            self.collection.insert_many(docs, ordered=ordered, bypass_document_validation=True)
+            return
+        try:
+            self.collection.insert_many(docs, ordered=False)  # every valid document goes in
+        except BulkWriteError as e:
+            errors = e.details.get("writeErrors") or []
+            if any(err.get("code") != DOCUMENT_VALIDATION_FAILURE for err in errors):
+                raise
+            with self.lock:
+                self.rejected += len(errors)
 
     def abandon(self) -> None:
         """Stops the insertion threads (a no-op once closed): what they hold is not inserted."""
