@@ -237,7 +237,9 @@ RESTORE_RECORD = _obj(
         "consistency": {"type": ["object", "null"], "additionalProperties": {
             "type": "object", "properties": {"expected": _INT, "found": _INT, "ok": _BOOL},
         }},
-        "schema": {"type": ["object", "null"], "description": "PostgreSQL: objects skipped, roles missing"},
+        "schema": {"type": ["object", "null"], "description": (
+            "PostgreSQL: objects skipped, roles missing; MongoDB: oplog replayed, documents validators refused"
+        )},
     }
 )  # fmt: skip
 EVENT = _obj(
