@@ -238,7 +238,7 @@ RESTORE_RECORD = _obj(
             "type": "object", "properties": {"expected": _INT, "found": _INT, "ok": _BOOL},
         }},
         "schema": {"type": ["object", "null"], "description": (
-            "PostgreSQL: objects skipped, roles missing; MongoDB: oplog replayed, documents validators refused"
+            "PostgreSQL: objects skipped, roles missing; MongoDB: oplog replayed, validators' refusals"
         )},
     }
 )  # fmt: skip
