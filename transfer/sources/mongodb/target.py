@@ -333,11 +333,11 @@ class _MongoRestore:
             self.created_views.append(name)
 
     def commit(self) -> None:
-        """Writes are already durable in place: committing replays the changes made while
-        the snapshot was read (the collections reach its cluster time), creates the views,
-        then disarms the rollback."""
-        self._replay()
+        """Writes are already durable in place: committing creates the views, replays the
+        changes made while the snapshot was read (collections and views reach its cluster
+        time: a view changed meanwhile is changed again), then disarms the rollback."""
         self._create_views()
+        self._replay()
         self.committed = True
 
     def schema_notes(self) -> dict[str, Any] | None:
