@@ -31,7 +31,8 @@ from transfer.runs.contract import BackupResult, RestoreResult
 from transfer.runs.restore import run_restore
 from transfer.sources.mongodb.connection import split_name
 from transfer.sources.mongodb.source import MongoSource
-from transfer.sources.mongodb.target import BsonWriter, MongoTarget
+from transfer.sources.mongodb.target import MongoTarget
+from transfer.sources.mongodb.writer import BsonWriter
 from transfer.storage import LocalStorage
 from transfer.storage.layout import manifest_key
 
@@ -854,7 +855,7 @@ def test_an_insertion_workers_failure_fails_the_restore_and_stops_its_threads(st
 def test_text_and_hashed_indexes_are_made_as_mongorestore_makes_them():
     """SecantusDB refuses text and hashed indexes, so the specs mongod lists are checked here:
     a text index comes back by its fields, not by its internal key."""
-    from transfer.sources.mongodb.target import _index_models
+    from transfer.sources.mongodb.metadata import index_models as _index_models
 
     text = {
         "v": 2, "key": {"shop": 1, "_fts": "text", "_ftsx": 1, "year": -1}, "name": "search",

@@ -4,30 +4,19 @@ mongodump's metadata, documents inserted as raw BSON in batches.
 
 from __future__ import annotations
 
-import struct
 import tempfile
-import threading
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import bson
-from bson import json_util
-from bson.errors import InvalidBSON
-from bson.raw_bson import RawBSONDocument
 from pymongo import IndexModel, MongoClient
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import PyMongoError
 
-from transfer.archive.format import ArchiveError
 from transfer.errors import TargetError
 from transfer.sources.mongodb import oplog
 from transfer.sources.mongodb.connection import (
-    BATCH_BYTES,
-    BATCH_DOCS,
-    MAX_DOCUMENT,
     ClientFactory,
     connect,
     log,
@@ -35,9 +24,10 @@ from transfer.sources.mongodb.connection import (
     redacted,
     split_name,
 )
+from transfer.sources.mongodb.metadata import index_models, parse_metadata
+from transfer.sources.mongodb.writer import BsonWriter
 from transfer.storage.base import Partial
 
-DOCUMENT_VALIDATION_FAILURE = 121  # the server's code for a document its validator refused
 EXISTING = ("fail", "drop", "append")  # what a restore does with a collection already there
 
 
@@ -173,7 +163,7 @@ class _MongoRestore:
         wanted = set(selection or [])
         mapping = mapping or {}
         self.selection, self.mapping = wanted, dict(mapping)
-        definitions = {name: _parse_metadata(name, data) for name, data in schema.items()}
+        definitions = {name: parse_metadata(name, data) for name, data in schema.items()}
 
         def placed(name: str, seen: frozenset[str] = frozenset()) -> tuple[str, str] | None:
             """(target db, target collection) of what the view `name` reads from, or None."""
@@ -211,7 +201,7 @@ class _MongoRestore:
             db_name, coll = split_name(name)
         except ValueError as e:
             raise TargetError(f"target {self.target.name!r}: {e}") from None
-        meta = _parse_metadata(collection, definition)
+        meta = parse_metadata(collection, definition)
         database = self.client.get_database(db_name)
         exists = coll in database.list_collection_names(filter={"name": coll})
         empty = not exists or database.get_collection(coll).find_one({}, {"_id": 1}) is None
@@ -231,7 +221,7 @@ class _MongoRestore:
             fresh=not exists,
             was_empty=exists and empty,
             baseline=baseline,
-            indexes=_index_models(meta.get("indexes") or []),
+            indexes=index_models(meta.get("indexes") or []),
             options=dict(meta.get("options") or {}),
         )
         kind = "created" if not exists else "emptied" if empty else "appended"
@@ -368,156 +358,3 @@ class _MongoRestore:
                     self._collection(prepared.name).delete_many({})
             except Exception:  # keep the restore's own error; this one is only logged
                 log.warning("could not undo collection %s after a failed restore", prepared.name)
-
-
-def _parse_metadata(collection: str, definition: bytes | None) -> dict[str, Any]:
-    if definition is None:
-        return {}
-    try:
-        meta = json_util.loads(definition)
-    except (ValueError, TypeError):
-        raise ArchiveError(f"collection {collection!r} has unreadable metadata") from None
-    if not isinstance(meta, dict):
-        raise ArchiveError(f"collection {collection!r} has unreadable metadata")
-    return meta
-
-
-def _index_models(specs: list[dict[str, Any]]) -> list[IndexModel]:
-    """The dump's index specs minus what the server supplies itself (_id_, version, ns)."""
-    models = []
-    for spec in specs:
-        spec = dict(spec)
-        if spec.get("name") == "_id_" or spec.get("clustered"):
-            continue
-        key = _text_key(spec) or [(k, _direction(v)) for k, v in spec["key"].items()]
-        spec.pop("key")
-        for drop in ("v", "ns", "background"):
-            spec.pop(drop, None)
-        models.append(IndexModel(key, **spec))
-    return models
-
-
-def _text_key(spec: dict[str, Any]) -> list[tuple[str, Any]] | None:
-    """A text index is listed by its internal key (`_fts: "text", _ftsx: 1`) with its
-    fields in `weights`; it is created by naming those fields as "text", as mongorestore
-    does, with any plain fields before and after kept in place."""
-    key = list(spec["key"].items())
-    names = [k for k, _ in key]
-    if "_fts" not in names:
-        return None
-    start, end = names.index("_fts"), names.index("_ftsx") if "_ftsx" in names else names.index("_fts")
-    weights = spec.get("weights") or {}
-    return [
-        *[(k, _direction(v)) for k, v in key[:start]],
-        *[(field, "text") for field in weights],
-        *[(k, _direction(v)) for k, v in key[end + 1 :]],
-    ]
-
-
-def _direction(value: Any) -> Any:
-    """Old shells stored 1.0 for ascending; pymongo takes int, str or document only."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
-
-class BsonWriter:
-    """Cuts a BSON stream into documents by their little-endian length prefix, carrying a
-    partial document across writes, and inserts them in batches.
-
-    With `workers` > 1 the batches go to that many insertion threads (mongorestore's
-    numInsertionWorkersPerCollection), unordered; at most two batches per worker wait, so
-    memory stays bounded. One worker inserts ordered batches in archive order, which a
-    capped collection needs (its natural order is the order of insertion)."""
-
-    def __init__(
-        self, name: str, collection: Any, raw: bool, workers: int = 1, validate: bool = False
-    ) -> None:
-        self.name = name
-        self.collection = collection
-        self.raw = raw
-        self.buf = bytearray()
-        self.batch: list[bytes] = []
-        self.batch_bytes = 0
-        self.documents = 0
-        self.workers = max(1, workers)
-        self.pool = (
-            ThreadPoolExecutor(self.workers, thread_name_prefix="insert") if self.workers > 1 else None
-        )
-        self.pending: deque[Future[None]] = deque()
-        self.validate = validate
-        self.rejected = 0  # documents the target's validator refused (validate on)
-        self.lock = threading.Lock()
-
-    def write(self, data: bytes) -> int:
-        self.buf += data
-        pos, size = 0, len(self.buf)
-        with memoryview(self.buf) as view:  # one copy per document, released before the trim
-            while size - pos >= 4:
-                (length,) = struct.unpack_from("<i", view, pos)
-                if not 5 <= length <= MAX_DOCUMENT:
-                    raise ArchiveError(f"collection {self.name!r} is damaged: BSON document length {length}")
-                if size - pos < length:
-                    break
-                if view[pos + length - 1] != 0:
-                    raise ArchiveError(f"collection {self.name!r} is damaged: BSON document not terminated")
-                self._add(bytes(view[pos : pos + length]))
-                pos += length
-        del self.buf[:pos]
-        return len(data)
-
-    def _add(self, doc: bytes) -> None:
-        if self.batch and (len(self.batch) >= BATCH_DOCS or self.batch_bytes + len(doc) > BATCH_BYTES):
-            self._flush()
-        self.batch.append(doc)
-        self.batch_bytes += len(doc)
-
-    def _flush(self) -> None:
-        if not self.batch:
-            return
-        if self.raw:
-            docs: list[Any] = [RawBSONDocument(d) for d in self.batch]
-        else:
-            try:
-                docs = bson.decode_all(b"".join(self.batch))
-            except InvalidBSON as e:
-                raise ArchiveError(f"collection {self.name!r} is damaged: {e}") from None
-        count = len(self.batch)
-        self.batch, self.batch_bytes = [], 0
-        if self.pool is None:
-            self._insert(docs, ordered=True)
-        else:
-            while len(self.pending) >= 2 * self.workers:
-                self.pending.popleft().result()  # the oldest batch's error, if any, is raised here
-            self.pending.append(self.pool.submit(self._insert, docs, False))
-        self.documents += count
-
-    def _insert(self, docs: list[Any], ordered: bool) -> None:
-        # The documents were valid in the source when the snapshot was taken; a validator
-        # added later (collMod) must not make the restore of older ones fail, as with
-        # mongorestore, which bypasses validation unless told otherwise (validate).
-        if not self.validate:
-            self.collection.insert_many(docs, ordered=ordered, bypass_document_validation=True)
-            return
-        try:
-            self.collection.insert_many(docs, ordered=False)  # every valid document goes in
-        except BulkWriteError as e:
-            errors = e.details.get("writeErrors") or []
-            if any(err.get("code") != DOCUMENT_VALIDATION_FAILURE for err in errors):
-                raise
-            with self.lock:
-                self.rejected += len(errors)
-
-    def abandon(self) -> None:
-        """Stops the insertion threads (a no-op once closed): what they hold is not inserted."""
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
-
-    def close(self) -> None:
-        try:
-            if self.buf:
-                raise ArchiveError(f"collection {self.name!r} ends inside a BSON document")
-            self._flush()
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.abandon()
