@@ -155,10 +155,13 @@ class Target(Protocol):
         resume: dict[str, Any] | None = None,
         run_id: str = "",
         sizes: dict[str, int] | None = None,
+        validate: bool = False,
     ) -> AbstractContextManager[RestoreSession]:
-        """A restore session for a snapshot of `source_kind`; `existing` overrides the configured
-        policy. The keywords are PostgreSQL's restore options, passed only to a PostgreSQL target
-        restoring a PostgreSQL snapshot; other kinds accept and ignore them."""
+        """A restore session for a snapshot of `source_kind` (another kind is refused before
+        anything else); `existing` overrides the configured policy. Every restore passes
+        every keyword; each kind uses those that apply to it and ignores the others:
+        `on_plan` and `resume` (a re-claimed attempt undoes what the dead one recorded)
+        PostgreSQL and MongoDB, `validate` MongoDB, the rest PostgreSQL."""
         ...
 
     def cleanup_partials(self) -> int:

@@ -66,19 +66,18 @@ def run_restore(
         # A target that cannot undo, or a snapshot from before the seal (only the object's
         # SHA-256 was recorded, known at the end): the whole archive is checked first.
         verify_archive(storage, archive_key, should_stop=should_stop, keyring=keyring, expected=expected)
-    extras: dict[str, Any] = {}
-    if kind == "postgresql" and target.kind == "postgresql":
-        extras = dict(
-            format_version=manifest.get("format_version", 1),
-            keep_owners=keep_owners,
-            should_stop=should_stop,
-            on_plan=on_plan,
-            resume=resume,
-            run_id=run_id,
-            sizes={c: int(v.get("raw_bytes", 0)) for c, v in available.items()},
-        )
-    elif kind == "mongodb" and target.kind == "mongodb":
-        extras = dict(on_plan=on_plan, resume=resume, validate=validate)
+    # Every target gets every option (transfer/ports.py): each kind takes what applies to
+    # it, and refuses a snapshot of another kind before it reads any of them.
+    extras: dict[str, Any] = dict(
+        format_version=manifest.get("format_version", 1),
+        keep_owners=keep_owners,
+        should_stop=should_stop,
+        on_plan=on_plan,
+        resume=resume,
+        run_id=run_id,
+        sizes={c: int(v.get("raw_bytes", 0)) for c, v in available.items()},
+        validate=validate,
+    )
     try:
         with (
             open_archive(storage, archive_key, manifest, keyring, expected) as stream,

@@ -51,6 +51,7 @@ class PostgresTarget:
         resume: dict[str, Any] | None = None,
         run_id: str = "",
         sizes: dict[str, int] | None = None,
+        validate: bool = False,  # MongoDB's: PostgreSQL always enforces its constraints
     ) -> Iterator[PostgresRestoreSession | LegacySession]:
         if source_kind != "postgresql":
             raise TargetError(f"target {self.name!r} takes PostgreSQL snapshots, not {source_kind}")
