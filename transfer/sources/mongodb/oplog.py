@@ -14,6 +14,7 @@ entry is checked here, for its namespace (selection, renames) and its kind.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,11 +36,6 @@ def cluster_time(ts: Timestamp) -> str:
     return f"{ts.time}.{ts.inc}"
 
 
-def is_replica_set(client: Any) -> bool:
-    hello = client.admin.command("hello")
-    return bool(hello.get("setName"))
-
-
 def newest(client: Any) -> Timestamp | None:
     """The newest oplog entry's time, exactly: the changes to replay come after it. (A
     server's `hello.lastWrite` is cheaper but need not be an entry's time.)"""
@@ -50,19 +46,28 @@ def newest(client: Any) -> Timestamp | None:
 
 
 def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timestamp, Iterator[bytes]]:
-    """The entries after `start` for these databases (and the transactions that touch
-    them), as raw BSON, and the time of the newest entry read: the snapshot's cluster time.
+    """The entries after `start` for these databases (and the transactions, whose
+    operations are checked one by one on replay), as raw BSON, and the time of the last of
+    them: the snapshot's cluster time, the moment these databases are restored to.
 
-    One read of the oplog from `start` on, kept on local disk: its last entry fixes the
-    cluster time before anything is archived. `start` is an entry's own time, so finding
-    it first proves the oplog did not roll over meanwhile; without it entries are missing
-    and the snapshot fails, as mongodump's does."""
-    wanted = tuple(f"{db}." for db in databases)
+    One read of the oplog from `start` on, filtered by the server and kept on local disk.
+    `start` is an entry's own time and is asked for too, so finding it first proves the
+    oplog did not roll over meanwhile; without it entries are missing and the snapshot
+    fails, as mongodump's does."""
+    pattern = "^(" + "|".join(re.escape(db) for db in databases) + r")\."
+    query = {
+        "ts": {"$gte": start},
+        "$or": [
+            {"ts": start},
+            {"ns": {"$regex": pattern}, "op": {"$ne": "n"}},
+            {"ns": "admin.$cmd", "o.applyOps": {"$exists": True}},
+        ],
+    }
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed once read back, or on failure
     end: Timestamp | None = None
     try:
         oplog = client.local.get_collection("oplog.rs", codec_options=RAW)
-        with oplog.find({"ts": {"$gte": start}}).sort("$natural", 1) as cursor:
+        with oplog.find(query).sort("$natural", 1) as cursor:
             for entry in cursor:
                 ts = entry["ts"]
                 if end is None and ts != start:
@@ -70,9 +75,9 @@ def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timest
                         f"the oplog rolled over while the collections were read (its entry at "
                         f"{cluster_time(start)} is gone): give the oplog more room, or back up less at once"
                     )
-                end = ts
-                if ts != start and _wanted(entry, wanted):
+                if end is not None:  # the start entry itself is in the copy already
                     spool.write(as_bytes(entry))
+                end = ts
     except BaseException:
         spool.close()
         raise
@@ -87,17 +92,6 @@ def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timest
                 yield chunk
 
     return end, chunks()
-
-
-def _wanted(entry: Any, prefixes: tuple[str, ...]) -> bool:
-    """A change to one of the backed-up databases, or a transaction (whose operations are
-    checked one by one on replay); never a no-op."""
-    if entry.get("op") == "n":
-        return False
-    ns = str(entry.get("ns", ""))
-    if ns.startswith(prefixes):
-        return True
-    return ns == "admin.$cmd" and "applyOps" in (entry.get("o") or {})
 
 
 class Replayer:
@@ -159,13 +153,12 @@ class Replayer:
                 self.apply(inner)
             return
         name = next(iter(o))
-        if name == "commitTransaction" or name == "abortTransaction":
+        if name in ("commitTransaction", "abortTransaction"):
             return
-        coll_name = str(o[name])
-        where = self.place(f"{db}.{coll_name}") if name != "dropDatabase" else None
-        if name == "dropDatabase":
-            self.skipped += 1  # a whole database dropped mid-backup: the copy decides what there is
+        if name == "dropDatabase":  # logged after a drop of each of its collections, replayed above
+            self.skipped += 1
             return
+        where = self.place(f"{db}.{o[name]}")
         if where is None:
             self.skipped += 1
             return

@@ -129,7 +129,7 @@ class _MongoBackup:
         self.views: dict[str, dict[str, Any]] = {}  # "<db>.<view>": its listCollections entry
         self._raw = raw_capable(client.get_database("admin"))
         # Before anything is read: the changes to replay start after this entry.
-        self._start = oplog.newest(client) if self._raw and oplog.is_replica_set(client) else None
+        self._start = oplog.newest(client) if member is not None else None  # a replica set member
         self.databases = self._database_names()
         for db in self.databases:
             database = client.get_database(db)
