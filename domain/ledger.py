@@ -47,6 +47,12 @@ class Outcome:
     position: int
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """As the API answers a command (and the CLI's -o json): ids as text."""
+        body: dict[str, Any] = {"id": str(self.id), "position": self.position}
+        body.update({k: str(v) if isinstance(v, UUID) else v for k, v in self.extra.items()})
+        return body
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)

@@ -4,7 +4,6 @@ the same command plus the record it touched, as `list` and `show` print it."""
 from __future__ import annotations
 
 import argparse
-from typing import Any
 from uuid import UUID
 
 from api.cli.common import _mutated, _print_json
@@ -33,8 +32,7 @@ def answer(
     code = wait_for_run(runtime, kind, record_id, quiet=args.json) if wait else 0
     if args.json:
         runtime.runner.catch_up()
-        body: dict[str, Any] = {"id": str(outcome.id), "position": outcome.position}
-        body.update({k: str(v) if isinstance(v, UUID) else v for k, v in outcome.extra.items()})
+        body = outcome.as_dict()
         body["record"] = Records(runtime.views).one(RECORDS[kind], str(record_id))
         _print_json(body)
     return code

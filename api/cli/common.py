@@ -162,24 +162,23 @@ def resolve_policy(runtime: Runtime, ref: str) -> str:
     return policy_id
 
 
-def resolve_snapshot(runtime: Runtime, ref: str) -> str:
-    """A snapshot id, or its task name as the tables show it (e.g. nightly#3)."""
+def _by_id_or_task_name(ref: str, lookup: Callable[[str], str | None], what: str) -> str:
     if _parse_uuid(ref) is not None:
         return ref
-    snapshot_id = queries.snapshot_by_task_name(runtime.views, ref)
-    if snapshot_id is None:
-        raise NotFound(f"snapshot {ref!r} not found: no snapshot has that id or task name", "snapshot")
-    return snapshot_id
+    found = lookup(ref)
+    if found is None:
+        raise NotFound(f"{what} {ref!r} not found: no {what} has that id or task name", what)
+    return found
+
+
+def resolve_snapshot(runtime: Runtime, ref: str) -> str:
+    """A snapshot id, or its task name as the tables show it (e.g. nightly#3)."""
+    return _by_id_or_task_name(ref, lambda n: queries.snapshot_by_task_name(runtime.views, n), "snapshot")
 
 
 def resolve_restore(runtime: Runtime, ref: str) -> str:
     """A restore id, or its task name as Restore Records show it (e.g. nightly#3->scratch)."""
-    if _parse_uuid(ref) is not None:
-        return ref
-    restore_id = queries.restore_by_task_name(runtime.views, ref)
-    if restore_id is None:
-        raise NotFound(f"restore {ref!r} not found: no restore has that id or task name", "restore")
-    return restore_id
+    return _by_id_or_task_name(ref, lambda n: queries.restore_by_task_name(runtime.views, n), "restore")
 
 
 def _mutated(runtime: Runtime) -> None:

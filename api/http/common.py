@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
-from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -80,9 +79,7 @@ async def done(request: Request, outcome: Outcome, status: int = 200, **extra: A
         caught_up = await call(runtime.wait, outcome.position)
     except UNAVAILABLE:  # the write is committed: say so, never 503 after it
         caught_up = False
-    body: dict[str, Any] = {"id": str(outcome.id), "position": outcome.position}
-    body.update({k: str(v) if isinstance(v, UUID) else v for k, v in outcome.extra.items()})
-    body.update(extra)
+    body = {**outcome.as_dict(), **extra}
     if not caught_up:
         body["views_lagging"] = True
     response = JSONResponse(body, status_code=status)
