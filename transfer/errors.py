@@ -3,7 +3,7 @@ worker all import these from here, so no part imports another just for its excep
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 
 class SourceError(Exception):
@@ -25,3 +25,11 @@ class AlreadyRestored(Exception):
     def __init__(self, notes: dict[str, Any] | None) -> None:
         super().__init__("the previous attempt's restore was committed")
         self.notes = notes
+
+
+def no_changes_to_replay() -> NoReturn:
+    """What a restore session of a kind without an oplog answers `open_changes()` with;
+    the archive reader refuses such an archive before it gets here."""
+    from transfer.archive.format import ArchiveError
+
+    raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")

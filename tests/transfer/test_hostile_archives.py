@@ -169,3 +169,19 @@ def test_a_manifest_that_is_json_but_not_an_object_is_refused_as_damaged(text):
 
     with pytest.raises(ArchiveError, match="not a snapledger archive manifest"):
         parse_manifest(text)
+
+
+def test_an_oplog_in_an_archive_of_another_kind_is_refused_before_anything_is_written():
+    """Only MongoDB snapshots carry changes to replay; a manifest that says otherwise is forged."""
+    import io
+
+    from transfer.archive.format import read_members
+    from transfer.runs.reading import Discard
+
+    manifest = {
+        "source_kind": "postgresql",
+        "collections": {},
+        "oplog": {"member": "dump/oplog.bson.gz", "items": 1, "bytes": 1, "sha256": "0" * 64},
+    }
+    with pytest.raises(ArchiveError, match="only MongoDB snapshots have"):
+        list(read_members(io.BytesIO(b""), manifest, set(), Discard("postgresql"), lambda *a: None))

@@ -314,6 +314,8 @@ def read_members(
     schema: dict[str, bytes] = {}
     oplog: dict[str, Any] | None = manifest.get("oplog")
     if oplog is not None:
+        if manifest.get("source_kind") != "mongodb":  # before anything is written
+            raise ArchiveError("archive carries an oplog to replay, which only MongoDB snapshots have")
         check_member_name(str(oplog["member"]))
     begun = False
 

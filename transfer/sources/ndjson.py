@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from transfer.archive.format import ArchiveError, escape
-from transfer.errors import SourceError, TargetError
+from transfer.archive.format import escape
+from transfer.errors import SourceError, TargetError, no_changes_to_replay
 from transfer.ports import PointInTime
 from transfer.storage.base import Partial
 
@@ -235,7 +235,7 @@ class _NdjsonRestore:
         return open(self.target.partial(self.names[collection], self.attempt), "wb")  # noqa: SIM115
 
     def open_changes(self) -> NoReturn:
-        raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")
+        no_changes_to_replay()
 
     def count_items(self, collection: str) -> int:
         """Counts newlines in what was written: the check reads the target itself."""

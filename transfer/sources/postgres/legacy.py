@@ -18,8 +18,7 @@ from typing import Any, NoReturn
 import psycopg
 from psycopg import sql
 
-from transfer.archive.format import ArchiveError
-from transfer.errors import TargetError
+from transfer.errors import TargetError, no_changes_to_replay
 
 HEADER = "-- snapledger-table: "
 
@@ -124,7 +123,7 @@ class LegacySession:
         self.tables[collection] = (qualified, meta.get("identity", []), baseline)
 
     def open_changes(self) -> NoReturn:
-        raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")
+        no_changes_to_replay()
 
     @contextmanager
     def open_out(self, collection: str) -> Iterator[Any]:

@@ -18,7 +18,7 @@ import psycopg
 from psycopg import pq, sql
 
 from transfer.archive.format import ArchiveError
-from transfer.errors import AlreadyRestored, SourceError, TargetError
+from transfer.errors import AlreadyRestored, SourceError, TargetError, no_changes_to_replay
 from transfer.sources.postgres import apply as pg_apply
 from transfer.sources.postgres import spool as spooling
 from transfer.sources.postgres.connection import connect, log, scalar
@@ -315,7 +315,7 @@ class PostgresRestoreSession:
         )
 
     def open_changes(self) -> NoReturn:
-        raise ArchiveError("this archive carries changes to replay, which only MongoDB snapshots have")
+        no_changes_to_replay()
 
     @contextmanager
     def open_out(self, collection: str) -> Iterator[Any]:
