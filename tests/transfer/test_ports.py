@@ -1,8 +1,8 @@
 """Every source, target and session kind conforms to the data plane's ports (transfer/ports.py).
 
 Instances are built as the pipelines get them: NDJSON over a temporary directory, MongoDB
-over mongomock (no mongod runs here), PostgreSQL against the test server (a backup
-session opened by its source, restore sessions over a real connection). The annotations
+and PostgreSQL against the test servers (backup sessions opened by their sources, restore
+sessions over a real connection). The annotations
 let mypy check the same assignments (`mypy tests/transfer/test_ports.py`); the isinstance
 checks and the member lists catch at run time an implementation that lost a member,
 including one set per instance.
@@ -21,8 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import mongomock
 import psycopg
+import pymongo
 import pytest
 
 from tests.support.api import PG_URL
@@ -79,10 +79,6 @@ def test_the_protocols_document_every_member() -> None:
 # ---------------------------------------------------------------- MongoDB without a server
 
 
-def _mongo_client(url: str, **_: Any) -> Any:
-    return mongomock.MongoClient()
-
-
 # ---------------------------------------------------------------- sources
 
 
@@ -113,14 +109,17 @@ def test_ndjson_source(tmp_path: Path) -> None:
         assert list(session.estimates()) == ["things"]
 
 
-def test_mongodb_source() -> None:
-    source: Source = MongoSource("mongo", "mongodb://nowhere.invalid/", None, [], _mongo_client)
+def test_mongodb_source(mongo_url: str) -> None:
+    with pymongo.MongoClient(mongo_url) as client:
+        client.drop_database("ports")
+        client.ports.things.insert_one({"_id": 1})
+    source: Source = MongoSource("mongo", mongo_url, None, ["ports"])
     _check_source(source, parallel=1)
     with source.open() as session:
         _check_backup(session, parallel_safe=True, isolated=False, has_schema=True)  # views
-        assert session.schema_members([], "gzip") == []  # mongomock has no views
-        moment = session.point_in_time()
-        assert moment.consistent is False and moment.changes is None  # mongomock keeps no oplog
+        assert session.schema_members([], "gzip") == []  # the database has no views
+        moment = session.point_in_time()  # a replica set member: the oplog makes it one moment
+        assert moment.consistent is True and moment.changes is not None and moment.member
 
 
 @pytest.mark.parametrize("use_psql", [True, False])
@@ -185,8 +184,10 @@ def test_ndjson_target(tmp_path: Path) -> None:
         target.remove_partial(outside)  # a listed path only: never a file elsewhere
 
 
-def test_mongodb_target() -> None:
-    target: Target = MongoTarget("mongo", "mongodb://nowhere.invalid/", None, "fail", _mongo_client)
+def test_mongodb_target(mongo_target_url: str) -> None:
+    with pymongo.MongoClient(mongo_target_url) as client:
+        client.drop_database("db")
+    target: Target = MongoTarget("mongo", mongo_target_url, None, "fail")
     _check_target(target, transactional=False)
     assert target.cleanup_partials() == 0
     assert target.list_partials() == []
@@ -197,7 +198,7 @@ def test_mongodb_target() -> None:
         with session.open_out("db.things") as out:
             assert isinstance(out, Writable)
         session.commit()
-        assert session.schema_notes() is None
+        assert session.schema_notes() is None  # no oplog was given to replay
 
 
 def test_postgresql_target(pg_schema: str) -> None:
