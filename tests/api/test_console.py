@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.servers import free_port, snapledger_exe, wait_until, wait_until_up, write_big_source
+from tests.support.servers import free_port, snapledger_exe, stop, wait_until, wait_until_up, write_big_source
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = bool(os.environ.get("CI"))
@@ -75,13 +75,7 @@ def serving(directory: Path, config: str | None = None, env: dict[str, str] | No
         wait_until_up(base, proc)
         yield base
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+        stop(proc, timeout=15)
 
 
 class Server:

@@ -33,6 +33,17 @@ def _all(client: Any, db: str) -> dict[str, list[Any]]:
     }
 
 
+def _kill_and_finish(victim: Any, workers: WorkerProcesses, load: Any, what: str) -> Any:
+    """Kills the worker running the run, starts the next one, and waits for the run to end:
+    completed, by a second attempt. Answers the live worker."""
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    victim = workers.start()
+    run = wait_until(lambda: (r := load()).status in ("completed", "failed") and r, 120, f"{what} end")
+    assert run.status == "completed" and run.attempt >= 2, (what, run.status, workers.logs()[-2000:])
+    return victim
+
+
 def test_kill_nine_mid_mongodb_backup_and_restore(make_config, mongo_url, mongo_target_url, tmp_path):
     with pymongo.MongoClient(mongo_url) as src, pymongo.MongoClient(mongo_target_url) as dst:
         src.drop_database("killsrc")
@@ -69,19 +80,8 @@ scheduler = false
                 "backup under way",
             )
             assert snap.percent < 100
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait()
-            victim = workers.start()
-            done = wait_until(
-                lambda: (s := app.get_snapshot(sid)).status in ("completed", "failed") and s,
-                120,
-                "backup end",
-            )
-            assert done.status == "completed" and done.attempt >= 2, (
-                done.status,
-                getattr(done, "reason", ""),
-                workers.logs()[-2000:],
-            )
+            victim = _kill_and_finish(victim, workers, lambda: app.get_snapshot(sid), "backup")
+            done = app.get_snapshot(sid)
             assert verify_archive(runtime.resources.storages["local"], done.archive_key).items == DOCS
 
             rid = app.request_restore(sid, "mongo_dst", {}, ACTOR).id
@@ -92,18 +92,7 @@ scheduler = false
                 "documents in",
             )
             assert landed < DOCS
-            os.kill(victim.pid, signal.SIGKILL)
-            victim.wait()
-            workers.start()
-            restored = wait_until(
-                lambda: (r := app.get_restore(rid)).status in ("completed", "failed") and r,
-                120,
-                "restore end",
-            )
-            assert restored.status == "completed" and restored.attempt >= 2, (
-                restored.status,
-                getattr(restored, "reason", ""),
-            )
+            _kill_and_finish(victim, workers, lambda: app.get_restore(rid), "restore")
             assert _all(dst, "killsrc") == _all(src, "killsrc")  # every document once, none twice
         finally:
             workers.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from tests.support.servers import free_port
+from tests.support.servers import free_port, stop
 
 URL_ENV = "SNAPLEDGER_TEST_MONGODB_URL"
 TARGET_URL_ENV = "SNAPLEDGER_TEST_MONGODB_TARGET_URL"  # a second server to restore into
@@ -65,12 +65,7 @@ def secantus(standalone: bool = False) -> Iterator[str]:
         _wait(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @contextmanager

@@ -55,12 +55,18 @@ def serving(config: Path, log: Path, env: dict[str, str] | None = None) -> Itera
             wait_until_up(base, proc)
             yield base
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL once `timeout` has passed; whatever it wrote to a pipe is drained."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def write_big_source(directory: Path) -> Path:
