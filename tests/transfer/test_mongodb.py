@@ -762,6 +762,7 @@ def test_a_transaction_replays_as_its_operations(target):
             },
         }
     )
+    replayer.finish()  # the document changes go as ordered bulk writes, the last on finish
     assert list(target.tx.orders.find().sort("_id", 1)) == [{"_id": 1, "n": 10}, {"_id": 2, "n": 2}]
     assert replayer.applied == 3
     with pytest.raises(TargetError, match="cannot replay the oplog command 'convertToCapped'"):

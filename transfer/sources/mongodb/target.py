@@ -283,6 +283,7 @@ class _MongoRestore:
         self.changes.seek(0)
         for entry in bson.decode_file_iter(self.changes):
             replayer.apply(entry)
+        replayer.finish()
         self.changes.close()
         self.changes = None
         self.replayed = replayer
