@@ -49,12 +49,17 @@ def _wait(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 60) -
 
 
 @contextmanager
-def secantus(standalone: bool = False) -> Iterator[str]:
-    """A SecantusDB server of its own; `standalone`: without a replica set (no oplog)."""
+def secantus(
+    standalone: bool = False, storage: str = ":memory:", auth: bool = False, port: int = 0
+) -> Iterator[str]:
+    """A SecantusDB server of its own; `standalone`: without a replica set (no oplog);
+    `storage`: a directory that outlives it (users made by one server, checked by the next
+    with `auth`)."""
     if not SERVER.exists():
         _missing(f"{SERVER} is missing: pip install -e '.[test]' installs SecantusDB")
-    port = free_port()
-    cmd = [str(SERVER), "--host", "127.0.0.1", "--port", str(port), "--storage-path", ":memory:"]
+    port = port or free_port()
+    cmd = [str(SERVER), "--host", "127.0.0.1", "--port", str(port), "--storage-path", storage]
+    cmd += ["--auth"] if auth else []
     # SecantusDB scans its oplog to sort or filter it: keep it short, or every backup's
     # capture slows as the suite writes (a real mongod reads its oplog by time)
     cmd += ["--log-level", "WARNING", "--oplog-max-entries", "20000"]

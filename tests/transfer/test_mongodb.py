@@ -3,7 +3,7 @@
 Against real servers over the wire (tests/support/mongo.py): the source and the target are
 two servers, SecantusDB by default, or the ones SNAPLEDGER_TEST_MONGODB_URL and
 SNAPLEDGER_TEST_MONGODB_TARGET_URL name (throwaway servers: the tests drop the databases
-they use). mongomock stays where a real server cannot show the case, each test saying why.
+they use). Where a real server cannot show a case, a test says so.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import bson
-import mongomock
 import pymongo
 import pytest
 from bson import ObjectId
 from bson.int64 import Int64
-from pymongo.errors import PyMongoError
 
 from transfer.archive.format import ArchiveError
 from transfer.errors import SourceError, Stopped, TargetError
@@ -47,11 +45,6 @@ def _quiet(*_: Any) -> None:
 
 def _never() -> bool:
     return False
-
-
-def factory(client: Any) -> Any:
-    """Stands in for pymongo.MongoClient: every connection reaches the same mongomock server."""
-    return lambda url, **kwargs: client
 
 
 def url_of(client: Any) -> str:
@@ -310,41 +303,47 @@ def test_target_takes_only_mongodb_snapshots(target):
             pass
 
 
-def test_password_is_passed_as_keyword_and_kept_out_of_errors(storage):
+def test_a_refused_password_is_kept_out_of_errors_and_events(storage, tmp_path):
+    """A real server with authentication: the password travels as a keyword, never in the
+    URL, and the refusal (it can repeat what it was given) is scrubbed before it is kept."""
+    from tests.support.mongo import secantus
+    from tests.support.servers import free_port
+
+    port, data = free_port(), str(tmp_path / "auth")
+    with secantus(storage=data, port=port) as url, pymongo.MongoClient(url) as client:
+        client.admin.command("createUser", "backup", pwd="the-right-one", roles=["root"])
     seen: dict[str, Any] = {}
 
-    class Broken:
-        def list_database_names(self) -> list[str]:
-            raise PyMongoError(f"auth failed for password {SECRET}")
-
-        def get_database(self, name: str) -> Any:
-            return mongomock.MongoClient().get_database(name)
-
-        def close(self) -> None:
-            pass
-
-    def connect(url: str, **kwargs: Any) -> Broken:
+    def spying(url: str, **kwargs: Any) -> Any:
         seen.update(url=url, **kwargs)
-        return Broken()
+        return pymongo.MongoClient(url, serverSelectionTimeoutMS=5000, **kwargs)
 
-    source = MongoSource("mongo-src", "mongodb://backup@db.invalid/", SECRET, [], connect)
-    with pytest.raises(SourceError) as failed:
-        run_backup(source, storage, KEY, [], [], {}, _quiet, _never)
-    assert seen == {"url": "mongodb://backup@db.invalid/", "password": SECRET}
-    assert SECRET not in str(failed.value) and "'mongo-src'" in str(failed.value)
-    assert SECRET not in repr(source)
+    with secantus(storage=data, auth=True, port=port):
+        wrong = f"mongodb://backup@127.0.0.1:{port}/?directConnection=true"
+        source = MongoSource("mongo-src", wrong, SECRET, [], spying)
+        with pytest.raises(SourceError) as failed:
+            run_backup(source, storage, KEY, [], [], {}, _quiet, _never)
+    assert seen["url"] == wrong and seen["password"] == SECRET  # a keyword, not in the URL
+    assert "authentication failed" in str(failed.value) and "'mongo-src'" in str(failed.value)
+    assert SECRET not in str(failed.value) and SECRET not in repr(source)
 
 
-def test_estimates_without_collection_stats():
-    """mongomock: it has no $collStats at all, as a user without the clusterMonitor role sees."""
-    source = mongomock.MongoClient()
-    seed(source)
-    mongo = MongoSource("mongo-src", "mongodb://source.invalid/", None, [], factory(source))
-    with mongo.open() as session:
-        estimates = session.estimates()
-    assert estimates["shop.empty"] == 0
-    assert estimates["shop.blobs"] > 2_000_000
-    assert ORDERS * 100 < estimates["shop.orders"] < ORDERS * 1000
+def test_estimates_where_collection_stats_are_refused():
+    """A user without the clusterMonitor role is refused $collStats. SecantusDB does not
+    refuse it to anyone, so one collection stands in for that server here: the estimate is
+    the document count times the database's average size."""
+    from pymongo.errors import OperationFailure
+
+    from transfer.sources.mongodb.source import _estimate
+
+    class Refusing:
+        def aggregate(self, pipeline: Any) -> Any:
+            raise OperationFailure("not authorized on shop to execute command { aggregate: ... }", 13)
+
+        def estimated_document_count(self) -> int:
+            return 2500
+
+    assert _estimate(Refusing(), lambda: 400) == 2500 * 400
 
 
 def _flip_byte(storage: LocalStorage, member_name: str, where: float = 0.5) -> None:
@@ -398,19 +397,6 @@ def test_session_maps_names_and_overrides_policy(storage, source, target):
     assert MongoTarget.transactional is False  # the pipeline verifies the archive first
 
 
-def test_clients_without_raw_bson_round_trip_through_dicts(storage):
-    """mongomock: a client that cannot hand out or take RawBSONDocument (every real server's
-    driver can) gets documents encoded and decoded with bson; the archive is the same BSON."""
-    source, target = mongomock.MongoClient(), mongomock.MongoClient()
-    names = seed(source)
-    src = MongoSource("mongo-src", "mongodb://s.invalid/", None, [], factory(source))
-    run_backup(src, storage, KEY, [], [], {}, _quiet, _never)
-    dst = MongoTarget("mongo-dst", "mongodb://t.invalid/", None, "fail", factory(target))
-    run_restore(storage, KEY, dst, [], _quiet, _never)
-    for ns in names:
-        assert docs(target, ns) == docs(source, ns), ns
-
-
 class _Recorder:
     def __init__(self) -> None:
         self.batches: list[list[bytes]] = []
@@ -426,7 +412,7 @@ def test_writer_cuts_documents_at_any_chunk_boundary(step):
     documents.append(bson.encode({"_id": "big", "s": "x" * 3_000_000}))
     stream = b"".join(documents)
     recorder = _Recorder()
-    writer = BsonWriter("shop.orders", recorder, raw=True)
+    writer = BsonWriter("shop.orders", recorder)
     for pos in range(0, len(stream), step):
         writer.write(stream[pos : pos + step])
     writer.close()
@@ -435,12 +421,12 @@ def test_writer_cuts_documents_at_any_chunk_boundary(step):
 
 
 def test_writer_refuses_a_stream_cut_inside_a_document():
-    writer = BsonWriter("shop.orders", _Recorder(), raw=True)
+    writer = BsonWriter("shop.orders", _Recorder())
     writer.write(bson.encode({"a": 1})[:-2])
     with pytest.raises(ArchiveError, match="ends inside a BSON document"):
         writer.close()
     with pytest.raises(ArchiveError, match="document length"):
-        BsonWriter("shop.orders", _Recorder(), raw=True).write(b"\xff\xff\xff\x7f" + b"\0" * 8)
+        BsonWriter("shop.orders", _Recorder()).write(b"\xff\xff\xff\x7f" + b"\0" * 8)
 
 
 def test_estimates_move_progress_where_collection_stats_report_no_size(storage, source):
@@ -884,3 +870,12 @@ def test_validate_applies_the_targets_validators_and_counts_what_they_refuse(
     default = run_restore(storage, KEY, mongo_target(target), ["kinds.strict"], _quiet, _never)
     assert "rejected_by_validator" not in (default.schema or {})
     assert target.kinds.strict.count_documents({}) == 10  # bypassed: as they were when taken
+
+
+def test_a_driver_error_that_repeats_the_password_is_scrubbed():
+    from pymongo.errors import PyMongoError
+
+    from transfer.sources.mongodb.connection import redacted
+
+    text = redacted(PyMongoError(f"auth failed for password {SECRET}"), SECRET)
+    assert SECRET not in text and text == "PyMongoError: auth failed for password ***"

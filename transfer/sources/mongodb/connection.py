@@ -69,15 +69,6 @@ def redacted(error: BaseException, password: str | None) -> str:
     return f"{type(error).__name__}: {text[:500]}"
 
 
-def raw_capable(database: Any) -> bool:
-    """pymongo decodes to RawBSONDocument on request; mongomock refuses custom classes."""
-    try:
-        database.get_collection("snapledger-probe", codec_options=RAW)
-    except NotImplementedError:
-        return False
-    return True
-
-
 def as_bytes(doc: Any) -> bytes | memoryview:
     """Since pymongo 4.18 a large raw document may be a read-only view of the reply."""
     return doc.raw if isinstance(doc, RawBSONDocument) else bson.encode(doc)

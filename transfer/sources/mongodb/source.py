@@ -7,9 +7,7 @@ indexes); transfer/archive/format.py lays both out as mongodump --gzip does, so 
 directory restores with `mongorestore --gzip --dir dump`.
 
 Documents cross this module as bytes: the source hands out `RawBSONDocument.raw`, the target
-inserts `RawBSONDocument`s built from the archive stream. Clients that cannot produce or take
-raw documents (mongomock, used by the tests because no server runs here) get a fallback that
-encodes and decodes dicts with `bson`; the archive bytes are the same BSON either way.
+inserts `RawBSONDocument`s built from the archive stream; no document is decoded on the way.
 
 On a replica set member the snapshot is one point in time, as with mongodump --oplog: the
 oplog position is taken before the first collection is read and the changes made meanwhile
@@ -41,7 +39,6 @@ from transfer.sources.mongodb.connection import (
     as_bytes,
     collection_uuid,
     connect,
-    raw_capable,
     redacted,
     split_name,
 )
@@ -99,8 +96,6 @@ _NOT_CARRIED = ("replicaset", "directconnection", "readpreference", "readprefere
 def _pinned(source: MongoSource, client: Any) -> tuple[Any, str | None]:
     """A client on the member the read preference picks, connected to it alone, and that
     member's address; the client as it is where there is nothing to pick."""
-    if not raw_capable(client.get_database("admin")):
-        return client, None  # mongomock: one in-memory server
     chosen = client.admin.command("hello", read_preference=PREFERENCES[source.read_preference])
     member = chosen.get("me")
     if not member or not chosen.get("setName"):
@@ -127,7 +122,6 @@ class _MongoBackup:
         self.member = member  # the replica set member every read of this run goes to
         self._info: dict[str, dict[str, Any]] = {}
         self.views: dict[str, dict[str, Any]] = {}  # "<db>.<view>": its listCollections entry
-        self._raw = raw_capable(client.get_database("admin"))
         # Before anything is read: the changes to replay start after this entry.
         self._start = oplog.newest(client) if member is not None else None  # a replica set member
         self.databases = self._database_names()
@@ -152,7 +146,7 @@ class _MongoBackup:
 
     def _collection(self, collection: str, raw: bool = False) -> Any:
         db, coll = split_name(collection)
-        if raw and self._raw:
+        if raw:
             return self.client.get_database(db).get_collection(coll, codec_options=RAW)
         return self.client.get_database(db).get_collection(coll)
 
@@ -238,10 +232,7 @@ VIEW_TYPES = ("view",)
 
 def _list_collections(database: Any, types: tuple[str, ...] = COLLECTION_TYPES) -> dict[str, dict[str, Any]]:
     """Collections (or views) with their listCollections entry (options, uuid), by name."""
-    try:
-        infos = list(database.list_collections(filter={"type": {"$in": list(types)}}))
-    except NotImplementedError:  # mongomock: no listCollections, no options, no views
-        return {} if types == VIEW_TYPES else {name: {} for name in sorted(database.list_collection_names())}
+    infos = list(database.list_collections(filter={"type": {"$in": list(types)}}))
     return {info["name"]: info for info in sorted(infos, key=lambda i: i["name"])}
 
 
@@ -257,7 +248,7 @@ def _estimate(collection: Any, average: Callable[[], int]) -> int:
         if size > 0:
             return size
         count = sum(int(s["storageStats"].get("count", 0)) for s in stats)
-    except (OperationFailure, NotImplementedError, KeyError):
+    except (OperationFailure, KeyError):  # not allowed (no clusterMonitor role), or no stats
         pass
     if count is None:
         count = collection.estimated_document_count()
@@ -274,5 +265,5 @@ def _average_size(database: Any) -> int:
     """The database's average document size, where the server answers dbStats; else 0."""
     try:
         return int(database.command("dbStats").get("avgObjSize") or 0)
-    except (OperationFailure, NotImplementedError, TypeError, ValueError, AttributeError):
+    except (OperationFailure, TypeError, ValueError):
         return 0

@@ -20,7 +20,6 @@ from transfer.sources.mongodb.connection import (
     ClientFactory,
     connect,
     log,
-    raw_capable,
     redacted,
     split_name,
 )
@@ -147,7 +146,6 @@ class _MongoRestore:
         self.changes: Any = None  # a temporary file of the oplog entries to replay on commit
         self.replayed: oplog.Replayer | None = None
         self.committed = False
-        self._raw = raw_capable(client.get_database("admin"))
 
     def begin(
         self,
@@ -249,7 +247,7 @@ class _MongoRestore:
         target = self._collection(prepared.name)
         capped = bool(prepared.options.get("capped"))  # natural order: one ordered inserter
         workers = 1 if capped else self.target.insertion_workers
-        writer = BsonWriter(collection, target, self._raw, workers, validate=self.validate)
+        writer = BsonWriter(collection, target, workers, validate=self.validate)
         try:
             yield writer
             writer.close()

@@ -10,8 +10,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-import bson
-from bson.errors import InvalidBSON
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import BulkWriteError
 
@@ -34,12 +32,9 @@ class BsonWriter:
     memory stays bounded. One worker inserts ordered batches in archive order, which a
     capped collection needs (its natural order is the order of insertion)."""
 
-    def __init__(
-        self, name: str, collection: Any, raw: bool, workers: int = 1, validate: bool = False
-    ) -> None:
+    def __init__(self, name: str, collection: Any, workers: int = 1, validate: bool = False) -> None:
         self.name = name
         self.collection = collection
-        self.raw = raw
         self.buf = bytearray()
         self.batch: list[bytes] = []
         self.batch_bytes = 0
@@ -79,13 +74,7 @@ class BsonWriter:
     def _flush(self) -> None:
         if not self.batch:
             return
-        if self.raw:
-            docs: list[Any] = [RawBSONDocument(d) for d in self.batch]
-        else:
-            try:
-                docs = bson.decode_all(b"".join(self.batch))
-            except InvalidBSON as e:
-                raise ArchiveError(f"collection {self.name!r} is damaged: {e}") from None
+        docs: list[Any] = [RawBSONDocument(d) for d in self.batch]  # the archive's bytes, as they are
         count = len(self.batch)
         self.batch, self.batch_bytes = [], 0
         if self.pool is None:
