@@ -23,7 +23,7 @@ import pymongo  # noqa: E402
 from mongodb_vs_pymongo import server  # noqa: E402
 from pymongo import ReplaceOne  # noqa: E402
 
-from transfer.sources.mongodb.oplog import Replayer, _update  # noqa: E402
+from transfer.sources.mongodb.oplog import Replayer, update_models  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
             models = (
                 [ReplaceOne({"_id": e["o"]["_id"]}, e["o"], upsert=True)]
                 if e["op"] == "i"
-                else _update(e["o2"], e["o"])
+                else update_models(e["o2"], e["o"])
             )
             for model in models:
                 client.replay.a.bulk_write([model], ordered=True)

@@ -148,7 +148,7 @@ class Replayer:
             doc = entry["o"]
             models: list[Any] = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True)]
         elif op == "u":
-            models = _update(entry["o2"], entry["o"])
+            models = update_models(entry["o2"], entry["o"])
         elif op == "d":
             models = [DeleteOne(entry["o"])]
         else:
@@ -196,7 +196,7 @@ class Replayer:
         self.applied += 1
 
 
-def _update(selector: dict[str, Any], change: dict[str, Any]) -> list[Any]:
+def update_models(selector: dict[str, Any], change: dict[str, Any]) -> list[Any]:
     """An update entry as write models: a replacement, or the sets and unsets its diff
     (or version 1 modifiers) stand for."""
     if change.get("$v") == 2 and "diff" in change:
