@@ -33,12 +33,12 @@ class DatabaseSpec(_Table):
 SOURCE_KEYS = {
     "ndjson": {"path", "parallel"},
     "postgresql": {"url", "password_env", "schemas", "parallel"},
-    "mongodb": {"url", "password_env", "databases", "parallel", "read_preference"},
+    "mongodb": {"url", "password_env", "databases", "parallel", "read_preference", "users_and_roles"},
 }
 TARGET_KEYS = {
     "ndjson": {"path", "existing"},
     "postgresql": {"url", "password_env", "existing", "parallel", "keep_owners"},
-    "mongodb": {"url", "password_env", "existing", "insertion_workers"},
+    "mongodb": {"url", "password_env", "existing", "insertion_workers", "users_and_roles"},
 }
 
 
@@ -48,6 +48,7 @@ class _EndpointSpec(_Table):
     url: str | None = None
     password_env: str | None = None
     parallel: Annotated[int, Field(ge=1, le=64)] | None = None
+    users_and_roles: bool | None = None  # MongoDB: a database's users and roles, both ways
 
     allowed: ClassVar[dict[str, set[str]]] = {}
 

@@ -90,6 +90,10 @@ def _endpoint(name: str, spec: Any, section: str, base: Path, secrets: list[str]
             settings["databases"] = _names(spec, "databases", where, [])
             if section == "sources":  # where the backup reads: a secondary, unless told otherwise
                 settings["read_preference"] = spec.get("read_preference", "secondaryPreferred")
+            users_and_roles = spec.get("users_and_roles", False)
+            if not isinstance(users_and_roles, bool):
+                raise ConfigError(f"{where}.users_and_roles must be true or false")
+            settings["users_and_roles"] = users_and_roles
         if section == "targets":
             settings["existing"] = _existing(spec, kind, where, default="fail")
             if kind == "mongodb":  # per collection, as mongorestore's numInsertionWorkersPerCollection

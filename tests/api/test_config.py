@@ -6,6 +6,7 @@ import pytest
 
 from api.cli import main
 from api.config import ConfigError, load_config
+from transfer.sources.registry import build_source, build_target
 
 
 def _write(tmp_path, text: str) -> str:
@@ -111,6 +112,10 @@ def test_defaults(tmp_path):
          "sources.m.read_preference"),
         ('[targets.m]\nkind = "mongodb"\nurl = "mongodb://h"\nread_preference = "primary"',
          "targets.m.read_preference is not a setting"),
+        ('[targets.m]\nkind = "mongodb"\nurl = "mongodb://h"\nusers_and_roles = "yes"',
+         "targets.m.users_and_roles"),
+        ('[sources.p]\nkind = "postgresql"\nurl = "postgresql://u@h/db"\nusers_and_roles = true',
+         "users_and_roles is not a setting of a postgresql source"),
     ],
 )  # fmt: skip
 def test_typos_and_out_of_range_settings_are_refused_naming_them(tmp_path, text, needle):
@@ -184,3 +189,14 @@ def test_a_mongodb_source_reads_from_a_secondary_unless_told(tmp_path):
     )
     chosen = default + 'read_preference = "primary"\n'
     assert load_config(_write(tmp_path, chosen)).sources["m"].settings["read_preference"] == "primary"
+
+
+def test_users_and_roles_are_moved_only_where_both_ends_ask(tmp_path):
+    text = '[sources.m]\nkind = "mongodb"\nurl = "mongodb://h"\n[targets.t]\nkind = "mongodb"\nurl = "mongodb://h"\n'
+    config = load_config(_write(tmp_path, text))
+    assert config.sources["m"].settings["users_and_roles"] is False
+    assert config.targets["t"].settings["users_and_roles"] is False
+    asked = text.replace('url = "mongodb://h"\n', 'url = "mongodb://h"\nusers_and_roles = true\n')
+    config = load_config(_write(tmp_path, asked))
+    assert build_source(config.sources["m"]).users_and_roles is True
+    assert build_target(config.targets["t"]).users_and_roles is True

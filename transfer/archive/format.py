@@ -161,11 +161,14 @@ class ArchiveWriter:
     def add_schema(self, name: str, data: bytes) -> None:
         """A database-wide schema member; all of them come before the first collection, so
         a restore has checked the whole schema before it writes anything. MongoDB's (a
-        view's definition, named "<db>.<view>") go where mongodump puts them, gzipped."""
+        view's definition, named "<db>.<view>", and a database's users and roles) go where
+        mongodump puts them, gzipped."""
         if self._appended:
             raise ArchiveError("schema members must precede the collections")
         if self.source_kind == "mongodb":
-            member = schema_member_name(name, "mongodb")
+            # Users and roles ("<db>.$admin.system.users") are BSON, as mongodump writes them.
+            auth = name.partition(".")[2].startswith("$admin.system.")
+            member = member_name(name, "mongodb") if auth else schema_member_name(name, "mongodb")
             data = gzip.compress(data, compresslevel=self.level, mtime=0)
         else:
             member = f"schema/{escape(name)}"

@@ -43,6 +43,7 @@ def _source(endpoint: Any) -> Source:
             endpoint.password(),
             s["databases"],
             read_preference=s.get("read_preference", "secondaryPreferred"),
+            users_and_roles=s.get("users_and_roles", False),
         )
     raise ValueError(f"unknown source kind {endpoint.kind!r}")
 
@@ -71,5 +72,6 @@ def build_target(endpoint: Any) -> Target:
             endpoint.password(),
             s["existing"],
             insertion_workers=s.get("insertion_workers", 1),
+            users_and_roles=s.get("users_and_roles", False),
         )
     raise ValueError(f"unknown target kind {endpoint.kind!r}")

@@ -29,7 +29,7 @@ from pymongo.errors import OperationFailure, PyMongoError
 
 from transfer.errors import SourceError
 from transfer.ports import PointInTime
-from transfer.sources.mongodb import oplog
+from transfer.sources.mongodb import auth, oplog
 from transfer.sources.mongodb.connection import (
     CHUNK,
     RAW,
@@ -56,6 +56,7 @@ class MongoSource:
         databases: list[str],
         client_factory: ClientFactory = MongoClient,
         read_preference: str = "secondaryPreferred",
+        users_and_roles: bool = False,
     ) -> None:
         self.name = name
         self.url = url
@@ -63,6 +64,7 @@ class MongoSource:
         self.databases = list(databases)
         self.client_factory = client_factory
         self.read_preference = read_preference
+        self.users_and_roles = users_and_roles  # mongodump --dumpDbUsersAndRoles, per database
 
     def __repr__(self) -> str:
         return f"MongoSource({self.name!r})"
@@ -183,7 +185,7 @@ class _MongoBackup:
     def schema_members(self, names: list[str], codec: str) -> list[tuple[str, bytes]]:
         """Each view's mongodump metadata (viewOn, pipeline, collation), named "<db>.<view>".
         A view holds no documents, so it has no data member; it is restored with the
-        collection it reads from."""
+        collection it reads from. With users_and_roles, each database's users and roles."""
         members = []
         for name, info in sorted(self.views.items()):
             meta = {
@@ -195,6 +197,9 @@ class _MongoBackup:
             members.append(
                 (name, json_util.dumps(meta, json_options=json_util.CANONICAL_JSON_OPTIONS).encode())
             )
+        if self.source.users_and_roles:
+            for db in self.databases:
+                members.extend(auth.read(self.client.get_database(db)))
         return members
 
     def point_in_time(self) -> PointInTime:

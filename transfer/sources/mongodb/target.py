@@ -5,6 +5,7 @@ mongodump's metadata, documents inserted as raw BSON in batches.
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pymongo import IndexModel, MongoClient
 from pymongo.errors import PyMongoError
 
 from transfer.errors import TargetError
-from transfer.sources.mongodb import oplog
+from transfer.sources.mongodb import auth, oplog
 from transfer.sources.mongodb.connection import (
     ClientFactory,
     connect,
@@ -53,6 +54,7 @@ class MongoTarget:
         existing: str = "fail",
         client_factory: ClientFactory = MongoClient,
         insertion_workers: int = 1,
+        users_and_roles: bool = False,
     ) -> None:
         if existing not in EXISTING:
             raise ValueError(f"target {name!r}: existing must be one of {', '.join(EXISTING)}")
@@ -62,6 +64,9 @@ class MongoTarget:
         self.existing = existing
         self.client_factory = client_factory
         self.insertion_workers = insertion_workers  # per collection, as mongorestore's
+        # mongorestore --restoreDbUsersAndRoles: the snapshot's users and roles come too. A
+        # setting of the target, as its owner decides whether another place's logins belong.
+        self.users_and_roles = users_and_roles
 
     def __repr__(self) -> str:
         return f"MongoTarget({self.name!r}, existing={self.existing!r})"
@@ -136,6 +141,7 @@ class _MongoRestore:
         # after this one died can undo it: collections and views it created, collections
         # it found empty, collections it appended to (which nothing can undo).
         self.plan: dict[str, list[str]] = {"created": [], "emptied": [], "appended": [], "views": []}
+        self.auth = auth.AuthRestore(target.name, {})  # the snapshot's users and roles
         self.validate = False  # True: the target's validators apply (and refused documents are counted)
         self.rejected: dict[str, int] = {}  # per archived collection, when validating
         self.prepared: dict[str, _Prepared] = {}  # by archived collection name
@@ -161,7 +167,13 @@ class _MongoRestore:
         wanted = set(selection or [])
         mapping = mapping or {}
         self.selection, self.mapping = wanted, dict(mapping)
-        definitions = {name: parse_metadata(name, data) for name, data in schema.items()}
+        definitions = {
+            name: parse_metadata(name, data) for name, data in schema.items() if not auth.is_auth_member(name)
+        }
+        self.auth = auth.AuthRestore(self.target.name, schema)
+        if self.auth and self.target.users_and_roles:
+            self.auth.restricted({split_name(n)[0] for n in wanted} if wanted else None, mapping)
+            self.auth.check(self.client, self.existing)
 
         def placed(name: str, seen: frozenset[str] = frozenset()) -> tuple[str, str] | None:
             """(target db, target collection) of what the view `name` reads from, or None."""
@@ -236,6 +248,7 @@ class _MongoRestore:
                 f"{appended[0]!r} before it died, and its documents cannot be told from the others; "
                 "restore again with existing = drop"
             )
+        auth.undo(self.client, list(dead.get("auth") or []))
         for name in [*(dead.get("views") or []), *(dead.get("created") or [])]:
             self._collection(name).drop()
         for name in dead.get("emptied") or []:
@@ -327,6 +340,10 @@ class _MongoRestore:
         time: a view changed meanwhile is changed again), then disarms the rollback."""
         self._create_views()
         self._replay()
+        if self.auth and self.target.users_and_roles:
+            self.plan["auth"] = self.auth.planned()
+            self.on_plan({k: list(v) for k, v in self.plan.items()})
+            self.auth.apply(self.client, uuid.uuid4().hex[:12])
         self.committed = True
 
     def schema_notes(self) -> dict[str, Any] | None:
@@ -336,6 +353,11 @@ class _MongoRestore:
             notes["oplog"] = {"applied": self.replayed.applied, "skipped": self.replayed.skipped}
         if self.rejected:
             notes["rejected_by_validator"] = dict(self.rejected)
+        if self.auth:
+            restored = self.target.users_and_roles
+            notes["users_and_roles"] = {**self.auth.counts(), "restored": restored}
+            if not restored:
+                notes["users_and_roles"]["reason"] = "the target's users_and_roles setting is off"
         return notes or None
 
     def rollback(self) -> None:
@@ -344,6 +366,10 @@ class _MongoRestore:
             self.changes = None
         if self.committed:
             return
+        try:
+            auth.undo(self.client, self.auth.created)
+        except Exception:  # keep the restore's own error; this one is only logged
+            log.warning("could not drop the users and roles a failed restore created")
         for name in self.created_views:
             try:
                 self._collection(name).drop()
