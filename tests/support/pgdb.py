@@ -75,17 +75,25 @@ def tables(dbname: str, schemas: list[str] = SCHEMAS) -> list[tuple[str, str]]:
 
 def checksums(dbname: str, schemas: list[str] = SCHEMAS) -> dict[str, tuple[int, str]]:
     """Per table: row count and an order-independent digest of its rows' text."""
-    found = {}
     with connect(dbname) as conn:
-        for schema, table in tables(dbname, schemas):
-            ident = sql.Identifier(schema, table)
-            row = conn.execute(
-                sql.SQL(
-                    "SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '') FROM "
-                    "(SELECT md5(t::text) AS h FROM {} t) x"
-                ).format(ident)
-            ).fetchone()
-            found[f"{schema}.{table}"] = (row[0], row[1])
+        return checksums_of(conn, schemas)
+
+
+def checksums_of(conn: psycopg.Connection, schemas: list[str] = SCHEMAS) -> dict[str, tuple[int, str]]:
+    found = {}
+    names = conn.execute(
+        """SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+           WHERE c.relkind = 'r' AND n.nspname = ANY(%s) ORDER BY 1, 2""",
+        (schemas,),
+    ).fetchall()
+    for schema, table in names:
+        row = conn.execute(
+            sql.SQL(
+                "SELECT count(*), coalesce(md5(string_agg(h, '' ORDER BY h)), '') FROM "
+                "(SELECT md5(t::text) AS h FROM {} t) x"
+            ).format(sql.Identifier(schema, table))
+        ).fetchone()
+        found[f"{schema}.{table}"] = (row[0], row[1])
     return found
 
 

@@ -11,6 +11,7 @@ psql scripts for restoring by hand, and one COPY member per table.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -306,6 +307,14 @@ class PostgresSource:
         self.schemas = schemas
         self.use_psql = use_psql
         self.lock_wait_seconds = lock_wait_seconds
+        self.snapshot: str | None = None  # an exported snapshot to read in (joined)
+
+    def joined(self, snapshot: str) -> PostgresSource:
+        """This source, read in an exported snapshot: a replication slot's, so that the
+        snapshot and the slot's stream of changes meet with no gap and no overlap."""
+        other = copy.copy(self)
+        other.snapshot = snapshot
+        return other
 
     @contextmanager
     def open(self) -> Iterator[PostgresBackupSession]:
@@ -314,6 +323,15 @@ class PostgresSource:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
             with conn.transaction():
+                if self.snapshot is not None:
+                    try:
+                        snapshot = sql.Literal(self.snapshot)
+                        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(snapshot))
+                    except psycopg.Error as e:
+                        raise SourceError(
+                            f"source {self.name!r}: cannot read in snapshot {self.snapshot!r}: "
+                            f"{str(e).splitlines()[0]}"
+                        ) from None
                 yield PostgresBackupSession(self, conn)
         finally:
             conn.close()

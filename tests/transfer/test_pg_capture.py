@@ -1,0 +1,214 @@
+"""Continuous capture from PostgreSQL: a snapshot read in a slot's exported snapshot, the
+slot's changes archived as segments, and a restore to chosen moments equal to the source
+as it was at each, table for table.
+
+Needs a cluster with wal_level = logical (tests/support/logical.py); restores go to the
+shared cluster, as a restore to another server would.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.support import logical, pgdb
+from transfer.errors import SourceError, TargetError
+from transfer.runs.backup import run_backup
+from transfer.runs.restore import run_restore
+from transfer.sources.postgres import capture
+from transfer.sources.postgres.replay import ChangeReplayer, up_to
+from transfer.sources.postgres.source import PostgresSource
+from transfer.sources.postgres.target import PostgresTarget
+from transfer.storage import LocalStorage
+
+KEY = "cont/snap-1.tar"
+SCHEMAS = ["shop", "Odd Schema"]
+BIG = "toasted " * 40_000  # stored out of line: an UPDATE that leaves it is sent without it
+
+SCHEMA_SQL = """
+CREATE SCHEMA shop;
+CREATE SCHEMA "Odd Schema";
+CREATE TABLE shop.orders (
+    id serial PRIMARY KEY,
+    customer text NOT NULL,
+    total numeric(12, 2),
+    tags text[],
+    meta jsonb,
+    doc json,
+    body text,
+    at timestamptz DEFAULT '2026-01-01 00:00:00+00',
+    doubled int GENERATED ALWAYS AS (id * 2) STORED
+);
+CREATE TABLE shop.events (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text,
+    payload bytea
+);
+CREATE TABLE "Odd Schema"."log book" ("line no" int, "the text" text);
+ALTER TABLE "Odd Schema"."log book" REPLICA IDENTITY FULL;
+INSERT INTO shop.orders (customer, total, tags, meta, doc, body)
+    SELECT 'c' || i, i * 1.25, ARRAY['t' || i, 'a "q"'], jsonb_build_object('i', i), '{"k": [1, 2]}',
+           CASE WHEN i = 1 THEN %(big)s END
+    FROM generate_series(1, 50) i;
+INSERT INTO shop.events (kind, payload) SELECT 'seed', '\\x00ff'::bytea FROM generate_series(1, 10);
+INSERT INTO "Odd Schema"."log book" VALUES (1, 'same'), (1, 'same'), (2, 'it''s');
+"""
+
+# Each step is one source transaction (several statements where a list), run in order;
+# the test records the source's checksums after each.
+WORKLOAD: list[list[str]] = [
+    ["INSERT INTO shop.orders (customer, total) VALUES ('x', 1)"],
+    ["UPDATE shop.orders SET total = total + 1, tags = tags || '{new}' WHERE id <= 10"],
+    ["UPDATE shop.orders SET customer = 'toast kept' WHERE id = 1"],  # body: unchanged-toast-datum
+    ["UPDATE shop.orders SET id = 1000 WHERE id = 2"],  # the key changes: old-key
+    [
+        "DELETE FROM shop.orders WHERE id BETWEEN 20 AND 25",
+        "INSERT INTO shop.events (kind, payload) VALUES ('multi', NULL)",
+        'UPDATE shop.orders SET meta = \'{"nested": {"a": null}}\', doc = \'[1, "two"]\' WHERE id = 30',
+    ],
+    [
+        'DELETE FROM "Odd Schema"."log book" WHERE ctid = '
+        '(SELECT min(ctid) FROM "Odd Schema"."log book" WHERE "line no" = 1)'
+    ],
+    ['UPDATE "Odd Schema"."log book" SET "the text" = NULL WHERE "line no" = 2'],
+    ["TRUNCATE shop.events", "INSERT INTO shop.events (kind) VALUES ('after truncate')"],
+    ["INSERT INTO shop.orders (customer, body) VALUES ('quote''s \\ back', 'line\nbreak')"],
+]
+
+
+def _source(dbname: str) -> PostgresSource:
+    return PostgresSource("cont", logical.url(dbname), None, SCHEMAS)
+
+
+def _restore(storage: LocalStorage, dbname: str) -> None:
+    target = PostgresTarget("copy", pgdb.url(dbname), None, "fail")
+    run_restore(storage, KEY, target, [], lambda *a: None, lambda: False)
+
+
+def _replay(dbname: str, transactions: list[capture.Transaction]) -> ChangeReplayer:
+    with psycopg.connect(pgdb.conninfo(dbname), autocommit=True) as conn:
+        replayer = ChangeReplayer(conn)
+        for txn in transactions:
+            replayer.apply(txn)
+        return replayer
+
+
+@pytest.fixture
+def source_db() -> Any:
+    logical.require()
+    with logical.database("cap") as name:
+        with psycopg.connect(logical.url(name), autocommit=True) as conn:
+            conn.execute(SCHEMA_SQL.replace("%(big)s", "'" + BIG + "'"))
+        yield name
+
+
+def test_restores_to_each_moment_equal_the_source_then(source_db, tmp_path: Path):
+    storage = LocalStorage("local", tmp_path / "store")
+    slot_name = "snapledger_test_" + source_db
+    moments: list[tuple[str, datetime, dict[str, Any]]] = []
+    with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
+        with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
+            # Committed after the slot but before the backup reads anything: in the stream,
+            # not in the snapshot, even though the backup has not started yet.
+            conn.execute("INSERT INTO shop.orders (customer) VALUES ('between slot and read')")
+            run_backup(
+                _source(source_db).joined(slot.snapshot),
+                storage,
+                KEY,
+                [],
+                [],
+                {},
+                lambda *a: None,
+                lambda: False,
+            )
+        for step in WORKLOAD:
+            with conn.transaction():
+                for statement in step:
+                    conn.execute(statement)
+            lsn = capture.current_lsn(conn)
+            at = conn.execute("SELECT now()").fetchone()[0]
+            moments.append((lsn, at, pgdb.checksums_of(conn, SCHEMAS)))
+        transactions = capture.peek(conn, slot_name)
+        assert len(transactions) == 1 + len(WORKLOAD)  # whole transactions, none before the slot
+
+        archived = capture.segment(slot.consistent_lsn, transactions)
+        read_back = capture.read_segment(archived.data, archived.sha256)
+        assert read_back == transactions
+        # Rows, not statements: 1 before the read, then 1, 10, 1, 1, 6 + 1 + 1, 1, 1, 1 + 1, 1.
+        assert archived.items == 27
+        with pytest.raises(SourceError, match="SHA-256"):
+            middle = len(archived.data) // 2
+            flipped = (
+                archived.data[:middle] + bytes([archived.data[middle] ^ 1]) + archived.data[middle + 1 :]
+            )
+            capture.read_segment(flipped, archived.sha256)
+
+        # The slot moves only when told (after the segment is durable), and then past all of it.
+        assert capture.confirmed_lsn(conn, slot_name) == slot.consistent_lsn
+        capture.advance(conn, slot_name, archived.to_lsn)
+        assert capture.peek(conn, slot_name) == []
+        assert capture.retained_wal_bytes(conn, slot_name) is not None
+
+        for index in (0, 3, 5, len(WORKLOAD) - 1):
+            lsn, at, expected = moments[index]
+            with pgdb.databases("pitr") as (dst,):
+                _restore(storage, dst)
+                by_lsn = _replay(dst, up_to(read_back, to_lsn=lsn))
+                assert by_lsn.transactions == index + 2
+                assert pgdb.checksums(dst, SCHEMAS) == expected, f"moment {index} by position"
+            with pgdb.databases("pitr") as (dst,):
+                _restore(storage, dst)
+                _replay(dst, up_to(read_back, to_time=at))
+                assert pgdb.checksums(dst, SCHEMAS) == expected, f"moment {index} by time"
+
+        assert capture.drop_slot(conn, slot_name) is True
+        assert capture.retained_wal_bytes(conn, slot_name) is None
+        assert capture.drop_slot(conn, slot_name) is False
+
+
+def test_a_replay_onto_another_state_stops_naming_the_change(source_db, tmp_path: Path):
+    storage = LocalStorage("local", tmp_path / "store")
+    slot_name = "snapledger_test_" + source_db
+    with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
+        with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
+            run_backup(
+                _source(source_db).joined(slot.snapshot),
+                storage,
+                KEY,
+                [],
+                [],
+                {},
+                lambda *a: None,
+                lambda: False,
+            )
+        conn.execute("UPDATE shop.orders SET total = 0 WHERE id = 7")
+        transactions = capture.peek(conn, slot_name)
+    with pgdb.databases("pitr") as (dst,):
+        _restore(storage, dst)
+        with psycopg.connect(pgdb.conninfo(dst), autocommit=True) as target:
+            target.execute("DELETE FROM shop.orders WHERE id = 7")
+            replayer = ChangeReplayer(target)
+            with pytest.raises(
+                TargetError, match=r"UPDATE on shop.orders \(transaction \d+, commit .*\) finds no row"
+            ):
+                replayer.apply(transactions[0])
+            assert replayer.transactions == 0
+
+
+def test_a_snapshot_that_is_gone_is_refused_by_name(source_db, tmp_path: Path):
+    storage = LocalStorage("local", tmp_path / "store")
+    with pytest.raises(SourceError, match="cannot read in snapshot '00000003-0000FFFF-1'"):
+        run_backup(
+            _source(source_db).joined("00000003-0000FFFF-1"),
+            storage,
+            KEY,
+            [],
+            [],
+            {},
+            lambda *a: None,
+            lambda: False,
+        )

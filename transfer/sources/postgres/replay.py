@@ -1,0 +1,186 @@
+"""Captured transactions applied to a restored database, each in a transaction of its own.
+
+Values travel as their output text inside one JSON object per row, turned back into
+column values by `json_populate_record` on the target (the type's own input function),
+so no type name read from an archive is ever spliced into SQL. A row to update or delete
+is found by its replica identity (the old key, or the primary key of the new row); one
+that is not there, or is there twice, means the target is not the snapshot the changes
+follow, and the replay stops, naming the change.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from transfer.errors import TargetError
+from transfer.sources.postgres.capture import Transaction, lsn_value
+from transfer.sources.postgres.decoding import Change, Column, parse_change
+
+_JSON_TYPES = ("json", "jsonb")
+
+
+@dataclass(frozen=True)
+class _Table:
+    ident: sql.Composable
+    generated: frozenset[str]
+    primary_key: tuple[str, ...]
+    not_null: frozenset[str]
+
+
+class ChangeReplayer:
+    """`mapping` renames tables ("schema.table" -> "schema.table"); `only` (when given)
+    is the set of source tables restored: changes to others are skipped and counted."""
+
+    def __init__(
+        self, conn: psycopg.Connection, mapping: dict[str, str] | None = None, only: set[str] | None = None
+    ) -> None:
+        self.conn = conn
+        self.mapping = mapping or {}
+        self.only = only
+        self.tables: dict[tuple[str, str], _Table] = {}
+        self.applied = 0
+        self.skipped = 0
+        self.transactions = 0
+        self.last_lsn: str | None = None
+        self.last_commit: str | None = None
+
+    def _target(self, table: tuple[str, str]) -> tuple[str, str]:
+        name = f"{table[0]}.{table[1]}"
+        mapped = self.mapping.get(name)
+        if mapped is None:
+            return table
+        schema, _, rel = mapped.partition(".")
+        return schema, rel
+
+    def _table(self, table: tuple[str, str]) -> _Table:
+        found = self.tables.get(table)
+        if found is not None:
+            return found
+        rows = self.conn.execute(
+            """SELECT a.attname, a.attgenerated <> '', a.attnotnull,
+                      coalesce(a.attnum = ANY(i.indkey), false)
+               FROM pg_attribute a
+               LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+               WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
+            (sql.Identifier(*table).as_string(self.conn),),
+        ).fetchall()
+        if not rows:
+            raise TargetError(f"table {table[0]}.{table[1]} is not in the target")
+        found = _Table(
+            ident=sql.Identifier(*table),
+            generated=frozenset(r[0] for r in rows if r[1]),
+            primary_key=tuple(r[0] for r in rows if r[3]),
+            not_null=frozenset(r[0] for r in rows if r[2]),
+        )
+        self.tables[table] = found
+        return found
+
+    def apply(self, txn: Transaction) -> None:
+        """One source transaction as one target transaction: all of it, or none."""
+        with self.conn.transaction():
+            for line in txn.changes:
+                change = parse_change(line)
+                if self.only is not None and not any(f"{s}.{t}" in self.only for s, t in change.tables):
+                    self.skipped += 1
+                    continue
+                self._one(change, txn)
+                self.applied += 1
+        self.transactions += 1
+        self.last_lsn, self.last_commit = txn.commit_lsn, txn.commit_time
+
+    def _one(self, change: Change, txn: Transaction) -> None:
+        if change.action == "TRUNCATE":
+            idents = [self._table(self._target(t)).ident for t in change.tables]
+            query = sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents))
+            if "restart_seqs" in change.flags:
+                query += sql.SQL(" RESTART IDENTITY")
+            if "cascade" in change.flags:
+                query += sql.SQL(" CASCADE")
+            self.conn.execute(query)
+            return
+        table = self._table(self._target(change.table))
+        if change.action == "INSERT":
+            columns = [c for c in change.new if c.name not in table.generated]
+            names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+            self.conn.execute(
+                sql.SQL(
+                    "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} "
+                    "FROM json_populate_record(NULL::{t}, %s::json)"
+                ).format(t=table.ident, cols=names),
+                (_record(columns),),
+            )
+            return
+        key = change.old or tuple(c for c in change.new if c.name in table.primary_key)
+        if not key:
+            raise TargetError(
+                f"an {change.action} on {change.table[0]}.{change.table[1]} (transaction {txn.xid}) "
+                "carries no key: the table has neither a primary key nor REPLICA IDENTITY FULL"
+            )
+        exact = {c.name for c in key} <= set(table.primary_key)  # then = uses the key's index
+        match = sql.SQL(" AND ").join(
+            sql.SQL("t.{c} {op} k.{c}").format(
+                c=sql.Identifier(c.name), op=sql.SQL("=" if exact else "IS NOT DISTINCT FROM")
+            )
+            for c in key
+        )
+        row = sql.SQL(
+            "SELECT t.ctid FROM {t} t, json_populate_record(NULL::{t}, %s::json) k WHERE {match} LIMIT 2"
+        ).format(t=table.ident, match=match)
+        found = self.conn.execute(row, (_record(key),)).fetchall()
+        if len(found) != 1 and (exact or not found):
+            what = "no row" if not found else "two rows"
+            raise TargetError(
+                f"{change.action} on {change.table[0]}.{change.table[1]} (transaction {txn.xid}, "
+                f"commit {txn.commit_lsn}) finds {what} by its key: the target is not the snapshot "
+                "these changes follow"
+            )
+        ctid = found[0][0]
+        if change.action == "DELETE":
+            self.conn.execute(sql.SQL("DELETE FROM {t} WHERE ctid = %s::tid").format(t=table.ident), (ctid,))
+            return
+        columns = [c for c in change.new if not c.unchanged and c.name not in table.generated]
+        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+        self.conn.execute(
+            sql.SQL(
+                "UPDATE {t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::{t}, %s::json)) "
+                "WHERE ctid = %s::tid"
+            ).format(t=table.ident, cols=names),
+            (_record(columns), ctid),
+        )
+
+
+def _record(columns: Any) -> str:
+    """One JSON object of the row's output texts; json and jsonb values as the JSON they are."""
+    parts = []
+    for c in columns:
+        if c.value is None:
+            value = "null"
+        elif c.type in _JSON_TYPES:
+            value = c.value
+        else:
+            value = json.dumps(c.value, ensure_ascii=False)
+        parts.append(json.dumps(c.name, ensure_ascii=False) + ":" + value)
+    return "{" + ",".join(parts) + "}"
+
+
+def up_to(
+    transactions: list[Transaction], to_lsn: str | None = None, to_time: datetime | None = None
+) -> list[Transaction]:
+    """The transactions that committed at or before the position or moment: whole ones."""
+    out = []
+    for txn in transactions:
+        if to_lsn is not None and lsn_value(txn.commit_lsn) > lsn_value(to_lsn):
+            break
+        if to_time is not None and datetime.fromisoformat(txn.commit_time) > to_time:
+            break
+        out.append(txn)
+    return out
+
+
+__all__ = ["ChangeReplayer", "Column", "up_to"]
