@@ -5,6 +5,8 @@
                                                in the events (domain/policy_commands.py)
     <archive>.manifest.json                    its manifest, written last: the commit marker
     <archive>.manifest.sig                     the manifest's HMAC, on a signing location
+    <policy>/changes/<policy>-<from>-<to>.changes.gz
+                                               a continuous capture's segment of changes
     .snapledger-probe/<32 hex>                 a health probe, removed once read back
     <key>.partial-<12 hex>                     a local write in progress (S3 keeps an open
                                                multipart upload instead)
@@ -52,3 +54,14 @@ def local_partial(name: str, token: str) -> str:
 def local_partial_of(name: str) -> str | None:
     """The key a local unfinished write was writing; None when `name` is none."""
     return name.rsplit(LOCAL_PARTIAL, 1)[0] if LOCAL_PARTIAL in name else None
+
+
+def changes_key(policy: str, from_position: str, to_position: str) -> str:
+    """Where a continuous capture's segment goes: beside its policy's archives, named by the
+    positions it spans (fixed width, so names sort as positions do)."""
+    return f"{policy}/changes/{policy}-{_position(from_position)}-{_position(to_position)}.changes.gz"
+
+
+def _position(lsn: str) -> str:
+    high, _, low = lsn.partition("/")
+    return f"{int(high, 16):08X}{int(low, 16):08X}"

@@ -1,0 +1,197 @@
+"""One step of a policy's continuous capture: the changes since the last archived segment,
+archived as the next segment, recorded, and only then released by the source.
+
+The order is the whole guarantee. A segment is written to storage first (durable once its
+writer commits), recorded second (`ChangesArchived`, fenced like any append), and the slot
+is advanced last. A worker killed between any two of these leaves the slot behind what is
+recorded, never ahead of what storage holds: the next attempt peeks again from the slot and
+skips every transaction the events already hold, so nothing is lost or applied twice.
+
+A capture that cannot archive (storage unreachable) keeps WAL on the source. Above half of
+`max_slot_wal_mb` a step says so (alarm); at the limit the capture fails, loudly, and its slot
+is dropped, so the source's disk never fills for a backup.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psycopg
+
+from transfer.archive.crypto import Keyring, aead_context
+from transfer.sources.postgres import capture
+from transfer.sources.postgres.capture import Segment, Transaction, lsn_value
+from transfer.storage.base import Storage
+from transfer.storage.layout import changes_key
+
+MIB = 1024 * 1024
+
+
+class CaptureRecorder(Protocol):
+    """Where a capture's progress is recorded: the Capture aggregate's events."""
+
+    def position(self) -> str: ...
+
+    def archived(self, facts: dict[str, Any]) -> None: ...
+
+    def failed(self, reason: str) -> None: ...
+
+
+class CaptureFailed(Exception):
+    """The capture ended (its slot is dropped); the reason is recorded."""
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    segment_bytes: int = 16 * MIB  # a segment closes at the first whole transaction past this
+    max_slot_wal_mb: int = 1024
+    max_changes: int = 50_000  # rows decoded per step, at most (whole transactions)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    segment: dict[str, Any] | None  # what was archived, if anything
+    retained_wal_bytes: int
+    lag_seconds: float | None  # age of the oldest change not yet archived (None: none waiting)
+    alarm: str | None  # retained WAL past half the limit
+    more: bool  # the step left changes for the next one (a backlog): step again now
+
+
+class CaptureTask:
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        slot: str,
+        policy: str,
+        storage: Storage,
+        recorder: CaptureRecorder,
+        settings: CaptureSettings | None = None,
+        keyring: Keyring | None = None,
+        capture_id: str = "",
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.conn = conn
+        self.slot = slot
+        self.policy = policy
+        self.storage = storage
+        self.recorder = recorder
+        self.settings = settings or CaptureSettings()
+        self.keyring = keyring
+        self.capture_id = capture_id
+        self.now = now
+
+    def check(self) -> tuple[int, str | None]:
+        """The slot's retained WAL and an alarm past half the limit; at the limit the
+        capture fails and the slot is dropped. Called by every step, and by the loop when
+        a step could not archive (storage unreachable), so the alarm is not lost with it."""
+        retained = capture.retained_wal_bytes(self.conn, self.slot)
+        if retained is None:
+            reason = f"replication slot {self.slot!r} is gone from the source: the stream has a gap"
+            self.recorder.failed(reason)
+            raise CaptureFailed(reason)
+        limit = self.settings.max_slot_wal_mb * MIB
+        if retained >= limit:
+            reason = (
+                f"replication slot {self.slot!r} holds {retained / MIB:.1f} MiB of WAL on the source, "
+                f"past max_slot_wal_mb = {self.settings.max_slot_wal_mb}: the capture is ended and "
+                "its slot dropped so the source's disk does not fill; the next snapshot starts a new window"
+            )
+            self.recorder.failed(reason)
+            capture.drop_slot(self.conn, self.slot)
+            raise CaptureFailed(reason)
+        alarm = None
+        if retained >= limit // 2:
+            alarm = (
+                f"replication slot {self.slot!r} holds {retained / MIB:.1f} MiB of WAL "
+                f"(max_slot_wal_mb = {self.settings.max_slot_wal_mb}): the capture is not keeping up"
+            )
+        return retained, alarm
+
+    def step(self) -> StepResult:
+        retained, alarm = self.check()
+        position = self.recorder.position()
+        confirmed = capture.confirmed_lsn(self.conn, self.slot)
+        if confirmed is not None and lsn_value(confirmed) < lsn_value(position):
+            capture.advance(self.conn, self.slot, position)  # recorded, then killed before this
+        peeked = capture.peek(self.conn, self.slot, self.settings.max_changes)
+        fresh = [t for t in peeked if lsn_value(t.commit_lsn) > lsn_value(position)]
+        batch = self._bounded(fresh)
+        if not batch:
+            return StepResult(None, retained, None, alarm, more=False)
+        segment = capture.segment(position, batch)
+        key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
+        stored = self._store(key, segment)
+        facts = {**segment.facts(), **stored, "key": key}
+        self.recorder.archived(facts)
+        capture.advance(self.conn, self.slot, segment.to_lsn)
+        waiting = fresh[len(batch) :]
+        more = (
+            bool(waiting)
+            or len(peeked) > 0
+            and sum(len(t.changes) for t in peeked) >= self.settings.max_changes
+        )
+        return StepResult(facts, retained, self._lag(waiting), alarm, more=more)
+
+    def _bounded(self, transactions: list[Transaction]) -> list[Transaction]:
+        out, size = [], 0
+        for txn in transactions:
+            out.append(txn)
+            size += sum(len(line) for line in txn.changes)
+            if size >= self.settings.segment_bytes:
+                break
+        return out
+
+    def _lag(self, waiting: list[Transaction]) -> float | None:
+        if not waiting:
+            return None
+        oldest = datetime.fromisoformat(waiting[0].commit_time)
+        return max(0.0, (self.now() - oldest).total_seconds())
+
+    def _store(self, key: str, segment: Segment) -> dict[str, Any]:
+        """Durable when this returns. Encrypted as the location's archives are; `sha256` and
+        `bytes` then describe the stored object, `plain_sha256` the segment inside."""
+        writer = self.storage.open_writer(key)
+        try:
+            if self.keyring is not None and self.keyring.key_id:
+                sealed = self.keyring.encrypting(writer, context=aead_context(key, self.capture_id))
+                sealed.write(segment.data)
+                sealed.commit()
+                return {
+                    "sha256": sealed.sha256,
+                    "bytes": sealed.bytes_written,
+                    "plain_sha256": segment.sha256,
+                    "encryption": self.keyring.manifest_entry(bound=True),
+                }
+            writer.write(segment.data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return {}
+
+
+def read_segment(
+    storage: Storage, facts: dict[str, Any], keyring: Keyring | None = None, capture_id: str = ""
+) -> list[Transaction]:
+    """A recorded segment read back: the stored object's checksum first, then (encrypted)
+    the segment's own, before a single change is believed."""
+    import hashlib
+
+    from transfer.archive.crypto import DecryptingReader
+    from transfer.errors import SourceError
+
+    data = storage.get_bytes(facts["key"])
+    if hashlib.sha256(data).hexdigest() != facts["sha256"]:
+        raise SourceError(f"change segment {facts['key']!r} does not match its recorded SHA-256")
+    if "encryption" in facts:
+        if keyring is None:
+            raise SourceError(f"change segment {facts['key']!r} is encrypted and no key is configured")
+        reader = DecryptingReader(
+            io.BytesIO(data), keyring, facts["encryption"]["key_id"], aead_context(facts["key"], capture_id)
+        )
+        return capture.read_segment(reader.read(), facts["plain_sha256"])
+    return capture.read_segment(data, facts["sha256"])

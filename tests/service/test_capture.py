@@ -1,0 +1,209 @@
+"""A capture step against a real slot (tests/support/logical.py) and real storage: written,
+recorded, then released; a kill between any two of those loses and doubles nothing; an
+unreachable location alarms, then fails the capture and drops its slot before the source's
+WAL passes the limit.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from domain.capture import CAPTURE_FAILED, Capture
+from domain.errors import InvalidTransition
+from service.capture import CaptureFailed, CaptureSettings, CaptureTask, read_segment
+from tests.support import logical
+from tests.support.keys import RAW_A
+from transfer.archive.crypto import Keyring
+from transfer.sources.postgres import capture
+from transfer.storage import LocalStorage
+from transfer.storage.base import StorageError
+
+
+class Recorder:
+    """The Capture aggregate, as the worker's recorder will hold it."""
+
+    def __init__(self, agg: Capture) -> None:
+        self.agg = agg
+        self.fail_next = False
+
+    def position(self) -> str:
+        return self.agg.position
+
+    def archived(self, facts: dict[str, Any]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise ConnectionError("event store went away")
+        self.agg.archived(facts)
+
+    def failed(self, reason: str) -> None:
+        self.agg.fail(reason)
+
+
+@pytest.fixture
+def source() -> Any:
+    logical.require()
+    with logical.database("step") as name:
+        with psycopg.connect(logical.url(name), autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+            with capture.create_slot(logical.url(name), None, f"snapledger_{name}") as slot:
+                pass
+            yield conn, slot
+
+
+def _capture(slot: capture.Slot) -> Capture:
+    return Capture(policy_id=uuid.uuid4(), snapshot_id=uuid.uuid4(), source="s", storage="local",
+                   slot=slot.name, from_position=slot.consistent_lsn)  # fmt: skip
+
+
+def _write(conn: psycopg.Connection, first: int, count: int) -> None:
+    for i in range(first, first + count):
+        conn.execute("INSERT INTO t VALUES (%s, %s)", (i, f"v{i}"))  # one transaction each
+
+
+def _archived_ids(storage: LocalStorage, agg: Capture, keyring: Any = None) -> list[int]:
+    ids = []
+    for facts in agg.segments:
+        for txn in read_segment(storage, facts, keyring, capture_id=str(agg.id)):
+            ids.extend(int(line.split("id[integer]:")[1].split()[0]) for line in txn.changes)
+    return ids
+
+
+def test_a_step_writes_records_then_releases(source, tmp_path: Path):
+    conn, slot = source
+    storage = LocalStorage("local", tmp_path / "store")
+    agg = _capture(slot)
+    task = CaptureTask(conn, slot.name, "nightly", storage, Recorder(agg), capture_id=str(agg.id))
+    assert task.step().segment is None  # nothing yet
+
+    _write(conn, 1, 3)
+    first = task.step()
+    assert first.segment is not None and first.segment["transactions"] == 3 and not first.more
+    assert first.segment["from_lsn"] == slot.consistent_lsn
+    assert capture.confirmed_lsn(conn, slot.name) == first.segment["to_lsn"] == agg.position
+    assert (tmp_path / "store" / first.segment["key"]).is_file()
+    assert task.step().segment is None
+
+    _write(conn, 4, 2)
+    second = task.step().segment
+    assert second is not None and second["from_lsn"] == first.segment["to_lsn"]  # contiguous
+    assert _archived_ids(storage, agg) == [1, 2, 3, 4, 5]
+    assert agg.restorable_until == second["last_commit"]
+
+
+def test_segments_close_at_their_size_and_the_rest_follows_at_once(source, tmp_path: Path):
+    conn, slot = source
+    storage = LocalStorage("local", tmp_path / "store")
+    agg = _capture(slot)
+    settings = CaptureSettings(segment_bytes=200)  # about three of these one-row transactions
+    task = CaptureTask(conn, slot.name, "nightly", storage, Recorder(agg), settings, capture_id=str(agg.id))
+    _write(conn, 1, 10)
+    steps = 0
+    while True:
+        result = task.step()
+        steps += 1
+        if not result.more:
+            break
+        assert result.lag_seconds is not None  # what waits has an age
+    assert len(agg.segments) > 2 and steps == len(agg.segments)
+    assert _archived_ids(storage, agg) == list(range(1, 11))
+
+
+class _Unreachable(LocalStorage):
+    def open_writer(self, key: str) -> Any:
+        raise StorageError("storage location 'local' unreachable: connection refused")
+
+
+@pytest.mark.parametrize("where", ["store", "record", "advance"])
+def test_a_kill_between_write_record_and_release_loses_and_doubles_nothing(
+    source, tmp_path, monkeypatch, where
+):
+    conn, slot = source
+    storage = LocalStorage("local", tmp_path / "store")
+    agg = _capture(slot)
+    recorder = Recorder(agg)
+    _write(conn, 1, 3)
+    if where == "store":
+        dead = CaptureTask(conn, slot.name, "nightly", _Unreachable("local", tmp_path / "store"), recorder)
+    else:
+        dead = CaptureTask(conn, slot.name, "nightly", storage, recorder, capture_id=str(agg.id))
+    if where == "record":
+        recorder.fail_next = True
+    if where == "advance":
+        monkeypatch.setattr(capture, "advance", _raise)
+    with pytest.raises((StorageError, ConnectionError, RuntimeError)):
+        dead.step()
+    monkeypatch.undo()
+    recorded = len(agg.segments)
+    assert recorded == (1 if where == "advance" else 0)
+    # The slot is never ahead of what storage holds and the events record.
+    confirmed = capture.confirmed_lsn(conn, slot.name)
+    assert confirmed == slot.consistent_lsn
+
+    _write(conn, 4, 2)  # the source goes on meanwhile
+    again = CaptureTask(conn, slot.name, "nightly", storage, recorder, capture_id=str(agg.id))
+    while again.step().more:
+        pass
+    assert _archived_ids(storage, agg) == [1, 2, 3, 4, 5]  # each change once, in order
+    assert capture.confirmed_lsn(conn, slot.name) == agg.position
+
+
+def _raise(*_: Any) -> None:
+    raise RuntimeError("killed before the slot moved")
+
+
+def test_segments_are_contiguous_or_refused(source):
+    _, slot = source
+    agg = _capture(slot)
+    facts = {"from_lsn": "0/1", "to_lsn": "0/2", "first_commit": "", "last_commit": "", "transactions": 1,
+             "items": 1, "bytes": 1, "sha256": "0" * 64, "key": "k"}  # fmt: skip
+    with pytest.raises(InvalidTransition, match="segment starts at 0/1, but the capture is at"):
+        agg.archived(facts)
+    agg.fail("stopped by the test")
+    with pytest.raises(InvalidTransition, match="capture is failed"):
+        agg.archived({**facts, "from_lsn": agg.position})
+
+
+def test_an_encrypted_location_gets_encrypted_segments(source, tmp_path: Path):
+    conn, slot = source
+    storage = LocalStorage("local", tmp_path / "store")
+    keyring = Keyring("local", "k-2026", {"k-2026": RAW_A})
+    agg = _capture(slot)
+    task = CaptureTask(
+        conn, slot.name, "nightly", storage, Recorder(agg), keyring=keyring, capture_id=str(agg.id)
+    )
+    _write(conn, 1, 2)
+    facts = task.step().segment
+    assert facts is not None and facts["encryption"]["key_id"] == keyring.key_id
+    stored = (tmp_path / "store" / facts["key"]).read_bytes()
+    assert b"id[integer]" not in stored and stored.startswith(b"SNAPLENC")
+    assert _archived_ids(storage, agg, keyring) == [1, 2]
+
+
+def test_unreachable_storage_alarms_then_ends_the_capture_and_drops_its_slot(source, tmp_path: Path):
+    conn, slot = source
+    agg = _capture(slot)
+    recorder = Recorder(agg)
+    conn.execute("INSERT INTO t SELECT i, repeat('w', 500) FROM generate_series(1, 4000) i")  # > 1 MiB of WAL
+    retained = capture.retained_wal_bytes(conn, slot.name)
+    assert retained is not None and retained > 1024 * 1024
+    limit = math.floor(retained / (1024 * 1024)) + 1  # above what is held, at most twice it
+    settings = CaptureSettings(max_slot_wal_mb=limit)
+    task = CaptureTask(conn, slot.name, "nightly", _Unreachable("local", tmp_path), recorder, settings)
+    with pytest.raises(StorageError, match="unreachable"):
+        task.step()
+    held, alarm = task.check()
+    assert alarm is not None and "not keeping up" in alarm and agg.status != CAPTURE_FAILED
+    assert capture.confirmed_lsn(conn, slot.name) == slot.consistent_lsn  # nothing released
+
+    more = 4000 + 8000 * limit  # twice the limit again, at least
+    conn.execute("INSERT INTO t SELECT i, repeat('w', 500) FROM generate_series(4001, %s) i", (more,))
+    with pytest.raises(CaptureFailed, match=f"past max_slot_wal_mb = {limit}.*slot dropped"):
+        task.step()
+    assert agg.status == CAPTURE_FAILED and "max_slot_wal_mb" in (agg.reason or "")
+    assert capture.retained_wal_bytes(conn, slot.name) is None  # the source keeps no WAL for it
