@@ -54,7 +54,8 @@ class Capture(TimedAggregate):
         self.status = CAPTURING
         self.reason: str | None = None
         self.segments: list[dict[str, Any]] = []
-        self.restorable_until: str | None = None  # the last archived commit's time
+        self.restorable_until: str | None = None  # the source is restorable up to this time
+        self.checked_lsn: str = from_position  # ... and this position
 
     def archived(self, segment: dict[str, Any]) -> None:
         if self.status != CAPTURING:
@@ -67,6 +68,8 @@ class Capture(TimedAggregate):
             **{k: segment[k] for k in SEGMENT_FIELDS},
             plain_sha256=segment.get("plain_sha256"),
             encryption=segment.get("encryption"),
+            until_lsn=segment.get("until_lsn"),
+            until_time=segment.get("until_time"),
         )
 
     @event("ChangesArchived")
@@ -83,6 +86,8 @@ class Capture(TimedAggregate):
         key: str,
         plain_sha256: str | None = None,  # encrypted: the segment's own, inside the stored object
         encryption: dict[str, Any] | None = None,  # algorithm and key id, as a manifest's
+        until_lsn: str | None = None,  # nothing else committed up to here (read before the peek)
+        until_time: str | None = None,
     ) -> None:
         found = {
             "from_lsn": from_lsn,
@@ -98,9 +103,21 @@ class Capture(TimedAggregate):
         if encryption is not None:
             found["plain_sha256"] = plain_sha256
             found["encryption"] = encryption
+        if until_lsn is not None:
+            found["until_lsn"], found["until_time"] = until_lsn, until_time
         self.segments.append(found)
         self.position = to_lsn
-        self.restorable_until = last_commit
+        self.checked_lsn, self.restorable_until = until_lsn or to_lsn, until_time or last_commit
+
+    def checked(self, lsn: str, at: str) -> None:
+        """Nothing committed since the last segment up to `lsn` (at `at`): an idle source
+        stays restorable to now. The capture records it at most once a checkpoint interval."""
+        if self.status == CAPTURING:
+            self._checked(lsn, at)
+
+    @event("CaptureChecked")
+    def _checked(self, lsn: str, at: str) -> None:
+        self.checked_lsn, self.restorable_until = lsn, at
 
     def fail(self, reason: str) -> None:
         if self.status == CAPTURING:

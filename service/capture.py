@@ -40,6 +40,10 @@ class CaptureRecorder(Protocol):
 
     def failed(self, reason: str) -> None: ...
 
+    def checked(self, lsn: str, at: str) -> None: ...
+
+    def checked_at(self) -> str | None: ...
+
 
 class CaptureFailed(Exception):
     """The capture ended (its slot is dropped); the reason is recorded."""
@@ -50,6 +54,7 @@ class CaptureSettings:
     segment_bytes: int = 16 * MIB  # a segment closes at the first whole transaction past this
     max_slot_wal_mb: int = 1024
     max_changes: int = 50_000  # rows decoded per step, at most (whole transactions)
+    checkpoint_seconds: float = 60  # an idle source: how often "nothing new until now" is recorded
 
 
 @dataclass(frozen=True)
@@ -117,23 +122,31 @@ class CaptureTask:
         confirmed = capture.confirmed_lsn(self.conn, self.slot)
         if confirmed is not None and lsn_value(confirmed) < lsn_value(position):
             capture.advance(self.conn, self.slot, position)  # recorded, then killed before this
+        until_lsn, until_time = capture.horizon(self.conn)  # before the peek: all of it is in there
         peeked = capture.peek(self.conn, self.slot, self.settings.max_changes)
         fresh = [t for t in peeked if lsn_value(t.commit_lsn) > lsn_value(position)]
         batch = self._bounded(fresh)
+        full = sum(len(t.changes) for t in peeked) >= self.settings.max_changes  # the server may hold more
         if not batch:
+            last = self.recorder.checked_at()
+            due = (
+                last is None
+                or (datetime.fromisoformat(until_time) - datetime.fromisoformat(last)).total_seconds()
+                >= self.settings.checkpoint_seconds
+            )
+            if due and not full:
+                self.recorder.checked(until_lsn, until_time)  # an idle source is restorable to now
             return StepResult(None, retained, None, alarm, more=False)
         segment = capture.segment(position, batch)
         key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
         stored = self._store(key, segment)
+        waiting = fresh[len(batch) :]
         facts = {**segment.facts(), **stored, "key": key}
+        if not waiting and not full:  # nothing else committed up to the horizon
+            facts["until_lsn"], facts["until_time"] = until_lsn, until_time
         self.recorder.archived(facts)
         capture.advance(self.conn, self.slot, segment.to_lsn)
-        waiting = fresh[len(batch) :]
-        more = (
-            bool(waiting)
-            or len(peeked) > 0
-            and sum(len(t.changes) for t in peeked) >= self.settings.max_changes
-        )
+        more = bool(waiting) or full
         return StepResult(facts, retained, self._lag(waiting), alarm, more=more)
 
     def _bounded(self, transactions: list[Transaction]) -> list[Transaction]:

@@ -44,6 +44,12 @@ class Recorder:
     def failed(self, reason: str) -> None:
         self.agg.fail(reason)
 
+    def checked(self, lsn: str, at: str) -> None:
+        self.agg.checked(lsn, at)
+
+    def checked_at(self) -> str | None:
+        return self.agg.restorable_until
+
 
 @pytest.fixture
 def source() -> Any:
@@ -93,7 +99,7 @@ def test_a_step_writes_records_then_releases(source, tmp_path: Path):
     second = task.step().segment
     assert second is not None and second["from_lsn"] == first.segment["to_lsn"]  # contiguous
     assert _archived_ids(storage, agg) == [1, 2, 3, 4, 5]
-    assert agg.restorable_until == second["last_commit"]
+    assert agg.restorable_until == second["until_time"] >= second["last_commit"]
 
 
 def test_segments_close_at_their_size_and_the_rest_follows_at_once(source, tmp_path: Path):
@@ -207,3 +213,29 @@ def test_unreachable_storage_alarms_then_ends_the_capture_and_drops_its_slot(sou
         task.step()
     assert agg.status == CAPTURE_FAILED and "max_slot_wal_mb" in (agg.reason or "")
     assert capture.retained_wal_bytes(conn, slot.name) is None  # the source keeps no WAL for it
+
+
+def test_an_idle_source_stays_restorable_to_now_with_a_bounded_record(source, tmp_path: Path):
+    conn, slot = source
+    agg = _capture(slot)
+    storage = LocalStorage("local", tmp_path / "store")
+    _write(conn, 1, 1)
+    task = CaptureTask(
+        conn, slot.name, "nightly", storage, Recorder(agg), CaptureSettings(checkpoint_seconds=3600)
+    )
+    segment = task.step().segment
+    assert segment is not None and segment["until_time"] >= segment["last_commit"]  # seen up to the peek
+    events = len(agg.pending_events)
+    for _ in range(5):
+        assert task.step().segment is None
+    assert len(agg.pending_events) == events  # idle steps within the interval record nothing
+
+    eager = CaptureTask(
+        conn, slot.name, "nightly", storage, Recorder(agg), CaptureSettings(checkpoint_seconds=0)
+    )
+    before = agg.restorable_until
+    conn.execute("SELECT pg_sleep(0.01)")
+    eager.step()
+    assert agg.restorable_until is not None and before is not None and agg.restorable_until > before
+    assert capture.lsn_value(agg.checked_lsn) >= capture.lsn_value(segment["to_lsn"])
+    assert agg.position == segment["to_lsn"]  # a check moves no segment boundary

@@ -8,6 +8,8 @@ shared cluster, as a restore to another server would.
 
 from __future__ import annotations
 
+import re
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from domain.capture import Capture
 from tests.support import logical, pgdb
 from transfer.errors import SourceError, TargetError
 from transfer.runs.backup import run_backup
@@ -211,4 +214,86 @@ def test_a_snapshot_that_is_gone_is_refused_by_name(source_db, tmp_path: Path):
             {},
             lambda *a: None,
             lambda: False,
+        )
+
+
+def test_a_restore_to_a_moment_reads_the_archived_segments_up_to_its_commit(source_db, tmp_path: Path):
+    from service.capture import CaptureSettings, CaptureTask, read_segment
+    from tests.service.test_capture import Recorder
+    from transfer.runs import point_in_time
+
+    storage = LocalStorage("local", tmp_path / "store")
+    slot_name = "snapledger_test_" + source_db
+    moments: list[tuple[str, datetime, dict[str, Any]]] = []
+    with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
+        with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
+            started = conn.execute("SELECT now()").fetchone()[0]
+            run_backup(
+                _source(source_db).joined(slot.snapshot),
+                storage,
+                KEY,
+                [],
+                [],
+                {},
+                lambda *a: None,
+                lambda: False,
+            )
+        agg = Capture(uuid.uuid4(), uuid.uuid4(), "cont", "local", slot_name, slot.consistent_lsn)
+        task = CaptureTask(
+            conn, slot_name, "cont", storage, Recorder(agg), CaptureSettings(segment_bytes=4096)
+        )
+        for number, step in enumerate(WORKLOAD):
+            with conn.transaction():
+                for statement in step:
+                    conn.execute(statement)
+            moments.append(
+                (
+                    capture.current_lsn(conn),
+                    conn.execute("SELECT now()").fetchone()[0],
+                    pgdb.checksums_of(conn, SCHEMAS),
+                )
+            )
+            if number % 3 == 2:
+                while task.step().more:
+                    pass
+        while task.step().more:
+            pass
+    assert len(agg.segments) >= 3
+
+    def read(facts: dict[str, Any]) -> list[capture.Transaction]:
+        return read_segment(storage, facts)
+
+    for index in (1, 4, len(WORKLOAD) - 1):
+        lsn, at, expected = moments[index]
+        checked = (agg.checked_lsn, agg.restorable_until or "")
+        chosen = point_in_time.plan(
+            slot.consistent_lsn, agg.segments, read, to_time=at, snapshot_time=started, checked=checked
+        )
+        assert chosen.end is not None and chosen.end["time"] <= at.isoformat()
+        assert len(chosen.transactions) == index + 1
+        with pgdb.databases("pitr") as (dst,):
+            _restore(storage, dst)
+            done = point_in_time.replay(pgdb.url(dst), None, chosen)
+            assert done["transactions"] == index + 1 and done["end"] == chosen.end
+            assert pgdb.checksums(dst, SCHEMAS) == expected, f"moment {index}"
+        by_lsn = point_in_time.plan(slot.consistent_lsn, agg.segments, read, to_lsn=lsn, checked=checked)
+        assert by_lsn.end == chosen.end
+
+    last = agg.segments[-1]
+    with pytest.raises(
+        point_in_time.PointInTimeError, match="archived up to " + re.escape(last["until_time"])
+    ):
+        point_in_time.plan(
+            slot.consistent_lsn,
+            agg.segments,
+            read,
+            to_time=datetime.fromisoformat("2999-01-01T00:00:00+00:00"),
+        )
+    with pytest.raises(point_in_time.PointInTimeError, match="before the snapshot"):
+        point_in_time.plan(
+            slot.consistent_lsn, agg.segments, read, to_time=started.replace(year=2000), snapshot_time=started
+        )
+    with pytest.raises(point_in_time.PointInTimeError, match="have a gap"):
+        point_in_time.plan(
+            slot.consistent_lsn, [agg.segments[0], agg.segments[2]], read, to_time=moments[-1][1]
         )

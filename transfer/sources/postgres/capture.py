@@ -149,6 +149,14 @@ def _commit_time(line: str) -> str:
     return moment.isoformat()
 
 
+def horizon(conn: psycopg.Connection) -> tuple[str, str]:
+    """The server's WAL position and time now: read before a peek, every transaction that
+    committed at or before it is in what the peek returns (or was archived before)."""
+    row = conn.execute("SELECT pg_current_wal_lsn()::text, now()").fetchone()
+    assert row is not None
+    return str(row[0]), row[1].isoformat()
+
+
 def advance(conn: psycopg.Connection, name: str, lsn: str) -> None:
     """Moves the slot past the transaction that committed at `lsn`: call it only once the
     segment holding that transaction is durable and recorded."""
