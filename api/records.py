@@ -67,6 +67,7 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         "last_failure_reason": r["last_failure_reason"],
         "retention": json.loads(r["retention"]),
         "collections": json.loads(r["collections"]),
+        "continuous": json.loads(r["continuous"]) if r["continuous"] else None,
         "status": r["status"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],

@@ -65,6 +65,21 @@ COLLECTIONS = {
         {"type": "null"},
     ],
 }
+CONTINUOUS = {
+    "description": "continuous capture after each snapshot (PostgreSQL): true, or its settings",
+    "oneOf": [
+        {"type": ["boolean", "null"]},
+        {
+            "type": "object",
+            "properties": {
+                "segment_seconds": DURATION,
+                "segment_bytes": {"type": "integer", "minimum": 65536, "maximum": 1073741824},
+                "max_slot_wal_mb": {"type": "integer", "minimum": 16, "maximum": 1048576},
+            },
+            "additionalProperties": False,
+        },
+    ],
+}
 POLICY_FIELDS = {
     "name": NAME,
     "source": REF,
@@ -73,6 +88,7 @@ POLICY_FIELDS = {
     "timezone": TIMEZONE,
     "retention": RETENTION,
     "collections": COLLECTIONS,
+    "continuous": CONTINUOUS,
 }
 POLICY_CREATE = {
     "type": "object",
@@ -179,6 +195,10 @@ STORAGES = _obj(
     }
 )  # fmt: skip
 RETENTION_STATE = _obj({"keep_last": _I, "expire_after_seconds": _I})
+CONTINUOUS_STATE = {
+    "type": ["object", "null"],
+    "properties": {"segment_seconds": _INT, "segment_bytes": _INT, "max_slot_wal_mb": _INT},
+}
 SELECTION_STATE = _obj({"include": _STRINGS, "exclude": _STRINGS})
 _POLICY_STATUS = {"enum": list(POLICY_STATUSES)}
 _RUN_STATUS = {"enum": list(BACKUP_STATUSES)}
@@ -187,7 +207,8 @@ POLICY = _obj(
         "id": _ID, "name": _STR, "source": _STR, "storage": _STR, "schedule": _S, "timezone": _STR,
         "next_run_at": _TIME_OR_NULL, "last_slot": _S, "last_success_at": _TIME_OR_NULL,
         "last_failure_at": _TIME_OR_NULL, "last_failure_reason": _S, "retention": RETENTION_STATE,
-        "collections": SELECTION_STATE, "status": _POLICY_STATUS, "created_at": _TIME, "updated_at": _TIME,
+        "collections": SELECTION_STATE, "continuous": CONTINUOUS_STATE, "status": _POLICY_STATUS,
+        "created_at": _TIME, "updated_at": _TIME,
         "created_by": _S, "snapshots_count": _INT, "last_snapshot_id": {"type": ["string", "null"]},
         "rebuilds": _INT, "events_url": _STR, "position": _INT, "storage_health": HEALTH,
     }
@@ -195,8 +216,9 @@ POLICY = _obj(
 POLICY_AS_OF = _obj(
     {
         "id": _ID, "name": _STR, "source": _STR, "storage": _STR, "schedule": _S, "timezone": _STR,
-        "retention": RETENTION_STATE, "collections": SELECTION_STATE, "status": _POLICY_STATUS,
-        "created_at": _TIME, "snapshots_count": _INT, "rebuilds": _INT, "version": _INT,
+        "retention": RETENTION_STATE, "collections": SELECTION_STATE, "continuous": CONTINUOUS_STATE,
+        "status": _POLICY_STATUS, "created_at": _TIME, "snapshots_count": _INT, "rebuilds": _INT,
+        "version": _INT,
         "as_of": {"type": "string", "description": "the time or position asked for"}, "position": _INT,
     }
 )  # fmt: skip

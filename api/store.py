@@ -133,6 +133,7 @@ def open_store(config: Config) -> tuple[Snapledger, ViewDatabase]:
         storages=frozenset(config.storages),
         targets=frozenset(config.targets),
         existing_choices={n: EXISTING.get(t.kind, ()) for n, t in config.targets.items()},
+        source_kinds={n: s.kind for n, s in config.sources.items()},
     )
     if config.database.kind == "postgresql":
         _ensure_schema(config)

@@ -5,12 +5,13 @@ import_commands.py); the plumbing they share is ledger.py."""
 
 from __future__ import annotations
 
+from domain.capture_commands import CaptureCommands
 from domain.import_commands import ImportCommands
 from domain.policy_commands import PolicyCommands
 from domain.run_commands import RunCommands
 
 
-class Snapledger(PolicyCommands, RunCommands, ImportCommands):
-    """Commands for policies, snapshots and restores; optimistic concurrency throughout."""
+class Snapledger(PolicyCommands, RunCommands, ImportCommands, CaptureCommands):
+    """Commands for policies, snapshots, restores and captures; optimistic concurrency throughout."""
 
     name = "Snapledger"

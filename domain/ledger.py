@@ -37,6 +37,7 @@ class Catalog:
     storages: frozenset[str] = frozenset()
     targets: frozenset[str] = frozenset()
     existing_choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per target
+    source_kinds: dict[str, str] = field(default_factory=dict)  # what each source is
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,24 @@ ACTIVE, STOPPED, DELETED = "active", "stopped", "deleted"
 POLICY_STATUSES = (ACTIVE, STOPPED, DELETED)
 SCHEDULER_ACTOR = "system:scheduler"
 RETENTION_ACTOR = "system:retention"
-EDITABLE_FIELDS = ("name", "source", "storage", "schedule", "timezone", "retention", "collections")
+EDITABLE_FIELDS = (
+    "name",
+    "source",
+    "storage",
+    "schedule",
+    "timezone",
+    "retention",
+    "collections",
+    "continuous",
+)
 
 
 class BackupPolicy(TimedAggregate):
     """A named backup definition; it also numbers and remembers its snapshots."""
 
     class PolicyCreated(Aggregate.Created):
-        """v2 added the schedule's time zone; older policies ran in UTC."""
+        """v2 added the schedule's time zone (older policies ran in UTC); v3 continuous
+        capture (older policies had none)."""
 
         name: str
         source: str
@@ -33,11 +43,16 @@ class BackupPolicy(TimedAggregate):
         retention: dict[str, Any]
         collections: dict[str, Any]
         actor: str
-        class_version = 2
+        continuous: dict[str, Any] | None
+        class_version = 3
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["timezone"] = "UTC"
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["continuous"] = None
 
     @event(PolicyCreated)
     def __init__(
@@ -50,8 +65,10 @@ class BackupPolicy(TimedAggregate):
         retention: dict[str, Any],
         collections: dict[str, Any],
         actor: str,
+        continuous: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.continuous = continuous  # capture settings, or None: snapshots only
         self.source = source
         self.storage = storage
         self.schedule = schedule

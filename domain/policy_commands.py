@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
-from domain.errors import InvalidTransition, InvalidValue
+from domain.errors import Conflict, InvalidTransition, InvalidValue
 from domain.ledger import (
     Ledger,
     Outcome,
@@ -21,7 +21,7 @@ from domain.ledger import (
 from domain.policy import EDITABLE_FIELDS, SCHEDULER_ACTOR, BackupPolicy, PolicyNameClaim, name_claim_id
 from domain.schedule import scheduled_snapshot_id
 from domain.snapshot import DELETED, HAS_ARCHIVE, REQUESTED, RUNNING, Snapshot
-from domain.values import CollectionSelection, Retention, check_cron, check_name, check_timezone
+from domain.values import CollectionSelection, Continuous, Retention, check_cron, check_name, check_timezone
 
 
 class PolicyCommands(Ledger):
@@ -46,11 +46,23 @@ class PolicyCommands(Ledger):
             out["retention"] = Retention.parse(data.get("retention")).to_dict()
         if "collections" in data or not partial:
             out["collections"] = CollectionSelection.parse(data.get("collections")).to_dict()
+        if "continuous" in data or not partial:
+            continuous = Continuous.parse(data.get("continuous"))
+            out["continuous"] = continuous.to_dict() if continuous else None
         return out
+
+    def _check_capture(self, source: str, continuous: dict[str, Any] | None) -> None:
+        """Continuous capture reads a PostgreSQL source's WAL by logical decoding."""
+        kind = self.catalog.source_kinds.get(source)
+        if continuous is not None and kind is not None and kind != "postgresql":
+            raise Conflict(  # the request is well formed; the configured source cannot do it
+                f"continuous capture needs a PostgreSQL source; {source!r} is {kind}", "continuous"
+            )
 
     def create_policy(self, data: dict[str, Any], actor: str) -> Outcome:
         actor = check_actor(actor)
         fields = self._policy_fields(data, partial=False)
+        self._check_capture(fields["source"], fields["continuous"])
 
         def command() -> Outcome:
             policy = BackupPolicy(**fields, actor=actor)
@@ -67,6 +79,9 @@ class PolicyCommands(Ledger):
 
         def command() -> Outcome:
             policy = self.get_policy(policy_id)
+            self._check_capture(
+                fields.get("source", policy.source), fields.get("continuous", policy.continuous)
+            )
             old_name = policy.name
             if not policy.edit(fields, actor):
                 return Outcome(policy.id, self.recorder.max_notification_id() or 0)

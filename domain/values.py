@@ -241,3 +241,51 @@ class CollectionSelection:
         if self.include and name not in self.include:
             return False
         return name not in self.exclude
+
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Continuous:
+    """A policy's continuous capture: after each snapshot, the source's changes from its
+    exact consistent point, archived in segments, so a restore can reach any second."""
+
+    segment_seconds: int = 60
+    segment_bytes: int = 16 * MIB
+    max_slot_wal_mb: int = 1024
+
+    @classmethod
+    def parse(cls, value: object, field: str = "continuous") -> Continuous | None:
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if not isinstance(value, dict):
+            raise InvalidValue(f"{field} must be true, false or an object of capture settings", field)
+        unknown = sorted(set(value) - {"segment_seconds", "segment_bytes", "max_slot_wal_mb"})
+        if unknown:
+            raise InvalidValue(f"{field}.{unknown[0]} is not a capture setting", f"{field}.{unknown[0]}")
+        seconds = parse_duration(value.get("segment_seconds", "60s"), f"{field}.segment_seconds")
+        size = _integer(value.get("segment_bytes", 16 * MIB), f"{field}.segment_bytes", 64 * 1024, 1024 * MIB)
+        wal = _integer(value.get("max_slot_wal_mb", 1024), f"{field}.max_slot_wal_mb", 16, 1024 * 1024)
+        return cls(seconds, size, wal)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "segment_seconds": self.segment_seconds,
+            "segment_bytes": self.segment_bytes,
+            "max_slot_wal_mb": self.max_slot_wal_mb,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Continuous | None:
+        return None if data is None else cls(**data)
+
+
+def _integer(value: object, field: str, low: int, high: int) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidValue(f"{field} must be an integer from {low} to {high}", field)
+    return value

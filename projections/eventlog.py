@@ -17,6 +17,7 @@ from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
+from domain.capture import Capture
 from domain.errors import InvalidValue
 from domain.idempotency import RequestKeyRecord
 from domain.policy import BackupPolicy, PolicyNameClaim
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from psycopg.sql import Composed
 
 _BASE_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim, RunSlot, RequestKeyRecord)
+AGGREGATES = (BackupPolicy, Snapshot, Restore, PolicyNameClaim, RunSlot, RequestKeyRecord, Capture)
 
 
 def _event_classes() -> dict[str, type]:
@@ -144,6 +145,23 @@ def message(kind: str, d: dict[str, Any]) -> str:
             return f"{d['command']} by {d['actor']} recorded under Idempotency-Key {d['key']}"
         case "SnapshotHeartbeat" | "RestoreHeartbeat":
             return "lease renewed"
+        case "CaptureStarted":
+            return (
+                f"continuous capture started at {d['from_position']} (slot {d['slot']}), "
+                f"after snapshot {d['snapshot_id']}"
+            )
+        case "ChangesArchived":
+            return (
+                f"changes archived: {d['transactions']} transactions, {d['items']} changes, "
+                f"{_mb(d['bytes'])}, "
+                f"{d['from_lsn']} -> {d['to_lsn']}, commits {d['first_commit']} to {d['last_commit']}"
+            )
+        case "CaptureChecked":
+            return f"no change since the last segment, up to {d['lsn']} at {d['at']}"
+        case "CaptureFailed":
+            return f"continuous capture failed: {d['reason']}"
+        case "CaptureStopped":
+            return f"continuous capture stopped: {d['reason']}"
     return kind
 
 

@@ -62,6 +62,7 @@ def _policy_as_of(runtime: Runtime, policy_id: str, as_of: str) -> dict[str, Any
         "timezone": then.timezone,
         "retention": then.retention,
         "collections": then.collections,
+        "continuous": then.continuous,
         "status": then.status,
         "created_at": then.created_on.isoformat(),
         "snapshots_count": len(then.snapshot_ids),

@@ -13,14 +13,14 @@ from projections.views.base import Handler, View, _update, dumps, failure_reason
 policies = View(
     name="policies",
     table="policies",
-    version=2,
+    version=3,  # 3: continuous
     cost=2,
     extra_tables=["policy_snapshots"],
     ddl=[
         """CREATE TABLE IF NOT EXISTS policies (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
             storage TEXT NOT NULL, schedule TEXT, timezone TEXT NOT NULL, retention TEXT NOT NULL,
-            collections TEXT NOT NULL, status TEXT NOT NULL, created_at TEXT NOT NULL,
+            collections TEXT NOT NULL, continuous TEXT, status TEXT NOT NULL, created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
             last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, last_slot TEXT, next_run_at TEXT,
             last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT,
@@ -61,6 +61,7 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
             "timezone": e.timezone,
             "retention": dumps(e.retention),
             "collections": dumps(e.collections),
+            "continuous": dumps(e.continuous) if e.continuous else None,
             "status": "active",
             "created_at": iso(e.timestamp),
             "updated_at": iso(e.timestamp),
@@ -83,7 +84,10 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
 @policies.on("PolicyEdited")
 def _policy_edited(rows: Rows, e: Any, position: int) -> None:
     values = {
-        k: dumps(v["new"]) if k in ("retention", "collections") else v["new"] for k, v in e.changes.items()
+        k: (dumps(v["new"]) if v["new"] is not None or k != "continuous" else None)
+        if k in ("retention", "collections", "continuous")
+        else v["new"]
+        for k, v in e.changes.items()
     }
     _update(rows, "policies", oid(e), position, updated_at=iso(e.timestamp), **values)
     _next_run(rows, oid(e), e.timestamp)

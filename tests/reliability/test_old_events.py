@@ -15,7 +15,10 @@ from eventsourcing.persistence import StoredEvent
 from api.runtime import Runtime
 from projections.eventlog import EVENT_TYPES
 
-FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures").glob("events*.jsonl"))
+FIXTURES = sorted(
+    (Path(__file__).resolve().parents[1] / "fixtures").glob("events*.jsonl"),
+    key=lambda p: int(p.stem.removeprefix("events-v")) if "-v" in p.stem else 0,  # events.jsonl: the first
+)
 
 
 def _stored(path: Path) -> list[StoredEvent]:

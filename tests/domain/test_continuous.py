@@ -1,0 +1,89 @@
+"""A policy's continuous capture: the option, checked where it is given, and the capture
+window it opens, recorded as events an operator can read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from domain.application import Snapledger
+from domain.errors import Conflict, InvalidTransition, InvalidValue
+from domain.ledger import Catalog
+from projections.eventlog import EventLog
+
+
+@pytest.fixture
+def app() -> Snapledger:
+    catalog = Catalog(
+        frozenset({"pg", "files"}),
+        frozenset({"local"}),
+        frozenset({"scratch"}),
+        source_kinds={"pg": "postgresql", "files": "ndjson"},
+    )
+    return Snapledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, catalog)
+
+
+def _policy(app: Snapledger, **extra: object) -> str:
+    return str(app.create_policy({"name": "live", "source": "pg", "storage": "local", **extra}, "ops").id)
+
+
+def test_continuous_takes_true_or_its_settings_and_names_what_is_wrong(app):
+    assert app.get_policy(_policy(app)).continuous is None
+    app2 = app
+    pid = str(
+        app2.create_policy({"name": "on", "source": "pg", "storage": "local", "continuous": True}, "ops").id
+    )
+    assert app2.get_policy(pid).continuous == {
+        "segment_seconds": 60, "segment_bytes": 16 * 1024 * 1024, "max_slot_wal_mb": 1024,
+    }  # fmt: skip
+    app.edit_policy(pid, {"continuous": {"segment_seconds": "15s", "max_slot_wal_mb": 64}}, "ops")
+    assert app.get_policy(pid).continuous == {
+        "segment_seconds": 15, "segment_bytes": 16 * 1024 * 1024, "max_slot_wal_mb": 64,
+    }  # fmt: skip
+    app.edit_policy(pid, {"continuous": False}, "ops")
+    assert app.get_policy(pid).continuous is None
+    for bad, field in [
+        ({"segment_seconds": 60}, "continuous.segment_seconds"),  # a bare number has no unit
+        ({"segment_seconds": "0s"}, "continuous.segment_seconds"),
+        ({"segment_bytes": 10}, "continuous.segment_bytes"),
+        ({"max_slot_wal_mb": "1GB"}, "continuous.max_slot_wal_mb"),
+        ({"every": "1m"}, "continuous.every"),
+        ("yes", "continuous"),
+    ]:
+        with pytest.raises(InvalidValue) as e:
+            app.edit_policy(pid, {"continuous": bad}, "ops")
+        assert e.value.field == field, bad
+
+
+def test_continuous_capture_needs_a_postgresql_source(app):
+    with pytest.raises(Conflict, match="needs a PostgreSQL source; 'files' is ndjson") as e:
+        app.create_policy({"name": "f", "source": "files", "storage": "local", "continuous": True}, "ops")
+    assert e.value.field == "continuous"
+    pid = _policy(app, continuous=True)
+    with pytest.raises(Conflict, match="needs a PostgreSQL source"):
+        app.edit_policy(pid, {"source": "files"}, "ops")
+
+
+def test_a_capture_window_records_its_segments_in_the_event_log(app):
+    pid = _policy(app, continuous=True)
+    sid = app.request_snapshot(pid, "ops").id
+    with pytest.raises(InvalidTransition, match="has no continuous capture"):
+        app.start_capture(_other := str(app.create_policy(
+            {"name": "plain", "source": "pg", "storage": "local"}, "ops").id), sid, "s", "0/1")  # fmt: skip
+    with pytest.raises(InvalidTransition, match="is not one of policy"):
+        app.start_capture(pid, app.request_snapshot(_other, "ops").id, "s", "0/1")
+    cid = app.start_capture(pid, sid, "snapledger_live", "0/16B3748").id
+    capture = app.get_capture(cid)
+    at = datetime.now(UTC).isoformat()
+    segment = {"from_lsn": "0/16B3748", "to_lsn": "0/16C0000", "first_commit": at, "last_commit": at,
+               "transactions": 2, "items": 5, "bytes": 2048, "sha256": "ab" * 32,
+               "key": "live/changes/x"}  # fmt: skip
+    capture.archived(segment)
+    app.record(capture)
+    again = app.get_capture(cid)
+    assert again.position == "0/16C0000" and again.restorable_until == at and len(again.segments) == 1
+    log = EventLog(app)
+    messages = [e["message"] for e in log.global_page(0, 1000) if e["aggregate_id"] == str(cid)]
+    assert messages[0].startswith("continuous capture started at 0/16B3748 (slot snapledger_live)")
+    assert "2 transactions, 5 changes, 2.0 KiB, 0/16B3748 -> 0/16C0000" in messages[1]
