@@ -20,6 +20,7 @@ from projections.db import ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
 from service import catalog, deletion, retention
+from service.capture_loop import CaptureLoop
 from service.janitor import Janitor
 from service.maintenance import Maintenance
 from service.resources import Resources
@@ -43,6 +44,7 @@ class Runtime:
     eventlog: EventLog
     resources: Resources
     worker: Worker | None = None
+    captures: CaptureLoop | None = None  # continuous capture, where workers run
     scheduler: Scheduler | None = None
     janitor: Janitor | None = None
     _maintenance: Maintenance | None = None
@@ -103,6 +105,9 @@ class Runtime:
                 self.find_work,
                 lease_seconds=settings["lease_seconds"],
                 concurrency=settings["concurrency"],
+            ).start()
+            self.captures = CaptureLoop(
+                self.app, self.resources, lambda: queries.capture_windows(self.views)
             ).start()
         if settings["scheduler"]:
             self.scheduler = Scheduler(self.app, self.due_policies)
@@ -177,6 +182,8 @@ class Runtime:
             self._maintenance.stop()
         if self.worker is not None:
             self.worker.stop()
+        if self.captures is not None:
+            self.captures.stop()
         self.runner.stop()
         self.views.close()
         self.app.close()

@@ -88,3 +88,25 @@ def restore_by_task_name(db: ViewDatabase, sub_name: str) -> str | None:
         {"s": sub_name},
     )
     return str(rows[0]["id"]) if rows else None
+
+
+def capture_windows(db: ViewDatabase) -> list[dict[str, Any]]:
+    """Each policy that has had continuous capture, with its completed snapshots that
+    opened a capture window (point_in_time.capture), newest first."""
+    out = []
+    for policy in db.query("SELECT id, name, source, storage, status, continuous FROM policies"):
+        rows = db.query(
+            "SELECT id, point_in_time, status FROM backup_records WHERE policy_id = %(p)s "
+            "AND point_in_time LIKE %(capture)s ORDER BY sequence DESC",
+            {"p": policy["id"], "capture": '%"capture"%'},
+        )
+        windows = []
+        for row in rows:
+            moment = json.loads(row["point_in_time"] or "{}")
+            if "capture" in moment:
+                windows.append({"snapshot_id": row["id"], "status": row["status"], **moment["capture"]})
+        if windows or policy["continuous"]:
+            out.append(
+                {**policy, "continuous": json.loads(policy["continuous"] or "null"), "windows": windows}
+            )
+    return out

@@ -14,8 +14,9 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -26,6 +27,7 @@ from domain.application import Snapledger
 from domain.errors import InvalidTransition
 from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
+from service import window
 from service.claimed_run import ClaimedRun, Fenced, StoreUnavailable, utc_now
 from service.resources import Resources
 from transfer.errors import Stopped
@@ -195,27 +197,10 @@ class Worker:
                 missing = snap.source if source is None else snap.storage
                 raise LookupError(f"{missing!r} is no longer configured")
             self.resources.usable(snap.storage)
-            result = run_backup(
-                source,
-                storage,
-                snap.archive_key,
-                list(snap.collections.get("include", [])),
-                list(snap.collections.get("exclude", [])),
-                {
-                    "snapshot_id": str(snap.id),
-                    "policy": snap.policy_name,
-                    "source": snap.source,
-                    "expire_after_seconds": snap.expire_after_seconds,  # a resync keeps the expiry
-                },
-                ProgressThrottle(run.report),
-                run.should_stop,
-                codec=self.resources.codec,
-                level=self.resources.level,
-                parallel=source.parallel,
-                keyring=self.resources.keyrings.get(snap.storage),
-                signer=self.resources.signers.get(snap.storage),
-                before_commit=run.still_ours,
-            )
+            with self._window(snap, source) as (reading, capture_window):
+                result = self._backup(run, snap, reading, storage)
+            if capture_window is not None:  # the capture streams from here (service/capture_loop.py)
+                result.point_in_time = {**(result.point_in_time or {}), "capture": capture_window}
 
             finished_at = utc_now()
             locked_until = self._lock_archive(storage, snap, finished_at) if storage.lock_mode else None
@@ -241,6 +226,42 @@ class Worker:
                 remove_archive(storage, snap.archive_key)
 
         self._execute(run, work, cleanup)
+
+    @contextmanager
+    def _window(self, snap: Snapshot, source: Any) -> Iterator[tuple[Any, dict[str, Any] | None]]:
+        """A continuous policy's PostgreSQL snapshot is read in a new capture window's slot."""
+        try:
+            continuous = self.app.get_policy(snap.policy_id).continuous
+        except Exception:  # noqa: BLE001 - a policy that cannot be read takes no window
+            continuous = None
+        if continuous is None or getattr(source, "kind", None) != "postgresql":
+            yield source, None
+            return
+        with window.opened(source, snap.id) as (reading, facts):
+            yield reading, facts
+
+    def _backup(self, run: ClaimedRun, snap: Snapshot, source: Any, storage: Storage) -> Any:
+        return run_backup(
+            source,
+            storage,
+            snap.archive_key,
+            list(snap.collections.get("include", [])),
+            list(snap.collections.get("exclude", [])),
+            {
+                "snapshot_id": str(snap.id),
+                "policy": snap.policy_name,
+                "source": snap.source,
+                "expire_after_seconds": snap.expire_after_seconds,  # a resync keeps the expiry
+            },
+            ProgressThrottle(run.report),
+            run.should_stop,
+            codec=self.resources.codec,
+            level=self.resources.level,
+            parallel=source.parallel,
+            keyring=self.resources.keyrings.get(snap.storage),
+            signer=self.resources.signers.get(snap.storage),
+            before_commit=run.still_ours,
+        )
 
     @staticmethod
     def _lock_archive(storage: Storage, snap: Snapshot, finished_at: datetime) -> datetime:

@@ -1,0 +1,271 @@
+"""Runs each continuous policy's capture: one window per snapshot that opened one, the
+newest alone streaming. A newer window, a stopped or deleted policy, or turning continuous
+off stops the older window and drops its slot, so no slot holds WAL for nothing; a slot
+whose snapshot failed, stopped or was deleted is dropped the same way.
+
+Every append is at the Capture's version, and PostgreSQL lets one session at a time read a
+slot, so two processes stepping the same capture cannot both archive a range: the loser's
+append is refused before its slot moves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from eventsourcing.persistence import IntegrityError
+
+from domain.application import Snapledger
+from domain.capture import CAPTURING, Capture, capture_id
+from domain.errors import NotFound
+from service.capture import CaptureFailed, CaptureSettings, CaptureTask
+from service.resources import Resources
+from transfer.sources.postgres.connection import conninfo
+
+log = logging.getLogger("snapledger.capture")
+MIB = 1024 * 1024
+
+
+class StoredRecorder:
+    """The Capture aggregate in the event store: each fact is appended at once, at the
+    version last seen; a refused append means another process has the capture."""
+
+    def __init__(self, app: Snapledger, capture: Capture) -> None:
+        self.app = app
+        self.agg = capture
+
+    def _save(self) -> None:
+        try:
+            self.app.record(self.agg)
+        except IntegrityError:
+            self.agg = self.app.get_capture(self.agg.id)
+            raise
+
+    def position(self) -> str:
+        return self.agg.position
+
+    def archived(self, facts: dict[str, Any]) -> None:
+        self.agg.archived(facts)
+        self._save()
+
+    def failed(self, reason: str) -> None:
+        self.agg.fail(reason)
+        self._save()
+
+    def checked(self, lsn: str, at: str) -> None:
+        self.agg.checked(lsn, at)
+        self._save()
+
+    def checked_at(self) -> str | None:
+        return self.agg.restorable_until
+
+
+class CaptureLoop:
+    def __init__(
+        self,
+        app: Snapledger,
+        resources: Resources,
+        windows: Callable[[], list[dict[str, Any]]],
+        tick_seconds: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.resources = resources
+        self.windows = windows
+        self.tick_seconds = tick_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._tasks: dict[UUID, tuple[CaptureTask, psycopg.Connection]] = {}
+        self._due: dict[UUID, float] = {}
+        self.last: dict[UUID, Any] = {}  # capture id -> its last StepResult, for metrics
+        self._closed: set[UUID] = set()  # windows stopped and their slots dropped, this process
+        self._swept: dict[str, float] = {}  # source -> when its slots were last swept
+        self.sweep_seconds = 60.0
+
+    def start(self) -> CaptureLoop:
+        self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=30)
+        for _, conn in self._tasks.values():
+            conn.close()
+        self._tasks.clear()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                log.exception("capture loop error")
+            self._stop.wait(self.tick_seconds)
+
+    def tick(self) -> None:
+        streaming: dict[str, set[str]] = {}  # source -> the slots its newest windows stream from
+        for policy in self.windows():
+            source = self.resources.sources.get(policy["source"])
+            if source is None or getattr(source, "kind", None) != "postgresql":
+                continue
+            kept = streaming.setdefault(policy["source"], set())
+            if policy["windows"] and policy["windows"][0]["status"] == "completed":
+                kept.add(policy["windows"][0]["slot"])
+            live = policy["status"] != "deleted" and policy["status"] != "stopped" and policy["continuous"]
+            for index, found in enumerate(policy["windows"]):
+                newest = index == 0 and found["status"] == "completed" and live
+                if newest:
+                    self._stream(policy, found, source)
+                else:
+                    self._close(policy, found, source, self._why_closed(policy, found, live))
+        now = time.monotonic()
+        for name, kept in streaming.items():
+            if now >= self._swept.get(name, 0.0):
+                self._swept[name] = now + self.sweep_seconds
+                self._sweep(self.resources.sources[name], kept)
+
+    def _sweep(self, source: Any, kept: set[str]) -> None:
+        """Drops the slots of this store's snapshots that hold WAL for nothing: the snapshot
+        failed, stopped, was deleted, or a newer window took over. A slot of a snapshot
+        still running is kept, and so is one this store does not know (another install's)."""
+        from domain.snapshot import COMPLETED, DELETED, FAILED, STOPPED
+        from service.window import SLOT_PATTERN, drop
+
+        with psycopg.connect(
+            conninfo(source.url, source.password), autocommit=True, connect_timeout=10
+        ) as conn:
+            names = [r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots").fetchall()]
+        for name in names:
+            found = SLOT_PATTERN.fullmatch(name)
+            if found is None or name in kept:
+                continue
+            try:
+                snapshot = self.app.get_snapshot(UUID(found.group(1)))
+            except NotFound:
+                continue
+            if snapshot.status in (COMPLETED, FAILED, STOPPED, DELETED):
+                try:
+                    drop(source, name)
+                    log.info("dropped replication slot %s: its snapshot is %s", name, snapshot.status)
+                except psycopg.Error as e:
+                    log.warning("could not drop replication slot %s: %s", name, self.resources.redact(str(e)))
+
+    @staticmethod
+    def _why_closed(policy: dict[str, Any], found: dict[str, Any], live: bool) -> str:
+        if found["status"] != "completed":
+            return f"its snapshot is {found['status']}"
+        if not live:
+            return (
+                "continuous capture is off"
+                if policy["status"] == "active"
+                else f"the policy is {policy['status']}"
+            )
+        return "a newer snapshot opened the next window"
+
+    def _capture(self, policy: dict[str, Any], found: dict[str, Any]) -> Capture | None:
+        cid = capture_id(UUID(policy["id"]), UUID(found["snapshot_id"]))
+        try:
+            return self.app.get_capture(cid)
+        except NotFound:
+            pass
+        try:
+            self.app.start_capture(policy["id"], found["snapshot_id"], found["slot"], found["from_position"])
+        except IntegrityError:  # another process started it first
+            pass
+        try:
+            return self.app.get_capture(cid)
+        except NotFound:
+            return None
+
+    def _stream(self, policy: dict[str, Any], found: dict[str, Any], source: Any) -> None:
+        capture = self._capture(policy, found)
+        if capture is None or capture.status != CAPTURING:
+            return
+        now = time.monotonic()
+        if now < self._due.get(capture.id, 0.0):
+            return
+        settings = policy["continuous"]
+        task = self._task(capture, settings, source)
+        try:
+            result = task.step()
+        except CaptureFailed as e:
+            log.error("capture of policy %s ended: %s", policy["name"], e)
+            self._forget(capture.id)
+            return
+        except IntegrityError:
+            log.warning("capture of policy %s is recorded by another process", policy["name"])
+            self._forget(capture.id)
+            return
+        except Exception as e:  # storage or source unreachable: nothing released, alarm kept
+            log.warning(
+                "capture of policy %s could not archive: %s", policy["name"], self.resources.redact(str(e))
+            )
+            self._forget(capture.id)
+            try:
+                self.last[capture.id] = ("error", *self._task(capture, settings, source).check())
+            except Exception:  # noqa: BLE001 - the source itself is unreachable
+                pass
+            self._due[capture.id] = now + float(settings["segment_seconds"])
+            return
+        self.last[capture.id] = result
+        self._due[capture.id] = now if result.more else now + float(settings["segment_seconds"])
+
+    def _task(self, capture: Capture, settings: dict[str, Any], source: Any) -> CaptureTask:
+        held = self._tasks.get(capture.id)
+        if held is not None and not held[1].closed:
+            return held[0]
+        conn = psycopg.connect(conninfo(source.url, source.password), autocommit=True, connect_timeout=10)
+        task = CaptureTask(
+            conn,
+            capture.slot,
+            self.app.get_policy(capture.policy_id).name,
+            self.resources.storages[capture.storage],
+            StoredRecorder(self.app, capture),
+            CaptureSettings(
+                segment_bytes=int(settings["segment_bytes"]),
+                max_slot_wal_mb=int(settings["max_slot_wal_mb"]),
+                checkpoint_seconds=float(settings["segment_seconds"]),
+            ),
+            keyring=self.resources.keyrings.get(capture.storage),
+            capture_id=str(capture.id),
+        )
+        self._tasks[capture.id] = (task, conn)
+        return task
+
+    def _forget(self, cid: UUID) -> None:
+        held = self._tasks.pop(cid, None)
+        if held is not None:
+            held[1].close()
+
+    def _close(self, policy: dict[str, Any], found: dict[str, Any], source: Any, reason: str) -> None:
+        cid = capture_id(UUID(policy["id"]), UUID(found["snapshot_id"]))
+        if cid in self._closed:
+            return
+        self._forget(cid)
+        try:
+            capture = self.app.get_capture(cid)
+        except NotFound:
+            capture = None
+        if capture is not None and capture.status == CAPTURING:
+            capture.stop(reason)
+            try:
+                self.app.record(capture)
+            except IntegrityError:
+                return  # changed meanwhile: the next tick sees it again
+        from service.window import drop
+
+        try:
+            if drop(source, found["slot"]):
+                log.info(
+                    "dropped replication slot %s of policy %s: %s", found["slot"], policy["name"], reason
+                )
+            self._closed.add(cid)
+        except psycopg.Error as e:
+            log.warning(
+                "could not drop replication slot %s: %s", found["slot"], self.resources.redact(str(e))
+            )

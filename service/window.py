@@ -1,0 +1,45 @@
+"""A continuous policy's snapshot opens a capture window: the backup reads in the exported
+snapshot of a replication slot made for it, and the slot stays, for the capture to stream
+from the snapshot's exact consistent point (service/capture_loop.py takes it from there).
+
+A snapshot that fails or stops drops its slot; so does the next attempt of one whose worker
+died (the slot's name is the snapshot's, so it is found), before it makes a new one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from transfer.sources.postgres import capture
+from transfer.sources.postgres.connection import conninfo
+
+SLOT_PATTERN = re.compile(r"snapledger_([0-9a-f]{32})")
+
+
+def slot_name(snapshot_id: UUID) -> str:
+    return f"snapledger_{snapshot_id.hex}"
+
+
+def drop(source: Any, name: str) -> bool:
+    with psycopg.connect(conninfo(source.url, source.password), autocommit=True, connect_timeout=10) as conn:
+        return capture.drop_slot(conn, name)
+
+
+@contextmanager
+def opened(source: Any, snapshot_id: UUID) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """(the source to read, read in the slot's snapshot; the window's facts for the
+    snapshot's point_in_time). The slot is kept when the body returns, dropped if it raises."""
+    name = slot_name(snapshot_id)
+    drop(source, name)  # a dead attempt's, if any: its snapshot is gone with its transaction
+    try:
+        with capture.create_slot(source.url, source.password, name) as slot:
+            yield source.joined(slot.snapshot), {"slot": slot.name, "from_position": slot.consistent_lsn}
+    except BaseException:
+        drop(source, name)
+        raise

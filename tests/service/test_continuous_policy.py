@@ -1,0 +1,132 @@
+"""A continuous policy end to end, in one runtime (worker, capture loop, views): its snapshot
+is read in a new slot's exported snapshot, the capture streams from that exact point into
+the policy's storage as segments recorded on the Capture, a restore to a chosen moment
+equals the source then, and a newer snapshot, or stopping the policy, leaves no slot behind.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from api.config import load_config
+from api.runtime import Runtime
+from domain.capture import CAPTURE_STOPPED, CAPTURING, capture_id
+from domain.errors import NotFound
+from domain.snapshot import COMPLETED
+from service.capture import read_segment
+from service.window import slot_name
+from tests.support import logical, pgdb
+from tests.support.servers import wait_until
+from transfer.runs import point_in_time
+from transfer.runs.restore import run_restore
+from transfer.sources.postgres.target import PostgresTarget
+
+
+def _slots(dbname: str) -> list[str]:
+    with psycopg.connect(logical.url(dbname)) as conn:
+        rows = conn.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s", (dbname,))
+        return sorted(r[0] for r in rows.fetchall())
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Any:
+    logical.require()
+    with logical.database("cont") as dbname:
+        with psycopg.connect(logical.url(dbname), autocommit=True) as conn:
+            conn.execute(
+                "CREATE SCHEMA shop; CREATE TABLE shop.orders (id int PRIMARY KEY, n int, note text)"
+            )
+            conn.execute("INSERT INTO shop.orders SELECT i, i, 'seed' FROM generate_series(1, 100) i")
+        config = tmp_path / "snapledger.toml"
+        config.write_text(
+            f'data_dir = "{tmp_path / "data"}"\n'
+            f'[sources.live]\nkind = "postgresql"\nurl = "{logical.url(dbname)}"\nschemas = ["shop"]\n'
+            f'[storages.local]\nurl = "{tmp_path / "store"}"\n'
+            "[worker]\nlease_seconds = 30\n"
+        )
+        rt = Runtime.build(load_config(config)).start()
+        rt.captures.tick_seconds = 0.1
+        try:
+            yield rt, dbname
+        finally:
+            rt.close()
+
+
+def _capture(rt: Runtime, cid: uuid.UUID) -> Any:
+    try:
+        return rt.app.get_capture(cid)
+    except NotFound:  # the capture loop has not started it yet
+        return None
+
+
+def _completed(rt: Runtime, sid: uuid.UUID) -> Any:
+    return wait_until(lambda: rt.app.get_snapshot(sid).status == COMPLETED and rt.app.get_snapshot(sid),
+                      timeout=60, what="the snapshot")  # fmt: skip
+
+
+def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tmp_path: Path):
+    rt, dbname = runtime
+    pid = rt.app.create_policy(
+        {"name": "live", "source": "live", "storage": "local", "continuous": {"segment_seconds": "1s"}}, "ops"
+    ).id
+    sid = rt.app.request_snapshot(pid, "ops").id
+    rt.nudge_worker()
+    snap = _completed(rt, sid)
+    window = snap.point_in_time["capture"]
+    assert window["slot"] == slot_name(sid) and _slots(dbname) == [slot_name(sid)]
+
+    cid = capture_id(pid, sid)
+    moments: list[tuple[datetime, dict[str, Any]]] = []
+    with psycopg.connect(logical.url(dbname), autocommit=True) as conn:
+        for step in range(4):
+            with conn.transaction():
+                conn.execute("UPDATE shop.orders SET n = n + 1 WHERE id <= %s", (10 * (step + 1),))
+                conn.execute("DELETE FROM shop.orders WHERE id = %s", (100 - step,))
+                conn.execute("INSERT INTO shop.orders VALUES (%s, 0, 'new')", (1000 + step,))
+            moments.append((conn.execute("SELECT now()").fetchone()[0], pgdb.checksums_of(conn, ["shop"])))
+    last_commit = moments[-1][0]
+    capture = wait_until(
+        lambda: (
+            (c := _capture(rt, cid)) is not None
+            and c.restorable_until
+            and datetime.fromisoformat(c.restorable_until) >= last_commit
+            and c
+        ),
+        timeout=60,
+        what="the capture to archive the changes",
+    )
+    assert capture.status == CAPTURING and sum(s["transactions"] for s in capture.segments) == 4
+
+    storage = rt.resources.storages["local"]
+    for at, expected in (moments[1], moments[3]):
+        plan = point_in_time.plan(
+            capture.from_position,
+            capture.segments,
+            lambda facts: read_segment(storage, facts, capture_id=str(cid)),
+            to_time=at,
+            checked=(capture.checked_lsn, capture.restorable_until or ""),
+        )
+        with pgdb.databases("pitr") as (dst,):
+            target = PostgresTarget("copy", pgdb.url(dst), None, "fail")
+            run_restore(storage, snap.archive_key, target, [], lambda *a: None, lambda: False)
+            point_in_time.replay(pgdb.url(dst), None, plan)
+            assert pgdb.checksums(dst, ["shop"]) == expected
+
+    # A newer snapshot opens the next window: the old one stops and its slot goes.
+    sid2 = rt.app.request_snapshot(pid, "ops").id
+    rt.nudge_worker()
+    _completed(rt, sid2)
+    wait_until(lambda: rt.app.get_capture(cid).status == CAPTURE_STOPPED, timeout=30, what="the old window")
+    assert "a newer snapshot" in (rt.app.get_capture(cid).reason or "")
+    wait_until(lambda: _slots(dbname) == [slot_name(sid2)], timeout=30, what="the old slot to go")
+
+    # Stopping the policy stops its capture and drops its last slot.
+    rt.app.stop_policy(pid, "ops")
+    wait_until(lambda: _slots(dbname) == [], timeout=30, what="the last slot to go")
+    assert rt.app.get_capture(capture_id(pid, sid2)).status == CAPTURE_STOPPED
