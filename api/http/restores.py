@@ -10,7 +10,15 @@ from api.http.common import _restore_id, _run_filters, command, done, get_record
 from api.http.events import task_log
 from domain.run import RESTORE_STATUSES
 
-RESTORE_OPTIONS = ("collections", "mapping", "existing", "dry_run", "keep_owners", "trust_unverified")
+RESTORE_OPTIONS = (
+    "collections",
+    "mapping",
+    "existing",
+    "dry_run",
+    "keep_owners",
+    "trust_unverified",
+    "validate",
+)
 
 
 async def create_restore(request: Request) -> Response:

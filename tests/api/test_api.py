@@ -180,3 +180,23 @@ def test_list_pages_are_reused_only_while_the_views_stand_still(client, monkeypa
     assert len(renders) == 2
     client.get("/api/v1/backups?limit=5&status=completed")
     assert len(renders) == 3, "other filters are other pages"
+
+
+def test_every_restore_option_of_the_schema_reaches_the_restore(client):
+    """An option the schema accepts and the command drops would be a silent lie."""
+    from api.schemas import RESTORE_CREATE
+
+    pid = create_policy(client)
+    snap = completed_snapshot(client, pid)
+    options = {"dry_run": True, "keep_owners": True, "trust_unverified": True, "validate": True}
+    body = {"snapshot_id": snap["id"], "target": "scratch", "existing": "fail", **options}
+    assert set(RESTORE_CREATE["properties"]) - {"snapshot_id", "target", "collections", "mapping"} == {
+        "existing", *options,
+    }  # fmt: skip
+    r = client.post(f"{API}/restores", json=body)
+    assert r.status_code == 202, r.text
+    restore = client.app.state.runtime.app.get_restore(r.json()["id"])
+    assert (restore.dry_run, restore.keep_owners, restore.trust_unverified, restore.validate) == (
+        True, True, True, True,
+    )  # fmt: skip
+    assert restore.existing == "fail"
