@@ -13,14 +13,39 @@ from api import patterns
 from api.records import BACKUP_STATUSES
 from domain.errors import InvalidValue
 from domain.policy import POLICY_STATUSES
-from domain.values import CollectionSelection, check_cron, check_timezone, parse_duration
+from domain.values import (
+    LSN_PATTERN,
+    CollectionSelection,
+    check_cron,
+    check_timezone,
+    parse_duration,
+    parse_moment,
+)
 
 
 def _mapping_name(value: object, field: str) -> None:
     raise InvalidValue("mapping must map collection names to new names", "mapping")
 
 
+def _restore_subject(data: Any, path: str) -> None:
+    """What a restore restores: a snapshot, or a continuous policy at a moment or position."""
+    if not isinstance(data, dict):
+        return
+    given = {k for k in ("snapshot_id", "policy_id", "to_time", "to_lsn") if k in data}
+    if not given & {"snapshot_id", "policy_id"}:
+        raise InvalidValue("snapshot_id is required (or policy_id with to_time or to_lsn)", "snapshot_id")
+    if "snapshot_id" in given and given - {"snapshot_id"}:
+        extra = sorted(given - {"snapshot_id"})[0]
+        raise InvalidValue(f"{extra} goes with policy_id, not snapshot_id", extra)
+    if "to_time" in given and "to_lsn" in given:
+        raise InvalidValue("give one of to_time and to_lsn", "to_lsn")
+    if "policy_id" in given and not given & {"to_time", "to_lsn"}:
+        raise InvalidValue("to_time (or to_lsn) is required with policy_id", "to_time")
+
+
 CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "moment": parse_moment,
+    "restore_subject": _restore_subject,
     "duration": parse_duration,
     "cron": check_cron,
     "timezone": check_timezone,
@@ -114,10 +139,23 @@ RESTORE_CREATE = {
         "keep_owners": {"type": "boolean"},
         "trust_unverified": {"type": "boolean"},
         "validate": {"type": "boolean", "description": "MongoDB: apply the target's validators"},
+        "policy_id": {"type": "string", "format": "uuid", "description": "with to_time or to_lsn"},
+        "to_time": {"type": "string", "x-check": "moment",
+                    "description": "a continuous policy: restore to this moment (ISO 8601 with offset)"},
+        "to_lsn": {"type": "string", "pattern": LSN_PATTERN, "description": "... or to this WAL position"},
     },
-    "required": ["snapshot_id", "target"],
+    "required": ["target"],
+    "x-check": "restore_subject",
+    "oneOf": [
+        {"required": ["snapshot_id"], "not": {"anyOf": [
+            {"required": ["policy_id"]}, {"required": ["to_time"]}, {"required": ["to_lsn"]}]}},
+        {"required": ["policy_id", "to_time"], "not": {"anyOf": [
+            {"required": ["snapshot_id"]}, {"required": ["to_lsn"]}]}},
+        {"required": ["policy_id", "to_lsn"], "not": {"anyOf": [
+            {"required": ["snapshot_id"]}, {"required": ["to_time"]}]}},
+    ],
     "additionalProperties": False,
-}
+}  # fmt: skip
 
 ERROR = {
     "type": "object",

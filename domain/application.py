@@ -11,7 +11,7 @@ from domain.policy_commands import PolicyCommands
 from domain.run_commands import RunCommands
 
 
-class Snapledger(PolicyCommands, RunCommands, ImportCommands, CaptureCommands):
+class Snapledger(PolicyCommands, CaptureCommands, RunCommands, ImportCommands):
     """Commands for policies, snapshots, restores and captures; optimistic concurrency throughout."""
 
     name = "Snapledger"

@@ -4,14 +4,19 @@ aggregate and appends them with `record`, fenced by the aggregate's version."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
-from domain.capture import Capture
-from domain.errors import InvalidTransition
-from domain.ledger import Ledger, Outcome
+from domain.capture import Capture, capture_id
+from domain.errors import InvalidTransition, InvalidValue, NotFound
+from domain.ledger import Outcome
+from domain.run_commands import RunCommands
+from domain.snapshot import HAS_ARCHIVE
+from domain.values import parse_lsn, parse_moment
 
 
-class CaptureCommands(Ledger):
+class CaptureCommands(RunCommands):
     def start_capture(
         self, policy_id: UUID | str, snapshot_id: UUID | str, slot: str, from_position: str
     ) -> Outcome:
@@ -33,3 +38,65 @@ class CaptureCommands(Ledger):
 
     def get_capture(self, capture_id: UUID | str) -> Capture:
         return self._get(Capture, capture_id, "capture")
+
+    def restore_to(
+        self, policy_id: UUID | str, target: object, options: dict[str, Any], actor: str
+    ) -> Outcome:
+        """A restore to a moment (`to_time`) or a WAL position (`to_lsn`) of a continuous
+        policy: the newest snapshot whose capture window began at or before it, then its
+        captured changes up to there. Refused, naming the bounds, when no window holds it."""
+        options = dict(options)
+        to_time, to_lsn = options.pop("to_time", None), options.pop("to_lsn", None)
+        if (to_time is None) == (to_lsn is None):
+            raise InvalidValue("give one of to_time and to_lsn", "to_time")
+        moment = parse_moment(to_time) if to_time is not None else None
+        position = parse_lsn(to_lsn) if to_lsn is not None else None
+        try:
+            policy = self.get_policy(policy_id)
+        except NotFound as e:
+            raise NotFound(e.message, "policy_id") from None
+        windows = []
+        for sid in reversed(policy.snapshot_ids):
+            snap = self.get_snapshot(sid)
+            window = (snap.point_in_time or {}).get("capture")
+            if snap.status in HAS_ARCHIVE and window:
+                windows.append((snap, window))
+        if not windows:
+            raise InvalidTransition(f"policy {policy.name!r} has no snapshot with a capture window")
+        chosen = None
+        for snap, window in windows:  # newest first
+            starts = window.get("from_time")
+            if (moment is not None and starts is not None and datetime.fromisoformat(starts) <= moment) or (
+                position is not None and parse_lsn(window["from_position"], "from_position") <= position
+            ):
+                chosen = (snap, window)
+                break
+        if chosen is None:
+            first = windows[-1][1]
+            raise InvalidTransition(
+                f"policy {policy.name!r} is restorable from {first.get('from_time')} "
+                f"({first['from_position']}); {to_time or to_lsn} is before that"
+            )
+        snap, window = chosen
+        try:
+            capture = self.get_capture(capture_id(policy.id, snap.id))
+        except NotFound:
+            raise InvalidTransition(
+                f"the capture after snapshot {snap.sub_name} has not started yet"
+            ) from None
+        covered = (
+            moment is not None
+            and capture.restorable_until is not None
+            and datetime.fromisoformat(capture.restorable_until) >= moment
+        ) or (position is not None and parse_lsn(capture.checked_lsn, "checked_lsn") >= position)
+        if not covered:
+            raise InvalidTransition(
+                f"changes are archived up to {capture.restorable_until or window.get('from_time')} "
+                f"({capture.checked_lsn}); {to_time or to_lsn} is past them"
+            )
+        moment_facts: dict[str, Any] = {"capture_id": str(capture.id)}
+        if moment is not None:
+            moment_facts["to_time"] = moment.isoformat()
+        else:
+            moment_facts["to_lsn"] = to_lsn
+        return self.request_restore(snap.id, target, options, actor, point_in_time=moment_facts)

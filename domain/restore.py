@@ -29,7 +29,8 @@ class Restore(RunState, TimedAggregate):
 
     class RestoreRequested(Aggregate.Created):
         """v2 added the per-restore options, v3 keep_owners, v4 trust_unverified, v5
-        validate; older events load with the old behaviour."""
+        validate, v6 point_in_time (a restore to a moment); older events load with the old
+        behaviour."""
 
         snapshot_id: UUID
         policy_id: UUID
@@ -45,7 +46,8 @@ class Restore(RunState, TimedAggregate):
         keep_owners: bool | None
         trust_unverified: bool
         validate: bool
-        class_version = 5
+        point_in_time: dict[str, Any] | None
+        class_version = 6
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -65,6 +67,10 @@ class Restore(RunState, TimedAggregate):
         def upcast_v4_v5(state: dict[str, Any]) -> None:
             state["validate"] = False
 
+        @staticmethod
+        def upcast_v5_v6(state: dict[str, Any]) -> None:
+            state["point_in_time"] = None
+
     @event(RestoreRequested)
     def __init__(
         self,
@@ -82,8 +88,11 @@ class Restore(RunState, TimedAggregate):
         keep_owners: bool | None = None,
         trust_unverified: bool = False,
         validate: bool = False,
+        point_in_time: dict[str, Any] | None = None,
     ) -> None:
         self.snapshot_id = snapshot_id
+        # {"capture_id", "to_time" or "to_lsn"}: replay the capture's changes up to there
+        self.point_in_time = point_in_time
         self.policy_id = policy_id
         self.sub_name = sub_name
         self.storage = storage
@@ -97,6 +106,7 @@ class Restore(RunState, TimedAggregate):
         self.trust_unverified = trust_unverified
         self.validate = validate  # MongoDB: the target's validators apply; refused documents are counted
         self.plan: dict[str, Any] | None = None  # what the latest attempt found in the target
+        self.schema: dict[str, Any] | None = None  # what the target said on completion
         self.status = REQUESTED
         self.stop_requested = False
         self.worker: str | None = None
@@ -195,6 +205,7 @@ class Restore(RunState, TimedAggregate):
     ) -> None:
         self.status = COMPLETED
         self.items, self.bytes, self.percent = items, bytes, 100.0
+        self.schema = schema
 
     def fail(self, reason: str, finished_at: datetime) -> None:
         self._require("fail", RUNNING)

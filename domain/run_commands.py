@@ -86,7 +86,12 @@ class RunCommands(Ledger):
         return self._retrying(command)
 
     def request_restore(
-        self, snapshot_id: UUID | str, target: object, options: dict[str, Any], actor: str
+        self,
+        snapshot_id: UUID | str,
+        target: object,
+        options: dict[str, Any],
+        actor: str,
+        point_in_time: dict[str, Any] | None = None,
     ) -> Outcome:
         """options: collections (list), mapping ({collection: new name}), existing, dry_run,
         keep_owners (PostgreSQL: owners and grants, instead of the target's setting),
@@ -157,6 +162,7 @@ class RunCommands(Ledger):
             keep_owners=keep_owners,
             validate=validate,
             trust_unverified=trust,
+            point_in_time=point_in_time,
         )
         return self._commit(restore.id, restore)
 

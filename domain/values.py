@@ -289,3 +289,30 @@ def _integer(value: object, field: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidValue(f"{field} must be an integer from {low} to {high}", field)
     return value
+
+
+_LSN = re.compile(r"^[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}$")
+LSN_PATTERN = _LSN.pattern
+
+
+def parse_lsn(value: object, field: str = "to_lsn") -> int:
+    """A PostgreSQL WAL position ("16/B374D848") as a number that orders as positions do."""
+    if not isinstance(value, str) or not _LSN.match(value):
+        raise InvalidValue(f"{field} must be a WAL position such as 16/B374D848", field)
+    high, _, low = value.partition("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def parse_moment(value: object, field: str = "to_time") -> datetime:
+    """An ISO 8601 time with its offset: a moment without one could be any of 24 hours."""
+    if not isinstance(value, str):
+        raise InvalidValue(f"{field} must be an ISO 8601 time with its offset", field)
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise InvalidValue(
+            f"{field} must be an ISO 8601 time with its offset, such as 2026-12-01T10:00:00Z", field
+        ) from None
+    if moment.tzinfo is None:
+        raise InvalidValue(f"{field} has no offset (add Z for UTC, or +01:00...)", field)
+    return moment

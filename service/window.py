@@ -39,7 +39,13 @@ def opened(source: Any, snapshot_id: UUID) -> Iterator[tuple[Any, dict[str, Any]
     drop(source, name)  # a dead attempt's, if any: its snapshot is gone with its transaction
     try:
         with capture.create_slot(source.url, source.password, name) as slot:
-            yield source.joined(slot.snapshot), {"slot": slot.name, "from_position": slot.consistent_lsn}
+            # The server's clock once the slot is consistent: every transaction in the
+            # snapshot committed before it, every one after the slot's point at or after it.
+            with psycopg.connect(conninfo(source.url, source.password), autocommit=True) as conn:
+                row = conn.execute("SELECT now()").fetchone()
+            assert row is not None
+            facts = {"slot": slot.name, "from_position": slot.consistent_lsn, "from_time": row[0].isoformat()}
+            yield source.joined(slot.snapshot), facts
     except BaseException:
         drop(source, name)
         raise

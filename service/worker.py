@@ -29,6 +29,7 @@ from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from service import window
 from service.claimed_run import ClaimedRun, Fenced, StoreUnavailable, utc_now
+from service.moment import replay_to_moment
 from service.resources import Resources
 from transfer.errors import Stopped
 from transfer.runs.backup import remove_archive, run_backup
@@ -320,6 +321,15 @@ class Worker:
                 expected=expected,
                 before_commit=run.still_ours,
             )
+
+            if restore.point_in_time:  # then the captured changes, up to the moment
+                replayed = replay_to_moment(
+                    self.app, restore, storage, target, self.resources.keyrings.get(restore.storage)
+                )
+                result.schema = {
+                    **(result.schema or {}),
+                    "point_in_time": {**restore.point_in_time, **replayed},
+                }
 
             def finish() -> None:
                 assert isinstance(run.agg, Restore)  # this run loads its restore, nothing else

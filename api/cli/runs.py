@@ -95,8 +95,17 @@ def cmd_restore(args: argparse.Namespace, runtime: Runtime) -> int:
         options["trust_unverified"] = True
     if args.validate:
         options["validate"] = True
-    snapshot_id = resolve_snapshot(runtime, args.snapshot)
-    outcome = once(runtime, args, runtime.app.request_restore, snapshot_id, args.target, options, args.actor)
+    if args.to_time is not None or args.to_lsn is not None:  # the positional names the policy
+        policy_id = resolve_policy(runtime, args.snapshot)
+        to = {"to_time": args.to_time} if args.to_time is not None else {"to_lsn": args.to_lsn}
+        outcome = once(
+            runtime, args, runtime.app.restore_to, policy_id, args.target, {**options, **to}, args.actor
+        )
+    else:
+        snapshot_id = resolve_snapshot(runtime, args.snapshot)
+        outcome = once(
+            runtime, args, runtime.app.request_restore, snapshot_id, args.target, options, args.actor
+        )
     text = f"restore {runtime.app.get_restore(outcome.id).sub_name} requested: {outcome.id}"
     return answer(args, runtime, outcome, text, ("restore", outcome.id), wait=args.wait)
 
@@ -176,7 +185,15 @@ def _add_snapshot(sub: Any) -> None:
 
 
 def _restore_options(create: argparse.ArgumentParser) -> None:
-    create.add_argument("snapshot", help=SNAPSHOT_REF)
+    create.add_argument(
+        "snapshot", help=SNAPSHOT_REF + "; with --to-time or --to-lsn, the policy (name or id)"
+    )
+    moment = create.add_mutually_exclusive_group()
+    moment.add_argument(
+        "--to-time", metavar="TIME",
+        help="a continuous policy: restore to this moment (ISO 8601 with offset, e.g. 2026-12-01T10:00:00Z)",
+    )  # fmt: skip
+    moment.add_argument("--to-lsn", metavar="LSN", help="a continuous policy: restore to this WAL position")
     create.add_argument("--target", required=True, help="configured restore target name")
     create.add_argument(
         "--collections",

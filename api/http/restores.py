@@ -24,15 +24,20 @@ RESTORE_OPTIONS = (
 async def create_restore(request: Request) -> Response:
     data = await params.json_object(request)
     schemas.validate(schemas.RESTORE_CREATE, data)
-    snapshot_id = params.uuid_param(data["snapshot_id"], "snapshot_id")
-    outcome = await command(
-        request,
-        rt(request).app.request_restore,
-        snapshot_id,
-        data.get("target"),
-        {k: data[k] for k in RESTORE_OPTIONS if k in data},
-        params.actor(request),
-    )
+    options = {k: data[k] for k in RESTORE_OPTIONS if k in data}
+    if "policy_id" in data:  # a continuous policy, to a moment or a WAL position
+        policy_id = params.uuid_param(data["policy_id"], "policy_id")
+        to = {k: data[k] for k in ("to_time", "to_lsn") if k in data}
+        outcome = await command(
+            request, rt(request).app.restore_to, policy_id, data.get("target"), {**options, **to},
+            params.actor(request),
+        )  # fmt: skip
+    else:
+        snapshot_id = params.uuid_param(data["snapshot_id"], "snapshot_id")
+        outcome = await command(
+            request, rt(request).app.request_restore, snapshot_id, data.get("target"), options,
+            params.actor(request),
+        )  # fmt: skip
     rt(request).nudge_worker()
     return await done(request, outcome, 202)
 

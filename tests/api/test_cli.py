@@ -501,3 +501,22 @@ def test_shell_completion_through_the_installed_command(tmp_path: Path) -> None:
     assert complete("snapledger snapshot ") - {"-h", "--help"} == {"list", "take", "stop", "delete", "verify"}
     assert {"--output", "--wait", "--actor"} <= complete("snapledger snapshot take --")
     assert complete("snapledger snapshot list -o ") == {"table", "json"}
+
+
+def test_restore_to_a_moment_names_what_is_wrong(cli: Cli) -> None:
+    cli.ok("policy", "create", "p", "--source", "demo", "--storage", "local")
+    base = ["restore", "create", "p", "--target", "scratch"]
+    code, _, err = cli(*base, "--to-time", "2026-12-01T10:00:00")
+    assert code == 2 and "to_time has no offset" in err
+    code, _, err = cli(*base, "--to-lsn", "16-B374D848")
+    assert code == 2 and "to_lsn must be a WAL position" in err
+    code, _, err = cli(*base, "--to-time", "2026-12-01T10:00:00Z")
+    assert code == 2 and "policy 'p' has no snapshot with a capture window" in err
+    code, _, err = cli(
+        "restore", "create", "ghost", "--target", "scratch", "--to-time", "2026-12-01T10:00:00Z"
+    )
+    assert code == 2 and "ghost" in err
+    with pytest.raises(SystemExit) as usage:
+        cli(*base, "--to-time", "2026-12-01T10:00:00Z", "--to-lsn", "0/1")
+    assert usage.value.code == 2
+    assert cli.json("restore", "list") == [], "nothing half-written"

@@ -17,7 +17,7 @@ import pytest
 from api.config import load_config
 from api.runtime import Runtime
 from domain.capture import CAPTURE_STOPPED, CAPTURING, capture_id
-from domain.errors import NotFound
+from domain.errors import InvalidTransition, NotFound
 from domain.snapshot import COMPLETED
 from service.capture import read_segment
 from service.window import slot_name
@@ -37,7 +37,7 @@ def _slots(dbname: str) -> list[str]:
 @pytest.fixture
 def runtime(tmp_path: Path) -> Any:
     logical.require()
-    with logical.database("cont") as dbname:
+    with logical.database("cont") as dbname, pgdb.databases("pitr") as (target_db,):
         with psycopg.connect(logical.url(dbname), autocommit=True) as conn:
             conn.execute(
                 "CREATE SCHEMA shop; CREATE TABLE shop.orders (id int PRIMARY KEY, n int, note text)"
@@ -48,12 +48,13 @@ def runtime(tmp_path: Path) -> Any:
             f'data_dir = "{tmp_path / "data"}"\n'
             f'[sources.live]\nkind = "postgresql"\nurl = "{logical.url(dbname)}"\nschemas = ["shop"]\n'
             f'[storages.local]\nurl = "{tmp_path / "store"}"\n'
+            f'[targets.copy]\nkind = "postgresql"\nurl = "{pgdb.url(target_db)}"\n'
             "[worker]\nlease_seconds = 30\n"
         )
         rt = Runtime.build(load_config(config)).start()
         rt.captures.tick_seconds = 0.1
         try:
-            yield rt, dbname
+            yield rt, dbname, target_db
         finally:
             rt.close()
 
@@ -71,7 +72,7 @@ def _completed(rt: Runtime, sid: uuid.UUID) -> Any:
 
 
 def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tmp_path: Path):
-    rt, dbname = runtime
+    rt, dbname, target_db = runtime
     pid = rt.app.create_policy(
         {"name": "live", "source": "live", "storage": "local", "continuous": {"segment_seconds": "1s"}}, "ops"
     ).id
@@ -117,6 +118,25 @@ def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tm
             run_restore(storage, snap.archive_key, target, [], lambda *a: None, lambda: False)
             point_in_time.replay(pgdb.url(dst), None, plan)
             assert pgdb.checksums(dst, ["shop"]) == expected
+
+    # Through the application and the worker, as POST /restores {policy_id, to_time} does.
+    at, expected = moments[2]
+    dry = rt.app.restore_to(pid, "copy", {"to_time": at.isoformat(), "dry_run": True}, "ops").id
+    rt.nudge_worker()
+    planned = wait_until(lambda: rt.app.get_restore(dry).status == COMPLETED and rt.app.get_restore(dry),
+                         timeout=60, what="the dry run")  # fmt: skip
+    assert planned.schema["point_in_time"]["planned"]["transactions"] == 3
+    assert pgdb.checksums(target_db, ["shop"]) == {}  # a dry run writes nothing
+    rid = rt.app.restore_to(pid, "copy", {"to_time": at.isoformat()}, "ops").id
+    rt.nudge_worker()
+    done = wait_until(lambda: rt.app.get_restore(rid).status == COMPLETED and rt.app.get_restore(rid),
+                      timeout=60, what="the restore to a moment")  # fmt: skip
+    assert done.snapshot_id == sid and done.schema["point_in_time"]["transactions"] == 3
+    assert pgdb.checksums(target_db, ["shop"]) == expected
+    with pytest.raises(InvalidTransition, match="is past them"):
+        rt.app.restore_to(pid, "copy", {"to_time": "2999-01-01T00:00:00Z"}, "ops")
+    with pytest.raises(InvalidTransition, match="is before that"):
+        rt.app.restore_to(pid, "copy", {"to_time": "2001-01-01T00:00:00Z"}, "ops")
 
     # A newer snapshot opens the next window: the old one stops and its slot goes.
     sid2 = rt.app.request_snapshot(pid, "ops").id
