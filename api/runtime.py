@@ -106,9 +106,10 @@ class Runtime:
                 lease_seconds=settings["lease_seconds"],
                 concurrency=settings["concurrency"],
             ).start()
-            self.captures = CaptureLoop(
-                self.app, self.resources, lambda: queries.capture_windows(self.views)
-            ).start()
+            if any(s.kind == "postgresql" for s in self.config.sources.values()):  # logical decoding
+                self.captures = CaptureLoop(
+                    self.app, self.resources, lambda: queries.capture_windows(self.views)
+                ).start()
         if settings["scheduler"]:
             self.scheduler = Scheduler(self.app, self.due_policies)
             self.janitor = Janitor(

@@ -15,6 +15,7 @@ from domain.errors import InvalidValue
 from domain.policy import POLICY_STATUSES
 from domain.values import (
     LSN_PATTERN,
+    MOMENT_PATTERN,
     CollectionSelection,
     check_cron,
     check_timezone,
@@ -140,7 +141,7 @@ RESTORE_CREATE = {
         "trust_unverified": {"type": "boolean"},
         "validate": {"type": "boolean", "description": "MongoDB: apply the target's validators"},
         "policy_id": {"type": "string", "format": "uuid", "description": "with to_time or to_lsn"},
-        "to_time": {"type": "string", "x-check": "moment",
+        "to_time": {"type": "string", "pattern": MOMENT_PATTERN, "x-check": "moment",
                     "description": "a continuous policy: restore to this moment (ISO 8601 with offset)"},
         "to_lsn": {"type": "string", "pattern": LSN_PATTERN, "description": "... or to this WAL position"},
     },

@@ -303,16 +303,28 @@ def parse_lsn(value: object, field: str = "to_lsn") -> int:
     return (int(high, 16) << 32) | int(low, 16)
 
 
+_YEAR = r"(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_LEAP = r"(?:[0-9]{2}(?:0[48]|[2468][048]|[13579][26])|(?:0[48]|[2468][048]|[13579][26])00)"
+_DAY = (
+    rf"(?:{_YEAR}-(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+    rf"|{_YEAR}-(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)"
+    rf"|{_YEAR}-02-(?:0[1-9]|1[0-9]|2[0-8])"
+    rf"|{_LEAP}-02-29)"
+)
+MOMENT_PATTERN = (
+    rf"^{_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,6}})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+_MOMENT = re.compile(MOMENT_PATTERN)
+
+
 def parse_moment(value: object, field: str = "to_time") -> datetime:
-    """An ISO 8601 time with its offset: a moment without one could be any of 24 hours."""
-    if not isinstance(value, str):
-        raise InvalidValue(f"{field} must be an ISO 8601 time with its offset", field)
-    try:
-        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+    """An RFC 3339 time with its offset (2026-12-01T10:00:00Z): a moment without an offset
+    could be any of 24 hours, so it is refused."""
+    if not isinstance(value, str) or not _MOMENT.match(value):
+        if isinstance(value, str) and re.match(r"^[0-9-]+T[0-9:.]+$", value):
+            raise InvalidValue(f"{field} has no offset (add Z for UTC, or +01:00...)", field)
         raise InvalidValue(
-            f"{field} must be an ISO 8601 time with its offset, such as 2026-12-01T10:00:00Z", field
-        ) from None
-    if moment.tzinfo is None:
-        raise InvalidValue(f"{field} has no offset (add Z for UTC, or +01:00...)", field)
-    return moment
+            f"{field} must be an RFC 3339 time with its offset, such as 2026-12-01T10:00:00Z", field
+        )
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -94,7 +94,12 @@ def capture_windows(db: ViewDatabase) -> list[dict[str, Any]]:
     """Each policy that has had continuous capture, with its completed snapshots that
     opened a capture window (point_in_time.capture), newest first."""
     out = []
-    for policy in db.query("SELECT id, name, source, storage, status, continuous FROM policies"):
+    policies = db.query(
+        "SELECT id, name, source, storage, status, continuous FROM policies WHERE continuous IS NOT NULL "
+        "OR id IN (SELECT policy_id FROM backup_records WHERE point_in_time LIKE %(capture)s)",
+        {"capture": '%"capture"%'},
+    )
+    for policy in policies:
         rows = db.query(
             "SELECT id, point_in_time, status FROM backup_records WHERE policy_id = %(p)s "
             "AND point_in_time LIKE %(capture)s ORDER BY sequence DESC",

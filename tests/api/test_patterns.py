@@ -83,3 +83,29 @@ def test_cron_pattern_is_the_validator():
 
     allowed()
     anything()
+
+
+def test_moment_pattern_is_the_validator():
+    from domain.values import MOMENT_PATTERN, parse_moment
+
+    moment = re.compile(MOMENT_PATTERN)
+    for text in [
+        "2026-12-01T10:00:00Z",
+        "2028-02-29T00:00:00+01:00",
+        "2027-02-29T00:00:00Z",
+        "2000-02-29T00:00:00Z",
+        "1900-02-29T00:00:00Z",
+        "2026-12-01T10:00:00",
+        "2026-12-01T10:00:00.1234567Z",
+        "0000-01-01T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-12-01 10:00:00Z",
+    ]:
+        assert bool(moment.match(text)) == _accepted(parse_moment, text), text
+
+    @SETTINGS
+    @given(st.from_regex(moment, fullmatch=True) | st.text("0123456789-:T.Z+", max_size=26))
+    def same(text: str) -> None:
+        assert bool(moment.match(text)) == _accepted(parse_moment, text), text
+
+    same()

@@ -115,15 +115,23 @@ def test_v1_restore_requested_events_still_load(client):
     )
     stored = app.mapper.to_stored_event(restore.collect_events()[0])
     state = json.loads(stored.state)
-    assert state.pop("class_version") == 5
-    for key in ("mapping", "existing", "dry_run", "keep_owners", "trust_unverified", "validate"):
+    assert state.pop("class_version") == 6
+    for key in (
+        "mapping",
+        "existing",
+        "dry_run",
+        "keep_owners",
+        "trust_unverified",
+        "validate",
+        "point_in_time",
+    ):
         del state[key]
     v1 = StoredEvent(
         stored.originator_id, stored.originator_version, stored.topic, json.dumps(state).encode()
     )
     event = app.mapper.to_domain_event(v1)
     assert (event.mapping, event.existing, event.dry_run, event.keep_owners) == ({}, None, False, None)
-    assert (event.trust_unverified, event.validate) == (False, False)
+    assert (event.trust_unverified, event.validate, event.point_in_time) == (False, False, None)
 
 
 def test_view_with_changed_shape_is_rebuilt_at_startup(make_config, client_for):
