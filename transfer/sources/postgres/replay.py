@@ -11,9 +11,10 @@ follow, and the replay stops, naming the change.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
@@ -44,6 +45,7 @@ class ChangeReplayer:
         self.mapping = mapping or {}
         self.only = only
         self.tables: dict[tuple[str, str], _Table] = {}
+        self._statements: dict[tuple[Any, ...], str] = {}
         self.applied = 0
         self.skipped = 0
         self.transactions = 0
@@ -94,26 +96,31 @@ class ChangeReplayer:
         self.transactions += 1
         self.last_lsn, self.last_commit = txn.commit_lsn, txn.commit_time
 
+    def _statement(self, key: tuple[Any, ...], build: Callable[[], sql.Composable]) -> str:
+        """Each statement shape rendered once: composing SQL per change cost a third of the
+        replay (bench/pg_capture.py); psycopg then prepares the repeated ones."""
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = build().as_string(self.conn)
+        return found
+
     def _one(self, change: Change, txn: Transaction) -> None:
         if change.action == "TRUNCATE":
             idents = [self._table(self._target(t)).ident for t in change.tables]
-            query = sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents))
+            truncate = sql.SQL("TRUNCATE {}").format(sql.SQL(", ").join(idents))
             if "restart_seqs" in change.flags:
-                query += sql.SQL(" RESTART IDENTITY")
+                truncate += sql.SQL(" RESTART IDENTITY")
             if "cascade" in change.flags:
-                query += sql.SQL(" CASCADE")
-            self.conn.execute(query)
+                truncate += sql.SQL(" CASCADE")
+            self.conn.execute(truncate)
             return
-        table = self._table(self._target(change.table))
+        name = self._target(change.table)
+        table = self._table(name)
         if change.action == "INSERT":
             columns = [c for c in change.new if c.name not in table.generated]
-            names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+            names = tuple(c.name for c in columns)
             self.conn.execute(
-                sql.SQL(
-                    "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} "
-                    "FROM json_populate_record(NULL::{t}, %s::json)"
-                ).format(t=table.ident, cols=names),
-                (_record(columns),),
+                self._statement(("INSERT", name, names), lambda: _insert(table, names)), (_record(columns),)
             )
             return
         key = change.old or tuple(c for c in change.new if c.name in table.primary_key)
@@ -122,37 +129,87 @@ class ChangeReplayer:
                 f"an {change.action} on {change.table[0]}.{change.table[1]} (transaction {txn.xid}) "
                 "carries no key: the table has neither a primary key nor REPLICA IDENTITY FULL"
             )
-        exact = {c.name for c in key} <= set(table.primary_key)  # then = uses the key's index
-        match = sql.SQL(" AND ").join(
-            sql.SQL("t.{c} {op} k.{c}").format(
-                c=sql.Identifier(c.name), op=sql.SQL("=" if exact else "IS NOT DISTINCT FROM")
-            )
-            for c in key
-        )
-        row = sql.SQL(
-            "SELECT t.ctid FROM {t} t, json_populate_record(NULL::{t}, %s::json) k WHERE {match} LIMIT 2"
-        ).format(t=table.ident, match=match)
-        found = self.conn.execute(row, (_record(key),)).fetchall()
-        if len(found) != 1 and (exact or not found):
-            what = "no row" if not found else "two rows"
-            raise TargetError(
-                f"{change.action} on {change.table[0]}.{change.table[1]} (transaction {txn.xid}, "
-                f"commit {txn.commit_lsn}) finds {what} by its key: the target is not the snapshot "
-                "these changes follow"
-            )
+        keys = tuple(c.name for c in key)
+        if set(keys) <= set(table.primary_key):  # by the key's index: one row, or none
+            if change.action == "DELETE":
+                query = self._statement(("DELETE", name, keys), lambda: _delete(table, keys))
+                cur = self.conn.execute(query, (_record(key),))
+            else:
+                columns = self._changed(change, table)
+                names = tuple(c.name for c in columns)
+                query = self._statement(("UPDATE", name, names, keys), lambda: _update(table, names, keys))
+                cur = self.conn.execute(query, (_record(columns), _record(key)))
+            if cur.rowcount != 1:
+                self._diverged(change, txn)
+            return
+        # No key: one row equal to the old one (identical rows are one as good as another).
+        query = self._statement(("FIND", name, keys), lambda: _find(table, keys))
+        found = self.conn.execute(query, (_record(key),)).fetchall()
+        if not found:
+            self._diverged(change, txn)
         ctid = found[0][0]
         if change.action == "DELETE":
             self.conn.execute(sql.SQL("DELETE FROM {t} WHERE ctid = %s::tid").format(t=table.ident), (ctid,))
             return
-        columns = [c for c in change.new if not c.unchanged and c.name not in table.generated]
-        names = sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+        columns = self._changed(change, table)
+        names = tuple(c.name for c in columns)
         self.conn.execute(
-            sql.SQL(
-                "UPDATE {t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::{t}, %s::json)) "
-                "WHERE ctid = %s::tid"
-            ).format(t=table.ident, cols=names),
-            (_record(columns), ctid),
+            self._statement(("SET", name, names), lambda: _set_at(table, names)), (_record(columns), ctid)
         )
+
+    @staticmethod
+    def _changed(change: Change, table: _Table) -> list[Column]:
+        return [c for c in change.new if not c.unchanged and c.name not in table.generated]
+
+    @staticmethod
+    def _diverged(change: Change, txn: Transaction) -> NoReturn:
+        raise TargetError(
+            f"{change.action} on {change.table[0]}.{change.table[1]} (transaction {txn.xid}, "
+            f"commit {txn.commit_lsn}) finds no row by its key: the target is not the snapshot "
+            "these changes follow"
+        )
+
+
+def _names(names: tuple[str, ...], prefix: str = "") -> sql.Composable:
+    return sql.SQL(", ").join(sql.SQL(prefix + "{}").format(sql.Identifier(n)) for n in names)
+
+
+def _match(keys: tuple[str, ...], exact: bool) -> sql.Composable:
+    op = sql.SQL("=" if exact else "IS NOT DISTINCT FROM")
+    return sql.SQL(" AND ").join(sql.SQL("t.{c} {op} k.{c}").format(c=sql.Identifier(k), op=op) for k in keys)
+
+
+def _insert(table: _Table, names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(
+        "INSERT INTO {t} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} "
+        "FROM json_populate_record(NULL::{t}, %s::json)"
+    ).format(t=table.ident, cols=_names(names))
+
+
+def _delete(table: _Table, keys: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("DELETE FROM {t} t USING json_populate_record(NULL::{t}, %s::json) k WHERE {m}").format(
+        t=table.ident, m=_match(keys, True)
+    )
+
+
+def _update(table: _Table, names: tuple[str, ...], keys: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(
+        "UPDATE {t} t SET ({cols}) = ROW({vals}) FROM json_populate_record(NULL::{t}, %s::json) n, "
+        "json_populate_record(NULL::{t}, %s::json) k WHERE {m}"
+    ).format(t=table.ident, cols=_names(names), vals=_names(names, "n."), m=_match(keys, True))
+
+
+def _find(table: _Table, keys: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(
+        "SELECT t.ctid FROM {t} t, json_populate_record(NULL::{t}, %s::json) k WHERE {m} LIMIT 1"
+    ).format(t=table.ident, m=_match(keys, False))
+
+
+def _set_at(table: _Table, names: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(
+        "UPDATE {t} SET ({cols}) = (SELECT {cols} FROM json_populate_record(NULL::{t}, %s::json)) "
+        "WHERE ctid = %s::tid"
+    ).format(t=table.ident, cols=_names(names))
 
 
 def _record(columns: Any) -> str:
