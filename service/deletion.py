@@ -11,6 +11,7 @@ from domain.application import Snapledger
 from domain.errors import InvalidTransition
 from domain.ledger import Outcome
 from domain.snapshot import DELETED, HAS_ARCHIVE, RUNNING
+from service.window import remove_segments
 from transfer.runs.backup import remove_archive
 from transfer.storage import Storage
 
@@ -58,6 +59,7 @@ def delete_policy(
         where[snap.id] = storage
     removed: set[UUID] = set()
     for snap in doomed:
+        remove_segments(app, where[snap.id], snap)
         remove_archive(where[snap.id], snap.archive_key)
         removed.add(snap.id)
     return app.record_policy_deleted(policy_id, keep_files, actor, removed)
@@ -76,6 +78,7 @@ def delete_snapshot(
     if snap.status != RUNNING:  # a running worker removes its own partial archive
         storage = storages.get(snap.storage)
         if storage is not None:
+            remove_segments(app, storage, snap)  # a window's changes restore nothing without it
             remove_archive(storage, snap.archive_key)
             removed = snap.status in HAS_ARCHIVE
     return app.delete_snapshot(snapshot_id, removed, actor)

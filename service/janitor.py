@@ -23,6 +23,7 @@ from domain.application import Snapledger
 from domain.errors import DomainError
 from domain.policy import RETENTION_ACTOR
 from domain.run import HAS_ARCHIVE
+from service.window import remove_segments
 from transfer.errors import TargetError
 from transfer.ports import Target
 from transfer.runs.backup import remove_archive
@@ -156,6 +157,7 @@ class Janitor:
                     "retention: storage %r of %s is not configured; kept", snap.storage, snap.sub_name
                 )
                 return False
+            remove_segments(self.app, storage, snap)  # the changes after it go with it
             remove_archive(storage, snap.archive_key)
             self.app.delete_snapshot(snap.id, True, RETENTION_ACTOR, reason="retention")
         except (DomainError, IntegrityError, StorageError) as e:

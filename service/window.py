@@ -49,3 +49,21 @@ def opened(source: Any, snapshot_id: UUID) -> Iterator[tuple[Any, dict[str, Any]
     except BaseException:
         drop(source, name)
         raise
+
+
+def remove_segments(app: Any, storage: Any, snapshot: Any) -> int:
+    """A snapshot's window goes with it: its capture stops and its segments are removed, as
+    they restore nothing without the snapshot they follow. Answers how many were removed."""
+    from domain.capture import capture_id
+    from domain.errors import NotFound
+
+    try:
+        found = app.get_capture(capture_id(snapshot.policy_id, snapshot.id))
+    except NotFound:
+        return 0
+    if found.status == "capturing":
+        found.stop(f"its snapshot {snapshot.sub_name} is deleted")
+        app.record(found)
+    for segment in found.segments:
+        storage.delete(segment["key"])
+    return len(found.segments)

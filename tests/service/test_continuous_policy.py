@@ -146,6 +146,12 @@ def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tm
     assert "a newer snapshot" in (rt.app.get_capture(cid).reason or "")
     wait_until(lambda: _slots(dbname) == [slot_name(sid2)], timeout=30, what="the old slot to go")
 
+    # Deleting the first snapshot takes its window's segments with it.
+    keys = [segment["key"] for segment in rt.app.get_capture(cid).segments]
+    assert keys and all(storage.exists(k) for k in keys)
+    rt.delete_snapshot(str(sid), "ops")
+    assert not any(storage.exists(k) for k in keys)
+
     # Stopping the policy stops its capture and drops its last slot.
     rt.app.stop_policy(pid, "ops")
     wait_until(lambda: _slots(dbname) == [], timeout=30, what="the last slot to go")
