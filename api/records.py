@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from api.params import encode_cursor
@@ -68,6 +69,9 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         "retention": json.loads(r["retention"]),
         "collections": json.loads(r["collections"]),
         "continuous": json.loads(r["continuous"]) if r["continuous"] else None,
+        # the newest capture window: restorable from, until, and how far behind now it is
+        "capture": _window(r),
+        "capture_lag_seconds": _lag(r),
         "status": r["status"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
@@ -95,6 +99,18 @@ def pace(r: dict[str, Any]) -> dict[str, Any]:
         "bytes_per_second": round(r["transferred_bytes"] / elapsed, 1),
         "eta_seconds": eta,
     }
+
+
+def _window(r: dict[str, Any]) -> dict[str, Any] | None:
+    return json.loads(r["capture"]) if r.get("capture") else None
+
+
+def _lag(r: dict[str, Any]) -> float | None:
+    window = _window(r)
+    if not window or window["status"] != "capturing" or not window.get("restorable_until"):
+        return None
+    behind = datetime.now(UTC) - datetime.fromisoformat(window["restorable_until"])
+    return round(max(0.0, behind.total_seconds()), 1)
 
 
 def backup_row(r: dict[str, Any]) -> dict[str, Any]:
@@ -188,12 +204,27 @@ class Records:
     ) -> tuple[list[dict[str, Any]], str | None]:
         table, shape = SHAPES[kind]
         rows, nxt = _page(self.db, table, filters, cursor, limit)
-        return [shape(r) for r in rows], nxt
+        return self._with_windows(kind, [shape(r) for r in rows]), nxt
 
     def one(self, kind: str, row_id: str) -> dict[str, Any] | None:
         table, shape = SHAPES[kind]
         r = _one(self.db, table, row_id)
-        return shape(r) if r else None
+        return self._with_windows(kind, [shape(r)])[0] if r else None
+
+    def _with_windows(self, kind: str, shaped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A Backup Record lists the capture window that follows its snapshot, if any."""
+        if kind != "backups" or not shaped:
+            return shaped
+        ids = [r["id"] for r in shaped]
+        marks = ", ".join(f"%(s{i})s" for i in range(len(ids)))
+        found = self.db.query(
+            f"SELECT snapshot_id, window FROM capture_windows WHERE snapshot_id IN ({marks})",
+            {f"s{i}": sid for i, sid in enumerate(ids)},
+        )
+        windows = {w["snapshot_id"]: json.loads(w["window"]) for w in found}
+        for row in shaped:
+            row["capture"] = windows.get(row["id"])
+        return shaped
 
     def restore_ids_of_policy(self, policy_id: str) -> list[str]:
         rows = self.db.query("SELECT id FROM restore_records WHERE policy_id = %(p)s", {"p": policy_id})

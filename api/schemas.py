@@ -234,6 +234,15 @@ STORAGES = _obj(
     }
 )  # fmt: skip
 RETENTION_STATE = _obj({"keep_last": _I, "expire_after_seconds": _I})
+CAPTURE_STATE = {
+    "type": ["object", "null"],
+    "description": "a capture window: restorable from its start to restorable_until",
+    "properties": {
+        "capture_id": _ID, "snapshot_id": _ID, "status": {"enum": ["capturing", "failed", "stopped"]},
+        "slot": _STR, "restorable_from": _TIME, "restorable_until": _TIME_OR_NULL, "checked_lsn": _STR,
+        "segments": _INT, "transactions": _INT, "changes": _INT, "bytes": _INT, "reason": _S,
+    },
+}  # fmt: skip
 CONTINUOUS_STATE = {
     "type": ["object", "null"],
     "properties": {"segment_seconds": _INT, "segment_bytes": _INT, "max_slot_wal_mb": _INT},
@@ -247,6 +256,7 @@ POLICY = _obj(
         "next_run_at": _TIME_OR_NULL, "last_slot": _S, "last_success_at": _TIME_OR_NULL,
         "last_failure_at": _TIME_OR_NULL, "last_failure_reason": _S, "retention": RETENTION_STATE,
         "collections": SELECTION_STATE, "continuous": CONTINUOUS_STATE, "status": _POLICY_STATUS,
+        "capture": CAPTURE_STATE, "capture_lag_seconds": {"type": ["number", "null"]},
         "created_at": _TIME, "updated_at": _TIME,
         "created_by": _S, "snapshots_count": _INT, "last_snapshot_id": {"type": ["string", "null"]},
         "rebuilds": _INT, "events_url": _STR, "position": _INT, "storage_health": HEALTH,
@@ -283,7 +293,10 @@ BACKUP_RECORD = _obj(
         "failed_collections": {"type": ["object", "null"], "additionalProperties": _STR},
         "point_in_time": {"type": ["object", "null"], "properties": {
             "consistent": _BOOL, "how": _STR, "cluster_time": _STR, "read_from": _STR,
+            "capture": {"type": "object", "properties": {
+                "slot": _STR, "from_position": _STR, "from_time": _TIME}},
         }},
+        "capture": CAPTURE_STATE,
     }
 )  # fmt: skip
 RESTORE_RECORD = _obj(

@@ -22,7 +22,7 @@ from typing import Any
 
 from projections.db import Cursor
 
-KEYS = {"policy_snapshots": "snapshot_id"}  # every other view table is keyed by `id`
+KEYS = {"policy_snapshots": "snapshot_id", "capture_windows": "capture_id"}  # the rest: by `id`
 
 
 def key_of(table: str) -> str:

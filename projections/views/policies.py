@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -13,9 +14,9 @@ from projections.views.base import Handler, View, _update, dumps, failure_reason
 policies = View(
     name="policies",
     table="policies",
-    version=3,  # 3: continuous
+    version=4,  # 3: continuous; 4: capture
     cost=2,
-    extra_tables=["policy_snapshots"],
+    extra_tables=["policy_snapshots", "capture_windows"],
     ddl=[
         """CREATE TABLE IF NOT EXISTS policies (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
@@ -23,12 +24,16 @@ policies = View(
             collections TEXT NOT NULL, continuous TEXT, status TEXT NOT NULL, created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
             last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, last_slot TEXT, next_run_at TEXT,
-            last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT,
+            last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT, capture TEXT,
             position BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS policies_created ON policies (created_at, id)",
         # Which policy a snapshot belongs to, so snapshot outcomes reach the policy row.
         """CREATE TABLE IF NOT EXISTS policy_snapshots (
             snapshot_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL)""",
+        # Which policy and snapshot a capture window belongs to, for its later events.
+        """CREATE TABLE IF NOT EXISTS capture_windows (
+            capture_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, snapshot_id TEXT NOT NULL,
+            window TEXT NOT NULL)""",
     ],
 )
 
@@ -74,6 +79,7 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
             "last_success_at": None,
             "last_failure_at": None,
             "last_failure_reason": None,
+            "capture": None,
             "position": position,
         },
         new=True,
@@ -158,3 +164,71 @@ policies.on("SnapshotCompleted", "SnapshotImported")(_snapshot_outcome(True))
 
 
 policies.on("SnapshotFailed", "SnapshotPartiallyFailed")(_snapshot_outcome(False))
+
+
+# ----------------------------------------------------------------- capture windows
+def _window_changed(rows: Rows, e: Any, position: int, **changes: Any) -> None:
+    """A window's state, kept on its row and, while it is the policy's newest, on the policy."""
+    link = rows.get("capture_windows", oid(e))
+    if link is None:
+        return
+    window = {**json.loads(link["window"]), **changes}
+    rows.update("capture_windows", oid(e), {"window": dumps(window)})
+    policy = rows.get("policies", link["policy_id"])
+    current = json.loads(policy["capture"]) if policy is not None and policy["capture"] else None
+    if current is not None and current.get("capture_id") == oid(e):
+        _update(rows, "policies", link["policy_id"], position, capture=dumps(window))
+
+
+@policies.on("CaptureStarted")
+def _capture_started(rows: Rows, e: Any, position: int) -> None:
+    window = {
+        "capture_id": oid(e),
+        "snapshot_id": str(e.snapshot_id),
+        "status": "capturing",
+        "slot": e.slot,
+        "restorable_from": iso(e.timestamp),
+        "restorable_until": None,
+        "checked_lsn": e.from_position,
+        "segments": 0,
+        "transactions": 0,
+        "changes": 0,
+        "bytes": 0,
+        "reason": None,
+    }
+    rows.insert(
+        "capture_windows",
+        {"capture_id": oid(e), "policy_id": str(e.policy_id), "snapshot_id": str(e.snapshot_id),
+         "window": dumps(window)},
+        new=True,
+    )  # fmt: skip
+    _update(rows, "policies", str(e.policy_id), position, capture=dumps(window))
+
+
+@policies.on("ChangesArchived")
+def _changes_archived(rows: Rows, e: Any, position: int) -> None:
+    link = rows.get("capture_windows", oid(e))
+    if link is None:
+        return
+    before = json.loads(link["window"])
+    _window_changed(
+        rows, e, position,
+        checked_lsn=e.until_lsn or e.to_lsn, restorable_until=e.until_time or e.last_commit,
+        segments=before["segments"] + 1, transactions=before["transactions"] + e.transactions,
+        changes=before["changes"] + e.items, bytes=before["bytes"] + e.bytes,
+    )  # fmt: skip
+
+
+@policies.on("CaptureChecked")
+def _capture_checked(rows: Rows, e: Any, position: int) -> None:
+    _window_changed(rows, e, position, checked_lsn=e.lsn, restorable_until=e.at)
+
+
+@policies.on("CaptureFailed")
+def _capture_failed(rows: Rows, e: Any, position: int) -> None:
+    _window_changed(rows, e, position, status="failed", reason=e.reason)
+
+
+@policies.on("CaptureStopped")
+def _capture_stopped(rows: Rows, e: Any, position: int) -> None:
+    _window_changed(rows, e, position, status="stopped", reason=e.reason)

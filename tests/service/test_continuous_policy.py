@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from api.config import load_config
+from api.records import Records
 from api.runtime import Runtime
 from domain.capture import CAPTURE_STOPPED, CAPTURING, capture_id
 from domain.errors import InvalidTransition, NotFound
@@ -103,6 +104,21 @@ def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tm
         what="the capture to archive the changes",
     )
     assert capture.status == CAPTURING and sum(s["transactions"] for s in capture.segments) == 4
+
+    # Where operators look: the policy's window and lag, and the Backup Record's segments.
+    records = Records(rt.views)
+
+    def shown() -> Any:
+        policy = records.one("policies", str(pid))
+        return policy if (policy["capture"] or {}).get("segments", 0) >= 1 else None
+
+    policy = wait_until(shown, timeout=30, what="the views to show the capture")
+    assert policy["capture"]["status"] == "capturing" and policy["capture"]["snapshot_id"] == str(sid)
+    assert policy["capture"]["restorable_from"] <= policy["capture"]["restorable_until"]
+    assert policy["capture_lag_seconds"] is not None and policy["capture_lag_seconds"] >= 0
+    backup = records.one("backups", str(sid))
+    assert backup["capture"]["capture_id"] == str(cid) and backup["capture"]["segments"] >= 1
+    assert backup["point_in_time"]["capture"]["slot"] == slot_name(sid)
 
     storage = rt.resources.storages["local"]
     for at, expected in (moments[1], moments[3]):
