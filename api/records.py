@@ -218,10 +218,10 @@ class Records:
         ids = [r["id"] for r in shaped]
         marks = ", ".join(f"%(s{i})s" for i in range(len(ids)))
         found = self.db.query(
-            f"SELECT snapshot_id, window FROM capture_windows WHERE snapshot_id IN ({marks})",
+            f"SELECT snapshot_id, facts FROM capture_windows WHERE snapshot_id IN ({marks})",
             {f"s{i}": sid for i, sid in enumerate(ids)},
         )
-        windows = {w["snapshot_id"]: json.loads(w["window"]) for w in found}
+        windows = {w["snapshot_id"]: json.loads(w["facts"]) for w in found}
         for row in shaped:
             row["capture"] = windows.get(row["id"])
         return shaped

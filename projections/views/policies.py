@@ -33,7 +33,7 @@ policies = View(
         # Which policy and snapshot a capture window belongs to, for its later events.
         """CREATE TABLE IF NOT EXISTS capture_windows (
             capture_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, snapshot_id TEXT NOT NULL,
-            window TEXT NOT NULL)""",
+            facts TEXT NOT NULL)""",
     ],
 )
 
@@ -172,8 +172,8 @@ def _window_changed(rows: Rows, e: Any, position: int, **changes: Any) -> None:
     link = rows.get("capture_windows", oid(e))
     if link is None:
         return
-    window = {**json.loads(link["window"]), **changes}
-    rows.update("capture_windows", oid(e), {"window": dumps(window)})
+    window = {**json.loads(link["facts"]), **changes}
+    rows.update("capture_windows", oid(e), {"facts": dumps(window)})
     policy = rows.get("policies", link["policy_id"])
     current = json.loads(policy["capture"]) if policy is not None and policy["capture"] else None
     if current is not None and current.get("capture_id") == oid(e):
@@ -199,7 +199,7 @@ def _capture_started(rows: Rows, e: Any, position: int) -> None:
     rows.insert(
         "capture_windows",
         {"capture_id": oid(e), "policy_id": str(e.policy_id), "snapshot_id": str(e.snapshot_id),
-         "window": dumps(window)},
+         "facts": dumps(window)},
         new=True,
     )  # fmt: skip
     _update(rows, "policies", str(e.policy_id), position, capture=dumps(window))
@@ -210,7 +210,7 @@ def _changes_archived(rows: Rows, e: Any, position: int) -> None:
     link = rows.get("capture_windows", oid(e))
     if link is None:
         return
-    before = json.loads(link["window"])
+    before = json.loads(link["facts"])
     _window_changed(
         rows, e, position,
         checked_lsn=e.until_lsn or e.to_lsn, restorable_until=e.until_time or e.last_commit,
