@@ -6,6 +6,7 @@ store at scrape time, so every process answers the same and a restart loses noth
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterable
@@ -138,6 +139,40 @@ def _timestamp(value: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _capture_families(cur: Cursor, runtime: Runtime) -> list[Family]:
+    """Continuous capture: how far each policy is restorable, how far behind now, and (where
+    this process runs the capture) the WAL its slot keeps on the source and any alarm."""
+    until = Family(
+        "snapledger_capture_restorable_until_timestamp_seconds", "gauge",
+        "Unix time up to which each policy's newest capture window can be restored.",
+    )  # fmt: skip
+    lag = Family(
+        "snapledger_capture_lag_seconds", "gauge", "Now minus restorable_until, per capturing policy."
+    )
+    cur.execute("SELECT id, name, capture FROM policies WHERE capture IS NOT NULL ORDER BY name, id")
+    now = datetime.now(UTC).timestamp()
+    for r in cur.fetchall():
+        window = json.loads(r["capture"])
+        if window.get("restorable_until") and window["status"] == "capturing":
+            at = _timestamp(window["restorable_until"])
+            until.add(at, policy=r["name"], policy_id=r["id"])
+            lag.add(max(0.0, now - at), policy=r["name"], policy_id=r["id"])
+    retained = Family(
+        "snapledger_capture_retained_wal_bytes", "gauge",
+        "WAL the source keeps for each capture slot this process streams (max_slot_wal_mb ends it).",
+    )  # fmt: skip
+    alarm = Family(
+        "snapledger_capture_alarm", "gauge", "1 while a capture is not keeping up or cannot archive."
+    )
+    loop = getattr(runtime, "captures", None)
+    for seen in loop.last.values() if loop is not None else []:
+        labels = {"policy": seen["policy"], "policy_id": seen["policy_id"], "slot": seen["slot"]}
+        if seen["retained_wal_bytes"] is not None:
+            retained.add(seen["retained_wal_bytes"], **labels)
+        alarm.add(1 if seen["alarm"] else 0, **labels)
+    return [until, lag, retained, alarm]
+
+
 def collect(runtime: Runtime) -> list[Family]:
     """Blocking: reads the event store and the views (call it off the event loop)."""
     position = runtime.app.recorder.max_notification_id() or 0
@@ -164,6 +199,7 @@ def collect(runtime: Runtime) -> list[Family]:
         for r in cur.fetchall():
             last_success.add(_timestamp(r["last_success_at"]), policy=r["name"], policy_id=r["id"])
         families.append(last_success)
+        families += _capture_families(cur, runtime)
         # A task whose lease lapsed has no live holder: its worker is gone or frozen.
         cur.execute(
             "SELECT DISTINCT worker FROM task_queue WHERE status = 'running' AND worker IS NOT NULL "

@@ -81,7 +81,8 @@ class CaptureLoop:
         self._thread: threading.Thread | None = None
         self._tasks: dict[UUID, tuple[CaptureTask, psycopg.Connection]] = {}
         self._due: dict[UUID, float] = {}
-        self.last: dict[UUID, Any] = {}  # capture id -> its last StepResult, for metrics
+        # capture id -> what its last step saw (policy, slot, retained WAL, alarm), for metrics
+        self.last: dict[UUID, dict[str, Any]] = {}
         self._closed: set[UUID] = set()  # windows stopped and their slots dropped, this process
         self._swept: dict[str, float] = {}  # source -> when its slots were last swept
         self.sweep_seconds = 60.0
@@ -207,13 +208,20 @@ class CaptureLoop:
             )
             self._forget(capture.id)
             try:
-                self.last[capture.id] = ("error", *self._task(capture, settings, source).check())
+                retained, alarm = self._task(capture, settings, source).check()
+                self._saw(policy, capture, retained, alarm or f"could not archive: {type(e).__name__}")
             except Exception:  # noqa: BLE001 - the source itself is unreachable
-                pass
+                self._saw(policy, capture, None, "the source is unreachable")
             self._due[capture.id] = now + float(settings["segment_seconds"])
             return
-        self.last[capture.id] = result
+        self._saw(policy, capture, result.retained_wal_bytes, result.alarm)
         self._due[capture.id] = now if result.more else now + float(settings["segment_seconds"])
+
+    def _saw(self, policy: dict[str, Any], capture: Capture, retained: int | None, alarm: str | None) -> None:
+        self.last[capture.id] = {
+            "policy": policy["name"], "policy_id": policy["id"], "slot": capture.slot,
+            "retained_wal_bytes": retained, "alarm": alarm,
+        }  # fmt: skip
 
     def _task(self, capture: Capture, settings: dict[str, Any], source: Any) -> CaptureTask:
         held = self._tasks.get(capture.id)
@@ -237,7 +245,9 @@ class CaptureLoop:
         self._tasks[capture.id] = (task, conn)
         return task
 
-    def _forget(self, cid: UUID) -> None:
+    def _forget(self, cid: UUID, done: bool = False) -> None:
+        if done:
+            self.last.pop(cid, None)
         held = self._tasks.pop(cid, None)
         if held is not None:
             held[1].close()
@@ -246,7 +256,7 @@ class CaptureLoop:
         cid = capture_id(UUID(policy["id"]), UUID(found["snapshot_id"]))
         if cid in self._closed:
             return
-        self._forget(cid)
+        self._forget(cid, done=True)
         try:
             capture = self.app.get_capture(cid)
         except NotFound:

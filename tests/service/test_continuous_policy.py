@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from api.config import load_config
+from api.observability import collect, render
 from api.records import Records
 from api.runtime import Runtime
 from domain.capture import CAPTURE_STOPPED, CAPTURING, capture_id
@@ -116,6 +117,13 @@ def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tm
     assert policy["capture"]["status"] == "capturing" and policy["capture"]["snapshot_id"] == str(sid)
     assert policy["capture"]["restorable_from"] <= policy["capture"]["restorable_until"]
     assert policy["capture_lag_seconds"] is not None and policy["capture_lag_seconds"] >= 0
+    metrics = render(collect(rt))
+    assert 'snapledger_capture_lag_seconds{policy="live"' in metrics
+    assert (
+        f'snapledger_capture_retained_wal_bytes{{policy="live",policy_id="{pid}",slot="{slot_name(sid)}"}}'
+        in metrics
+    )
+    assert f'snapledger_capture_alarm{{policy="live",policy_id="{pid}",slot="{slot_name(sid)}"}} 0' in metrics
     backup = records.one("backups", str(sid))
     assert backup["capture"]["capture_id"] == str(cid) and backup["capture"]["segments"] >= 1
     assert backup["point_in_time"]["capture"]["slot"] == slot_name(sid)
