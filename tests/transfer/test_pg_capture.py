@@ -297,3 +297,39 @@ def test_a_restore_to_a_moment_reads_the_archived_segments_up_to_its_commit(sour
         point_in_time.plan(
             slot.consistent_lsn, [agg.segments[0], agg.segments[2]], read, to_time=moments[-1][1]
         )
+
+
+def test_a_change_of_shape_stops_the_replay_naming_the_commit(source_db, tmp_path: Path):
+    """DDL is not in the stream: the first row of the new shape stops the replay, naming its
+    commit, with the target at the last whole transaction before it."""
+    storage = LocalStorage("local", tmp_path / "store")
+    slot_name = "snapledger_test_" + source_db
+    with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
+        with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
+            run_backup(
+                _source(source_db).joined(slot.snapshot),
+                storage,
+                KEY,
+                [],
+                [],
+                {},
+                lambda *a: None,
+                lambda: False,
+            )
+        conn.execute("UPDATE shop.orders SET total = 1 WHERE id = 3")
+        before = pgdb.checksums_of(conn, SCHEMAS)
+        conn.execute("ALTER TABLE shop.orders ADD COLUMN priority int")
+        conn.execute("INSERT INTO shop.orders (customer, priority) VALUES ('after ddl', 9)")
+        transactions = capture.peek(conn, slot_name)
+    assert len(transactions) == 2  # the ALTER is no transaction of rows
+    with pgdb.databases("pitr") as (dst,):
+        _restore(storage, dst)
+        with psycopg.connect(pgdb.conninfo(dst), autocommit=True) as target:
+            replayer = ChangeReplayer(target)
+            replayer.apply(transactions[0])
+            assert pgdb.checksums(dst, SCHEMAS) == before
+            with pytest.raises(
+                TargetError, match=r"shop.orders changed shape at commit .* has no column 'priority'"
+            ):
+                replayer.apply(transactions[1])
+            assert pgdb.checksums(dst, SCHEMAS) == before  # the transaction left nothing behind

@@ -32,6 +32,7 @@ class _Table:
     generated: frozenset[str]
     primary_key: tuple[str, ...]
     not_null: frozenset[str]
+    types: dict[str, str]  # column -> format_type, as test_decoding spells it
 
 
 class ChangeReplayer:
@@ -66,7 +67,7 @@ class ChangeReplayer:
             return found
         rows = self.conn.execute(
             """SELECT a.attname, a.attgenerated <> '', a.attnotnull,
-                      coalesce(a.attnum = ANY(i.indkey), false)
+                      coalesce(a.attnum = ANY(i.indkey), false), format_type(a.atttypid, NULL)
                FROM pg_attribute a
                LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
                WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped""",
@@ -79,6 +80,7 @@ class ChangeReplayer:
             generated=frozenset(r[0] for r in rows if r[1]),
             primary_key=tuple(r[0] for r in rows if r[3]),
             not_null=frozenset(r[0] for r in rows if r[2]),
+            types={r[0]: r[4] for r in rows},
         )
         self.tables[table] = found
         return found
@@ -116,6 +118,7 @@ class ChangeReplayer:
             return
         name = self._target(change.table)
         table = self._table(name)
+        self._same_shape(change, table, txn)
         if change.action == "INSERT":
             columns = [c for c in change.new if c.name not in table.generated]
             names = tuple(c.name for c in columns)
@@ -156,6 +159,23 @@ class ChangeReplayer:
         self.conn.execute(
             self._statement(("SET", name, names), lambda: _set_at(table, names)), (_record(columns), ctid)
         )
+
+    @staticmethod
+    def _same_shape(change: Change, table: _Table, txn: Transaction) -> None:
+        """A row whose columns are not the target table's comes from after a change of the
+        table's shape (DDL is not in the stream). The replay stops there, naming the commit
+        and the column, rather than failing on a bare "column does not exist", or casting a
+        value of a column whose type changed into the old type without a word."""
+        for column in (*change.new, *change.old):
+            found = table.types.get(column.name)
+            if found != column.type:
+                what = "has no column" if found is None else f"has {column.name!r} as {found}, not"
+                detail = f"{what} {column.name!r}" if found is None else f"{what} {column.type}"
+                raise TargetError(
+                    f"{change.table[0]}.{change.table[1]} changed shape at commit {txn.commit_lsn} "
+                    f"(transaction {txn.xid}): the restored table {detail}. Restore to a moment "
+                    "before that commit, or from a snapshot taken after it"
+                )
 
     @staticmethod
     def _changed(change: Change, table: _Table) -> list[Column]:
