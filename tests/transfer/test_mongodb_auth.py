@@ -23,7 +23,7 @@ from pymongo.errors import OperationFailure
 from transfer.errors import TargetError
 from transfer.runs.backup import run_backup
 from transfer.runs.restore import run_restore
-from transfer.sources.mongodb.auth import AuthRestore, _inheritance_order
+from transfer.sources.mongodb.auth import AuthRestore, _inheritance_order, can_merge
 from transfer.sources.mongodb.source import MongoSource
 from transfer.sources.mongodb.target import MongoTarget
 from transfer.storage import LocalStorage
@@ -122,22 +122,6 @@ def _roles(client: Any) -> list[dict[str, Any]]:
     return sorted(({k: r.get(k) for k in keep} for r in found), key=lambda r: r["role"])
 
 
-def _has_merge(client: Any) -> bool:
-    try:
-        client.admin.command(
-            {
-                "_mergeAuthzCollections": 1,
-                "tempUsersCollection": "",
-                "tempRolesCollection": "",
-                "db": "",
-                "drop": False,
-            }
-        )
-    except OperationFailure as e:
-        return e.code != 59
-    return True
-
-
 def test_users_and_roles_are_archived_on_request_as_mongodump_lays_them_out(storage, source):
     _seed(source)
     _backup(storage, source, users_and_roles=False)
@@ -196,7 +180,7 @@ def test_users_come_with_their_credentials_or_the_restore_is_refused_before_any_
 ):
     _seed(source)
     _backup(storage, source)
-    if not _has_merge(target):  # SecantusDB: createUser takes clear-text passwords only
+    if can_merge(target) != "yes":  # SecantusDB: createUser takes clear-text passwords only
         with pytest.raises(
             TargetError, match="cannot restore users with their credentials.*_mergeAuthzCollections"
         ):

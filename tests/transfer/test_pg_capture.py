@@ -87,6 +87,13 @@ def _source(dbname: str) -> PostgresSource:
     return PostgresSource("cont", logical.url(dbname), None, SCHEMAS)
 
 
+def _backup_in(slot: capture.Slot, dbname: str, storage: LocalStorage) -> None:
+    """The snapshot, read in the slot's exported snapshot."""
+    run_backup(
+        _source(dbname).joined(slot.snapshot), storage, KEY, [], [], {}, lambda *a: None, lambda: False
+    )
+
+
 def _restore(storage: LocalStorage, dbname: str) -> None:
     target = PostgresTarget("copy", pgdb.url(dbname), None, "fail")
     run_restore(storage, KEY, target, [], lambda *a: None, lambda: False)
@@ -118,16 +125,7 @@ def test_restores_to_each_moment_equal_the_source_then(source_db, tmp_path: Path
             # Committed after the slot but before the backup reads anything: in the stream,
             # not in the snapshot, even though the backup has not started yet.
             conn.execute("INSERT INTO shop.orders (customer) VALUES ('between slot and read')")
-            run_backup(
-                _source(source_db).joined(slot.snapshot),
-                storage,
-                KEY,
-                [],
-                [],
-                {},
-                lambda *a: None,
-                lambda: False,
-            )
+            _backup_in(slot, source_db, storage)
         for step in WORKLOAD:
             with conn.transaction():
                 for statement in step:
@@ -178,16 +176,7 @@ def test_a_replay_onto_another_state_stops_naming_the_change(source_db, tmp_path
     slot_name = "snapledger_test_" + source_db
     with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
         with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
-            run_backup(
-                _source(source_db).joined(slot.snapshot),
-                storage,
-                KEY,
-                [],
-                [],
-                {},
-                lambda *a: None,
-                lambda: False,
-            )
+            _backup_in(slot, source_db, storage)
         conn.execute("UPDATE shop.orders SET total = 0 WHERE id = 7")
         transactions = capture.peek(conn, slot_name)
     with pgdb.databases("pitr") as (dst,):
@@ -228,16 +217,7 @@ def test_a_restore_to_a_moment_reads_the_archived_segments_up_to_its_commit(sour
     with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
         with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
             started = conn.execute("SELECT now()").fetchone()[0]
-            run_backup(
-                _source(source_db).joined(slot.snapshot),
-                storage,
-                KEY,
-                [],
-                [],
-                {},
-                lambda *a: None,
-                lambda: False,
-            )
+            _backup_in(slot, source_db, storage)
         agg = Capture(uuid.uuid4(), uuid.uuid4(), "cont", "local", slot_name, slot.consistent_lsn)
         task = CaptureTask(
             conn, slot_name, "cont", storage, Recorder(agg), CaptureSettings(segment_bytes=4096)
@@ -306,16 +286,7 @@ def test_a_change_of_shape_stops_the_replay_naming_the_commit(source_db, tmp_pat
     slot_name = "snapledger_test_" + source_db
     with psycopg.connect(logical.url(source_db), autocommit=True) as conn:
         with capture.create_slot(logical.url(source_db), None, slot_name) as slot:
-            run_backup(
-                _source(source_db).joined(slot.snapshot),
-                storage,
-                KEY,
-                [],
-                [],
-                {},
-                lambda *a: None,
-                lambda: False,
-            )
+            _backup_in(slot, source_db, storage)
         conn.execute("UPDATE shop.orders SET total = 1 WHERE id = 3")
         before = pgdb.checksums_of(conn, SCHEMAS)
         conn.execute("ALTER TABLE shop.orders ADD COLUMN priority int")

@@ -64,6 +64,28 @@ def read(database: Any) -> list[tuple[str, bytes]]:
     return members
 
 
+def can_merge(client: Any) -> str:
+    """Whether the server takes users with their credentials: "yes", "missing" (no
+    _mergeAuthzCollections) or "refused" (this user may not). Asked with empty names, which
+    a server that has the command refuses as a bad value."""
+    try:
+        client.admin.command(
+            {
+                "_mergeAuthzCollections": 1,
+                "tempUsersCollection": "",
+                "tempRolesCollection": "",
+                "db": "",
+                "drop": False,
+            }
+        )
+    except OperationFailure as e:
+        if e.code == COMMAND_NOT_FOUND:
+            return "missing"
+        if e.code == UNAUTHORIZED:
+            return "refused"
+    return "yes"
+
+
 def _decode(name: str, data: bytes) -> list[dict[str, Any]]:
     from transfer.archive.format import ArchiveError
 
@@ -116,29 +138,18 @@ class AuthRestore:
         """Before anything is written: the server can take the users with their credentials,
         and the names are free, or the existing policy is "drop"."""
         if self.users:
-            try:
-                client.admin.command(
-                    {
-                        "_mergeAuthzCollections": 1,
-                        "tempUsersCollection": "",
-                        "tempRolesCollection": "",
-                        "db": "",
-                        "drop": False,
-                    }
+            found = can_merge(client)
+            if found == "missing":
+                raise TargetError(
+                    f"target {self.target_name!r}: the server cannot restore users with their "
+                    "credentials (it has no _mergeAuthzCollections command); turn "
+                    "users_and_roles off for this target and create the users by hand"
                 )
-            except OperationFailure as e:
-                if e.code == COMMAND_NOT_FOUND:
-                    raise TargetError(
-                        f"target {self.target_name!r}: the server cannot restore users with their "
-                        "credentials (it has no _mergeAuthzCollections command); turn "
-                        "users_and_roles off for this target and create the users by hand"
-                    ) from None
-                if e.code == UNAUTHORIZED:
-                    raise TargetError(
-                        f"target {self.target_name!r}: its user may not restore users and roles "
-                        "(it needs the restore role on admin)"
-                    ) from None
-                # Any other answer (BadValue for the empty names) means the server has it.
+            if found == "refused":
+                raise TargetError(
+                    f"target {self.target_name!r}: its user may not restore users and roles "
+                    "(it needs the restore role on admin)"
+                )
         if existing == "drop":
             return
         for db, docs, key, info in self._each(client):
