@@ -25,6 +25,7 @@ import psycopg
 from transfer.archive.crypto import Keyring, aead_context
 from transfer.sources.postgres import capture
 from transfer.sources.postgres.capture import Segment, Transaction, lsn_value
+from transfer.sources.postgres.decoding import parse_change
 from transfer.storage.base import Storage
 from transfer.storage.layout import changes_key
 
@@ -64,6 +65,7 @@ class StepResult:
     lag_seconds: float | None  # age of the oldest change not yet archived (None: none waiting)
     alarm: str | None  # retained WAL past half the limit
     more: bool  # the step left changes for the next one (a backlog): step again now
+    reshaped: str | None = None  # a captured table changed shape: the window ends here, why
 
 
 class CaptureTask:
@@ -88,6 +90,7 @@ class CaptureTask:
         self.keyring = keyring
         self.capture_id = capture_id
         self.now = now
+        self.shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # as first seen
 
     def check(self) -> tuple[int, str | None]:
         """The slot's retained WAL and an alarm past half the limit; at the limit the
@@ -125,6 +128,7 @@ class CaptureTask:
         until_lsn, until_time = capture.horizon(self.conn)  # before the peek: all of it is in there
         peeked = capture.peek(self.conn, self.slot, self.settings.max_changes)
         fresh = [t for t in peeked if lsn_value(t.commit_lsn) > lsn_value(position)]
+        fresh, reshaped = self._same_shapes(fresh)
         batch = self._bounded(fresh)
         full = sum(len(t.changes) for t in peeked) >= self.settings.max_changes  # the server may hold more
         if not batch:
@@ -134,20 +138,42 @@ class CaptureTask:
                 or (datetime.fromisoformat(until_time) - datetime.fromisoformat(last)).total_seconds()
                 >= self.settings.checkpoint_seconds
             )
-            if due and not full:
+            if due and not full and reshaped is None:
                 self.recorder.checked(until_lsn, until_time)  # an idle source is restorable to now
-            return StepResult(None, retained, None, alarm, more=False)
+            return StepResult(None, retained, None, alarm, more=False, reshaped=reshaped)
         segment = capture.segment(position, batch)
         key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
         stored = self._store(key, segment)
         waiting = fresh[len(batch) :]
         facts = {**segment.facts(), **stored, "key": key}
-        if not waiting and not full:  # nothing else committed up to the horizon
+        if not waiting and not full and reshaped is None:  # nothing else committed up to the horizon
             facts["until_lsn"], facts["until_time"] = until_lsn, until_time
         self.recorder.archived(facts)
         capture.advance(self.conn, self.slot, segment.to_lsn)
         more = bool(waiting) or full
-        return StepResult(facts, retained, self._lag(waiting), alarm, more=more)
+        return StepResult(facts, retained, self._lag(waiting), alarm, more=more, reshaped=reshaped)
+
+    def _same_shapes(self, transactions: list[Transaction]) -> tuple[list[Transaction], str | None]:
+        """The transactions before the first row whose table has other columns (or types)
+        than earlier rows of this window had: DDL is not in the stream, so the window ends
+        there, and a new snapshot starts the next one."""
+        for index, txn in enumerate(transactions):
+            for line in txn.changes:
+                change = parse_change(line)
+                if change.action == "TRUNCATE":
+                    continue
+                shape = tuple((c.name, c.type) for c in (change.new or change.old))
+                if change.action == "DELETE" or (change.action == "UPDATE" and not change.new):
+                    continue  # a key alone says nothing of the other columns
+                known = self.shapes.setdefault(change.table, shape)
+                if shape != known:
+                    name = ".".join(change.table)
+                    return transactions[:index], (
+                        f"{name} changed shape at commit {txn.commit_lsn} (transaction {txn.xid}): "
+                        f"columns {_columns(known)} became {_columns(shape)}; DDL is not captured, "
+                        "so the window ends before it and a new snapshot starts the next"
+                    )
+        return transactions, None
 
     def _bounded(self, transactions: list[Transaction]) -> list[Transaction]:
         out, size = [], 0
@@ -185,6 +211,10 @@ class CaptureTask:
             writer.abort()
             raise
         return {}
+
+
+def _columns(shape: tuple[tuple[str, str], ...]) -> str:
+    return "(" + ", ".join(f"{name} {type_}" for name, type_ in shape) + ")"
 
 
 def read_segment(

@@ -28,6 +28,7 @@ from service.resources import Resources
 from transfer.sources.postgres.connection import conninfo
 
 log = logging.getLogger("snapledger.capture")
+CAPTURE_ACTOR = "system:capture"
 MIB = 1024 * 1024
 
 
@@ -215,7 +216,24 @@ class CaptureLoop:
             self._due[capture.id] = now + float(settings["segment_seconds"])
             return
         self._saw(policy, capture, result.retained_wal_bytes, result.alarm)
+        if result.reshaped is not None:
+            self._reshaped(policy, task, result.reshaped)
+            return
         self._due[capture.id] = now if result.more else now + float(settings["segment_seconds"])
+
+    def _reshaped(self, policy: dict[str, Any], task: CaptureTask, reason: str) -> None:
+        """A captured table changed shape: this window ends where it did, and a new snapshot
+        (taken after the change) opens the next one."""
+        recorder = task.recorder
+        assert isinstance(recorder, StoredRecorder)  # this loop makes every task's recorder
+        recorder.agg.stop(reason)
+        try:
+            self.app.record(recorder.agg)
+        except IntegrityError:
+            return  # another process recorded something first: the next tick sees it
+        self._forget(recorder.agg.id)
+        log.warning("capture of policy %s: %s", policy["name"], reason)
+        self.app.request_snapshot(policy["id"], CAPTURE_ACTOR)
 
     def _saw(self, policy: dict[str, Any], capture: Capture, retained: int | None, alarm: str | None) -> None:
         self.last[capture.id] = {

@@ -162,12 +162,23 @@ def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tm
     with pytest.raises(InvalidTransition, match="is before that"):
         rt.app.restore_to(pid, "copy", {"to_time": "2001-01-01T00:00:00Z"}, "ops")
 
-    # A newer snapshot opens the next window: the old one stops and its slot goes.
-    sid2 = rt.app.request_snapshot(pid, "ops").id
+    # A change of a captured table's shape ends the window where it happened, and the
+    # capture asks for a new snapshot, which opens the next window; the old slot goes.
+    archived = sum(seg["transactions"] for seg in rt.app.get_capture(cid).segments)
+    with psycopg.connect(logical.url(dbname), autocommit=True) as conn:
+        conn.execute("ALTER TABLE shop.orders ADD COLUMN priority int")
+        conn.execute("INSERT INTO shop.orders VALUES (5000, 1, 'after ddl', 7)")
+    wait_until(
+        lambda: rt.app.get_capture(cid).status == CAPTURE_STOPPED, timeout=30, what="the window to end"
+    )
+    ended = rt.app.get_capture(cid)
+    assert "shop.orders changed shape" in (ended.reason or "") and "priority integer" in (ended.reason or "")
+    assert sum(seg["transactions"] for seg in ended.segments) == archived  # nothing of the new shape
+    snapshots = lambda: rt.app.get_policy(pid).snapshot_ids  # noqa: E731
+    sid2 = wait_until(lambda: len(snapshots()) == 2 and snapshots()[-1], timeout=30, what="a new snapshot")
     rt.nudge_worker()
-    _completed(rt, sid2)
-    wait_until(lambda: rt.app.get_capture(cid).status == CAPTURE_STOPPED, timeout=30, what="the old window")
-    assert "a newer snapshot" in (rt.app.get_capture(cid).reason or "")
+    second = _completed(rt, sid2)
+    assert second.point_in_time["capture"]["slot"] == slot_name(sid2)
     wait_until(lambda: _slots(dbname) == [slot_name(sid2)], timeout=30, what="the old slot to go")
 
     # Deleting the first snapshot takes its window's segments with it.
