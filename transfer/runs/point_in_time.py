@@ -119,6 +119,7 @@ def replay(
         replayer = ChangeReplayer(conn, mapping)
         for txn in replay_plan.transactions:
             replayer.apply(txn)
+        moved = replayer.catch_up_sequences()
     expected = sum(len(t.changes) for t in replay_plan.transactions)
     if replayer.applied + replayer.skipped != expected:
         raise TargetError(f"replayed {replayer.applied + replayer.skipped} of {expected} captured changes")
@@ -126,5 +127,6 @@ def replay(
         "transactions": replayer.transactions,
         "changes": replayer.applied,
         "skipped": replayer.skipped,
+        "sequences": moved,
         "end": replay_plan.end,
     }

@@ -53,6 +53,38 @@ class ChangeReplayer:
         self.last_lsn: str | None = None
         self.last_commit: str | None = None
 
+    def catch_up_sequences(self) -> dict[str, int]:
+        """Sequence values are not in the stream: each sequence that owns a column of a
+        table the replay wrote moves up to that column's greatest value, so the restored
+        database's next insert does not collide with a replayed row. Answers what moved."""
+        moved: dict[str, int] = {}
+        for schema, name in sorted(self.tables):
+            owned = self.conn.execute(
+                """SELECT s.oid::regclass::text, a.attname
+                   FROM pg_depend d
+                   JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+                   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                   WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+                     AND d.deptype IN ('a', 'i') AND d.refobjid = %s::regclass""",
+                (sql.Identifier(schema, name).as_string(self.conn),),
+            ).fetchall()
+            for sequence, column in owned:
+                top = self.conn.execute(
+                    sql.SQL("SELECT max({c})::bigint FROM {t}").format(
+                        c=sql.Identifier(column), t=sql.Identifier(schema, name)
+                    )
+                ).fetchone()
+                if top is None or top[0] is None:
+                    continue
+                current = self.conn.execute(
+                    sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(sequence))
+                ).fetchone()
+                assert current is not None
+                if int(top[0]) > int(current[0]) or (int(top[0]) == int(current[0]) and not current[1]):
+                    self.conn.execute("SELECT setval(%s::regclass, %s, true)", (sequence, int(top[0])))
+                    moved[sequence] = int(top[0])
+        return moved
+
     def _target(self, table: tuple[str, str]) -> tuple[str, str]:
         name = f"{table[0]}.{table[1]}"
         mapped = self.mapping.get(name)
