@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import psycopg
@@ -80,6 +80,7 @@ class CaptureTask:
         keyring: Keyring | None = None,
         capture_id: str = "",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lock_until: Callable[[], datetime] | None = None,
     ) -> None:
         self.conn = conn
         self.slot = slot
@@ -90,6 +91,9 @@ class CaptureTask:
         self.keyring = keyring
         self.capture_id = capture_id
         self.now = now
+        # An object-lock location locks each segment as it locks archives; by default for
+        # the location's object_lock_days from when it is written.
+        self.lock_until = lock_until or (lambda: self.now() + timedelta(days=storage.lock_days))
         self.shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # as first seen
 
     def check(self) -> tuple[int, str | None]:
@@ -191,8 +195,20 @@ class CaptureTask:
         return max(0.0, (self.now() - oldest).total_seconds())
 
     def _store(self, key: str, segment: Segment) -> dict[str, Any]:
-        """Durable when this returns. Encrypted as the location's archives are; `sha256` and
-        `bytes` then describe the stored object, `plain_sha256` the segment inside."""
+        """Durable (and, on an object-lock location, locked) when this returns; a segment
+        that could not be locked is removed again, unrecorded, as an archive would be."""
+        stored = self._write(key, segment)
+        if self.storage.lock_mode:
+            try:
+                self.storage.lock(key, self.lock_until())
+            except Exception:
+                self.storage.delete(key)
+                raise
+        return stored
+
+    def _write(self, key: str, segment: Segment) -> dict[str, Any]:
+        """Encrypted as the location's archives are; `sha256` and `bytes` then describe the
+        stored object, `plain_sha256` the segment inside."""
         writer = self.storage.open_writer(key)
         try:
             if self.keyring is not None and self.keyring.key_id:

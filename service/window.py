@@ -8,6 +8,7 @@ died (the slot's name is the snapshot's, so it is found), before it makes a new 
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,9 @@ import psycopg
 
 from transfer.sources.postgres import capture
 from transfer.sources.postgres.connection import conninfo
+from transfer.storage.base import StorageError
 
+log = logging.getLogger("snapledger.capture")
 SLOT_PATTERN = re.compile(r"snapledger_([0-9a-f]{32})")
 
 
@@ -64,6 +67,11 @@ def remove_segments(app: Any, storage: Any, snapshot: Any) -> int:
     if found.status == "capturing":
         found.stop(f"its snapshot {snapshot.sub_name} is deleted")
         app.record(found)
+    removed = 0
     for segment in found.segments:
-        storage.delete(segment["key"])
-    return len(found.segments)
+        try:
+            storage.delete(segment["key"])
+            removed += 1
+        except StorageError as e:  # under object lock: it stays until the lock lapses
+            log.warning("segment %s kept: %s", segment["key"], e)
+    return removed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +240,43 @@ def test_an_idle_source_stays_restorable_to_now_with_a_bounded_record(source, tm
     assert agg.restorable_until is not None and before is not None and agg.restorable_until > before
     assert capture.lsn_value(agg.checked_lsn) >= capture.lsn_value(segment["to_lsn"])
     assert agg.position == segment["to_lsn"]  # a check moves no segment boundary
+
+
+def _s3(s3_endpoint: str, bucket: str, locked: bool) -> Any:
+    import boto3
+
+    from transfer.storage.s3 import S3Storage
+
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket, ObjectLockEnabledForBucket=locked
+    )
+    return S3Storage("vault", bucket, "p", endpoint_url=s3_endpoint, region="us-east-1",
+                     lock_mode="compliance", lock_days=3)  # fmt: skip
+
+
+def test_an_object_lock_location_locks_each_segment_or_records_none(source, s3_endpoint):
+    import boto3
+
+    conn, slot = source
+    agg = _capture(slot)
+    storage = _s3(s3_endpoint, f"lock-{uuid.uuid4().hex[:10]}", locked=True)
+    _write(conn, 1, 2)
+    facts = CaptureTask(conn, slot.name, "nightly", storage, Recorder(agg)).step().segment
+    assert facts is not None
+    head = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").head_object(
+        Bucket=storage.bucket, Key=storage.full_key(facts["key"])
+    )
+    assert head["ObjectLockMode"] == "COMPLIANCE"
+    assert head["ObjectLockRetainUntilDate"] > datetime.now(UTC) + timedelta(days=3) - timedelta(minutes=5)
+    with pytest.raises(StorageError, match="AccessDenied"):
+        storage.delete(facts["key"])  # not even with the bucket's credentials
+
+    # A location that says it locks but cannot: the segment is removed again, unrecorded,
+    # and the slot keeps the changes.
+    other = _capture(slot)
+    unlockable = _s3(s3_endpoint, f"nolock-{uuid.uuid4().hex[:10]}", locked=False)
+    _write(conn, 3, 1)
+    with pytest.raises(StorageError, match="object lock"):
+        CaptureTask(conn, slot.name, "nightly", unlockable, Recorder(other)).step()
+    assert other.segments == [] and list(unlockable.list_objects()) == []
+    assert capture.confirmed_lsn(conn, slot.name) == agg.position
