@@ -108,7 +108,10 @@ class Runtime:
             ).start()
             if any(s.kind == "postgresql" for s in self.config.sources.values()):  # logical decoding
                 self.captures = CaptureLoop(
-                    self.app, self.resources, lambda: queries.capture_windows(self.views)
+                    self.app,
+                    self.resources,
+                    lambda: queries.capture_windows(self.views),
+                    worker_id=self.worker.worker_id,
                 ).start()
         if settings["scheduler"]:
             self.scheduler = Scheduler(self.app, self.due_policies)

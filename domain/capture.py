@@ -56,8 +56,18 @@ class Capture(TimedAggregate):
         self.segments: list[dict[str, Any]] = []
         self.restorable_until: str | None = None  # the source is restorable up to this time
         self.checked_lsn: str = from_position  # ... and this position
+        # The worker that recorded last, and when: the capture's lease. A worker records at
+        # least once a segment_seconds while it holds it, so no event is spent on renewals.
+        self.holder: str | None = None
+        self.held_at: datetime | None = None
 
-    def archived(self, segment: dict[str, Any]) -> None:
+    def held_by_another(self, worker: str, now: datetime, lease_seconds: float) -> bool:
+        """Whether another worker recorded within the lease: it is still capturing."""
+        if self.holder is None or self.holder == worker or self.held_at is None:
+            return False
+        return (now - self.held_at).total_seconds() < lease_seconds
+
+    def archived(self, segment: dict[str, Any], worker: str | None = None) -> None:
         if self.status != CAPTURING:
             raise InvalidTransition(f"capture is {self.status}: no segment can be archived")
         if segment["from_lsn"] != self.position:
@@ -70,6 +80,7 @@ class Capture(TimedAggregate):
             encryption=segment.get("encryption"),
             until_lsn=segment.get("until_lsn"),
             until_time=segment.get("until_time"),
+            worker=worker,
         )
 
     @event("ChangesArchived")
@@ -88,7 +99,9 @@ class Capture(TimedAggregate):
         encryption: dict[str, Any] | None = None,  # algorithm and key id, as a manifest's
         until_lsn: str | None = None,  # nothing else committed up to here (read before the peek)
         until_time: str | None = None,
+        worker: str | None = None,  # who holds the capture (its lease)
     ) -> None:
+        self.holder, self.held_at = worker, self.modified_on
         found = {
             "from_lsn": from_lsn,
             "to_lsn": to_lsn,
@@ -109,15 +122,16 @@ class Capture(TimedAggregate):
         self.position = to_lsn
         self.checked_lsn, self.restorable_until = until_lsn or to_lsn, until_time or last_commit
 
-    def checked(self, lsn: str, at: str) -> None:
+    def checked(self, lsn: str, at: str, worker: str | None = None) -> None:
         """Nothing committed since the last segment up to `lsn` (at `at`): an idle source
         stays restorable to now. The capture records it at most once a checkpoint interval."""
         if self.status == CAPTURING:
-            self._checked(lsn, at)
+            self._checked(lsn, at, worker)
 
     @event("CaptureChecked")
-    def _checked(self, lsn: str, at: str) -> None:
+    def _checked(self, lsn: str, at: str, worker: str | None = None) -> None:
         self.checked_lsn, self.restorable_until = lsn, at
+        self.holder, self.held_at = worker, self.modified_on
 
     def fail(self, reason: str) -> None:
         if self.status == CAPTURING:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,9 +37,10 @@ class StoredRecorder:
     """The Capture aggregate in the event store: each fact is appended at once, at the
     version last seen; a refused append means another process has the capture."""
 
-    def __init__(self, app: Snapledger, capture: Capture) -> None:
+    def __init__(self, app: Snapledger, capture: Capture, worker: str | None = None) -> None:
         self.app = app
         self.agg = capture
+        self.worker = worker
 
     def _save(self) -> None:
         try:
@@ -51,7 +53,7 @@ class StoredRecorder:
         return self.agg.position
 
     def archived(self, facts: dict[str, Any]) -> None:
-        self.agg.archived(facts)
+        self.agg.archived(facts, self.worker)
         self._save()
 
     def failed(self, reason: str) -> None:
@@ -59,7 +61,7 @@ class StoredRecorder:
         self._save()
 
     def checked(self, lsn: str, at: str) -> None:
-        self.agg.checked(lsn, at)
+        self.agg.checked(lsn, at, self.worker)
         self._save()
 
     def checked_at(self) -> str | None:
@@ -73,8 +75,10 @@ class CaptureLoop:
         resources: Resources,
         windows: Callable[[], list[dict[str, Any]]],
         tick_seconds: float = 1.0,
+        worker_id: str = "",
     ) -> None:
         self.app = app
+        self.worker_id = worker_id or f"capture:{id(self):x}"
         self.resources = resources
         self.windows = windows
         self.tick_seconds = tick_seconds
@@ -188,10 +192,15 @@ class CaptureLoop:
         capture = self._capture(policy, found)
         if capture is None or capture.status != CAPTURING:
             return
+        settings = policy["continuous"]
+        # Leased: a worker that recorded within three intervals (plus a margin) still has it.
+        lease = 3 * float(settings["segment_seconds"]) + 10
+        if capture.held_by_another(self.worker_id, datetime.now(UTC), lease):
+            self._forget(capture.id)
+            return
         now = time.monotonic()
         if now < self._due.get(capture.id, 0.0):
             return
-        settings = policy["continuous"]
         task = self._task(capture, settings, source)
         try:
             result = task.step()
@@ -251,7 +260,7 @@ class CaptureLoop:
             capture.slot,
             self.app.get_policy(capture.policy_id).name,
             self.resources.storages[capture.storage],
-            StoredRecorder(self.app, capture),
+            StoredRecorder(self.app, capture, self.worker_id),
             CaptureSettings(
                 segment_bytes=int(settings["segment_bytes"]),
                 max_slot_wal_mb=int(settings["max_slot_wal_mb"]),

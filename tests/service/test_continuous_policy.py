@@ -6,6 +6,7 @@ equals the source then, and a newer snapshot, or stopping the policy, leaves no 
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -191,3 +192,56 @@ def test_a_continuous_policy_restores_to_a_moment_after_its_snapshot(runtime, tm
     rt.app.stop_policy(pid, "ops")
     wait_until(lambda: _slots(dbname) == [], timeout=30, what="the last slot to go")
     assert rt.app.get_capture(capture_id(pid, sid2)).status == CAPTURE_STOPPED
+
+
+def test_one_worker_holds_a_capture_and_another_takes_it_over_when_it_goes(runtime):
+    from projections import queries
+    from service.capture_loop import CaptureLoop
+
+    rt, dbname, _ = runtime
+    other = CaptureLoop(rt.app, rt.resources, lambda: queries.capture_windows(rt.views), 0.1, "other-worker")
+    other.start()
+    try:
+        pid = rt.app.create_policy(
+            {"name": "held", "source": "live", "storage": "local", "continuous": {"segment_seconds": "1s"}},
+            "ops",
+        ).id
+        sid = rt.app.request_snapshot(pid, "ops").id
+        rt.nudge_worker()
+        _completed(rt, sid)
+        cid = capture_id(pid, sid)
+
+        def write(first: int, count: int) -> None:
+            with psycopg.connect(logical.url(dbname), autocommit=True) as conn:
+                for n in range(first, first + count):
+                    conn.execute("INSERT INTO shop.orders VALUES (%s, 0, 'held')", (n,))
+
+        def archived(count: int) -> Any:
+            c = _capture(rt, cid)
+            return c if c is not None and sum(s["transactions"] for s in c.segments) >= count else None
+
+        write(2000, 5)
+        first = wait_until(lambda: archived(5), timeout=30, what="the first segments").holder
+        assert first in (rt.worker.worker_id, "other-worker")
+        for _ in range(5):  # the holder keeps it while it records
+            time.sleep(0.5)
+            write(3000 + _, 1)
+        assert wait_until(lambda: archived(10), timeout=30, what="more segments").holder == first
+        gone, successor = (
+            (rt.captures, "other-worker") if first != "other-worker" else (other, rt.worker.worker_id)
+        )
+        gone.stop()
+        write(4000, 3)
+
+        def taken_over() -> Any:
+            c = archived(13)
+            return c if c is not None and c.holder == successor else None
+
+        taken = wait_until(taken_over, timeout=60, what="the other worker to take the capture over")
+        position = taken.from_position
+        for segment in taken.segments:  # contiguous across the hand-over: nothing twice or lost
+            assert segment["from_lsn"] == position
+            position = segment["to_lsn"]
+        assert sum(s["transactions"] for s in taken.segments) == 13
+    finally:
+        other.stop()
