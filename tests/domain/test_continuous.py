@@ -87,3 +87,21 @@ def test_a_capture_window_records_its_segments_in_the_event_log(app):
     messages = [e["message"] for e in log.global_page(0, 1000) if e["aggregate_id"] == str(cid)]
     assert messages[0].startswith("continuous capture started at 0/16B3748 (slot snapledger_live)")
     assert "2 transactions, 5 changes, 2.0 KiB, 0/16B3748 -> 0/16C0000" in messages[1]
+
+
+def test_a_read_of_a_capture_does_not_copy_every_segment(app):
+    """The capture loop reads its capture every tick, and the repository deep-copies what it
+    hands out: the segments' records are shared, the list is not."""
+    import copy
+
+    pid = _policy(app, continuous=True)
+    capture = app.get_capture(app.start_capture(pid, app.request_snapshot(pid, "ops").id, "s", "0/1").id)
+    at = datetime.now(UTC).isoformat()
+    capture.archived({"from_lsn": "0/1", "to_lsn": "0/2", "first_commit": at, "last_commit": at,
+                      "transactions": 1, "items": 1, "bytes": 1, "sha256": "ab" * 32,
+                      "key": "k"})  # fmt: skip
+    clone = copy.deepcopy(capture)
+    assert clone.segments == capture.segments and clone.segments is not capture.segments
+    assert clone.segments[0] is capture.segments[0]
+    clone.segments.append({})
+    assert len(capture.segments) == 1
