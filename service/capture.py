@@ -23,9 +23,10 @@ from typing import Any, Protocol
 import psycopg
 
 from transfer.archive.crypto import Keyring, aead_context
+from transfer.errors import SourceError
 from transfer.sources.postgres import capture
 from transfer.sources.postgres.capture import Segment, Transaction, lsn_value
-from transfer.sources.postgres.decoding import parse_change
+from transfer.sources.postgres.decoding import DecodingError, parse_change
 from transfer.storage.base import Storage
 from transfer.storage.layout import changes_key
 
@@ -132,8 +133,7 @@ class CaptureTask:
         until_lsn, until_time = capture.horizon(self.conn)  # before the peek: all of it is in there
         peeked = capture.peek(self.conn, self.slot, self.settings.max_changes)
         fresh = [t for t in peeked if lsn_value(t.commit_lsn) > lsn_value(position)]
-        fresh, reshaped = self._same_shapes(fresh)
-        batch = self._bounded(fresh)
+        batch, reshaped = self._same_shapes(self._bounded(fresh))
         full = sum(len(t.changes) for t in peeked) >= self.settings.max_changes  # the server may hold more
         if not batch:
             last = self.recorder.checked_at()
@@ -160,10 +160,14 @@ class CaptureTask:
     def _same_shapes(self, transactions: list[Transaction]) -> tuple[list[Transaction], str | None]:
         """The transactions before the first row whose table has other columns (or types)
         than earlier rows of this window had: DDL is not in the stream, so the window ends
-        there, and a new snapshot starts the next one."""
+        there, and a new snapshot starts the next one. Each line to archive is read here,
+        once: one that is not test_decoding's fails the step while the source still holds it."""
         for index, txn in enumerate(transactions):
             for line in txn.changes:
-                change = parse_change(line)
+                try:
+                    change = parse_change(line)
+                except DecodingError as e:
+                    raise SourceError(f"slot {self.slot!r}: {e}") from None
                 if change.action == "TRUNCATE":
                     continue
                 shape = tuple((c.name, c.type) for c in (change.new or change.old))
