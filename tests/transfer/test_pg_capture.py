@@ -240,17 +240,22 @@ def test_a_restore_to_a_moment_reads_the_archived_segments_up_to_its_commit(sour
             pass
     assert len(agg.segments) >= 3
 
+    reads: list[str] = []
+
     def read(facts: dict[str, Any]) -> list[capture.Transaction]:
+        reads.append(facts["key"])
         return read_segment(storage, facts)
 
     for index in (1, 4, len(WORKLOAD) - 1):
         lsn, at, expected = moments[index]
         checked = (agg.checked_lsn, agg.restorable_until or "")
+        reads.clear()
         chosen = point_in_time.plan(
             slot.consistent_lsn, agg.segments, read, to_time=at, snapshot_time=started, checked=checked
         )
+        assert reads == [chosen.segments[-1]["key"]]  # a plan reads only where it ends
         assert chosen.end is not None and chosen.end["time"] <= at.isoformat()
-        assert len(chosen.transactions) == index + 1
+        assert chosen.transactions == index + 1
         with pgdb.databases("pitr") as (dst,):
             _restore(storage, dst)
             done = point_in_time.replay(pgdb.url(dst), None, chosen)

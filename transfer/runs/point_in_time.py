@@ -10,8 +10,8 @@ source was in; the consistency check counts the changes replayed against the seg
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,20 +31,30 @@ class PointInTimeError(ValueError):
 
 @dataclass
 class ReplayPlan:
+    """The segments to replay, read one at a time when replayed: a window of a day holds
+    millions of changes, which a plan must not hold in memory. Only the last segment is
+    read to plan, for the exact end commit; the ones before it end before the moment."""
+
     from_position: str  # the snapshot's consistent point
     segments: list[dict[str, Any]]  # as ChangesArchived records them, in order
+    read: ReadSegment
     to_lsn: str | None = None
     to_time: datetime | None = None
     end: dict[str, Any] | None = None  # the last commit replayed: lsn, time, xid
-    transactions: list[Transaction] = field(default_factory=list)
+    transactions: int = 0
+    changes: int = 0
+
+    def each(self) -> Iterator[Transaction]:
+        for segment in self.segments:
+            yield from up_to(self.read(segment), to_lsn=self.to_lsn, to_time=self.to_time)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "from_position": self.from_position,
             "segments": [s["key"] for s in self.segments],
             "end": self.end,
-            "transactions": len(self.transactions),
-            "changes": sum(len(t.changes) for t in self.transactions),
+            "transactions": self.transactions,
+            "changes": self.changes,
         }
 
 
@@ -96,11 +106,17 @@ def plan(
             raise PointInTimeError(
                 f"changes are archived up to {until_time} ({until_lsn}); {asked} is past them"
             )
-    transactions = [t for s in chosen for t in read(s)]
-    kept = up_to(transactions, to_lsn=to_lsn, to_time=to_time)
-    result = ReplayPlan(from_position, chosen, to_lsn, to_time, transactions=kept)
+    result = ReplayPlan(from_position, chosen, read, to_lsn, to_time)
+    if not chosen:
+        return result
+    whole = chosen[:-1]  # each ends before the moment: their records' counts are exact
+    kept = up_to(read(chosen[-1]), to_lsn=to_lsn, to_time=to_time)
+    result.transactions = sum(s["transactions"] for s in whole) + len(kept)
+    result.changes = sum(s["items"] for s in whole) + sum(len(t.changes) for t in kept)
     if kept:
         result.end = {"lsn": kept[-1].commit_lsn, "time": kept[-1].commit_time, "xid": kept[-1].xid}
+    elif whole:
+        result.end = {"lsn": whole[-1]["to_lsn"], "time": whole[-1]["last_commit"], "xid": None}
     return result
 
 
@@ -117,10 +133,10 @@ def replay(
     every change of them was applied (or skipped as outside the restore's selection)."""
     with psycopg.connect(conninfo(url, password), autocommit=True, application_name="snapledger") as conn:
         replayer = ChangeReplayer(conn, mapping)
-        for txn in replay_plan.transactions:
+        for txn in replay_plan.each():
             replayer.apply(txn)
         moved = replayer.catch_up_sequences()
-    expected = sum(len(t.changes) for t in replay_plan.transactions)
+    expected = replay_plan.changes
     if replayer.applied + replayer.skipped != expected:
         raise TargetError(f"replayed {replayer.applied + replayer.skipped} of {expected} captured changes")
     return {
