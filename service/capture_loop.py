@@ -10,6 +10,7 @@ append is refused before its slot moves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from domain.errors import NotFound
 from service.capture import CaptureFailed, CaptureSettings, CaptureTask
 from service.resources import Resources
 from transfer.sources.postgres.connection import conninfo
+from transfer.storage.base import StorageError
 
 log = logging.getLogger("snapledger.capture")
 CAPTURE_ACTOR = "system:capture"
@@ -43,10 +45,14 @@ class StoredRecorder:
         self.worker = worker
 
     def _save(self) -> None:
+        """A refused or lost append leaves this copy ahead of the store (its events were
+        collected): it is read again, or the loop drops this recorder with its task, so a
+        later append can never skip a version."""
         try:
             self.app.record(self.agg)
-        except IntegrityError:
-            self.agg = self.app.get_capture(self.agg.id)
+        except Exception:
+            with contextlib.suppress(Exception):  # the loop drops the task if this fails too
+                self.agg = self.app.get_capture(self.agg.id)
             raise
 
     def position(self) -> str:
@@ -216,11 +222,13 @@ class CaptureLoop:
             log.warning(
                 "capture of policy %s could not archive: %s", policy["name"], self.resources.redact(str(e))
             )
-            self._forget(capture.id)
-            try:
+            if not isinstance(e, StorageError):  # the store or the source: start afresh
+                self._forget(capture.id)
+            try:  # storage unreachable: the same task keeps what it learned (tables' shapes)
                 retained, alarm = self._task(capture, settings, source).check()
                 self._saw(policy, capture, retained, alarm or f"could not archive: {type(e).__name__}")
             except Exception:  # noqa: BLE001 - the source itself is unreachable
+                self._forget(capture.id)
                 self._saw(policy, capture, None, "the source is unreachable")
             self._due[capture.id] = now + float(settings["segment_seconds"])
             return

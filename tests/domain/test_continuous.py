@@ -105,3 +105,31 @@ def test_a_read_of_a_capture_does_not_copy_every_segment(app):
     assert clone.segments[0] is capture.segments[0]
     clone.segments.append({})
     assert len(capture.segments) == 1
+
+
+def test_a_lost_append_leaves_no_copy_ahead_of_the_store(app, monkeypatch):
+    """The event store went away during an append: the recorder's copy, whose events were
+    collected, is read again, so the next append is at the store's version, no gap."""
+    from eventsourcing.persistence import OperationalError
+
+    from service.capture_loop import StoredRecorder
+
+    pid = _policy(app, continuous=True)
+    cid = app.start_capture(pid, app.request_snapshot(pid, "ops").id, "s", "0/1").id
+    recorder = StoredRecorder(app, app.get_capture(cid), "w1")
+    at = datetime.now(UTC).isoformat()
+    segment = {"from_lsn": "0/1", "to_lsn": "0/2", "first_commit": at, "last_commit": at,
+               "transactions": 1, "items": 1, "bytes": 1, "sha256": "ab" * 32, "key": "k"}  # fmt: skip
+    real = app.record
+
+    def lost(*aggregates: object, **kw: object) -> int:
+        monkeypatch.setattr(app, "record", real)
+        raise OperationalError("connection lost")
+
+    monkeypatch.setattr(app, "record", lost)
+    with pytest.raises(OperationalError):
+        recorder.archived(segment)
+    assert recorder.position() == "0/1"  # as the store has it
+    recorder.archived(segment)  # the step tried again
+    stored = app.get_capture(cid)
+    assert stored.position == "0/2" and stored.version == 2 and stored.holder == "w1"
