@@ -55,24 +55,22 @@ class CaptureCommands(RunCommands):
             policy = self.get_policy(policy_id)
         except NotFound as e:
             raise NotFound(e.message, "policy_id") from None
-        windows = []
+        chosen, first = None, None  # newest first: a policy's thousands of snapshots load until one fits
         for sid in reversed(policy.snapshot_ids):
             snap = self.get_snapshot(sid)
             window = (snap.point_in_time or {}).get("capture")
-            if snap.status in HAS_ARCHIVE and window:
-                windows.append((snap, window))
-        if not windows:
-            raise InvalidTransition(f"policy {policy.name!r} has no snapshot with a capture window")
-        chosen = None
-        for snap, window in windows:  # newest first
+            if snap.status not in HAS_ARCHIVE or not window:
+                continue
+            first = window
             starts = window.get("from_time")
             if (moment is not None and starts is not None and datetime.fromisoformat(starts) <= moment) or (
                 position is not None and parse_lsn(window["from_position"], "from_position") <= position
             ):
                 chosen = (snap, window)
                 break
+        if first is None:
+            raise InvalidTransition(f"policy {policy.name!r} has no snapshot with a capture window")
         if chosen is None:
-            first = windows[-1][1]
             raise InvalidTransition(
                 f"policy {policy.name!r} is restorable from {first.get('from_time')} "
                 f"({first['from_position']}); {to_time or to_lsn} is before that"

@@ -57,14 +57,14 @@ def opened(source: Any, snapshot_id: UUID) -> Iterator[tuple[Any, dict[str, Any]
 def remove_segments(app: Any, storage: Any, snapshot: Any) -> int:
     """A snapshot's window goes with it: its capture stops and its segments are removed, as
     they restore nothing without the snapshot they follow. Answers how many were removed."""
-    from domain.capture import capture_id
+    from domain.capture import CAPTURING, capture_id
     from domain.errors import NotFound
 
     try:
         found = app.get_capture(capture_id(snapshot.policy_id, snapshot.id))
     except NotFound:
         return 0
-    if found.status == "capturing":
+    if found.status == CAPTURING:
         found.stop(f"its snapshot {snapshot.sub_name} is deleted")
         app.record(found)
     removed = 0

@@ -231,10 +231,7 @@ class Worker:
     @contextmanager
     def _window(self, snap: Snapshot, source: Any) -> Iterator[tuple[Any, dict[str, Any] | None]]:
         """A continuous policy's PostgreSQL snapshot is read in a new capture window's slot."""
-        try:
-            continuous = self.app.get_policy(snap.policy_id).continuous
-        except Exception:  # noqa: BLE001 - a policy that cannot be read takes no window
-            continuous = None
+        continuous = self.app.get_policy(snap.policy_id).continuous  # a failed read fails the run
         if continuous is None or getattr(source, "kind", None) != "postgresql":
             yield source, None
             return
