@@ -94,10 +94,11 @@ def capture_windows(db: ViewDatabase) -> list[dict[str, Any]]:
     """Each policy that has had continuous capture, with its completed snapshots that
     opened a capture window (point_in_time.capture), newest first."""
     out = []
+    # The capture loop asks every tick: policies with capture on, and those whose capture
+    # started once (capture_windows is small), not a scan of every Backup Record.
     policies = db.query(
         "SELECT id, name, source, storage, status, continuous FROM policies WHERE continuous IS NOT NULL "
-        "OR id IN (SELECT policy_id FROM backup_records WHERE point_in_time LIKE %(capture)s)",
-        {"capture": '%"capture"%'},
+        "OR id IN (SELECT policy_id FROM capture_windows)"
     )
     for policy in policies:
         rows = db.query(
