@@ -20,6 +20,7 @@ import pymongo
 import pytest
 from pymongo.errors import OperationFailure
 
+from tests.transfer.test_mongodb import _never, _quiet, url_of
 from transfer.errors import TargetError
 from transfer.runs.backup import run_backup
 from transfer.runs.restore import run_restore
@@ -33,19 +34,6 @@ KEY = "nightly/auth-1.tar"
 PASSWORD = "pw-Very-s3cret-login"
 USERS = "dump/shop/$admin.system.users.bson.gz"
 ROLES = "dump/shop/$admin.system.roles.bson.gz"
-
-
-def _quiet(*_: Any) -> None:
-    pass
-
-
-def _never() -> bool:
-    return False
-
-
-def _url(client: Any) -> str:
-    host, port = client.address
-    return f"mongodb://{host}:{port}/?directConnection=true"
 
 
 def _fresh(client: Any) -> Any:
@@ -100,14 +88,14 @@ def _seed(client: Any, users: bool = True) -> None:
 
 
 def _backup(storage: LocalStorage, client: Any, users_and_roles: bool = True) -> None:
-    source = MongoSource("mongo-src", _url(client), None, ["shop"], users_and_roles=users_and_roles)
+    source = MongoSource("mongo-src", url_of(client), None, ["shop"], users_and_roles=users_and_roles)
     run_backup(source, storage, KEY, [], [], {"policy": "nightly"}, _quiet, _never)
 
 
 def _restore(
     storage: LocalStorage, client: Any, users_and_roles: bool = True, existing: str = "fail", **kw: Any
 ):
-    target = MongoTarget("mongo-dst", _url(client), None, existing, users_and_roles=users_and_roles)
+    target = MongoTarget("mongo-dst", url_of(client), None, existing, users_and_roles=users_and_roles)
     return run_restore(storage, KEY, target, [], _quiet, _never, **kw)
 
 
@@ -200,7 +188,7 @@ def test_users_come_with_their_credentials_or_the_restore_is_refused_before_any_
 def test_users_and_roles_do_not_follow_a_renamed_database(storage, source, target):
     _seed(source, users=False)
     _backup(storage, source)
-    target_ = MongoTarget("mongo-dst", _url(target), None, "fail", users_and_roles=True)
+    target_ = MongoTarget("mongo-dst", url_of(target), None, "fail", users_and_roles=True)
     with pytest.raises(
         TargetError, match="users and roles of database 'shop' cannot follow it to 'elsewhere'"
     ):
