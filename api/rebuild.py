@@ -81,7 +81,7 @@ def _result(child: subprocess.Popen[bytes], names: list[str]) -> dict[str, int]:
 
 def _rebuild_group(config: Config, names: list[str]) -> dict[str, int]:
     setup_logging(secrets=config.secrets)
-    app, views = open_store(config)
+    app, views = open_store(config, create_tables=False)  # the parent made them
     try:
         return rebuild(ProjectionRunner(app, views, [ALL_VIEWS[n] for n in names]), names)
     finally:

@@ -126,8 +126,10 @@ def startup_lock(config: Config) -> Iterator[None]:
         conn.close()  # ends the session, and with it the lock
 
 
-def open_store(config: Config) -> tuple[Snapledger, ViewDatabase]:
-    """The event store and the record views: all a projection replay needs."""
+def open_store(config: Config, create_tables: bool = True) -> tuple[Snapledger, ViewDatabase]:
+    """The event store and the record views: all a projection replay needs. A rebuild's
+    children pass create_tables=False: their parent made the tables, and three processes
+    running CREATE TABLE IF NOT EXISTS at once can fail ("tuple concurrently updated")."""
     catalog = Catalog(
         sources=frozenset(config.sources),
         storages=frozenset(config.storages),
@@ -137,7 +139,8 @@ def open_store(config: Config) -> tuple[Snapledger, ViewDatabase]:
     )
     if config.database.kind == "postgresql":
         _ensure_schema(config)
-    app = Snapledger(event_store_env(config), catalog)
+    env = event_store_env(config) if create_tables else {**event_store_env(config), "CREATE_TABLE": "n"}
+    app = Snapledger(env, catalog)
     _check_event_key(app, config)
     if config.database.kind == "sqlite":
         assert config.database.path is not None
