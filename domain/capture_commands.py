@@ -62,6 +62,11 @@ class CaptureCommands(RunCommands):
             if snap.status not in HAS_ARCHIVE or not window:
                 continue
             first = window
+            if position is not None and window.get("kind") == "mongodb":
+                raise InvalidTransition(
+                    f"policy {policy.name!r} captures a MongoDB oplog, which has no WAL position: "
+                    "restore to a time (to_time)"
+                )
             starts = window.get("from_time")
             if (moment is not None and starts is not None and datetime.fromisoformat(starts) <= moment) or (
                 position is not None and parse_lsn(window["from_position"], "from_position") <= position

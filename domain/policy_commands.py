@@ -23,6 +23,8 @@ from domain.schedule import scheduled_snapshot_id
 from domain.snapshot import DELETED, HAS_ARCHIVE, REQUESTED, RUNNING, Snapshot
 from domain.values import CollectionSelection, Continuous, Retention, check_cron, check_name, check_timezone
 
+CAPTURED_KINDS = ("postgresql", "mongodb")
+
 
 class PolicyCommands(Ledger):
     def _policy_fields(self, data: dict[str, Any], partial: bool) -> dict[str, Any]:
@@ -52,11 +54,13 @@ class PolicyCommands(Ledger):
         return out
 
     def _check_capture(self, source: str, continuous: dict[str, Any] | None) -> None:
-        """Continuous capture reads a PostgreSQL source's WAL by logical decoding."""
+        """Continuous capture reads a PostgreSQL source's WAL by logical decoding, or a
+        MongoDB replica set's oplog."""
         kind = self.catalog.source_kinds.get(source)
-        if continuous is not None and kind is not None and kind != "postgresql":
+        if continuous is not None and kind is not None and kind not in CAPTURED_KINDS:
             raise Conflict(  # the request is well formed; the configured source cannot do it
-                f"continuous capture needs a PostgreSQL source; {source!r} is {kind}", "continuous"
+                f"continuous capture needs a PostgreSQL or MongoDB source; {source!r} is {kind}",
+                "continuous",
             )
 
     def create_policy(self, data: dict[str, Any], actor: str) -> Outcome:

@@ -24,8 +24,9 @@ import psycopg
 
 from transfer.archive.crypto import Keyring, aead_context
 from transfer.errors import SourceError
+from transfer.segments import Segment
 from transfer.sources.postgres import capture
-from transfer.sources.postgres.capture import Segment, Transaction, lsn_value
+from transfer.sources.postgres.capture import Transaction, lsn_value
 from transfer.sources.postgres.decoding import DecodingError, parse_change
 from transfer.storage.base import Storage
 from transfer.storage.layout import changes_key
@@ -62,14 +63,100 @@ class CaptureSettings:
 @dataclass(frozen=True)
 class StepResult:
     segment: dict[str, Any] | None  # what was archived, if anything
-    retained_wal_bytes: int
+    retained_wal_bytes: int | None  # PostgreSQL: the slot's; MongoDB keeps no slot (None)
     lag_seconds: float | None  # age of the oldest change not yet archived (None: none waiting)
-    alarm: str | None  # retained WAL past half the limit
+    alarm: str | None  # retained WAL past half the limit; MongoDB: the oplog half spent
     more: bool  # the step left changes for the next one (a backlog): step again now
     reshaped: str | None = None  # a captured table changed shape: the window ends here, why
 
 
-class CaptureTask:
+class ArchivingTask:
+    """What every source's capture step shares: a segment stored (encrypted and locked as
+    the location's archives are) before it is recorded, and the lag of what waits."""
+
+    def __init__(
+        self,
+        policy: str,
+        storage: Storage,
+        recorder: CaptureRecorder,
+        settings: CaptureSettings | None = None,
+        keyring: Keyring | None = None,
+        capture_id: str = "",
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lock_until: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.storage = storage
+        self.recorder = recorder
+        self.settings = settings or CaptureSettings()
+        self.keyring = keyring
+        self.capture_id = capture_id
+        self.now = now
+        # An object-lock location locks each segment as it locks archives; by default for
+        # the location's object_lock_days from when it is written.
+        self.lock_until = lock_until or (lambda: self.now() + timedelta(days=storage.lock_days))
+
+    def check(self) -> tuple[int | None, str | None]:
+        raise NotImplementedError
+
+    def step(self) -> StepResult:
+        raise NotImplementedError
+
+    def _idle(self, until_lsn: str, until_time: str, full: bool, reshaped: str | None) -> None:
+        """Nothing to archive: an idle source is recorded as restorable to now, at most once
+        a checkpoint interval (so events stay bounded by segments)."""
+        last = self.recorder.checked_at()
+        due = (
+            last is None
+            or (datetime.fromisoformat(until_time) - datetime.fromisoformat(last)).total_seconds()
+            >= self.settings.checkpoint_seconds
+        )
+        if due and not full and reshaped is None:
+            self.recorder.checked(until_lsn, until_time)
+
+    def _store(self, key: str, segment: Segment) -> dict[str, Any]:
+        """Durable (and, on an object-lock location, locked) when this returns; a segment
+        that could not be locked is removed again, unrecorded, as an archive would be."""
+        stored = self._write(key, segment)
+        if self.storage.lock_mode:
+            try:
+                self.storage.lock(key, self.lock_until())
+            except Exception:
+                self.storage.delete(key)
+                raise
+        return stored
+
+    def _write(self, key: str, segment: Segment) -> dict[str, Any]:
+        """Encrypted as the location's archives are; `sha256` and `bytes` then describe the
+        stored object, `plain_sha256` the segment inside."""
+        writer = self.storage.open_writer(key)
+        try:
+            if self.keyring is not None and self.keyring.key_id:
+                sealed = self.keyring.encrypting(writer, context=aead_context(key, self.capture_id))
+                sealed.write(segment.data)
+                sealed.commit()
+                return {
+                    "sha256": sealed.sha256,
+                    "bytes": sealed.bytes_written,
+                    "plain_sha256": segment.sha256,
+                    "encryption": self.keyring.manifest_entry(bound=True),
+                }
+            writer.write(segment.data)
+            writer.commit()
+        except BaseException:
+            writer.abort()
+            raise
+        return {}
+
+    def _lag_since(self, oldest_commit: str | None) -> float | None:
+        if oldest_commit is None:
+            return None
+        return max(0.0, (self.now() - datetime.fromisoformat(oldest_commit)).total_seconds())
+
+
+class CaptureTask(ArchivingTask):
+    """PostgreSQL: a logical slot, released only past what is stored and recorded."""
+
     def __init__(
         self,
         conn: psycopg.Connection,
@@ -83,18 +170,9 @@ class CaptureTask:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         lock_until: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__(policy, storage, recorder, settings, keyring, capture_id, now, lock_until)
         self.conn = conn
         self.slot = slot
-        self.policy = policy
-        self.storage = storage
-        self.recorder = recorder
-        self.settings = settings or CaptureSettings()
-        self.keyring = keyring
-        self.capture_id = capture_id
-        self.now = now
-        # An object-lock location locks each segment as it locks archives; by default for
-        # the location's object_lock_days from when it is written.
-        self.lock_until = lock_until or (lambda: self.now() + timedelta(days=storage.lock_days))
         self.shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # as first seen
 
     def check(self) -> tuple[int, str | None]:
@@ -136,14 +214,7 @@ class CaptureTask:
         batch, reshaped = self._same_shapes(self._bounded(fresh))
         full = sum(len(t.changes) for t in peeked) >= self.settings.max_changes  # the server may hold more
         if not batch:
-            last = self.recorder.checked_at()
-            due = (
-                last is None
-                or (datetime.fromisoformat(until_time) - datetime.fromisoformat(last)).total_seconds()
-                >= self.settings.checkpoint_seconds
-            )
-            if due and not full and reshaped is None:
-                self.recorder.checked(until_lsn, until_time)  # an idle source is restorable to now
+            self._idle(until_lsn, until_time, full, reshaped)
             return StepResult(None, retained, None, alarm, more=False, reshaped=reshaped)
         segment = capture.segment(position, batch)
         key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
@@ -155,7 +226,8 @@ class CaptureTask:
         self.recorder.archived(facts)
         capture.advance(self.conn, self.slot, segment.to_lsn)
         more = bool(waiting) or full
-        return StepResult(facts, retained, self._lag(waiting), alarm, more=more, reshaped=reshaped)
+        lag = self._lag_since(waiting[0].commit_time if waiting else None)
+        return StepResult(facts, retained, lag, alarm, more=more, reshaped=reshaped)
 
     def _same_shapes(self, transactions: list[Transaction]) -> tuple[list[Transaction], str | None]:
         """The transactions before the first row whose table has other columns (or types)
@@ -192,56 +264,21 @@ class CaptureTask:
                 break
         return out
 
-    def _lag(self, waiting: list[Transaction]) -> float | None:
-        if not waiting:
-            return None
-        oldest = datetime.fromisoformat(waiting[0].commit_time)
-        return max(0.0, (self.now() - oldest).total_seconds())
-
-    def _store(self, key: str, segment: Segment) -> dict[str, Any]:
-        """Durable (and, on an object-lock location, locked) when this returns; a segment
-        that could not be locked is removed again, unrecorded, as an archive would be."""
-        stored = self._write(key, segment)
-        if self.storage.lock_mode:
-            try:
-                self.storage.lock(key, self.lock_until())
-            except Exception:
-                self.storage.delete(key)
-                raise
-        return stored
-
-    def _write(self, key: str, segment: Segment) -> dict[str, Any]:
-        """Encrypted as the location's archives are; `sha256` and `bytes` then describe the
-        stored object, `plain_sha256` the segment inside."""
-        writer = self.storage.open_writer(key)
-        try:
-            if self.keyring is not None and self.keyring.key_id:
-                sealed = self.keyring.encrypting(writer, context=aead_context(key, self.capture_id))
-                sealed.write(segment.data)
-                sealed.commit()
-                return {
-                    "sha256": sealed.sha256,
-                    "bytes": sealed.bytes_written,
-                    "plain_sha256": segment.sha256,
-                    "encryption": self.keyring.manifest_entry(bound=True),
-                }
-            writer.write(segment.data)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
-        return {}
-
 
 def _columns(shape: tuple[tuple[str, str], ...]) -> str:
     return "(" + ", ".join(f"{name} {type_}" for name, type_ in shape) + ")"
 
 
 def read_segment(
-    storage: Storage, facts: dict[str, Any], keyring: Keyring | None = None, capture_id: str = ""
-) -> list[Transaction]:
+    storage: Storage,
+    facts: dict[str, Any],
+    keyring: Keyring | None = None,
+    capture_id: str = "",
+    decode: Callable[[bytes, str], list[Any]] = capture.read_segment,
+) -> list[Any]:
     """A recorded segment read back: the stored object's checksum first, then (encrypted)
-    the segment's own, before a single change is believed."""
+    the segment's own, before a single change is believed. `decode` is the source's:
+    PostgreSQL's by default, MongoDB's oplog in transfer/sources/mongodb/capture.py."""
     import hashlib
 
     from transfer.archive.crypto import DecryptingReader
@@ -256,5 +293,5 @@ def read_segment(
         reader = DecryptingReader(
             io.BytesIO(data), keyring, facts["encryption"]["key_id"], aead_context(facts["key"], capture_id)
         )
-        return capture.read_segment(reader.read(), facts["plain_sha256"])
-    return capture.read_segment(data, facts["sha256"])
+        return decode(reader.read(), facts["plain_sha256"])
+    return decode(data, facts["sha256"])

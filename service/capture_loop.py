@@ -25,13 +25,14 @@ from eventsourcing.persistence import IntegrityError
 from domain.application import Snapledger
 from domain.capture import CAPTURING, Capture, capture_id
 from domain.errors import NotFound
-from service.capture import CaptureFailed, CaptureSettings, CaptureTask
+from service.capture import ArchivingTask, CaptureFailed, CaptureSettings, CaptureTask
 from service.resources import Resources
 from transfer.sources.postgres.connection import conninfo
 from transfer.storage.base import StorageError
 
 log = logging.getLogger("snapledger.capture")
 CAPTURE_ACTOR = "system:capture"
+CAPTURED_KINDS = ("postgresql", "mongodb")
 MIB = 1024 * 1024
 
 
@@ -73,6 +74,9 @@ class StoredRecorder:
     def checked_at(self) -> str | None:
         return self.agg.restorable_until
 
+    def checked_position(self) -> str:
+        return self.agg.checked_lsn
+
 
 class CaptureLoop:
     def __init__(
@@ -90,7 +94,7 @@ class CaptureLoop:
         self.tick_seconds = tick_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._tasks: dict[UUID, tuple[CaptureTask, psycopg.Connection]] = {}
+        self._tasks: dict[UUID, tuple[ArchivingTask, Any]] = {}  # and the connection it owns
         self._due: dict[UUID, float] = {}
         # capture id -> what its last step saw (policy, slot, retained WAL, alarm), for metrics
         self.last: dict[UUID, dict[str, Any]] = {}
@@ -123,7 +127,7 @@ class CaptureLoop:
         streaming: dict[str, set[str]] = {}  # source -> the slots its newest windows stream from
         for policy in self.windows():
             source = self.resources.sources.get(policy["source"])
-            if source is None or getattr(source, "kind", None) != "postgresql":
+            if source is None or getattr(source, "kind", None) not in CAPTURED_KINDS:
                 continue
             kept = streaming.setdefault(policy["source"], set())
             if policy["windows"] and policy["windows"][0]["status"] == "completed":
@@ -137,6 +141,8 @@ class CaptureLoop:
                     self._close(policy, found, source, self._why_closed(policy, found, live))
         now = time.monotonic()
         for name, kept in streaming.items():
+            if self.resources.sources[name].kind != "postgresql":
+                continue  # only PostgreSQL keeps anything (a slot) for a capture
             if now >= self._swept.get(name, 0.0):
                 self._swept[name] = now + self.sweep_seconds
                 self._sweep(self.resources.sources[name], kept)
@@ -238,7 +244,7 @@ class CaptureLoop:
             return
         self._due[capture.id] = now if result.more else now + float(settings["segment_seconds"])
 
-    def _reshaped(self, policy: dict[str, Any], task: CaptureTask, reason: str) -> None:
+    def _reshaped(self, policy: dict[str, Any], task: ArchivingTask, reason: str) -> None:
         """A captured table changed shape: this window ends where it did, and a new snapshot
         (taken after the change) opens the next one."""
         recorder = task.recorder
@@ -258,27 +264,42 @@ class CaptureLoop:
             "retained_wal_bytes": retained, "alarm": alarm,
         }  # fmt: skip
 
-    def _task(self, capture: Capture, settings: dict[str, Any], source: Any) -> CaptureTask:
+    def _task(self, capture: Capture, settings: dict[str, Any], source: Any) -> ArchivingTask:
         held = self._tasks.get(capture.id)
-        if held is not None and not held[1].closed:
+        if held is not None and not getattr(held[1], "closed", False):
             return held[0]
-        conn = psycopg.connect(conninfo(source.url, source.password), autocommit=True, connect_timeout=10)
-        task = CaptureTask(
-            conn,
-            capture.slot,
-            self.app.get_policy(capture.policy_id).name,
-            self.resources.storages[capture.storage],
-            StoredRecorder(self.app, capture, self.worker_id),
-            CaptureSettings(
+        recorder = StoredRecorder(self.app, capture, self.worker_id)
+        common: dict[str, Any] = {
+            "policy": self.app.get_policy(capture.policy_id).name,
+            "storage": self.resources.storages[capture.storage],
+            "recorder": recorder,
+            "settings": CaptureSettings(
                 segment_bytes=int(settings["segment_bytes"]),
                 max_slot_wal_mb=int(settings["max_slot_wal_mb"]),
                 checkpoint_seconds=float(settings["segment_seconds"]),
             ),
-            keyring=self.resources.keyrings.get(capture.storage),
-            capture_id=str(capture.id),
-        )
+            "keyring": self.resources.keyrings.get(capture.storage),
+            "capture_id": str(capture.id),
+        }
+        task: ArchivingTask
+        if source.kind == "mongodb":
+            from service.oplog_capture import OplogCaptureTask
+
+            client = source.capture_client()
+            databases = self._databases(capture) or list(source.databases)
+            task = OplogCaptureTask(client, databases, checked_position=recorder.checked_position, **common)
+            self._tasks[capture.id] = (task, _Closing(client))
+            return task
+        conn = psycopg.connect(conninfo(source.url, source.password), autocommit=True, connect_timeout=10)
+        task = CaptureTask(conn, capture.slot, **common)
         self._tasks[capture.id] = (task, conn)
         return task
+
+    def _databases(self, capture: Capture) -> list[str]:
+        """The databases the window's snapshot named (its source's setting then)."""
+        snap = self.app.get_snapshot(capture.snapshot_id)
+        window = (snap.point_in_time or {}).get("capture") or {}
+        return list(window.get("databases") or [])
 
     def _forget(self, cid: UUID, done: bool = False) -> None:
         if done:
@@ -302,6 +323,9 @@ class CaptureLoop:
                 self.app.record(capture)
             except IntegrityError:
                 return  # changed meanwhile: the next tick sees it again
+        if source.kind != "postgresql" or not found["slot"]:  # nothing kept on the source
+            self._closed.add(cid)
+            return
         from service.window import drop
 
         try:
@@ -314,3 +338,15 @@ class CaptureLoop:
             log.warning(
                 "could not drop replication slot %s: %s", found["slot"], self.resources.redact(str(e))
             )
+
+
+class _Closing:
+    """A MongoDB client as the loop holds a task's connection: closed with the task."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.closed = False
+
+    def close(self) -> None:
+        self.client.close()
+        self.closed = True

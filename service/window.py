@@ -17,6 +17,7 @@ from uuid import UUID
 
 import psycopg
 
+from transfer.errors import SourceError
 from transfer.sources.postgres import capture
 from transfer.sources.postgres.connection import conninfo
 from transfer.storage.base import StorageError
@@ -52,6 +53,24 @@ def opened(source: Any, snapshot_id: UUID) -> Iterator[tuple[Any, dict[str, Any]
     except BaseException:
         drop(source, name)
         raise
+
+
+def oplog_window(point_in_time: dict[str, Any], source: Any) -> dict[str, Any]:
+    """A MongoDB snapshot's window: from its cluster time, the last oplog entry it holds.
+    There is no slot; a snapshot that is not one point in time (a standalone server keeps no
+    oplog) cannot open a window, and says why."""
+    if not point_in_time.get("cluster_time"):
+        raise SourceError(
+            f"source {source.name!r} keeps no oplog ({point_in_time.get('how', 'not a replica set')}): "
+            "continuous capture needs a replica set member"
+        )
+    return {
+        "kind": "mongodb",
+        "slot": "",
+        "from_position": point_in_time["cluster_time"],
+        "from_time": point_in_time.get("at"),
+        "databases": list(source.databases),
+    }
 
 
 def remove_segments(app: Any, storage: Any, snapshot: Any) -> int:

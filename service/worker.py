@@ -200,6 +200,8 @@ class Worker:
             self.resources.usable(snap.storage)
             with self._window(snap, source) as (reading, capture_window):
                 result = self._backup(run, snap, reading, storage)
+            if capture_window is not None and capture_window.get("kind") == "mongodb":
+                capture_window = window.oplog_window(result.point_in_time or {}, source)
             if capture_window is not None:  # the capture streams from here (service/capture_loop.py)
                 result.point_in_time = {**(result.point_in_time or {}), "capture": capture_window}
 
@@ -230,10 +232,15 @@ class Worker:
 
     @contextmanager
     def _window(self, snap: Snapshot, source: Any) -> Iterator[tuple[Any, dict[str, Any] | None]]:
-        """A continuous policy's PostgreSQL snapshot is read in a new capture window's slot."""
+        """A continuous policy's PostgreSQL snapshot is read in a new capture window's slot;
+        a MongoDB one's window starts at the cluster time the snapshot ends at (known after)."""
         continuous = self.app.get_policy(snap.policy_id).continuous  # a failed read fails the run
-        if continuous is None or getattr(source, "kind", None) != "postgresql":
+        kind = getattr(source, "kind", None)
+        if continuous is None or kind not in ("postgresql", "mongodb"):
             yield source, None
+            return
+        if kind == "mongodb":
+            yield source, {"kind": "mongodb"}
             return
         with window.opened(source, snap.id) as (reading, facts):
             yield reading, facts

@@ -31,6 +31,7 @@ class PointInTime:
     cluster_time: str | None = None  # MongoDB: "<seconds>.<increment>" of the last change captured
     changes: Iterator[bytes] | None = field(default=None, compare=False)  # raw oplog BSON to replay
     member: str | None = None  # MongoDB: the replica set member every read went to
+    at: str | None = None  # MongoDB: the wall clock of the cluster time's entry (ISO 8601 UTC)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"consistent": self.consistent, "how": self.how}
@@ -38,6 +39,8 @@ class PointInTime:
             out["cluster_time"] = self.cluster_time
         if self.member is not None:
             out["read_from"] = self.member
+        if self.at is not None:
+            out["at"] = self.at
         return out
 
 

@@ -16,10 +16,10 @@ from projections.eventlog import EventLog
 @pytest.fixture
 def app() -> Snapledger:
     catalog = Catalog(
-        frozenset({"pg", "files"}),
+        frozenset({"pg", "files", "mongo"}),
         frozenset({"local"}),
         frozenset({"scratch"}),
-        source_kinds={"pg": "postgresql", "files": "ndjson"},
+        source_kinds={"pg": "postgresql", "files": "ndjson", "mongo": "mongodb"},
     )
     return Snapledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, catalog)
 
@@ -56,13 +56,15 @@ def test_continuous_takes_true_or_its_settings_and_names_what_is_wrong(app):
         assert e.value.field == field, bad
 
 
-def test_continuous_capture_needs_a_postgresql_source(app):
-    with pytest.raises(Conflict, match="needs a PostgreSQL source; 'files' is ndjson") as e:
+def test_continuous_capture_needs_a_postgresql_or_mongodb_source(app):
+    with pytest.raises(Conflict, match="needs a PostgreSQL or MongoDB source; 'files' is ndjson") as e:
         app.create_policy({"name": "f", "source": "files", "storage": "local", "continuous": True}, "ops")
     assert e.value.field == "continuous"
     pid = _policy(app, continuous=True)
-    with pytest.raises(Conflict, match="needs a PostgreSQL source"):
+    with pytest.raises(Conflict, match="needs a PostgreSQL or MongoDB source"):
         app.edit_policy(pid, {"source": "files"}, "ops")
+    app.edit_policy(pid, {"source": "mongo"}, "ops")  # a replica set's oplog is captured
+    assert app.get_policy(pid).continuous is not None
 
 
 def test_a_capture_window_records_its_segments_in_the_event_log(app):

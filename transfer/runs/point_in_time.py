@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 
 from transfer.errors import TargetError
-from transfer.sources.postgres.capture import Transaction, lsn_value
+from transfer.sources.postgres.capture import lsn_value
 from transfer.sources.postgres.connection import conninfo
 from transfer.sources.postgres.replay import ChangeReplayer, up_to
 
-ReadSegment = Callable[[dict[str, Any]], list[Transaction]]
+ReadSegment = Callable[[dict[str, Any]], list[Any]]  # PostgreSQL's Transaction, or OplogTransaction
 
 
 class PointInTimeError(ValueError):
@@ -44,7 +44,7 @@ class ReplayPlan:
     transactions: int = 0
     changes: int = 0
 
-    def each(self) -> Iterator[Transaction]:
+    def each(self) -> Iterator[Any]:
         for segment in self.segments:
             yield from up_to(self.read(segment), to_lsn=self.to_lsn, to_time=self.to_time)
 
@@ -124,6 +124,24 @@ def _covers(lsn: str, at: str | None, to_lsn: str | None, to_time: datetime | No
     if to_lsn is not None:
         return lsn_value(lsn) >= lsn_value(to_lsn)
     return at is not None and to_time is not None and datetime.fromisoformat(at) >= to_time
+
+
+def replay_oplog(
+    target: Any, replay_plan: ReplayPlan, selection: list[str], mapping: dict[str, str], databases: list[str]
+) -> dict[str, Any]:
+    """Applies the plan's oplog entries to a restored MongoDB target, whole transactions in
+    order, under the restore's selection and renames, and checks every change of them was
+    applied or skipped (outside the selection, or of a database the capture did not read)."""
+    replayer = target.replay(replay_plan.each(), selection, mapping, databases)
+    expected = replay_plan.changes
+    if replayer.applied + replayer.skipped != expected:
+        raise TargetError(f"replayed {replayer.applied + replayer.skipped} of {expected} captured changes")
+    return {
+        "transactions": replay_plan.transactions,
+        "changes": replayer.applied,
+        "skipped": replayer.skipped,
+        "end": replay_plan.end,
+    }
 
 
 def replay(

@@ -62,6 +62,11 @@ def changes_key(policy: str, from_position: str, to_position: str) -> str:
     return f"{policy}/changes/{policy}-{_position(from_position)}-{_position(to_position)}.changes.gz"
 
 
-def _position(lsn: str) -> str:
-    high, _, low = lsn.partition("/")
-    return f"{int(high, 16):08X}{int(low, 16):08X}"
+def _position(position: str) -> str:
+    """A WAL position (16/B374D848) or an oplog ts (1796142873.11), both 64-bit, as 16 hex
+    digits."""
+    if "/" in position:
+        high, _, low = position.partition("/")
+        return f"{int(high, 16):08X}{int(low, 16):08X}"
+    seconds, _, increment = position.partition(".")
+    return f"{int(seconds):08X}{int(increment):08X}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import Timestamp
@@ -46,10 +47,21 @@ def newest(client: Any) -> Timestamp | None:
     return None
 
 
-def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timestamp, Iterator[bytes]]:
+def wall_time(entry: Any) -> str:
+    """An entry's commit time, ISO 8601 UTC: its wall clock (milliseconds), or its ts's
+    second where an older server wrote none."""
+    wall = entry.get("wall")
+    if isinstance(wall, datetime):
+        return (wall if wall.tzinfo else wall.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    ts: Timestamp = entry["ts"]
+    return datetime.fromtimestamp(ts.time, UTC).isoformat()
+
+
+def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timestamp, str, Iterator[bytes]]:
     """The entries after `start` for these databases (and the transactions, whose
     operations are checked one by one on replay), as raw BSON, and the time of the last of
-    them: the snapshot's cluster time, the moment these databases are restored to.
+    them: the snapshot's cluster time, the moment these databases are restored to (and
+    that entry's wall clock).
 
     One read of the oplog from `start` on, filtered by the server and kept on local disk.
     `start` is an entry's own time and is asked for too, so finding it first proves the
@@ -66,6 +78,7 @@ def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timest
     }
     spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed once read back, or on failure
     end: Timestamp | None = None
+    at = ""
     try:
         oplog = client.local.get_collection("oplog.rs", codec_options=RAW)
         with oplog.find(query).sort("$natural", 1) as cursor:
@@ -78,7 +91,7 @@ def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timest
                     )
                 if end is not None:  # the start entry itself is in the copy already
                     spool.write(as_bytes(entry))
-                end = ts
+                end, at = ts, wall_time(entry)
     except BaseException:
         spool.close()
         raise
@@ -92,7 +105,7 @@ def capture(client: Any, start: Timestamp, databases: list[str]) -> tuple[Timest
             while chunk := spool.read(CHUNK):
                 yield chunk
 
-    return end, chunks()
+    return end, at, chunks()
 
 
 class Replayer:
@@ -128,6 +141,21 @@ class Replayer:
 
     def finish(self) -> None:
         self.flush()
+
+    def _rename(self, old: str, new: str, drop_target: bool) -> None:
+        """A rename within what is restored is a rename; out of it, a drop (the documents
+        leave); into it from outside is refused at capture (capture.unreplayable)."""
+        source, to = self.place(old), self.place(new)
+        if source is None and to is None:
+            self.skipped += 1
+            return
+        if to is None:
+            self._collection(source or old).drop()
+        elif source is None:
+            raise TargetError(f"target {self.target!r}: {new} was renamed from {old}, which is not restored")
+        else:
+            self.client.admin.command("renameCollection", source, to=to, dropTarget=drop_target)
+        self.applied += 1
 
     def _collection(self, ns: str) -> Any:
         db, coll = split_name(ns)
@@ -165,10 +193,13 @@ class Replayer:
                 self.apply(inner)
             return
         name = next(iter(o))
-        if name in ("commitTransaction", "abortTransaction"):
+        if name in UNCOUNTED_COMMANDS:  # markers: the operations they frame are entries of their own
             return
         if name == "dropDatabase":  # logged after a drop of each of its collections, replayed above
             self.skipped += 1
+            return
+        if name == "renameCollection":
+            self._rename(str(o[name]), str(o["to"]), bool(o.get("dropTarget")))
             return
         where = self.place(f"{db}.{o[name]}")
         if where is None:
@@ -184,7 +215,7 @@ class Replayer:
             database.drop_collection(target_coll)
         elif name == "collMod":
             database.command({"collMod": target_coll, **options})
-        elif name == "createIndexes":  # one spec (mongod's entry) or a list of them (the command's form)
+        elif name in ("createIndexes", "commitIndexBuild"):  # one spec (mongod's entry) or a list of them
             specs = options["indexes"] if "indexes" in options else [options]
             database.get_collection(target_coll).create_indexes([_index_model(spec) for spec in specs])
         elif name == "dropIndexes":
@@ -194,6 +225,27 @@ class Replayer:
         else:
             raise TargetError(f"target {self.target!r}: cannot replay the oplog command {name!r} on {ns}")
         self.applied += 1
+
+
+# Commands the Replayer applies (or, for markers, passes over); any other ends a capture window.
+UNCOUNTED_COMMANDS = ("commitTransaction", "abortTransaction", "startIndexBuild", "abortIndexBuild")
+KNOWN_COMMANDS = frozenset(
+    {"applyOps", "dropDatabase", "renameCollection", "create", "drop", "collMod", "createIndexes",
+     "commitIndexBuild", "dropIndexes", *UNCOUNTED_COMMANDS}
+)  # fmt: skip
+
+
+def replayable(entry: dict[str, Any]) -> int:
+    """How many changes the Replayer counts for this entry, applied or skipped: what a
+    segment's `items` promise and a replay's count is checked against."""
+    op, o = entry.get("op"), entry.get("o") or {}
+    if op == "n":
+        return 0
+    if op == "c":
+        if "applyOps" in o:
+            return sum(replayable(inner) for inner in o["applyOps"])
+        return 0 if next(iter(o), None) in UNCOUNTED_COMMANDS else 1
+    return 1
 
 
 def update_models(selector: dict[str, Any], change: dict[str, Any]) -> list[Any]:

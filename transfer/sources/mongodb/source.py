@@ -84,6 +84,16 @@ class MongoSource:
         finally:
             client.close()
 
+    def capture_client(self) -> Any:
+        """A client for continuous capture, on the member `read_preference` picks, as a
+        backup's reads are. The caller closes it."""
+        client = connect(self.client_factory, self.url, self._password)
+        try:
+            return _pinned(self, client)[0]
+        except PyMongoError as e:
+            client.close()
+            raise SourceError(f"source {self.name!r}: {redacted(e, self._password)}") from None
+
 
 PREFERENCES = {
     "primary": ReadPreference.PRIMARY,
@@ -207,9 +217,9 @@ class _MongoBackup:
             return PointInTime(
                 False, "a standalone server keeps no oplog: each collection is read as it is then"
             )
-        end, changes = oplog.capture(self.client, self._start, self.databases)
+        end, at, changes = oplog.capture(self.client, self._start, self.databases)
         how = "oplog: what changed while the collections were read is replayed after them"
-        return PointInTime(True, how, oplog.cluster_time(end), changes, self.member)
+        return PointInTime(True, how, oplog.cluster_time(end), changes, self.member, at)
 
     def read_chunks(self, collection: str, on_raw_bytes: Callable[[int], None]) -> Iterator[bytes]:
         """Concatenated BSON documents in natural order, about CHUNK bytes at a time."""

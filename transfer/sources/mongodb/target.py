@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +79,36 @@ class MongoTarget:
 
     def remove_partial(self, partial: Partial) -> bool:
         return False
+
+    def replay(
+        self, transactions: Iterable[Any], selection: list[str], mapping: dict[str, str], databases: list[str]
+    ) -> oplog.Replayer:
+        """A capture's oplog entries, after a restore to a moment restored its snapshot:
+        each namespace placed as the restore placed the snapshot's (`selection` and
+        `mapping`), none of a database the capture did not read (`databases`; empty: every
+        one but the server's own)."""
+        wanted = set(selection)
+
+        def place(ns: str) -> str | None:
+            db, _ = split_name(ns)
+            if (db not in databases) if databases else db in ("admin", "local", "config"):
+                return None
+            if wanted and ns not in wanted:
+                return None
+            return mapping.get(ns, ns)
+
+        client = connect(self.client_factory, self.url, self._password)
+        try:
+            replayer = oplog.Replayer(client, place, self.name)
+            for txn in transactions:
+                for entry in txn.changes:
+                    replayer.apply(entry)
+            replayer.finish()
+            return replayer
+        except PyMongoError as e:
+            raise TargetError(f"target {self.name!r}: {redacted(e, self._password)}") from None
+        finally:
+            client.close()
 
     @contextmanager
     def open(

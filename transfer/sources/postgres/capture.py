@@ -19,11 +19,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import psycopg
 
 from transfer.errors import SourceError
+from transfer.segments import Segment
 from transfer.sources.postgres.connection import conninfo, scalar
 from transfer.sources.postgres.decoding import Change, parse_change
 
@@ -157,32 +157,6 @@ def advance(conn: psycopg.Connection, name: str, lsn: str) -> None:
     """Moves the slot past the transaction that committed at `lsn`: call it only once the
     segment holding that transaction is durable and recorded."""
     conn.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (name, lsn))
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Whole transactions, as archived: gzip of one JSON object per transaction."""
-
-    data: bytes
-    from_lsn: str  # the slot's position before the first transaction
-    to_lsn: str  # the last transaction's commit
-    first_commit: str
-    last_commit: str
-    transactions: int
-    items: int
-    sha256: str
-
-    def facts(self) -> dict[str, Any]:
-        return {
-            "from_lsn": self.from_lsn,
-            "to_lsn": self.to_lsn,
-            "first_commit": self.first_commit,
-            "last_commit": self.last_commit,
-            "transactions": self.transactions,
-            "items": self.items,
-            "bytes": len(self.data),
-            "sha256": self.sha256,
-        }
 
 
 def segment(from_lsn: str, transactions: list[Transaction]) -> Segment:

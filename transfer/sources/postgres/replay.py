@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -278,10 +278,17 @@ def _record(columns: Any) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def up_to(
-    transactions: list[Transaction], to_lsn: str | None = None, to_time: datetime | None = None
-) -> list[Transaction]:
-    """The transactions that committed at or before the position or moment: whole ones."""
+class Committed(Protocol):
+    commit_lsn: str
+    commit_time: str
+
+
+T = TypeVar("T", bound=Committed)
+
+
+def up_to(transactions: list[T], to_lsn: str | None = None, to_time: datetime | None = None) -> list[T]:
+    """The transactions that committed at or before the position or moment: whole ones
+    (PostgreSQL's, or a MongoDB oplog's, whose positions only to_time compares)."""
     out = []
     for txn in transactions:
         if to_lsn is not None and lsn_value(txn.commit_lsn) > lsn_value(to_lsn):
