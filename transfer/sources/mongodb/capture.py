@@ -174,25 +174,23 @@ class RolledOver(SourceError):
 
 
 def horizon(client: Any) -> tuple[str, str]:
-    """How far the oplog is known, read before the entries: the majority-committed point
-    (position, time). Every write committed by then is at or before it, or in what the read
-    returns. When everything written is majority-committed, that holds up to the server's
-    clock now (less a millisecond: a write in the same millisecond may not be visible yet);
-    a quiet replica set so stays restorable to now."""
+    """How far the oplog is known, read before the entries: the newest majority-committed
+    entry's position, and a time every write that committed by then is at or before it, or
+    in what the read returns. That is a millisecond before the entry's wall clock (a later
+    entry may share its millisecond); when the server said everything written is majority
+    committed, it is a millisecond before the server's clock then, so a quiet replica set
+    stays restorable to now."""
     hello = client.admin.command("hello")
-    last = hello.get("lastWrite") or {}
-    majority = (last.get("majorityOpTime") or {}).get("ts")
-    if isinstance(majority, Timestamp):
-        at = _utc(last.get("majorityWriteDate")) or datetime.fromtimestamp(majority.time, UTC)
-        written = (last.get("opTime") or {}).get("ts")
-        now = _utc(hello.get("localTime"))
-        if written == majority and now is not None:
-            at = max(at, now - timedelta(milliseconds=1))
-        return cluster_time(majority), at.isoformat()
     newest = next(iter(_oplog(client).find({}, {"ts": 1, "wall": 1}).sort("$natural", -1).limit(1)), None)
     if newest is None:
         raise SourceError("the source keeps no oplog: is it a replica set member?")
-    return cluster_time(newest["ts"]), wall_time(newest)
+    at = datetime.fromisoformat(wall_time(newest))
+    last = hello.get("lastWrite") or {}
+    majority = (last.get("majorityOpTime") or {}).get("ts")
+    now = _utc(hello.get("localTime"))
+    if majority is not None and majority == (last.get("opTime") or {}).get("ts") and now is not None:
+        at = max(at, now)
+    return cluster_time(newest["ts"]), (at - timedelta(milliseconds=1)).isoformat()
 
 
 def _utc(value: Any) -> datetime | None:
