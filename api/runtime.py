@@ -20,7 +20,7 @@ from projections.db import ViewDatabase
 from projections.eventlog import EventLog
 from projections.runner import ProjectionRunner
 from service import catalog, deletion, retention
-from service.capture_loop import CaptureLoop
+from service.capture_loop import CAPTURED_KINDS, CaptureLoop
 from service.janitor import Janitor
 from service.maintenance import Maintenance
 from service.resources import Resources
@@ -106,7 +106,7 @@ class Runtime:
                 lease_seconds=settings["lease_seconds"],
                 concurrency=settings["concurrency"],
             ).start()
-            if any(s.kind == "postgresql" for s in self.config.sources.values()):  # logical decoding
+            if any(s.kind in CAPTURED_KINDS for s in self.config.sources.values()):  # WAL or oplog
                 self.captures = CaptureLoop(
                     self.app,
                     self.resources,
