@@ -126,3 +126,96 @@ scheduler = false
         f"capture-kill: killed 3 times (after {kills} transactions); "
         f"{len(committed)} transactions archived once each"
     )
+
+
+def _mongo_writer(client: Any, db: str, stop: threading.Event, committed: list[int]) -> None:
+    """One numbered insert and an update per transaction, as the PostgreSQL writer's."""
+    n = 0
+    while not stop.is_set():
+        n += 1
+        with client.start_session() as session, session.start_transaction():
+            client[db]["ticks"].insert_one({"_id": n, "pad": "x" * 200}, session=session)
+            client[db]["ticks"].update_one({"_id": max(1, n - 5)}, {"$set": {"pad": "seen"}}, session=session)
+        committed.append(n)
+        time.sleep(0.01)
+
+
+def test_kill_nine_mid_mongodb_capture_loses_and_repeats_nothing(make_config, mongo_url, tmp_path):
+    import pymongo
+
+    from tests.support.mongo import database_names
+    from transfer.sources.mongodb import capture as oplog_capture
+
+    rng = random.Random(int(os.environ.get("SNAPLEDGER_KILL_SEED", "1201")))
+    db, _ = database_names("k")
+    with pymongo.MongoClient(mongo_url) as client:
+        client[db]["ticks"].insert_one({"_id": 0, "pad": "seed"})
+        config = make_config(
+            extra=f"""
+[sources.live]
+kind = "mongodb"
+url = "{mongo_url}"
+databases = ["{db}"]
+
+[worker]
+lease_seconds = 2
+scheduler = false
+"""
+        )
+        runtime = Runtime.build(config)
+        app = runtime.app
+        workers = WorkerProcesses(tmp_path / "snapledger.toml", tmp_path)
+        policy = app.create_policy(
+            {"name": "live", "source": "live", "storage": "local", "continuous": {"segment_seconds": "1s"}},
+            ACTOR,
+        ).id
+        stop, committed = threading.Event(), []
+        writer = threading.Thread(target=_mongo_writer, args=(client, db, stop, committed))
+        kills = []
+        try:
+            victim = workers.start()
+            sid = app.request_snapshot(policy, ACTOR).id
+            wait_until(lambda: app.get_snapshot(sid).status == "completed", 60, "the snapshot")
+            cid = capture_id(policy, sid)
+            writer.start()
+            for _ in range(3):
+                time.sleep(rng.uniform(1.5, 4.0))  # somewhere in a step, or between two
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.wait()
+                kills.append(len(committed))
+                victim = workers.start()
+            time.sleep(2)
+            stop.set()
+            writer.join(timeout=30)
+            last = committed[-1]
+
+            def archived() -> Any:
+                try:
+                    capture = app.get_capture(cid)
+                except Exception:  # noqa: BLE001 - not started yet
+                    return None
+                return capture if sum(s["transactions"] for s in capture.segments) >= len(committed) else None
+
+            capture = wait_until(archived, 90, f"the capture to archive {len(committed)} transactions")
+            storage = runtime.resources.storages["local"]
+            seen: list[int] = []
+            position = capture.from_position
+            for segment in capture.segments:
+                assert segment["from_lsn"] == position  # contiguous: no gap, no overlap
+                position = segment["to_lsn"]
+                txns = read_segment(storage, segment, capture_id=str(cid), decode=oplog_capture.read_segment)
+                for txn in txns:
+                    seen.extend(int(e["o"]["_id"]) for e in txn.changes if e["op"] == "i")
+            assert seen == list(range(1, last + 1)), (len(seen), last, workers.logs()[-2000:])
+        finally:
+            stop.set()
+            if writer.is_alive():
+                writer.join(timeout=30)
+            workers.close()
+            runtime.app.close()
+            runtime.views.close()
+            client.drop_database(db)
+    report(
+        f"mongodb-capture-kill: killed 3 times (after {kills} transactions); "
+        f"{len(committed)} transactions archived once each"
+    )
