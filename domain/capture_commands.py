@@ -10,7 +10,7 @@ from uuid import UUID
 
 from domain.capture import Capture, capture_id
 from domain.errors import InvalidTransition, InvalidValue, NotFound
-from domain.ledger import Outcome
+from domain.ledger import Outcome, check_actor
 from domain.run_commands import RunCommands
 from domain.snapshot import HAS_ARCHIVE
 from domain.values import parse_lsn, parse_moment
@@ -35,6 +35,46 @@ class CaptureCommands(RunCommands):
             from_position=from_position,
         )
         return self._commit(capture.id, capture)
+
+    def import_capture(
+        self,
+        snapshot_id: UUID | str,
+        storage: str,
+        window: dict[str, Any],
+        segments: list[dict[str, Any]],
+        actor: str,
+    ) -> Outcome:
+        """A capture window found in storage (catalog resync): its segments, contiguous
+        from the window's start, recorded under the snapshot they follow, and the window
+        stopped at once, as nothing here streams it. A rebuilt control plane so restores to
+        any moment the bucket holds."""
+        actor = check_actor(actor)
+        # The slot is the writing installation's: this one must never drop it.
+        window = {**window, "slot": "", "imported_from": storage}
+        snapshot = self.get_snapshot(snapshot_id)
+        if self._exists(capture_id(snapshot.policy_id, snapshot.id)):
+            raise InvalidTransition(f"the capture after snapshot {snapshot.sub_name} is already recorded")
+        capture = Capture(
+            policy_id=snapshot.policy_id,
+            snapshot_id=snapshot.id,
+            source=snapshot.source,
+            storage=storage,
+            slot="",
+            from_position=str(window["from_position"]),
+        )
+        for segment in segments:
+            capture.archived(segment)
+        capture.stop(
+            f"imported from storage {storage!r} by {actor}: no capture of this installation streams it"
+        )
+        changed: list[Any] = [capture]
+        if not (snapshot.point_in_time or {}).get("capture"):
+            snapshot.import_window(window)
+            changed.append(snapshot)
+        return self._commit(capture.id, *changed)
+
+    def has_capture(self, capture_id: UUID) -> bool:
+        return self._exists(capture_id)
 
     def get_capture(self, capture_id: UUID | str) -> Capture:
         return self._get(Capture, capture_id, "capture")

@@ -121,10 +121,3 @@ class ImportCommands(Ledger):
             return Outcome(snap.id, position, {"imported": True, "policy_id": policy.id})
 
         return self._retrying(command)
-
-    def _exists(self, aggregate_id: UUID) -> bool:
-        try:
-            self.repository.get(aggregate_id)
-        except AggregateNotFoundError:
-            return False
-        return True

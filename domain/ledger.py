@@ -153,6 +153,13 @@ class Ledger(Application[UUID]):
             return max(r.notification.id for r in recordings)
         return self.recorder.max_notification_id() or 0  # nothing new: where the log stands
 
+    def _exists(self, aggregate_id: UUID) -> bool:
+        try:
+            self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
     def _commit(self, subject: UUID, *aggregates: Aggregate, extra: dict[str, Any] | None = None) -> Outcome:
         """Records a command's changes and, under a request key, its answer with them: one
         transaction, so a key is recorded exactly when the write happened."""

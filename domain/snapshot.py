@@ -307,6 +307,17 @@ class Snapshot(RunState, TimedAggregate):
             manifest.get("point_in_time") if isinstance(manifest.get("point_in_time"), dict) else None,
         )
 
+    def import_window(self, window: dict[str, Any]) -> None:
+        """A capture window found in storage after this snapshot (catalog resync): its
+        segments' manifests say where it starts, as the snapshot's completion would have."""
+        if self.status not in HAS_ARCHIVE:
+            raise InvalidTransition(f"snapshot is {self.status}: no capture window can follow it")
+        self._window_imported(window)
+
+    @event("CaptureWindowImported")
+    def _window_imported(self, window: dict[str, Any]) -> None:
+        self.point_in_time = {**(self.point_in_time or {}), "capture": window}
+
     class SnapshotImported(TimedAggregate.Event):
         """v2 added the collections a partially failed run left out, v3 how the archive was
         verified (signed, encrypted, unverified) and its seal (older imports are unverified),

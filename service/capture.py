@@ -14,7 +14,9 @@ is dropped, so the source's disk never fills for a backup.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,16 +24,17 @@ from typing import Any, Protocol
 
 import psycopg
 
-from transfer.archive.crypto import Keyring, aead_context
+from transfer.archive.crypto import Keyring, Signer, aead_context
 from transfer.errors import SourceError
 from transfer.segments import Segment
 from transfer.sources.postgres import capture
 from transfer.sources.postgres.capture import Transaction, lsn_value
 from transfer.sources.postgres.decoding import DecodingError, parse_change
 from transfer.storage.base import Storage
-from transfer.storage.layout import changes_key
+from transfer.storage.layout import changes_key, segment_manifest_key, segment_signature_key
 
 MIB = 1024 * 1024
+SEGMENT_FORMAT = "snapledger-segment/1"
 
 
 class CaptureRecorder(Protocol):
@@ -84,6 +87,8 @@ class ArchivingTask:
         capture_id: str = "",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         lock_until: Callable[[], datetime] | None = None,
+        signer: Signer | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
         self.policy = policy
         self.storage = storage
@@ -95,6 +100,10 @@ class ArchivingTask:
         # An object-lock location locks each segment as it locks archives; by default for
         # the location's object_lock_days from when it is written.
         self.lock_until = lock_until or (lambda: self.now() + timedelta(days=storage.lock_days))
+        self.signer = signer
+        # What each segment's manifest says it belongs to (capture, policy, snapshot, window),
+        # so the bucket alone can tell a resync which snapshot the segment follows.
+        self.identity = dict(identity or {})
 
     def check(self) -> tuple[int | None, str | None]:
         raise NotImplementedError
@@ -114,17 +123,31 @@ class ArchivingTask:
         if due and not full and reshaped is None:
             self.recorder.checked(until_lsn, until_time)
 
-    def _store(self, key: str, segment: Segment) -> dict[str, Any]:
-        """Durable (and, on an object-lock location, locked) when this returns; a segment
-        that could not be locked is removed again, unrecorded, as an archive would be."""
-        stored = self._write(key, segment)
-        if self.storage.lock_mode:
-            try:
-                self.storage.lock(key, self.lock_until())
-            except Exception:
-                self.storage.delete(key)
-                raise
-        return stored
+    def _store(self, key: str, segment: Segment, until: dict[str, Any]) -> dict[str, Any]:
+        """The segment, then (on a signing location) its manifest's signature, then its
+        manifest, the commit marker a catalog resync reads: all durable, and on an
+        object-lock location locked, when this returns its facts. What could not be
+        written or locked is removed again, unrecorded, as an archive's would be."""
+        facts = {**segment.facts(), **self._write(key, segment), "key": key, **until}
+        manifest = json.dumps(
+            {"format": SEGMENT_FORMAT, **self.identity, "segment": facts}, sort_keys=True, indent=1
+        ).encode()
+        written = [key]
+        try:
+            if self.signer is not None:
+                self.storage.put_bytes(segment_signature_key(key), self.signer.sign(manifest))
+                written.append(segment_signature_key(key))
+            self.storage.put_bytes(segment_manifest_key(key), manifest)
+            written.append(segment_manifest_key(key))
+            if self.storage.lock_mode:
+                for name in written:
+                    self.storage.lock(name, self.lock_until())
+        except Exception:
+            for name in reversed(written):
+                with contextlib.suppress(Exception):  # what stays is reported incomplete by a resync
+                    self.storage.delete(name)
+            raise
+        return facts
 
     def _write(self, key: str, segment: Segment) -> dict[str, Any]:
         """Encrypted as the location's archives are; `sha256` and `bytes` then describe the
@@ -169,8 +192,12 @@ class CaptureTask(ArchivingTask):
         capture_id: str = "",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         lock_until: Callable[[], datetime] | None = None,
+        signer: Signer | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(policy, storage, recorder, settings, keyring, capture_id, now, lock_until)
+        super().__init__(
+            policy, storage, recorder, settings, keyring, capture_id, now, lock_until, signer, identity
+        )
         self.conn = conn
         self.slot = slot
         self.shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # as first seen
@@ -218,11 +245,11 @@ class CaptureTask(ArchivingTask):
             return StepResult(None, retained, None, alarm, more=False, reshaped=reshaped)
         segment = capture.segment(position, batch)
         key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
-        stored = self._store(key, segment)
         waiting = fresh[len(batch) :]
-        facts = {**segment.facts(), **stored, "key": key}
+        until = {}
         if not waiting and not full and reshaped is None:  # nothing else committed up to the horizon
-            facts["until_lsn"], facts["until_time"] = until_lsn, until_time
+            until = {"until_lsn": until_lsn, "until_time": until_time}
+        facts = self._store(key, segment, until)
         self.recorder.archived(facts)
         capture.advance(self.conn, self.slot, segment.to_lsn)
         more = bool(waiting) or full

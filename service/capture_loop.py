@@ -269,8 +269,10 @@ class CaptureLoop:
         if held is not None and not getattr(held[1], "closed", False):
             return held[0]
         recorder = StoredRecorder(self.app, capture, self.worker_id)
+        policy = self.app.get_policy(capture.policy_id).name
+        window = self._window(capture)
         common: dict[str, Any] = {
-            "policy": self.app.get_policy(capture.policy_id).name,
+            "policy": policy,
             "storage": self.resources.storages[capture.storage],
             "recorder": recorder,
             "settings": CaptureSettings(
@@ -280,13 +282,18 @@ class CaptureLoop:
             ),
             "keyring": self.resources.keyrings.get(capture.storage),
             "capture_id": str(capture.id),
-        }
+            "signer": self.resources.signers.get(capture.storage),
+            "identity": {
+                "capture_id": str(capture.id), "policy": policy, "policy_id": str(capture.policy_id),
+                "snapshot_id": str(capture.snapshot_id), "source": capture.source, "window": window,
+            },
+        }  # fmt: skip
         task: ArchivingTask
         if source.kind == "mongodb":
             from service.oplog_capture import OplogCaptureTask
 
             client = source.capture_client()
-            databases = self._databases(capture) or list(source.databases)
+            databases = list(window.get("databases") or []) or list(source.databases)
             task = OplogCaptureTask(client, databases, checked_position=recorder.checked_position, **common)
             self._tasks[capture.id] = (task, _Closing(client))
             return task
@@ -295,11 +302,10 @@ class CaptureLoop:
         self._tasks[capture.id] = (task, conn)
         return task
 
-    def _databases(self, capture: Capture) -> list[str]:
-        """The databases the window's snapshot named (its source's setting then)."""
+    def _window(self, capture: Capture) -> dict[str, Any]:
+        """The window's facts as its snapshot recorded them (slot or databases, start)."""
         snap = self.app.get_snapshot(capture.snapshot_id)
-        window = (snap.point_in_time or {}).get("capture") or {}
-        return list(window.get("databases") or [])
+        return dict((snap.point_in_time or {}).get("capture") or {})
 
     def _forget(self, cid: UUID, done: bool = False) -> None:
         if done:

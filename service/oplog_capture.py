@@ -20,7 +20,7 @@ from service.capture import (
     CaptureSettings,
     StepResult,
 )
-from transfer.archive.crypto import Keyring
+from transfer.archive.crypto import Keyring, Signer
 from transfer.sources.mongodb import capture
 from transfer.sources.mongodb.capture import OplogTransaction, position_value
 from transfer.storage.base import Storage
@@ -41,8 +41,12 @@ class OplogCaptureTask(ArchivingTask):
         capture_id: str = "",
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         lock_until: Callable[[], datetime] | None = None,
+        signer: Signer | None = None,
+        identity: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(policy, storage, recorder, settings, keyring, capture_id, now, lock_until)
+        super().__init__(
+            policy, storage, recorder, settings, keyring, capture_id, now, lock_until, signer, identity
+        )
         self.client = client
         self.databases = databases or None  # None: every database but the server's own
         self.checked_position = checked_position
@@ -84,12 +88,14 @@ class OplogCaptureTask(ArchivingTask):
             return StepResult(None, None, None, alarm, more=False, reshaped=reshaped)
         segment = capture.segment(position, batch)
         key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
-        stored = self._store(key, segment)
         waiting = fresh[len(batch) :]
-        facts = {**segment.facts(), **stored, "key": key}
+        until = {}
         if not waiting and not full and reshaped is None:  # nothing else was written up to the horizon
-            facts["until_lsn"] = max(until_lsn, segment.to_lsn, key=position_value)
-            facts["until_time"] = max(until_time, segment.last_commit)
+            until = {
+                "until_lsn": max(until_lsn, segment.to_lsn, key=position_value),
+                "until_time": max(until_time, segment.last_commit, key=datetime.fromisoformat),
+            }
+        facts = self._store(key, segment, until)
         self.recorder.archived(facts)
         lag = self._lag_since(waiting[0].commit_time if waiting else None)
         return StepResult(facts, None, lag, alarm, more=bool(waiting) or full, reshaped=reshaped)

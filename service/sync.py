@@ -9,6 +9,7 @@ without a manifest never completed: it is reported, never imported.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -19,8 +20,10 @@ from domain.application import Snapledger
 from domain.errors import DomainError, InvalidValue
 from domain.import_commands import ImportedArchive, imported_snapshot_id
 from domain.values import check_name
+from service.capture import SEGMENT_FORMAT
 from transfer.archive.crypto import Keyring, Signer
 from transfer.archive.format import ArchiveError, parse_manifest
+from transfer.segments import position_order
 from transfer.storage import Storage, StorageError, layout
 from transfer.storage.layout import signature_key
 
@@ -141,7 +144,10 @@ def sync_storage(
     report = SyncReport(storage.name, dry_run=dry_run)
     sizes = {o.key: o.size for o in storage.list_objects() if not layout.is_probe(o.key)}
     committed = {a: k for k in sizes if (a := layout.archive_of_manifest(k)) is not None}
-    report.incomplete = sorted(k for k in sizes if not layout.is_sidecar(k) and k not in committed)
+    segments = {seg: k for k in sizes if (seg := layout.segment_of_manifest(k)) is not None}
+    report.incomplete = sorted(
+        k for k in sizes if not layout.is_sidecar(k) and k not in committed and k not in segments
+    )
     for archive_key, mkey in sorted(committed.items(), key=lambda item: item[1]):
         if archive_key not in sizes:
             report.invalid.append({"key": mkey, "reason": "manifest without its archive"})
@@ -186,4 +192,104 @@ def sync_storage(
             entry.update(snapshot_id=str(outcome.id), position=outcome.position)
             log.info("sync: imported %s from %s", archive_key, storage.name)
         report.imported.append(entry)
+    _sync_windows(app, storage, sizes, segments, report, actor, dry_run, signer)
     return report
+
+
+SEGMENT_FACTS = {
+    "from_lsn": str, "to_lsn": str, "first_commit": str, "last_commit": str, "transactions": int,
+    "items": int, "bytes": int, "sha256": str, "key": str,
+}  # fmt: skip
+
+
+def _segment_found(storage: Storage, key: str, signer: Signer | None) -> dict[str, Any]:
+    """A segment manifest from storage, checked as untrusted input (it becomes events):
+    signed where the location signs, its facts typed, its segment present."""
+    data = storage.get_bytes(layout.segment_manifest_key(key))
+    if signer is not None:
+        sig = layout.segment_signature_key(key)
+        signer.check(data, storage.get_bytes(sig) if storage.exists(sig) else None, f"manifest of {key!r}")
+    try:
+        found = json.loads(data)
+    except ValueError:
+        raise ArchiveError("segment manifest is not JSON") from None
+    if not isinstance(found, dict) or found.get("format") != SEGMENT_FORMAT:
+        raise ArchiveError(f"segment manifest is not {SEGMENT_FORMAT}")
+    segment, window = found.get("segment"), found.get("window")
+    if not isinstance(segment, dict) or not isinstance(window, dict):
+        raise ArchiveError("segment manifest has no segment or no window")
+    for name, kind in SEGMENT_FACTS.items():
+        if not isinstance(segment.get(name), kind):
+            raise ArchiveError(f"segment manifest's {name} is missing or not {kind.__name__}")
+    if segment["key"] != key:
+        raise ArchiveError(f"segment manifest names {segment['key']!r}, not its own segment")
+    try:
+        for name in ("from_lsn", "to_lsn"):
+            position_order(segment[name])
+        position_order(str(window.get("from_position")))
+        UUID(str(found.get("snapshot_id")))
+    except ValueError as e:
+        raise ArchiveError(f"segment manifest: {e}") from None
+    return found
+
+
+def _sync_windows(
+    app: Snapledger,
+    storage: Storage,
+    sizes: dict[str, int],
+    segments: dict[str, str],
+    report: SyncReport,
+    actor: str,
+    dry_run: bool,
+    signer: Signer | None,
+) -> None:
+    """Capture windows found in storage: each snapshot's segments, contiguous from its
+    window's start, recorded under that snapshot when its capture is not (a rebuilt control
+    plane restores to a moment from the bucket alone). A gap ends what is imported there;
+    the segments after it are reported."""
+    from domain.capture import capture_id
+
+    by_snapshot: dict[str, list[dict[str, Any]]] = {}
+    for key, mkey in sorted(segments.items()):
+        if key not in sizes:
+            report.invalid.append({"key": mkey, "reason": "segment manifest without its segment"})
+            continue
+        try:
+            found = _segment_found(storage, key, signer)
+        except (ArchiveError, StorageError) as e:
+            report.invalid.append({"key": mkey, "reason": str(e)})
+            continue
+        by_snapshot.setdefault(str(found["snapshot_id"]), []).append(found)
+    for snapshot_id, manifests in sorted(by_snapshot.items()):
+        manifests.sort(key=lambda f: position_order(f["segment"]["from_lsn"]))
+        window = manifests[0]["window"]
+        chain: list[dict[str, Any]] = []
+        position = str(window["from_position"])
+        for item in manifests:
+            facts = item["segment"]
+            if facts["from_lsn"] != position or item["window"] != window:
+                why = f"not contiguous with its window (at {position})"
+                report.invalid.append({"key": facts["key"], "reason": why})
+                continue
+            chain.append(facts)
+            position = facts["to_lsn"]
+        try:
+            snap = app.get_snapshot(snapshot_id)
+        except DomainError:
+            why = f"its snapshot {snapshot_id} is not recorded"
+            report.invalid.extend({"key": facts["key"], "reason": why} for facts in chain)
+            continue
+        if not chain or app.has_capture(capture_id(snap.policy_id, snap.id)):
+            report.known += len(chain)
+            continue
+        entry: dict[str, Any] = {"window_of": snapshot_id, "segments": len(chain)}
+        entry["until"] = chain[-1]["to_lsn"]
+        if not dry_run:
+            try:
+                outcome = app.import_capture(snap.id, storage.name, window, chain, actor)
+            except DomainError as e:
+                report.invalid.append({"key": chain[0]["key"], "reason": str(e)})
+                continue
+            entry.update(capture_id=str(outcome.id), position=outcome.position)
+            log.info("sync: imported %d segments after %s from %s", len(chain), snapshot_id, storage.name)
+        report.imported.append(entry)

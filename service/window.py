@@ -21,6 +21,7 @@ from transfer.errors import SourceError
 from transfer.sources.postgres import capture
 from transfer.sources.postgres.connection import conninfo
 from transfer.storage.base import StorageError
+from transfer.storage.layout import segment_manifest_key, segment_signature_key
 
 log = logging.getLogger("snapledger.capture")
 SLOT_PATTERN = re.compile(r"snapledger_([0-9a-f]{32})")
@@ -88,9 +89,12 @@ def remove_segments(app: Any, storage: Any, snapshot: Any) -> int:
         app.record(found)
     removed = 0
     for segment in found.segments:
-        try:
-            storage.delete(segment["key"])
+        key = segment["key"]
+        try:  # the manifest first: a segment without one is no longer committed
+            for name in (segment_manifest_key(key), segment_signature_key(key), key):
+                if name == key or storage.exists(name):
+                    storage.delete(name)
             removed += 1
         except StorageError as e:  # under object lock: it stays until the lock lapses
-            log.warning("segment %s kept: %s", segment["key"], e)
+            log.warning("segment %s kept: %s", key, e)
     return removed

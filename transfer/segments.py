@@ -32,3 +32,15 @@ class Segment:
             "bytes": len(self.data),
             "sha256": self.sha256,
         }
+
+
+def position_order(position: str) -> int:
+    """A WAL position (16/B374D848) or an oplog ts (1796142873.11) as a number that orders
+    as the source's positions do; ValueError for anything else."""
+    if "/" in position:
+        high, _, low = position.partition("/")
+        return (int(high, 16) << 32) | int(low, 16)
+    seconds, dot, increment = position.partition(".")
+    if not dot or not seconds.isdigit() or not increment.isdigit():
+        raise ValueError(f"{position!r} is not a WAL position or an oplog ts")
+    return (int(seconds) << 32) | int(increment)

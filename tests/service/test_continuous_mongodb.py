@@ -22,27 +22,37 @@ from api.runtime import Runtime
 from domain.capture import CAPTURE_STOPPED, CAPTURING, capture_id
 from domain.errors import InvalidTransition, NotFound
 from domain.snapshot import COMPLETED
+from tests.support.keys import KEY_B
 from tests.support.mongo import database_names
 from tests.support.servers import wait_until
 from tests.transfer.test_mongodb import canonical
 from transfer.sources.mongodb import capture as oplog_capture
+from transfer.storage import layout
+
+
+def _runtime(tmp_path: Path, data: str, mongo_url: str, mongo_target_url: str, shop: str) -> Runtime:
+    """A runtime of its own (`data`: its event store), on the one shared, signing location."""
+    config = tmp_path / f"{data}.toml"
+    config.write_text(
+        f'data_dir = "{tmp_path / data}"\n'
+        f'[sources.live]\nkind = "mongodb"\nurl = "{mongo_url}"\ndatabases = ["{shop}"]\n'
+        f'[storages.local]\nurl = "{tmp_path / "store"}"\nsigning_key_env = "SNAPLEDGER_TEST_SIGNING_KEY"\n'
+        f'[targets.copy]\nkind = "mongodb"\nurl = "{mongo_target_url}"\nexisting = "drop"\n'
+        "[worker]\nlease_seconds = 30\n"
+    )
+    rt = Runtime.build(load_config(config)).start()
+    assert rt.captures is not None
+    rt.captures.tick_seconds = 0.1
+    return rt
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, mongo_url: str, mongo_target_url: str) -> Any:
+def runtime(tmp_path: Path, mongo_url: str, mongo_target_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("SNAPLEDGER_TEST_SIGNING_KEY", KEY_B)
     shop, other = database_names("e")
     with pymongo.MongoClient(mongo_url) as src, pymongo.MongoClient(mongo_target_url) as dst:
         src[shop]["orders"].insert_many([{"_id": i, "n": i} for i in range(1, 101)])
-        config = tmp_path / "snapledger.toml"
-        config.write_text(
-            f'data_dir = "{tmp_path / "data"}"\n'
-            f'[sources.live]\nkind = "mongodb"\nurl = "{mongo_url}"\ndatabases = ["{shop}"]\n'
-            f'[storages.local]\nurl = "{tmp_path / "store"}"\n'
-            f'[targets.copy]\nkind = "mongodb"\nurl = "{mongo_target_url}"\nexisting = "drop"\n'
-            "[worker]\nlease_seconds = 30\n"
-        )
-        rt = Runtime.build(load_config(config)).start()
-        rt.captures.tick_seconds = 0.1
+        rt = _runtime(tmp_path, "data", mongo_url, mongo_target_url, shop)
         try:
             yield rt, src, dst, shop, other
         finally:
@@ -153,3 +163,61 @@ def test_a_continuous_mongodb_policy_restores_to_a_moment(runtime):
     assert keys and all(storage.exists(k) for k in keys)
     rt.delete_snapshot(str(sid), "ops")
     assert not any(storage.exists(k) for k in keys)
+
+
+def test_a_rebuilt_control_plane_restores_to_a_moment_from_the_bucket_alone(
+    runtime, tmp_path: Path, mongo_url: str, mongo_target_url: str
+):
+    """Each segment has a signed manifest naming its capture, snapshot and window; a catalog
+    resync into an empty event store imports the snapshot, then its window, contiguous up to
+    the first segment whose signature does not match, and restores to a moment it holds."""
+    rt, src, dst, shop, _ = runtime
+    pid = rt.app.create_policy(
+        {"name": "live", "source": "live", "storage": "local", "continuous": {"segment_seconds": "1s"}}, "ops"
+    ).id
+    sid = rt.app.request_snapshot(pid, "ops").id
+    rt.nudge_worker()
+    _done(rt, lambda: rt.app.get_snapshot(sid), "the snapshot")
+    cid = capture_id(pid, sid)
+    moments = []
+    for step in range(3):
+        src[shop]["orders"].update_one({"_id": step + 1}, {"$set": {"n": -step}})
+        moments.append((_newest_wall(src), canonical(src, f"{shop}.orders")))
+        wait_until(
+            lambda n=step + 1: (
+                (c := _capture(rt, cid)) is not None and sum(s["transactions"] for s in c.segments) >= n
+            ),
+            timeout=60,
+            what="the capture to archive the change",
+        )
+    segments = rt.app.get_capture(cid).segments
+    rt.app.stop_policy(pid, "ops")
+    rt.close()
+    storage = rt.resources.storages["local"]
+    for facts in segments:
+        assert storage.exists(layout.segment_manifest_key(facts["key"]))
+        assert storage.exists(layout.segment_signature_key(facts["key"]))
+    # The last segment's manifest is changed in the bucket: its signature no longer matches.
+    last = layout.segment_manifest_key(segments[-1]["key"])
+    storage.put_bytes(last, storage.get_bytes(last).replace(b'"transactions": 1', b'"transactions": 9'))
+
+    fresh = _runtime(tmp_path, "rebuilt", mongo_url, mongo_target_url, shop)
+    try:
+        report = fresh.sync_storage("local", "ops")
+        assert not report.incomplete, report.incomplete  # segments are no incomplete archives
+        windows = [e for e in report.imported if "window_of" in e]
+        assert windows == [{**windows[0], "window_of": str(sid), "segments": len(segments) - 1}], (
+            report.as_dict()
+        )
+        assert [i["key"] for i in report.invalid] == [last] and "signature" in report.invalid[0]["reason"]
+        imported = fresh.app.get_capture(windows[0]["capture_id"])
+        assert imported.status == CAPTURE_STOPPED and imported.slot == ""
+        at, expected = moments[len(segments) - 2]
+        fpid = fresh.app.get_snapshot(sid).policy_id
+        rid = fresh.app.restore_to(fpid, "copy", {"to_time": at.isoformat()}, "ops").id
+        fresh.nudge_worker()
+        _done(fresh, lambda: fresh.app.get_restore(rid), "the restore to a moment")
+        assert canonical(dst, f"{shop}.orders") == expected
+        assert fresh.sync_storage("local", "ops").imported == []  # a second resync imports nothing
+    finally:
+        fresh.close()

@@ -7,6 +7,9 @@
     <archive>.manifest.sig                     the manifest's HMAC, on a signing location
     <policy>/changes/<policy>-<from>-<to>.changes.gz
                                                a continuous capture's segment of changes
+    <segment>.json                             its manifest (the capture it belongs to and
+                                               its facts), written last: the commit marker
+    <segment>.sig                              the segment manifest's HMAC, on a signing location
     .snapledger-probe/<32 hex>                 a health probe, removed once read back
     <key>.partial-<12 hex>                     a local write in progress (S3 keeps an open
                                                multipart upload instead)
@@ -32,13 +35,37 @@ def signature_key(archive_key: str) -> str:
     return archive_key + SIGNATURE_SUFFIX
 
 
+SEGMENT_SUFFIX = ".changes.gz"
+SEGMENT_MANIFEST_SUFFIX = ".changes.gz.json"
+SEGMENT_SIGNATURE_SUFFIX = ".changes.gz.sig"
+
+
+def segment_manifest_key(segment_key: str) -> str:
+    return segment_key + ".json"
+
+
+def segment_signature_key(segment_key: str) -> str:
+    return segment_key + ".sig"
+
+
+def is_segment(key: str) -> bool:
+    return key.endswith(SEGMENT_SUFFIX)
+
+
+def segment_of_manifest(key: str) -> str | None:
+    """The segment a segment manifest key belongs to; None when `key` is none."""
+    return key[: -len(".json")] if key.endswith(SEGMENT_MANIFEST_SUFFIX) else None
+
+
 def is_probe(key: str) -> bool:
     return key.startswith(PROBE_PREFIX)
 
 
 def is_sidecar(key: str) -> bool:
-    """A manifest or a signature: beside an archive, never one itself."""
-    return key.endswith((MANIFEST_SUFFIX, SIGNATURE_SUFFIX))
+    """A manifest or a signature: beside an archive or a segment, never one itself."""
+    return key.endswith(
+        (MANIFEST_SUFFIX, SIGNATURE_SUFFIX, SEGMENT_MANIFEST_SUFFIX, SEGMENT_SIGNATURE_SUFFIX)
+    )
 
 
 def archive_of_manifest(key: str) -> str | None:
