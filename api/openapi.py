@@ -86,6 +86,8 @@ OPERATIONS: list[Operation] = [
      [SNAPSHOT_ID], None, 200, schemas.DELETION_PLAN),
     ("get", "/api/v1/backups/{snapshot_id}/log", "Task log of a snapshot", [SNAPSHOT_ID, AFTER, LIMIT], None, 200,
      schemas.page_of(schemas.EVENT)),
+    ("get", "/api/v1/backups/{snapshot_id}/segments", "Captured change segments after a snapshot",
+     [SNAPSHOT_ID, AFTER, LIMIT], None, 200, schemas.page_of(schemas.SEGMENT)),
     ("get", "/api/v1/backups/{snapshot_id}/download", "The archive (S3: 302 to a presigned URL)", [SNAPSHOT_ID],
      None, 200, None),
     ("post", "/api/v1/backups/{snapshot_id}/stop", "Stop a snapshot", [SNAPSHOT_ID], None, 200, schemas.MUTATION),

@@ -212,7 +212,10 @@ class Records:
         return self._with_windows(kind, [shape(r)])[0] if r else None
 
     def _with_windows(self, kind: str, shaped: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """A Backup Record lists the capture window that follows its snapshot, if any."""
+        """A Backup Record lists the capture window that follows its snapshot, if any; a
+        policy, every window of a kept snapshot it can restore to a moment in."""
+        if kind == "policies" and shaped:
+            return self._restorable(shaped)
         if kind != "backups" or not shaped:
             return shaped
         ids = [r["id"] for r in shaped]
@@ -224,6 +227,30 @@ class Records:
         windows = {w["snapshot_id"]: json.loads(w["facts"]) for w in found}
         for row in shaped:
             row["capture"] = windows.get(row["id"])
+        return shaped
+
+    def _restorable(self, shaped: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Older windows stay restorable while their snapshots are kept: `restorable` lists
+        them (oldest first, gaps between them visible) and `restorable_from` is the first."""
+        ids = [r["id"] for r in shaped]
+        marks = ", ".join(f"%(p{i})s" for i in range(len(ids)))
+        kept = ", ".join(f"'{status}'" for status in HAS_ARCHIVE)
+        found = self.db.query(
+            "SELECT w.policy_id, w.facts FROM capture_windows w JOIN backup_records b "
+            f"ON b.id = w.snapshot_id WHERE w.policy_id IN ({marks}) AND b.status IN ({kept})",
+            {f"p{i}": pid for i, pid in enumerate(ids)},
+        )
+        by_policy: dict[str, list[dict[str, Any]]] = {}
+        for w in found:
+            facts = json.loads(w["facts"])
+            if facts.get("restorable_until"):
+                by_policy.setdefault(w["policy_id"], []).append(
+                    {k: facts[k] for k in ("snapshot_id", "status", "restorable_from", "restorable_until")}
+                )
+        for row in shaped:
+            windows = sorted(by_policy.get(row["id"], []), key=lambda w: str(w["restorable_from"]))
+            row["restorable"] = windows
+            row["restorable_from"] = windows[0]["restorable_from"] if windows else None
         return shaped
 
     def restore_ids_of_policy(self, policy_id: str) -> list[str]:

@@ -243,6 +243,18 @@ CAPTURE_STATE = {
         "segments": _INT, "transactions": _INT, "changes": _INT, "bytes": _INT, "reason": _S,
     },
 }  # fmt: skip
+SEGMENT = _obj(
+    {
+        "from_position": _STR, "to_position": _STR, "first_commit": _TIME, "last_commit": _TIME,
+        "transactions": _INT, "changes": _INT, "bytes": _INT, "sha256": _STR, "key": _STR, "encrypted": _BOOL,
+    }
+)  # fmt: skip
+RESTORABLE_WINDOW = _obj(
+    {
+        "snapshot_id": _ID, "status": {"enum": ["capturing", "failed", "stopped"]}, "restorable_from": _TIME,
+        "restorable_until": _TIME,
+    }
+)  # fmt: skip
 CONTINUOUS_STATE = {
     "type": ["object", "null"],
     "properties": {"segment_seconds": _INT, "segment_bytes": _INT, "max_slot_wal_mb": _INT},
@@ -257,6 +269,7 @@ POLICY = _obj(
         "last_failure_at": _TIME_OR_NULL, "last_failure_reason": _S, "retention": RETENTION_STATE,
         "collections": SELECTION_STATE, "continuous": CONTINUOUS_STATE, "status": _POLICY_STATUS,
         "capture": CAPTURE_STATE, "capture_lag_seconds": {"type": ["number", "null"]},
+        "restorable": {"type": "array", "items": RESTORABLE_WINDOW}, "restorable_from": _TIME_OR_NULL,
         "created_at": _TIME, "updated_at": _TIME,
         "created_by": _S, "snapshots_count": _INT, "last_snapshot_id": {"type": ["string", "null"]},
         "rebuilds": _INT, "events_url": _STR, "position": _INT, "storage_health": HEALTH,

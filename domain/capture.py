@@ -42,15 +42,18 @@ class Capture(TimedAggregate):
         storage: str,
         slot: str,
         from_position: str,
+        from_time: str | None = None,
     ) -> None:
-        """`from_position` is the snapshot's consistent point (PostgreSQL: an LSN): the
-        first change captured is the first one the snapshot does not hold."""
+        """`from_position` is the snapshot's consistent point (PostgreSQL: an LSN; MongoDB:
+        an oplog ts): the first change captured is the first one the snapshot does not
+        hold. `from_time`: that point's time, where known (older events lack it)."""
         self.policy_id = policy_id
         self.snapshot_id = snapshot_id
         self.source = source
         self.storage = storage
         self.slot = slot
         self.from_position = from_position
+        self.from_time = from_time
         self.position = from_position  # the end of the last archived segment
         self.status = CAPTURING
         self.reason: str | None = None

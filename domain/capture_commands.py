@@ -18,7 +18,12 @@ from domain.values import parse_lsn, parse_moment
 
 class CaptureCommands(RunCommands):
     def start_capture(
-        self, policy_id: UUID | str, snapshot_id: UUID | str, slot: str, from_position: str
+        self,
+        policy_id: UUID | str,
+        snapshot_id: UUID | str,
+        slot: str,
+        from_position: str,
+        from_time: str | None = None,
     ) -> Outcome:
         policy = self.get_policy(policy_id)
         snapshot = self.get_snapshot(snapshot_id)
@@ -33,6 +38,7 @@ class CaptureCommands(RunCommands):
             storage=policy.storage,
             slot=slot,
             from_position=from_position,
+            from_time=from_time,
         )
         return self._commit(capture.id, capture)
 
@@ -61,6 +67,7 @@ class CaptureCommands(RunCommands):
             storage=storage,
             slot="",
             from_position=str(window["from_position"]),
+            from_time=str(window["from_time"]) if window.get("from_time") else None,
         )
         for segment in segments:
             capture.archived(segment)

@@ -192,7 +192,13 @@ class CaptureLoop:
         except NotFound:
             pass
         try:
-            self.app.start_capture(policy["id"], found["snapshot_id"], found["slot"], found["from_position"])
+            self.app.start_capture(
+                policy["id"],
+                found["snapshot_id"],
+                found["slot"],
+                found["from_position"],
+                found.get("from_time"),
+            )
         except IntegrityError:  # another process started it first
             pass
         try:

@@ -20,6 +20,7 @@ from api.availability import UNAVAILABLE
 from api.http.backups import (
     backup_deletion_plan,
     backup_log,
+    backup_segments,
     delete_backup,
     download_backup,
     get_backup,
@@ -131,6 +132,7 @@ ROUTES = [
     Route("/api/v1/backups/{snapshot_id}", get_backup, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}", delete_backup, methods=["DELETE"]),
     Route("/api/v1/backups/{snapshot_id}/log", backup_log, methods=["GET"]),
+    Route("/api/v1/backups/{snapshot_id}/segments", backup_segments, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/deletion-plan", backup_deletion_plan, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/download", download_backup, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/stop", stop_backup, methods=["POST"]),

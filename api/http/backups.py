@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from api import params
 from api.http.common import (
@@ -20,6 +22,7 @@ from api.http.common import (
 )
 from api.http.events import task_log
 from api.records import BACKUP_STATUSES
+from domain.capture import capture_id
 from domain.errors import InvalidTransition, NotFound
 from domain.snapshot import DELETED, HAS_ARCHIVE
 from transfer.storage import LocalStorage, S3Storage, StorageError
@@ -36,6 +39,33 @@ async def get_backup(request: Request) -> Response:
 async def backup_log(request: Request) -> Response:
     await live_snapshot(request)
     return await task_log(request, _snapshot_id(request), "snapshot")
+
+
+async def backup_segments(request: Request) -> Response:
+    """The segments of the capture window that follows this snapshot, in order: what a
+    restore to a moment after it replays. `after`: how many to pass over (next_cursor)."""
+    runtime = rt(request)
+    lim, after = params.limit(request, 100), params.non_negative(request, "after")
+    snap = await call(runtime.app.get_snapshot, _snapshot_id(request))
+    try:
+        capture = await call(runtime.app.get_capture, capture_id(snap.policy_id, snap.id))
+    except NotFound:
+        return JSONResponse({"items": [], "next_cursor": None})
+    chosen = capture.segments[after : after + lim]
+    nxt = str(after + lim) if after + lim < len(capture.segments) else None
+    return JSONResponse({"items": [segment_record(s) for s in chosen], "next_cursor": nxt})
+
+
+def segment_record(facts: dict[str, Any]) -> dict[str, Any]:
+    """A segment as the API shows it: positions in the source's own terms (a WAL position,
+    or an oplog ts), its commits, counts and the checksum a restore checks it against."""
+    out = {
+        "from_position": facts["from_lsn"], "to_position": facts["to_lsn"],
+        "first_commit": facts["first_commit"], "last_commit": facts["last_commit"],
+        "transactions": facts["transactions"], "changes": facts["items"], "bytes": facts["bytes"],
+        "sha256": facts["sha256"], "key": facts["key"], "encrypted": "encryption" in facts,
+    }  # fmt: skip
+    return out
 
 
 async def download_backup(request: Request) -> Response:

@@ -14,7 +14,7 @@ from projections.views.base import Handler, View, _update, dumps, failure_reason
 policies = View(
     name="policies",
     table="policies",
-    version=4,  # 3: continuous; 4: capture
+    version=5,  # 3: continuous; 4: capture; 5: a window is restorable from its snapshot's point
     cost=2,
     extra_tables=["policy_snapshots", "capture_windows"],
     ddl=[
@@ -182,12 +182,13 @@ def _window_changed(rows: Rows, e: Any, position: int, **changes: Any) -> None:
 
 @policies.on("CaptureStarted")
 def _capture_started(rows: Rows, e: Any, position: int) -> None:
+    started = getattr(e, "from_time", None)  # older events lack it: when the capture started
     window = {
         "capture_id": oid(e),
         "snapshot_id": str(e.snapshot_id),
         "status": "capturing",
         "slot": e.slot,
-        "restorable_from": iso(e.timestamp),
+        "restorable_from": iso(datetime.fromisoformat(started) if started else e.timestamp),
         "restorable_until": None,
         "checked_lsn": e.from_position,
         "segments": 0,

@@ -15,8 +15,10 @@ from typing import Any
 
 import pymongo
 import pytest
+from starlette.testclient import TestClient
 
 from api.config import load_config
+from api.http import create_app
 from api.records import Records
 from api.runtime import Runtime
 from domain.capture import CAPTURE_STOPPED, CAPTURING, capture_id
@@ -73,6 +75,15 @@ def _done(rt: Runtime, load: Any, what: str) -> Any:
     return wait_until(lambda: (r := load()).status == COMPLETED and r, timeout=60, what=what)
 
 
+def _iso(value: str) -> str:
+    """As the views write times."""
+    from projections.views.base import iso
+
+    found = iso(datetime.fromisoformat(value))
+    assert found is not None
+    return found
+
+
 def _newest_wall(client: Any) -> datetime:
     return datetime.fromisoformat(
         oplog_capture.wall_time(client.local["oplog.rs"].find_one(sort=[("$natural", -1)]))
@@ -124,6 +135,19 @@ def test_a_continuous_mongodb_policy_restores_to_a_moment(runtime):
     assert policy["capture"]["status"] == "capturing" and policy["capture_lag_seconds"] is not None
     backup = records.one("backups", str(sid))
     assert backup["capture"]["capture_id"] == str(cid) and backup["capture"]["segments"] >= 1
+    # The window is restorable from the snapshot's own point, and its segments are listed.
+    assert policy["restorable_from"] == _iso(window["from_time"]) == policy["capture"]["restorable_from"]
+    assert [w["snapshot_id"] for w in policy["restorable"]] == [str(sid)]
+    http = TestClient(create_app(rt, start=False))
+    segments = rt.app.get_capture(cid).segments
+    page = http.get(f"/api/v1/backups/{sid}/segments", params={"limit": 1}).json()
+    assert [s["from_position"] for s in page["items"]] == [window["from_position"]]
+    assert page["items"][0]["sha256"] == segments[0]["sha256"] and page["items"][0]["changes"] >= 1
+    if len(segments) > 1:
+        nxt = http.get(f"/api/v1/backups/{sid}/segments", params={"after": page["next_cursor"]}).json()
+        assert nxt["items"][0]["from_position"] == page["items"][0]["to_position"]
+    else:
+        assert page["next_cursor"] is None
 
     # Through the application and the worker, as POST /restores {policy_id, to_time} does.
     at, expected = moments[2]
@@ -157,12 +181,27 @@ def test_a_continuous_mongodb_policy_restores_to_a_moment(runtime):
     assert second.point_in_time["capture"]["kind"] == "mongodb"
     wait_until(lambda: _capture(rt, capture_id(pid, sid2)) is not None, timeout=30, what="the next window")
 
-    # Deleting the first snapshot takes its window's segments with it.
+    # Both windows are restorable while both snapshots are kept; from the first one's start.
+    both = wait_until(
+        lambda: len((p := records.one("policies", str(pid)))["restorable"]) == 2 and p,
+        timeout=30,
+        what="the second window to be restorable",
+    )
+    assert both["restorable_from"] == _iso(window["from_time"])
+    assert [w["status"] for w in both["restorable"]] == ["stopped", "capturing"]
+
+    # Deleting the first snapshot takes its window's segments (and their manifests) with it.
     storage = rt.resources.storages["local"]
     keys = [segment["key"] for segment in rt.app.get_capture(cid).segments]
-    assert keys and all(storage.exists(k) for k in keys)
+    assert keys and all(storage.exists(k) and storage.exists(layout.segment_manifest_key(k)) for k in keys)
     rt.delete_snapshot(str(sid), "ops")
-    assert not any(storage.exists(k) for k in keys)
+    assert not any(storage.exists(k) or storage.exists(layout.segment_manifest_key(k)) for k in keys)
+    after = wait_until(
+        lambda: len((p := records.one("policies", str(pid)))["restorable"]) == 1 and p,
+        timeout=30,
+        what="the deleted snapshot's window to leave the policy",
+    )
+    assert after["restorable"][0]["snapshot_id"] == str(sid2)
 
 
 def test_a_rebuilt_control_plane_restores_to_a_moment_from_the_bucket_alone(
