@@ -96,6 +96,7 @@ class Capture(TimedAggregate):
             until_lsn=segment.get("until_lsn"),
             until_time=segment.get("until_time"),
             worker=worker,
+            shapes=segment.get("shapes"),
         )
 
     @event("ChangesArchived")
@@ -115,6 +116,7 @@ class Capture(TimedAggregate):
         until_lsn: str | None = None,  # nothing else committed up to here (read before the peek)
         until_time: str | None = None,
         worker: str | None = None,  # who holds the capture (its lease)
+        shapes: list[dict[str, Any]] | None = None,  # tables first seen here, with their columns
     ) -> None:
         self.holder, self.held_at = worker, self.modified_on
         found = {
@@ -133,6 +135,8 @@ class Capture(TimedAggregate):
             found["encryption"] = encryption
         if until_lsn is not None:
             found["until_lsn"], found["until_time"] = until_lsn, until_time
+        if shapes:
+            found["shapes"] = shapes
         self.segments.append(found)
         self.position = to_lsn
         self.checked_lsn, self.restorable_until = until_lsn or to_lsn, until_time or last_commit

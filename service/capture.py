@@ -123,12 +123,12 @@ class ArchivingTask:
         if due and not full and reshaped is None:
             self.recorder.checked(until_lsn, until_time)
 
-    def _store(self, key: str, segment: Segment, until: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, key: str, segment: Segment, extra: dict[str, Any]) -> dict[str, Any]:
         """The segment, then (on a signing location) its manifest's signature, then its
         manifest, the commit marker a catalog resync reads: all durable, and on an
         object-lock location locked, when this returns its facts. What could not be
         written or locked is removed again, unrecorded, as an archive's would be."""
-        facts = {**segment.facts(), **self._write(key, segment), "key": key, **until}
+        facts = {**segment.facts(), **self._write(key, segment), "key": key, **extra}
         manifest = json.dumps(
             {"format": SEGMENT_FORMAT, **self.identity, "segment": facts}, sort_keys=True, indent=1
         ).encode()
@@ -194,13 +194,17 @@ class CaptureTask(ArchivingTask):
         lock_until: Callable[[], datetime] | None = None,
         signer: Signer | None = None,
         identity: dict[str, Any] | None = None,
+        shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] | None = None,
     ) -> None:
         super().__init__(
             policy, storage, recorder, settings, keyring, capture_id, now, lock_until, signer, identity
         )
         self.conn = conn
         self.slot = slot
-        self.shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # as first seen
+        # Each captured table's columns as the window first saw them: from the segments'
+        # records (`shapes_of`), so a change of shape while no worker ran is still caught.
+        self.shapes: dict[tuple[str, str], tuple[tuple[str, str], ...]] = dict(shapes or {})
+        self.learned: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}  # this batch's first sightings
 
     def check(self) -> tuple[int, str | None]:
         """The slot's retained WAL and an alarm past half the limit; at the limit the
@@ -246,11 +250,17 @@ class CaptureTask(ArchivingTask):
         segment = capture.segment(position, batch)
         key = changes_key(self.policy, segment.from_lsn, segment.to_lsn)
         waiting = fresh[len(batch) :]
-        until = {}
+        extra: dict[str, Any] = {}
         if not waiting and not full and reshaped is None:  # nothing else committed up to the horizon
-            until = {"until_lsn": until_lsn, "until_time": until_time}
-        facts = self._store(key, segment, until)
+            extra = {"until_lsn": until_lsn, "until_time": until_time}
+        if self.learned:  # recorded, so a worker that takes over knows every shape of the window
+            extra["shapes"] = [
+                {"table": list(table), "columns": [list(c) for c in columns]}
+                for table, columns in sorted(self.learned.items())
+            ]
+        facts = self._store(key, segment, extra)
         self.recorder.archived(facts)
+        self.shapes.update(self.learned)
         capture.advance(self.conn, self.slot, segment.to_lsn)
         more = bool(waiting) or full
         lag = self._lag_since(waiting[0].commit_time if waiting else None)
@@ -261,6 +271,8 @@ class CaptureTask(ArchivingTask):
         than earlier rows of this window had: DDL is not in the stream, so the window ends
         there, and a new snapshot starts the next one. Each line to archive is read here,
         once: one that is not test_decoding's fails the step while the source still holds it."""
+        known = dict(self.shapes)
+        learned: dict[tuple[str, str], tuple[tuple[tuple[str, str], ...], int]] = {}
         for index, txn in enumerate(transactions):
             for line in txn.changes:
                 try:
@@ -272,14 +284,19 @@ class CaptureTask(ArchivingTask):
                 shape = tuple((c.name, c.type) for c in (change.new or change.old))
                 if change.action == "DELETE" or (change.action == "UPDATE" and not change.new):
                     continue  # a key alone says nothing of the other columns
-                known = self.shapes.setdefault(change.table, shape)
-                if shape != known:
+                if change.table not in known:
+                    known[change.table] = shape
+                    learned[change.table] = (shape, index)
+                    continue
+                if shape != known[change.table]:
                     name = ".".join(change.table)
+                    self.learned = {t: found for t, (found, at) in learned.items() if at < index}
                     return transactions[:index], (
                         f"{name} changed shape at commit {txn.commit_lsn} (transaction {txn.xid}): "
-                        f"columns {_columns(known)} became {_columns(shape)}; DDL is not captured, "
-                        "so the window ends before it and a new snapshot starts the next"
+                        f"columns {_columns(known[change.table])} became {_columns(shape)}; DDL is not "
+                        "captured, so the window ends before it and a new snapshot starts the next"
                     )
+        self.learned = {t: found for t, (found, _) in learned.items()}
         return transactions, None
 
     def _bounded(self, transactions: list[Transaction]) -> list[Transaction]:
@@ -290,6 +307,16 @@ class CaptureTask(ArchivingTask):
             if size >= self.settings.segment_bytes:
                 break
         return out
+
+
+def shapes_of(segments: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[tuple[str, str], ...]]:
+    """The table shapes a window's segments recorded as they first saw each table."""
+    out: dict[tuple[str, str], tuple[tuple[str, str], ...]] = {}
+    for segment in segments:
+        for entry in segment.get("shapes") or []:
+            schema, table = entry["table"]
+            out.setdefault((schema, table), tuple((str(n), str(t)) for n, t in entry["columns"]))
+    return out
 
 
 def _columns(shape: tuple[tuple[str, str], ...]) -> str:

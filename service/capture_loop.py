@@ -25,7 +25,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.application import Snapledger
 from domain.capture import CAPTURING, Capture, capture_id
 from domain.errors import NotFound
-from service.capture import ArchivingTask, CaptureFailed, CaptureSettings, CaptureTask
+from service.capture import ArchivingTask, CaptureFailed, CaptureSettings, CaptureTask, shapes_of
 from service.resources import Resources
 from transfer.sources.postgres.connection import conninfo
 from transfer.storage.base import StorageError
@@ -304,7 +304,7 @@ class CaptureLoop:
             self._tasks[capture.id] = (task, _Closing(client))
             return task
         conn = psycopg.connect(conninfo(source.url, source.password), autocommit=True, connect_timeout=10)
-        task = CaptureTask(conn, capture.slot, **common)
+        task = CaptureTask(conn, capture.slot, **common, shapes=shapes_of(capture.segments))
         self._tasks[capture.id] = (task, conn)
         return task
 

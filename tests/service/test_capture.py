@@ -280,3 +280,35 @@ def test_an_object_lock_location_locks_each_segment_or_records_none(source, s3_e
         CaptureTask(conn, slot.name, "nightly", unlockable, Recorder(other)).step()
     assert other.segments == [] and list(unlockable.list_objects()) == []
     assert capture.confirmed_lsn(conn, slot.name) == agg.position
+
+
+def test_a_change_of_shape_while_no_worker_ran_still_ends_the_window(source, tmp_path: Path):
+    """Each segment records the tables it first saw, with their columns; the task a new
+    worker makes starts from them, so DDL made while no capture ran is caught at capture."""
+    from service.capture import shapes_of
+
+    conn, slot = source
+    storage = LocalStorage("local", tmp_path / "store")
+    agg = _capture(slot)
+    task = CaptureTask(conn, slot.name, "nightly", storage, Recorder(agg), capture_id=str(agg.id))
+    _write(conn, 1, 2)
+    first = task.step().segment
+    assert first is not None and first["shapes"] == [
+        {"table": ["public", "t"], "columns": [["id", "integer"], ["v", "text"]]}
+    ]
+    _write(conn, 3, 1)
+    assert "shapes" not in (task.step().segment or {})  # each table once per window
+    conn.execute("ALTER TABLE t ADD COLUMN w int")  # the worker is gone meanwhile
+    conn.execute("INSERT INTO t VALUES (10, 'after', 1)")
+    again = CaptureTask(
+        conn,
+        slot.name,
+        "nightly",
+        storage,
+        Recorder(agg),
+        capture_id=str(agg.id),
+        shapes=shapes_of(agg.segments),
+    )
+    result = again.step()
+    assert result.segment is None and "public.t changed shape" in (result.reshaped or "")
+    assert _archived_ids(storage, agg) == [1, 2, 3]
