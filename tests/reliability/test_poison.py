@@ -33,6 +33,12 @@ def test_a_file_name_that_is_not_utf8_is_carried_and_the_installation_goes_on(
     assert client.post(f"{API}/policies/{pid}/stop").status_code == 200
     assert completed_snapshot(client, create_policy(client, name="other"))["status"] == "completed"
     assert client.post(f"{API}/policies/{pid}/rebuild").status_code == 202
+    # The rebuild's snapshot runs at once; a delete meanwhile may meet it mid-write (409, by
+    # design), so the delete waits for it, as an operator's would.
+    wait_for(
+        client, f"{API}/backups?policy_id={pid}",
+        lambda page: all(b["status"] not in ("requested", "running") for b in page["items"]),
+    )  # fmt: skip
     assert client.delete(f"{API}/policies/{pid}").status_code == 200
     report("poison: a non-UTF-8 file name carried as 'bad%FF' (2 items); the policy stayed operable")
 
