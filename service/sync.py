@@ -233,6 +233,36 @@ def _segment_found(storage: Storage, key: str, signer: Signer | None) -> dict[st
     return found
 
 
+def _chain(manifests: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """The segments that follow one another from the window's start, and the others with
+    why. A step killed after storing its segment but before recording it leaves one that
+    starts where the recorded one does and ends sooner (its prefix): where two start at one
+    position, the one the chain goes on from is taken, else the longer."""
+    window = manifests[0]["window"]
+    by_start: dict[str, list[dict[str, Any]]] = {}
+    for item in manifests:
+        by_start.setdefault(item["segment"]["from_lsn"], []).append(item)
+    chain: list[dict[str, Any]] = []
+    taken: set[str] = set()
+    position = str(window["from_position"])
+    while candidates := [i for i in by_start.get(position, []) if i["window"] == window]:
+        best = max(
+            candidates,
+            key=lambda i: (i["segment"]["to_lsn"] in by_start, position_order(i["segment"]["to_lsn"])),
+        )
+        chain.append(best["segment"])
+        taken.add(best["segment"]["key"])
+        if position_order(best["segment"]["to_lsn"]) <= position_order(position):
+            break  # a segment that does not move on: nothing after it is believed
+        position = best["segment"]["to_lsn"]
+    left = [
+        (item["segment"], f"not on its window's chain of segments (which reaches {position})")
+        for item in manifests
+        if item["segment"]["key"] not in taken
+    ]
+    return chain, left
+
+
 def _sync_windows(
     app: Snapledger,
     storage: Storage,
@@ -261,18 +291,10 @@ def _sync_windows(
             continue
         by_snapshot.setdefault(str(found["snapshot_id"]), []).append(found)
     for snapshot_id, manifests in sorted(by_snapshot.items()):
-        manifests.sort(key=lambda f: position_order(f["segment"]["from_lsn"]))
+        chain, left = _chain(manifests)
         window = manifests[0]["window"]
-        chain: list[dict[str, Any]] = []
-        position = str(window["from_position"])
-        for item in manifests:
-            facts = item["segment"]
-            if facts["from_lsn"] != position or item["window"] != window:
-                why = f"not contiguous with its window (at {position})"
-                report.invalid.append({"key": facts["key"], "reason": why})
-                continue
-            chain.append(facts)
-            position = facts["to_lsn"]
+        for facts, why in left:
+            report.invalid.append({"key": facts["key"], "reason": why})
         try:
             snap = app.get_snapshot(snapshot_id)
         except DomainError:
