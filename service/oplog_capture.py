@@ -26,6 +26,8 @@ from transfer.sources.mongodb.capture import OplogTransaction, position_value
 from transfer.storage.base import Storage
 from transfer.storage.layout import changes_key
 
+ALARM_FLOOR_SECONDS = 10  # behind by less than this, the capture is keeping up
+
 
 class OplogCaptureTask(ArchivingTask):
     def __init__(
@@ -59,21 +61,30 @@ class OplogCaptureTask(ArchivingTask):
         return checked if position_value(checked) > position_value(position) else position
 
     def check(self) -> tuple[int | None, str | None]:
+        newest, _ = capture.horizon(self.client)
+        return None, self._alarm(newest)
+
+    def _alarm(self, newest: str) -> str | None:
+        """Behind by half of what the oplog spans. The oplog's start is read only once the
+        capture is ALARM_FLOOR_SECONDS behind: a capture that keeps up costs no scan of it."""
+        behind = capture.parse_position(newest).time - capture.parse_position(self._resume()).time
+        if behind < ALARM_FLOOR_SECONDS:
+            return None
         room = capture.headroom(self.client, self._resume())
         if room is None:
-            return None, "the source's oplog is empty"
-        behind, holds = room
-        if holds > 0 and behind >= holds / 2:
-            return None, (
-                f"the capture is {behind:.0f} s behind the newest oplog entry, and the oplog holds "
+            return "the source's oplog is empty"
+        behind_s, holds = room
+        if holds > 0 and behind_s >= holds / 2:
+            return (
+                f"the capture is {behind_s:.0f} s behind the newest oplog entry, and the oplog holds "
                 f"{holds:.0f} s: it is not keeping up, and is lost when the oplog rolls past it"
             )
-        return None, None
+        return None
 
     def step(self) -> StepResult:
-        _, alarm = self.check()
         position, resume = self.recorder.position(), self._resume()
         until_lsn, until_time = capture.horizon(self.client)  # before the read: all of it is in there
+        alarm = self._alarm(until_lsn)
         try:
             fresh, full = capture.read(self.client, resume, self.databases, self.settings.max_changes)
         except capture.RolledOver as e:
