@@ -6,12 +6,13 @@ import_commands.py); the plumbing they share is ledger.py."""
 from __future__ import annotations
 
 from domain.capture_commands import CaptureCommands
+from domain.drill_commands import DrillCommands
 from domain.import_commands import ImportCommands
 from domain.policy_commands import PolicyCommands
 from domain.run_commands import RunCommands
 
 
-class Snapledger(PolicyCommands, CaptureCommands, RunCommands, ImportCommands):
-    """Commands for policies, snapshots, restores and captures; optimistic concurrency throughout."""
+class Snapledger(PolicyCommands, CaptureCommands, DrillCommands, RunCommands, ImportCommands):
+    """Commands for policies, snapshots, restores, captures and drills; optimistic concurrency throughout."""
 
     name = "Snapledger"

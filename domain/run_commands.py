@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import IntegrityError
 
+from domain.drill import Drill
 from domain.errors import InvalidTransition, InvalidValue, NotFound
 from domain.ledger import (
     Ledger,
@@ -22,24 +23,33 @@ from domain.slots import RunSlot, slot_id
 from domain.snapshot import HAS_ARCHIVE, RUNNING, Snapshot
 from domain.values import CollectionSelection, expand
 
+TASK_WORDS = {"snapshot": "backup", "restore": "restore", "drill": "drill"}  # in the DDT Task Name
+RUN_CLASSES: dict[str, type[Snapshot] | type[Restore] | type[Drill]] = {
+    "snapshot": Snapshot, "restore": Restore, "drill": Drill,
+}  # fmt: skip
+
 
 class RunCommands(Ledger):
     def claim_run(
         self, kind: str, task_id: UUID | str, worker: str, lease_seconds: int, now: datetime
-    ) -> Snapshot | Restore | None:
+    ) -> Snapshot | Restore | Drill | None:
         """Starts (or re-claims after a lapsed lease) a run together with its slot, in one
-        append; None when the run is not claimable, its slot is busy, or another worker won."""
-        task: Snapshot | Restore
+        append; None when the run is not claimable, its slot is busy, or another worker won.
+        A drill takes its target's slot, as a restore does."""
+        task: Snapshot | Restore | Drill
         if kind == "snapshot":
             task = self.get_snapshot(task_id)
             key = f"policy:{task.policy_id}"
+        elif kind == "drill":
+            task = self._get(Drill, task_id, "drill")
+            key = f"target:{task.target}"
         else:
             task = self.get_restore(task_id)
             key = f"target:{task.target}"
         try:
             task.start(
                 worker,
-                f"ddt-{'backup' if kind == 'snapshot' else 'restore'}-{task.id.hex[:12]}",
+                f"ddt-{TASK_WORDS[kind]}-{task.id.hex[:12]}",
                 lease_seconds,
                 now,
             )
@@ -52,7 +62,7 @@ class RunCommands(Ledger):
             slot = RunSlot(key=key, holder=task.id, kind=kind)
         else:
             if slot.holder != task.id:
-                holder_cls: type[Snapshot] | type[Restore] = Snapshot if slot.kind == "snapshot" else Restore
+                holder_cls = RUN_CLASSES[slot.kind]
                 holder = self._get(holder_cls, slot.holder, slot.kind)
                 if holder.status == RUNNING and not holder.lease_expired(now):
                     return None

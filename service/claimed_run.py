@@ -15,6 +15,7 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from domain.application import Snapledger
+from domain.drill import Drill
 from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
 from transfer.errors import Stopped
@@ -41,7 +42,7 @@ class ClaimedRun:
     """One claimed task: appends at the held version, renews the lease, polls for stops."""
 
     def __init__(
-        self, app: Snapledger, agg: Snapshot | Restore, load: Callable[[], Any], poll: float
+        self, app: Snapledger, agg: Snapshot | Restore | Drill, load: Callable[[], Any], poll: float
     ) -> None:
         self.app = app
         self.agg = agg

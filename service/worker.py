@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from domain.application import Snapledger
+from domain.drill import Drill
 from domain.errors import InvalidTransition
 from domain.restore import Restore
 from domain.snapshot import DELETED, RUNNING, Snapshot
@@ -118,7 +120,9 @@ class Worker:
             task = self.app.claim_run(kind, task_id, self.worker_id, self.lease_seconds, utc_now())
             if task is None:
                 continue  # another worker has it, its slot is busy, or it is no longer due
-            run = self.run_snapshot if kind == "snapshot" else self.run_restore
+            run: Callable[[Any], None] = self.run_restore
+            if kind in ("snapshot", "drill"):
+                run = self.run_snapshot if kind == "snapshot" else self.run_drill
             future = self._active[task_id] = self._pool.submit(self._guarded, run, task)
             # Its slot is free once it is done: claim the next task then, not at the next poll
             # (a callback, not the run's last line, so the loop sees the future done).
@@ -292,6 +296,59 @@ class Worker:
         except Exception:  # noqa: BLE001 - a snapshot gone from the store: its archive is too
             raise LookupError(f"snapshot {restore.snapshot_id} is no longer in the event store") from None
         return Expected.of(snap, restore.archive_key)
+
+    def run_drill(self, drill: Drill) -> None:
+        """Restores the drill's snapshot into a scratch copy, checks it row for row against
+        the archive and with the policy's checks, and removes the copy whatever happens."""
+        run = ClaimedRun(self.app, drill, lambda: self.app.get_drill(drill.id), self.stop_poll)
+
+        def work(run: ClaimedRun) -> Callable[[], None]:
+            from service.drill import read_back, run_checks, scratch_place
+            from transfer.runs.drill import archive_digests, compare
+            from transfer.runs.reading import load_manifest
+
+            storage = self.resources.storages.get(drill.storage)
+            target = self.resources.targets.get(drill.target)
+            if storage is None or target is None:
+                missing = drill.storage if storage is None else drill.target
+                raise LookupError(f"{missing!r} is no longer configured")
+            snap = self.app.get_snapshot(drill.snapshot_id)
+            expected = Expected.of(snap, drill.archive_key)
+            keyring = self.resources.keyrings.get(drill.storage)
+            manifest = load_manifest(storage, drill.archive_key, expected)
+            started = time.monotonic()
+            with scratch_place(drill, target, manifest, self.resources.sources) as place:
+                report = ProgressThrottle(run.report)
+                run_restore(
+                    storage, drill.archive_key, place.target, [], report, run.should_stop,
+                    mapping=place.mapping, existing="fail", keyring=keyring, run_id=str(drill.id),
+                    expected=expected, before_commit=run.still_ours,
+                )  # fmt: skip
+                rto = time.monotonic() - started
+                collections = compare(archive_digests(storage, drill.archive_key, keyring, expected),
+                                      read_back(place, manifest))  # fmt: skip
+                answered = run_checks(place, drill.checks)
+            result = {
+                "collections": collections,
+                "checks": answered,
+                "scratch": drill.scratch,
+                "removed": True,
+            }
+
+            def finish() -> None:
+                assert isinstance(run.agg, Drill)  # this run loads its drill, nothing else
+                run.agg.passed(rto, result, utc_now())
+
+            return finish
+
+        def cleanup() -> None:  # stopped, or asked to stop while its worker was gone
+            from service.drill import remove_scratch
+
+            target = self.resources.targets.get(drill.target)
+            if target is not None:
+                remove_scratch(drill, target)
+
+        self._execute(run, work, cleanup)
 
     def run_restore(self, restore: Restore) -> None:
         run = ClaimedRun(self.app, restore, lambda: self.app.get_restore(restore.id), self.stop_poll)

@@ -24,9 +24,12 @@ tasks = View(
 )
 
 
-@tasks.on("SnapshotRequested", "RestoreRequested")
+KINDS = {"SnapshotRequested": "snapshot", "RestoreRequested": "restore", "DrillRequested": "drill"}
+
+
+@tasks.on(*KINDS)
 def _task_requested(rows: Rows, e: Any, position: int) -> None:
-    kind = "snapshot" if type(e).__name__ == "SnapshotRequested" else "restore"
+    kind = KINDS[type(e).__name__]
     if getattr(e, "trigger", None) == "import":
         return  # an imported archive is a record, never work for a worker
     rows.insert(
@@ -48,7 +51,7 @@ def _task_requested(rows: Rows, e: Any, position: int) -> None:
     )
 
 
-@tasks.on("SnapshotStarted", "RestoreStarted")
+@tasks.on("SnapshotStarted", "RestoreStarted", "DrillStarted")
 def _task_started(rows: Rows, e: Any, position: int) -> None:
     _update(
         rows, "task_queue", oid(e), position,
@@ -57,7 +60,10 @@ def _task_started(rows: Rows, e: Any, position: int) -> None:
     )  # fmt: skip
 
 
-@tasks.on("SnapshotProgressed", "RestoreProgressed", "SnapshotHeartbeat", "RestoreHeartbeat")
+@tasks.on(
+    "SnapshotProgressed", "RestoreProgressed", "DrillProgressed", "SnapshotHeartbeat", "RestoreHeartbeat",
+    "DrillHeartbeat",
+)  # fmt: skip
 def _task_renewed(rows: Rows, e: Any, position: int) -> None:
     row = rows.get("task_queue", oid(e))
     if row is not None and row["lease_seconds"] is not None:
@@ -65,17 +71,17 @@ def _task_renewed(rows: Rows, e: Any, position: int) -> None:
         _update(rows, "task_queue", oid(e), position, lease_expires_at=iso(expires))
 
 
-@tasks.on("SnapshotStopRequested", "RestoreStopRequested")
+@tasks.on("SnapshotStopRequested", "RestoreStopRequested", "DrillStopRequested")
 def _task_stop_requested(rows: Rows, e: Any, position: int) -> None:
     _update(rows, "task_queue", oid(e), position, stop_requested=1)
 
 
-tasks.starts = frozenset({"SnapshotRequested", "RestoreRequested"})
+tasks.starts = frozenset(KINDS)
 
 
 tasks.ends = frozenset({
     "SnapshotCompleted", "SnapshotPartiallyFailed", "SnapshotFailed", "SnapshotStopped", "SnapshotDeleted",
-    "RestoreCompleted", "RestoreFailed", "RestoreStopped",
+    "RestoreCompleted", "RestoreFailed", "RestoreStopped", "DrillPassed", "DrillFailed", "DrillStopped",
 })  # fmt: skip
 
 
