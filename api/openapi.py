@@ -40,6 +40,7 @@ def _status(values: tuple[str, ...]) -> dict[str, Any]:
 
 
 POLICY_ID, SNAPSHOT_ID, RESTORE_ID = _path("policy_id"), _path("snapshot_id"), _path("restore_id")
+DRILL_ID = _path("drill_id")
 POLICY_FILTER = {"name": "policy_id", "in": "query", "schema": UUID_PARAM}
 KEEP_FILES = {"name": "keep_files", "in": "query", "schema": BOOLEAN}
 AS_OF = {
@@ -73,6 +74,9 @@ OPERATIONS: list[Operation] = [
     ("get", "/api/v1/policies/{policy_id}/deletion-plan", "What Delete would remove (nothing is written)",
      [POLICY_ID, KEEP_FILES], None, 200, schemas.DELETION_PLAN),
     ("post", "/api/v1/policies/{policy_id}/snapshots", "Take a Snapshot", [POLICY_ID], None, 202, schemas.MUTATION),
+    ("post", "/api/v1/policies/{policy_id}/drill", "Drill the newest completed snapshot into a scratch copy",
+     [POLICY_ID], schemas.DRILL_CREATE, 202, schemas.MUTATION),
+    ("get", "/api/v1/drills/{drill_id}", "One drill and what it proved", [DRILL_ID], None, 200, schemas.DRILL),
     ("post", "/api/v1/policies/{policy_id}/stop", "Stop a policy", [POLICY_ID], None, 200, schemas.MUTATION),
     ("post", "/api/v1/policies/{policy_id}/rebuild", "Rebuild a policy", [POLICY_ID], None, 202, schemas.MUTATION),
     ("get", "/api/v1/policies/{policy_id}/events", "Event Log of a policy", [POLICY_ID, AFTER, LIMIT,

@@ -72,6 +72,9 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         # the newest capture window: restorable from, until, and how far behind now it is
         "capture": _window(r),
         "capture_lag_seconds": _lag(r),
+        # the newest drill (status, snapshot, RTO) and when a drill last proved a restore
+        "last_drill": json.loads(r["last_drill"]) if r.get("last_drill") else None,
+        "verified_restorable_at": r.get("verified_restorable_at"),
         "status": r["status"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],
@@ -252,6 +255,10 @@ class Records:
             row["restorable"] = windows
             row["restorable_from"] = windows[0]["restorable_from"] if windows else None
         return shaped
+
+    def drill_ids_of_policy(self, policy_id: str) -> list[str]:
+        rows = self.db.query("SELECT drill_id FROM policy_drills WHERE policy_id = %(p)s", {"p": policy_id})
+        return [r["drill_id"] for r in rows]
 
     def restore_ids_of_policy(self, policy_id: str) -> list[str]:
         rows = self.db.query("SELECT id FROM restore_records WHERE policy_id = %(p)s", {"p": policy_id})

@@ -255,6 +255,35 @@ RESTORABLE_WINDOW = _obj(
         "restorable_until": _TIME,
     }
 )  # fmt: skip
+_DRILL_STATUS = {"enum": ["requested", "running", "passed", "failed", "stopped"]}
+LAST_DRILL = {
+    "type": ["object", "null"],
+    "description": "the newest drill of the policy's snapshots: a restore into a scratch copy, checked",
+    "properties": {
+        "drill_id": _ID, "status": _DRILL_STATUS, "snapshot_id": _ID, "sub_name": _STR, "target": _STR,
+        "at": _TIME, "rto_seconds": {"type": ["number", "null"]}, "reason": _S,
+    },
+}  # fmt: skip
+DRILL_CREATE = {
+    "type": "object",
+    "required": ["target"],
+    "properties": {
+        "target": {"type": "string", "minLength": 1},
+        "checks": {
+            "type": "array",
+            "maxItems": 20,
+            "items": {"type": "string", "minLength": 1, "maxLength": 4000},
+        },
+    },
+    "additionalProperties": False,
+}
+DRILL = _obj(
+    {
+        "id": _ID, "policy_id": _ID, "snapshot_id": _ID, "sub_name": _STR, "target": _STR, "scratch": _STR,
+        "status": _DRILL_STATUS, "attempt": _INT, "rto_seconds": {"type": ["number", "null"]}, "reason": _S,
+        "checks": _STRINGS, "result": {"type": ["object", "null"]},
+    }
+)  # fmt: skip
 CONTINUOUS_STATE = {
     "type": ["object", "null"],
     "properties": {"segment_seconds": _INT, "segment_bytes": _INT, "max_slot_wal_mb": _INT},
@@ -270,6 +299,7 @@ POLICY = _obj(
         "collections": SELECTION_STATE, "continuous": CONTINUOUS_STATE, "status": _POLICY_STATUS,
         "capture": CAPTURE_STATE, "capture_lag_seconds": {"type": ["number", "null"]},
         "restorable": {"type": "array", "items": RESTORABLE_WINDOW}, "restorable_from": _TIME_OR_NULL,
+        "last_drill": LAST_DRILL, "verified_restorable_at": _TIME_OR_NULL,
         "created_at": _TIME, "updated_at": _TIME,
         "created_by": _S, "snapshots_count": _INT, "last_snapshot_id": {"type": ["string", "null"]},
         "rebuilds": _INT, "events_url": _STR, "position": _INT, "storage_health": HEALTH,

@@ -143,8 +143,31 @@ def message(kind: str, d: dict[str, Any]) -> str:
             return f"run slot {d.get('key', '')} held by {d['kind']} {d['holder']}".replace("  ", " ")
         case "RequestKeyRecorded":
             return f"{d['command']} by {d['actor']} recorded under Idempotency-Key {d['key']}"
-        case "SnapshotHeartbeat" | "RestoreHeartbeat":
+        case "SnapshotHeartbeat" | "RestoreHeartbeat" | "DrillHeartbeat":
             return "lease renewed"
+        case "DrillRequested":
+            checks = f", {len(d['checks'])} checks" if d.get("checks") else ""
+            return f"restore drill of {d['sub_name']} requested{by} on target {d['target']}{checks}"
+        case "DrillStarted":
+            return f"restore drill started on {d['worker']} (attempt {d['attempt']})"
+        case "DrillProgressed":
+            return f"restore drill: {d['items']} items restored ({d['percent']}%)"
+        case "DrillPassed":
+            found = d["result"].get("collections") or {}
+            rows = sum(int(c.get("rows", 0)) for c in found.values())
+            return (
+                f"restore drill passed: {len(found)} collections, {rows} rows equal to the archive, "
+                f"{len(d['result'].get('checks') or [])} checks true; restored in {d['rto_seconds']} s, "
+                "scratch copy removed"
+            )
+        case "DrillFailed":
+            return f"restore drill failed: {d['reason']} (scratch copy removed)"
+        case "DrillStopRequested":
+            return f"restore drill stop requested{by}"
+        case "DrillStopped":
+            return "restore drill stopped"
+        case "CaptureWindowImported":
+            return f"capture window imported from storage: from {d['window'].get('from_position')}"
         case "CaptureStarted":
             return (
                 f"continuous capture started at {d['from_position']} (slot {d['slot']}), "

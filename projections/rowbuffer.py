@@ -22,7 +22,8 @@ from typing import Any
 
 from projections.db import Cursor
 
-KEYS = {"policy_snapshots": "snapshot_id", "capture_windows": "capture_id"}  # the rest: by `id`
+# Tables keyed by another column than `id`:
+KEYS = {"policy_snapshots": "snapshot_id", "capture_windows": "capture_id", "policy_drills": "drill_id"}
 
 
 def key_of(table: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 from api.cli.answers import answer
@@ -163,6 +164,34 @@ def cmd_policy_rebuild(args: argparse.Namespace, runtime: Runtime) -> int:
     return answer(args, runtime, outcome, text, ("snapshot", snapshot_id), wait=args.wait)
 
 
+def cmd_policy_drill(args: argparse.Namespace, runtime: Runtime) -> int:
+    """A restore drill of the policy's newest completed snapshot; with --wait, its verdict
+    (exit 0 when it passed, 1 when it failed or was stopped)."""
+    from api.http.drills import drill_record
+
+    options = {"target": args.target, "checks": args.check or None}
+    outcome = once(
+        runtime, args, runtime.app.request_drill, resolve_policy(runtime, args.policy), options, args.actor
+    )
+    drill = runtime.app.get_drill(outcome.id)
+    if not args.json:
+        print(
+            f"drill of {drill.sub_name} into {drill.target} requested: {outcome.id} (scratch {drill.scratch})"
+        )
+    while args.wait and drill.status in ("requested", "running"):
+        time.sleep(0.5)
+        drill = runtime.app.get_drill(outcome.id)
+    if args.json:
+        _print_json({**outcome.as_dict(), "record": drill_record(drill)})
+    elif args.wait:
+        if drill.status == "completed":
+            rows = sum(c["rows"] for c in (drill.result or {}).get("collections", {}).values())
+            print(f"passed: {rows} rows equal to the archive, restored in {drill.rto_seconds} s")
+        else:
+            print(f"{drill.status}: {drill.reason or ''}")
+    return 0 if not args.wait or drill.status == "completed" else 1
+
+
 def cmd_policy_delete(args: argparse.Namespace, runtime: Runtime) -> int:
     if args.dry_run:
         policy_id = resolve_policy(runtime, args.policy)
@@ -199,7 +228,9 @@ def _policy_options(p: argparse.ArgumentParser, create: bool) -> None:
 
 
 def _add_policy(sub: Any) -> None:
-    policy = sub.add_parser("policy", help="create, list, show, edit, stop, rebuild or delete policies")
+    policy = sub.add_parser(
+        "policy", help="create, list, show, edit, stop, rebuild, drill or delete policies"
+    )
     verbs = policy.add_subparsers(dest="action", required=True)
     ref = {"help": "policy id or name"}
 
@@ -235,6 +266,17 @@ def _add_policy(sub: Any) -> None:
     )
     rebuild.add_argument("policy", **ref)
     rebuild.set_defaults(func=_verb(cmd_policy_rebuild))
+
+    drill = verbs.add_parser(
+        "drill", parents=[_mutating(), _waiting()],
+        help="restore the newest completed snapshot into a scratch copy on TARGET, check it, remove it",
+    )  # fmt: skip
+    drill.add_argument("policy", **ref)
+    drill.add_argument("--target", required=True, help="the drill target (a configured restore target)")
+    drill.add_argument(
+        "--check", action="append", metavar="SQL", help="a query that must answer a truthy value (repeatable)"
+    )
+    drill.set_defaults(func=_verb(cmd_policy_drill))
 
     delete = verbs.add_parser("delete", parents=[_mutating()], help="delete a policy and its archives")
     delete.add_argument("policy", **ref)

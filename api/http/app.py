@@ -28,6 +28,7 @@ from api.http.backups import (
     stop_backup,
 )
 from api.http.common import STATIC, error, rt
+from api.http.drills import get_drill, request_drill
 from api.http.errors import (
     ContainErrors,
     WatchDatabase,
@@ -133,6 +134,8 @@ ROUTES = [
     Route("/api/v1/backups/{snapshot_id}", delete_backup, methods=["DELETE"]),
     Route("/api/v1/backups/{snapshot_id}/log", backup_log, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/segments", backup_segments, methods=["GET"]),
+    Route("/api/v1/policies/{policy_id}/drill", request_drill, methods=["POST"]),
+    Route("/api/v1/drills/{drill_id}", get_drill, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/deletion-plan", backup_deletion_plan, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/download", download_backup, methods=["GET"]),
     Route("/api/v1/backups/{snapshot_id}/stop", stop_backup, methods=["POST"]),

@@ -20,7 +20,9 @@ from projections.eventlog import topics_for
 def _policy_events(runtime: Runtime, policy_id: str, after: int, limit: int) -> list[dict[str, Any]]:
     policy = runtime.app.get_policy(policy_id)
     ids = [policy.id, *policy.snapshot_ids]
-    ids += [UUID(r) for r in Records(runtime.views).restore_ids_of_policy(policy_id)]
+    records = Records(runtime.views)
+    ids += [UUID(r) for r in records.restore_ids_of_policy(policy_id)]
+    ids += [UUID(d) for d in records.drill_ids_of_policy(policy_id)]
     return runtime.eventlog.for_aggregates(ids, after, limit)
 
 

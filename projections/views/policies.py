@@ -14,9 +14,9 @@ from projections.views.base import Handler, View, _update, dumps, failure_reason
 policies = View(
     name="policies",
     table="policies",
-    version=5,  # 3: continuous; 4: capture; 5: a window is restorable from its snapshot's point
+    version=6,  # 3: continuous; 4: capture; 5: a window is restorable from its snapshot's point; 6: drills
     cost=2,
-    extra_tables=["policy_snapshots", "capture_windows"],
+    extra_tables=["policy_snapshots", "capture_windows", "policy_drills"],
     ddl=[
         """CREATE TABLE IF NOT EXISTS policies (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
@@ -25,7 +25,7 @@ policies = View(
             updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
             last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, last_slot TEXT, next_run_at TEXT,
             last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT, capture TEXT,
-            position BIGINT NOT NULL)""",
+            last_drill TEXT, verified_restorable_at TEXT, position BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS policies_created ON policies (created_at, id)",
         # Which policy a snapshot belongs to, so snapshot outcomes reach the policy row.
         """CREATE TABLE IF NOT EXISTS policy_snapshots (
@@ -34,6 +34,11 @@ policies = View(
         """CREATE TABLE IF NOT EXISTS capture_windows (
             capture_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, snapshot_id TEXT NOT NULL,
             facts TEXT NOT NULL)""",
+        # Which policy a drill belongs to, for its later events (and the policy's Event Log).
+        """CREATE TABLE IF NOT EXISTS policy_drills (
+            drill_id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, snapshot_id TEXT NOT NULL,
+            sub_name TEXT NOT NULL, target TEXT NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS policy_drills_policy ON policy_drills (policy_id)",
     ],
 )
 
@@ -80,6 +85,8 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
             "last_failure_at": None,
             "last_failure_reason": None,
             "capture": None,
+            "last_drill": None,
+            "verified_restorable_at": None,
             "position": position,
         },
         new=True,
@@ -233,3 +240,57 @@ def _capture_failed(rows: Rows, e: Any, position: int) -> None:
 @policies.on("CaptureStopped")
 def _capture_stopped(rows: Rows, e: Any, position: int) -> None:
     _window_changed(rows, e, position, status="stopped", reason=e.reason)
+
+
+# -------------------------------------------------------------------- drills
+def _drill_changed(rows: Rows, e: Any, position: int, **facts: Any) -> None:
+    """The policy's last drill: the newest one asked for, as it goes."""
+    link = rows.get("policy_drills", oid(e))
+    if link is None:
+        return
+    policy = rows.get("policies", link["policy_id"])
+    if policy is None:
+        return
+    current = json.loads(policy["last_drill"]) if policy["last_drill"] else None
+    if current is not None and current["drill_id"] != oid(e):
+        return  # a newer drill was asked for since
+    values: dict[str, Any] = {"last_drill": dumps({**(current or {}), **facts})}
+    if facts.get("status") == "passed":
+        values["verified_restorable_at"] = facts["at"]
+    _update(rows, "policies", link["policy_id"], position, **values)
+
+
+@policies.on("DrillRequested")
+def _drill_requested(rows: Rows, e: Any, position: int) -> None:
+    rows.insert(
+        "policy_drills",
+        {"drill_id": oid(e), "policy_id": str(e.policy_id), "snapshot_id": str(e.snapshot_id),
+         "sub_name": e.sub_name, "target": e.target},
+        new=True,
+    )  # fmt: skip
+    if rows.get("policies", str(e.policy_id)) is None:
+        return
+    last = {"drill_id": oid(e), "status": "requested", "snapshot_id": str(e.snapshot_id),
+            "sub_name": e.sub_name, "target": e.target, "at": iso(e.timestamp), "rto_seconds": None,
+            "reason": None}  # fmt: skip
+    _update(rows, "policies", str(e.policy_id), position, last_drill=dumps(last))
+
+
+@policies.on("DrillStarted")
+def _drill_started(rows: Rows, e: Any, position: int) -> None:
+    _drill_changed(rows, e, position, status="running", at=iso(e.timestamp))
+
+
+@policies.on("DrillPassed")
+def _drill_passed(rows: Rows, e: Any, position: int) -> None:
+    _drill_changed(rows, e, position, status="passed", at=iso(e.timestamp), rto_seconds=e.rto_seconds)
+
+
+@policies.on("DrillFailed")
+def _drill_failed(rows: Rows, e: Any, position: int) -> None:
+    _drill_changed(rows, e, position, status="failed", at=iso(e.timestamp), reason=failure_reason(e))
+
+
+@policies.on("DrillStopped")
+def _drill_stopped(rows: Rows, e: Any, position: int) -> None:
+    _drill_changed(rows, e, position, status="stopped", at=iso(e.timestamp))
