@@ -372,7 +372,7 @@ def test_noun_verb_grouping() -> None:
     for noun, expected in (
         ("snapshot", {"list", "take", "stop", "delete", "verify"}),
         ("restore", {"list", "create", "stop"}),
-        ("policy", {"create", "list", "show", "edit", "stop", "rebuild", "delete"}),
+        ("policy", {"create", "list", "show", "edit", "stop", "rebuild", "drill", "delete"}),
     ):
         assert {v for n, v, *_ in (p for p in verbs if len(p) == 2) if n == noun} == expected, noun
     listed = set(re.findall(r"^    (\S+)", parser().format_help(), re.M))

@@ -260,6 +260,14 @@ token_env = "SNAPLEDGER_T_VIC"
             )
             restore = finished(f"/api/v1/restores/{rid.json()['id']}")
             assert restore["status"] == "completed", restore
+            # A drill into the password-protected target: its scratch database, its record.
+            did = call("POST", f"/api/v1/policies/{ids['crm']}/drill", json={"target": "staging"}).json()[
+                "id"
+            ]
+            deadline = time.monotonic() + 60
+            while call("GET", f"/api/v1/drills/{did}").json()["status"] not in ("passed", "failed"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
             with _admin(target_db) as conn:
                 assert conn.execute(f'SELECT count(*) FROM "{schema}".customers').fetchone()[0] == 500
 
@@ -286,6 +294,7 @@ token_env = "SNAPLEDGER_T_VIC"
                 policy_id=ids["crm"],
                 snapshot_id=ids["crm-snapshot"],
                 restore_id=rid.json()["id"],
+                drill_id=did,
                 storage="local",
             )
             for path in _get_paths(ids):
