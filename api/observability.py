@@ -139,6 +139,37 @@ def _timestamp(value: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _drill_families(cur: Cursor) -> list[Family]:
+    """Restore drills: whether each policy's last drill passed, its time to restore, and
+    when a drill last proved the policy's snapshots restore."""
+    passed = Family(
+        "snapledger_drill_passed",
+        "gauge",
+        "1 when the policy's last finished drill passed, 0 when it failed.",
+    )
+    rto = Family(
+        "snapledger_drill_rto_seconds", "gauge", "Time to restore measured by the policy's last drill."
+    )
+    verified = Family(
+        "snapledger_policy_verified_restorable_timestamp_seconds", "gauge",
+        "Unix time of the last drill that passed, per policy.",
+    )  # fmt: skip
+    cur.execute(
+        "SELECT id, name, last_drill, verified_restorable_at FROM policies "
+        "WHERE status != 'deleted' AND last_drill IS NOT NULL ORDER BY name, id"
+    )
+    for r in cur.fetchall():
+        last = json.loads(r["last_drill"])
+        labels = {"policy": r["name"], "policy_id": r["id"]}
+        if last["status"] in ("passed", "failed"):
+            passed.add(1 if last["status"] == "passed" else 0, **labels)
+        if last.get("rto_seconds") is not None:
+            rto.add(float(last["rto_seconds"]), **labels)
+        if r["verified_restorable_at"]:
+            verified.add(_timestamp(r["verified_restorable_at"]), **labels)
+    return [passed, rto, verified]
+
+
 def _capture_families(cur: Cursor, runtime: Runtime) -> list[Family]:
     """Continuous capture: how far each policy is restorable, how far behind now, and (where
     this process runs the capture) the WAL its slot keeps on the source and any alarm."""
@@ -200,6 +231,7 @@ def collect(runtime: Runtime) -> list[Family]:
             last_success.add(_timestamp(r["last_success_at"]), policy=r["name"], policy_id=r["id"])
         families.append(last_success)
         families += _capture_families(cur, runtime)
+        families += _drill_families(cur)
         # A task whose lease lapsed has no live holder: its worker is gone or frozen.
         cur.execute(
             "SELECT DISTINCT worker FROM task_queue WHERE status = 'running' AND worker IS NOT NULL "

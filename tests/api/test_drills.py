@@ -41,6 +41,13 @@ def test_a_drill_over_http_passes_and_shows_on_the_policy(client: TestClient) ->
         client, f"{API}/policies/{pid}", lambda p: (p["last_drill"] or {}).get("status") == "passed"
     )
     assert policy["last_drill"]["drill_id"] == drill["id"] and policy["verified_restorable_at"]
+    metrics = client.get("/metrics").text
+    assert f'snapledger_drill_passed{{policy="drilled",policy_id="{pid}"}} 1' in metrics
+    assert f'snapledger_drill_rto_seconds{{policy="drilled",policy_id="{pid}"}}' in metrics
+    assert (
+        f'snapledger_policy_verified_restorable_timestamp_seconds{{policy="drilled",policy_id="{pid}"}}'
+        in metrics
+    )
     events = client.get(f"{API}/policies/{pid}/events").json()["items"]
     assert any(e["message"].startswith("restore drill passed") for e in events)
     assert client.get(f"{API}/drills/00000000-0000-4000-8000-000000000000").status_code == 404
