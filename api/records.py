@@ -127,6 +127,8 @@ def backup_row(r: dict[str, Any]) -> dict[str, Any]:
         "download_url": f"{BASE}/backups/{r['id']}/download" if r["status"] in ARCHIVED else None,
         "task_name": r["task_name"],
         "log_url": f"{BASE}/events?task_id={r['id']}",  # answers once the snapshot is deleted too
+        # the verdict of the last drill that restored this snapshot: proven restorable, or not
+        "last_drill": json.loads(r["last_drill"]) if r.get("last_drill") else None,
         "elapsed_seconds": r["elapsed_seconds"],
         "items": r["items"],
         "progress": r["progress"],

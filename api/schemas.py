@@ -333,6 +333,9 @@ BACKUP_RECORD = _obj(
         "storage": _STR, "source": _STR, "current_collection": _S,
         "collections": {"type": ["object", "null"], "additionalProperties": COLLECTION_FIGURES},
         "sha256": _S, "locked_until": _TIME_OR_NULL,
+        "last_drill": {"type": ["object", "null"], "properties": {
+            "drill_id": _ID, "status": {"enum": ["passed", "failed"]}, "at": _TIME,
+            "rto_seconds": {"type": ["number", "null"]}, "reason": _S}},
         "failed_collections": {"type": ["object", "null"], "additionalProperties": _STR},
         "point_in_time": {"type": ["object", "null"], "properties": {
             "consistent": _BOOL, "how": _STR, "cluster_time": _STR, "read_from": _STR,

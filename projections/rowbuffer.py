@@ -23,7 +23,10 @@ from typing import Any
 from projections.db import Cursor
 
 # Tables keyed by another column than `id`:
-KEYS = {"policy_snapshots": "snapshot_id", "capture_windows": "capture_id", "policy_drills": "drill_id"}
+KEYS = {
+    "policy_snapshots": "snapshot_id", "capture_windows": "capture_id", "policy_drills": "drill_id",
+    "snapshot_drills": "drill_id",
+}  # fmt: skip
 
 
 def key_of(table: str) -> str:

@@ -20,8 +20,9 @@ from projections.views.runs import (
 backups = View(
     name="backups",
     table="backup_records",
-    version=5,
+    version=6,  # 6: the last drill of each snapshot
     cost=4,
+    extra_tables=["snapshot_drills"],
     ddl=[
         """CREATE TABLE IF NOT EXISTS backup_records (
             id TEXT PRIMARY KEY, policy_id TEXT NOT NULL, policy_name TEXT NOT NULL,
@@ -34,7 +35,10 @@ backups = View(
             elapsed_seconds DOUBLE PRECISION, created_at TEXT NOT NULL, started_at TEXT,
             finished_at TEXT, expires_at TEXT, collections TEXT, sha256 TEXT,
             files_removed BIGINT, position BIGINT NOT NULL, locked_until TEXT,
-            failed_collections TEXT, verification TEXT, point_in_time TEXT)""",
+            failed_collections TEXT, verification TEXT, point_in_time TEXT, last_drill TEXT)""",
+        # Which snapshot a drill restored, for its verdict.
+        """CREATE TABLE IF NOT EXISTS snapshot_drills (
+            drill_id TEXT PRIMARY KEY, snapshot_id TEXT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS backup_records_created ON backup_records (created_at, id)",
         "CREATE INDEX IF NOT EXISTS backup_records_policy ON backup_records (policy_id)",
         "CREATE INDEX IF NOT EXISTS backup_records_status ON backup_records (status)",
@@ -149,3 +153,28 @@ backups.on("SnapshotProgressed")(_run_progressed("backup_records"))
 backups.on("SnapshotFailed")(_run_finished("backup_records", "failed"))
 backups.on("SnapshotStopRequested")(_stop_requested("backup_records"))
 backups.on("SnapshotStopped")(_stopped("backup_records"))
+
+
+# -------------------------------------------------------------------- drills
+@backups.on("DrillRequested")
+def _drill_requested(rows: Rows, e: Any, position: int) -> None:
+    rows.insert("snapshot_drills", {"drill_id": oid(e), "snapshot_id": str(e.snapshot_id)}, new=True)
+
+
+def _drill_verdict(rows: Rows, e: Any, position: int, status: str, **facts: Any) -> None:
+    """A snapshot a drill restored is marked with the verdict: proven restorable, or not."""
+    link = rows.get("snapshot_drills", oid(e))
+    if link is None or rows.get("backup_records", link["snapshot_id"]) is None:
+        return
+    verdict = {"drill_id": oid(e), "status": status, "at": iso(e.timestamp), **facts}
+    _update(rows, "backup_records", link["snapshot_id"], position, last_drill=dumps(verdict))
+
+
+@backups.on("DrillPassed")
+def _drill_passed(rows: Rows, e: Any, position: int) -> None:
+    _drill_verdict(rows, e, position, "passed", rto_seconds=e.rto_seconds, reason=None)
+
+
+@backups.on("DrillFailed")
+def _drill_failed(rows: Rows, e: Any, position: int) -> None:
+    _drill_verdict(rows, e, position, "failed", rto_seconds=None, reason=failure_reason(e))

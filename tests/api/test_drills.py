@@ -41,6 +41,8 @@ def test_a_drill_over_http_passes_and_shows_on_the_policy(client: TestClient) ->
         client, f"{API}/policies/{pid}", lambda p: (p["last_drill"] or {}).get("status") == "passed"
     )
     assert policy["last_drill"]["drill_id"] == drill["id"] and policy["verified_restorable_at"]
+    backup = wait_for(client, f"{API}/backups/{snap['id']}", lambda b: b["last_drill"] is not None)
+    assert backup["last_drill"]["status"] == "passed" and backup["last_drill"]["drill_id"] == drill["id"]
     metrics = client.get("/metrics").text
     assert f'snapledger_drill_passed{{policy="drilled",policy_id="{pid}"}} 1' in metrics
     assert f'snapledger_drill_rto_seconds{{policy="drilled",policy_id="{pid}"}}' in metrics
