@@ -208,6 +208,12 @@ def _for_catalog(body: dict[str, Any] | None, catalog: Catalog) -> dict[str, Any
     ):
         if name in props:
             props[name] = {"enum": sorted(names)}
+    if "drill" in props:  # a policy's drill names a target too
+        drill = props["drill"]
+        props["drill"] = {
+            **drill,
+            "properties": {**drill["properties"], "target": {"enum": sorted(catalog.targets)}},
+        }
     out = {**body, "properties": props}
     if "target" in props:  # which `existing` modes each target offers
         out["anyOf"] = [

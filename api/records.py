@@ -69,6 +69,7 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         "retention": json.loads(r["retention"]),
         "collections": json.loads(r["collections"]),
         "continuous": json.loads(r["continuous"]) if r["continuous"] else None,
+        "drill": json.loads(r["drill"]) if r.get("drill") else None,
         # the newest capture window: restorable from, until, and how far behind now it is
         "capture": _window(r),
         "capture_lag_seconds": _lag(r),

@@ -92,7 +92,7 @@ COLLECTIONS = {
     ],
 }
 CONTINUOUS = {
-    "description": "continuous capture after each snapshot (PostgreSQL): true, or its settings",
+    "description": "continuous capture after each snapshot (PostgreSQL, MongoDB): true, or its settings",
     "oneOf": [
         {"type": ["boolean", "null"]},
         {
@@ -106,6 +106,17 @@ CONTINUOUS = {
         },
     ],
 }
+DRILL_CHECKS = {
+    "type": "array", "maxItems": 20,
+    "items": {"type": "string", "minLength": 1, "maxLength": 4000, "pattern": r"\S"},
+}  # fmt: skip
+DRILL_SETTING = {
+    "description": "restore drills: the drill target, a schedule (in the policy's time zone), checks",
+    "type": ["object", "null"],
+    "required": ["target"],
+    "properties": {"target": REF, "schedule": SCHEDULE, "checks": DRILL_CHECKS},
+    "additionalProperties": False,
+}
 POLICY_FIELDS = {
     "name": NAME,
     "source": REF,
@@ -115,6 +126,7 @@ POLICY_FIELDS = {
     "retention": RETENTION,
     "collections": COLLECTIONS,
     "continuous": CONTINUOUS,
+    "drill": DRILL_SETTING,
 }
 POLICY_CREATE = {
     "type": "object",
@@ -266,7 +278,6 @@ LAST_DRILL = {
 }  # fmt: skip
 DRILL_CREATE = {
     "type": "object",
-    "required": ["target"],
     "properties": {
         "target": {"type": "string", "minLength": 1},
         "checks": {
@@ -284,6 +295,10 @@ DRILL = _obj(
         "checks": _STRINGS, "result": {"type": ["object", "null"]},
     }
 )  # fmt: skip
+DRILL_STATE = {
+    "type": ["object", "null"],
+    "properties": {"target": _STR, "schedule": _S, "checks": _STRINGS},
+}
 CONTINUOUS_STATE = {
     "type": ["object", "null"],
     "properties": {"segment_seconds": _INT, "segment_bytes": _INT, "max_slot_wal_mb": _INT},
@@ -297,6 +312,7 @@ POLICY = _obj(
         "next_run_at": _TIME_OR_NULL, "last_slot": _S, "last_success_at": _TIME_OR_NULL,
         "last_failure_at": _TIME_OR_NULL, "last_failure_reason": _S, "retention": RETENTION_STATE,
         "collections": SELECTION_STATE, "continuous": CONTINUOUS_STATE, "status": _POLICY_STATUS,
+        "drill": DRILL_STATE,
         "capture": CAPTURE_STATE, "capture_lag_seconds": {"type": ["number", "null"]},
         "restorable": {"type": "array", "items": RESTORABLE_WINDOW}, "restorable_from": _TIME_OR_NULL,
         "last_drill": LAST_DRILL, "verified_restorable_at": _TIME_OR_NULL,

@@ -7,42 +7,31 @@ from typing import Any
 from uuid import UUID
 
 from domain.drill import Drill
-from domain.errors import InvalidTransition, InvalidValue, NotFound
+from domain.errors import Conflict, InvalidTransition, NotFound
 from domain.ledger import Ledger, Outcome, check_actor, check_ref
 from domain.snapshot import COMPLETED
-
-MAX_CHECKS = 20
-MAX_CHECK_LENGTH = 4000
-
-
-def check_checks(value: object) -> list[str]:
-    """A drill's checks: SQL (PostgreSQL) each answering one truthy value on the restored
-    copy. Bounded, so a policy cannot carry a script."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
-        raise InvalidValue("checks must be a list of non-empty SQL queries", "checks")
-    if len(value) > MAX_CHECKS:
-        raise InvalidValue(f"checks takes at most {MAX_CHECKS} queries", "checks")
-    for index, check in enumerate(value):
-        if len(check) > MAX_CHECK_LENGTH:
-            raise InvalidValue(
-                f"checks[{index}] is longer than {MAX_CHECK_LENGTH} characters", f"checks.{index}"
-            )
-    return [c.strip() for c in value]
+from domain.values import check_checks
 
 
 class DrillCommands(Ledger):
     def request_drill(self, policy_id: UUID | str, options: dict[str, Any], actor: str) -> Outcome:
         """A drill of the policy's newest completed snapshot into a throw-away place on
-        `target`, with the policy's `checks`. Refused (409) when the policy has none."""
+        `target`, with `checks`; either defaults to the policy's drill setting. Refused
+        (409) when the policy has no completed snapshot."""
         actor = check_actor(actor)
-        target = check_ref(options.get("target"), self.catalog.targets, "target", "drill target")
-        checks = check_checks(options.get("checks"))
         try:
             policy = self.get_policy(policy_id)
         except NotFound as e:
             raise NotFound(e.message, "policy_id") from None
+        settings = policy.drill or {}  # the policy's drill setting, where the request says nothing
+        if options.get("target") is None and not settings.get("target"):
+            raise Conflict(f"policy {policy.name!r} has no drill target: give one", "target")
+        target = check_ref(
+            options.get("target") or settings.get("target"), self.catalog.targets, "target", "drill target"
+        )
+        checks = check_checks(
+            options["checks"] if options.get("checks") is not None else settings.get("checks")
+        )
         snap = None
         for sid in reversed(policy.snapshot_ids):  # newest first: thousands load until one fits
             found = self.get_snapshot(sid)

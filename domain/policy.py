@@ -25,6 +25,7 @@ EDITABLE_FIELDS = (
     "retention",
     "collections",
     "continuous",
+    "drill",
 )
 
 
@@ -33,7 +34,7 @@ class BackupPolicy(TimedAggregate):
 
     class PolicyCreated(Aggregate.Created):
         """v2 added the schedule's time zone (older policies ran in UTC); v3 continuous
-        capture (older policies had none)."""
+        capture (older policies had none); v4 restore drills (none before)."""
 
         name: str
         source: str
@@ -44,7 +45,8 @@ class BackupPolicy(TimedAggregate):
         collections: dict[str, Any]
         actor: str
         continuous: dict[str, Any] | None
-        class_version = 3
+        drill: dict[str, Any] | None
+        class_version = 4
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
@@ -53,6 +55,10 @@ class BackupPolicy(TimedAggregate):
         @staticmethod
         def upcast_v2_v3(state: dict[str, Any]) -> None:
             state["continuous"] = None
+
+        @staticmethod
+        def upcast_v3_v4(state: dict[str, Any]) -> None:
+            state["drill"] = None
 
     @event(PolicyCreated)
     def __init__(
@@ -66,9 +72,11 @@ class BackupPolicy(TimedAggregate):
         collections: dict[str, Any],
         actor: str,
         continuous: dict[str, Any] | None = None,
+        drill: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.continuous = continuous  # capture settings, or None: snapshots only
+        self.drill = drill  # {target, schedule, checks}, or None: drills only when asked with a target
         self.source = source
         self.storage = storage
         self.schedule = schedule

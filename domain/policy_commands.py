@@ -21,7 +21,15 @@ from domain.ledger import (
 from domain.policy import EDITABLE_FIELDS, SCHEDULER_ACTOR, BackupPolicy, PolicyNameClaim, name_claim_id
 from domain.schedule import scheduled_snapshot_id
 from domain.snapshot import DELETED, HAS_ARCHIVE, REQUESTED, RUNNING, Snapshot
-from domain.values import CollectionSelection, Continuous, Retention, check_cron, check_name, check_timezone
+from domain.values import (
+    CollectionSelection,
+    Continuous,
+    Retention,
+    check_cron,
+    check_name,
+    check_timezone,
+    parse_drill,
+)
 
 CAPTURED_KINDS = ("postgresql", "mongodb")
 
@@ -51,6 +59,11 @@ class PolicyCommands(Ledger):
         if "continuous" in data or not partial:
             continuous = Continuous.parse(data.get("continuous"))
             out["continuous"] = continuous.to_dict() if continuous else None
+        if "drill" in data or not partial:
+            drill = parse_drill(data.get("drill"))
+            if drill is not None:
+                check_ref(drill["target"], self.catalog.targets, "drill.target", "drill target")
+            out["drill"] = drill
         return out
 
     def _check_capture(self, source: str, continuous: dict[str, Any] | None) -> None:

@@ -283,6 +283,48 @@ class Continuous:
         return None if data is None else cls(**data)
 
 
+MAX_CHECKS = 20
+MAX_CHECK_LENGTH = 4000
+
+
+def check_checks(value: object, field: str = "checks") -> list[str]:
+    """A drill's checks: SQL (PostgreSQL) each answering one truthy value on the restored
+    copy. Bounded, so a policy cannot carry a script."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(c, str) and c.strip() for c in value):
+        raise InvalidValue(f"{field} must be a list of non-empty SQL queries", field)
+    if len(value) > MAX_CHECKS:
+        raise InvalidValue(f"{field} takes at most {MAX_CHECKS} queries", field)
+    for index, check in enumerate(value):
+        if len(check) > MAX_CHECK_LENGTH:
+            raise InvalidValue(
+                f"{field}[{index}] is longer than {MAX_CHECK_LENGTH} characters", f"{field}.{index}"
+            )
+    return [c.strip() for c in value]
+
+
+def parse_drill(value: object, field: str = "drill") -> dict[str, Any] | None:
+    """A policy's restore drills: the drill target, an optional cron schedule (in the
+    policy's time zone) and the checks. The target is checked against the configuration
+    by the command, which knows it."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidValue(f"{field} must be an object: target, schedule, checks", field)
+    unknown = sorted(set(value) - {"target", "schedule", "checks"})
+    if unknown:
+        raise InvalidValue(f"{field}.{unknown[0]} is not a drill setting", f"{field}.{unknown[0]}")
+    target = value.get("target")
+    if not isinstance(target, str) or not target:
+        raise InvalidValue(f"{field}.target must name a restore target", f"{field}.target")
+    return {
+        "target": target,
+        "schedule": check_cron(value.get("schedule"), f"{field}.schedule"),
+        "checks": check_checks(value.get("checks"), f"{field}.checks"),
+    }
+
+
 def _integer(value: object, field: str, low: int, high: int) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)

@@ -169,7 +169,7 @@ def cmd_policy_drill(args: argparse.Namespace, runtime: Runtime) -> int:
     (exit 0 when it passed, 1 when it failed or was stopped)."""
     from api.http.drills import drill_record
 
-    options = {"target": args.target, "checks": args.check or None}
+    options = {"target": args.target, "checks": args.check}  # None: the policy's drill setting
     outcome = once(
         runtime, args, runtime.app.request_drill, resolve_policy(runtime, args.policy), options, args.actor
     )
@@ -269,10 +269,12 @@ def _add_policy(sub: Any) -> None:
 
     drill = verbs.add_parser(
         "drill", parents=[_mutating(), _waiting()],
-        help="restore the newest completed snapshot into a scratch copy on TARGET, check it, remove it",
+        help="restore the newest completed snapshot into a scratch copy, check it row for row, remove it",
     )  # fmt: skip
     drill.add_argument("policy", **ref)
-    drill.add_argument("--target", required=True, help="the drill target (a configured restore target)")
+    drill.add_argument(
+        "--target", help="the drill target (a configured restore target); default: the policy's"
+    )
     drill.add_argument(
         "--check", action="append", metavar="SQL", help="a query that must answer a truthy value (repeatable)"
     )

@@ -21,7 +21,8 @@ policies = View(
         """CREATE TABLE IF NOT EXISTS policies (
             id TEXT PRIMARY KEY, name TEXT NOT NULL, source TEXT NOT NULL,
             storage TEXT NOT NULL, schedule TEXT, timezone TEXT NOT NULL, retention TEXT NOT NULL,
-            collections TEXT NOT NULL, continuous TEXT, status TEXT NOT NULL, created_at TEXT NOT NULL,
+            collections TEXT NOT NULL, continuous TEXT, drill TEXT, status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
             updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
             last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, last_slot TEXT, next_run_at TEXT,
             last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT, capture TEXT,
@@ -72,6 +73,7 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
             "retention": dumps(e.retention),
             "collections": dumps(e.collections),
             "continuous": dumps(e.continuous) if e.continuous else None,
+            "drill": dumps(e.drill) if getattr(e, "drill", None) else None,
             "status": "active",
             "created_at": iso(e.timestamp),
             "updated_at": iso(e.timestamp),
@@ -97,8 +99,8 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
 @policies.on("PolicyEdited")
 def _policy_edited(rows: Rows, e: Any, position: int) -> None:
     values = {
-        k: (dumps(v["new"]) if v["new"] is not None or k != "continuous" else None)
-        if k in ("retention", "collections", "continuous")
+        k: (dumps(v["new"]) if v["new"] is not None or k not in ("continuous", "drill") else None)
+        if k in ("retention", "collections", "continuous", "drill")
         else v["new"]
         for k, v in e.changes.items()
     }

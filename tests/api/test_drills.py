@@ -19,7 +19,7 @@ API = "/api/v1"
 def test_a_drill_over_http_passes_and_shows_on_the_policy(client: TestClient) -> None:
     pid = create_policy(client, name="drilled")
     for body, status, field in [
-        ({}, 422, "target"),
+        ({}, 409, "target"),  # the policy names no drill target
         ({"target": "scratch", "checks": "SELECT 1"}, 422, "checks"),
         ({"target": "scratch", "extra": 1}, 422, "extra"),
         ({"target": "nowhere"}, 422, "target"),
@@ -72,8 +72,35 @@ def test_policy_drill_on_the_cli_waits_for_its_verdict(cli: Cli, worker: Runtime
     cli.ok("snapshot", "take", "nightly", "--wait")
     out = cli.ok("policy", "drill", "nightly", "--target", "scratch", "--wait")
     assert "passed:" in out and "rows equal to the archive" in out
-    with pytest.raises(SystemExit) as refused:  # argparse's own exit for a missing option
-        cli("policy", "drill", "nightly")
-    assert refused.value.code == 2
+    code, _, err = cli("policy", "drill", "nightly")  # no target given, and the policy names none
+    assert code == 2 and "has no drill target: give one" in err
     code, _, err = cli("policy", "drill", "nightly", "--target", "nowhere")
     assert code == 2 and "unknown drill target 'nowhere'" in err
+
+
+def test_a_policys_drill_setting_is_what_a_drill_takes_by_default(client: TestClient) -> None:
+    for drill, field in [
+        ({"schedule": "0 4 * * *"}, "drill.target"),
+        ({"target": "nowhere"}, "drill.target"),
+        ({"target": "scratch", "schedule": "every day"}, "drill.schedule"),
+        ({"target": "scratch", "checks": [" "]}, "drill.checks.0"),
+        ({"target": "scratch", "when": "now"}, "drill.when"),
+    ]:
+        r = client.post(
+            f"{API}/policies", json={"name": "d", "source": "demo", "storage": "local", "drill": drill}
+        )
+        assert (r.status_code, r.json()["field"]) == (422, field), (drill, r.text)
+    pid = create_policy(client, name="set", drill={"target": "scratch", "schedule": "0 4 * * *"})
+    policy = client.get(f"{API}/policies/{pid}").json()
+    assert policy["drill"] == {"target": "scratch", "schedule": "0 4 * * *", "checks": []}
+    completed_snapshot(client, pid)
+    r = client.post(f"{API}/policies/{pid}/drill", json={})
+    assert r.status_code == 202, r.text
+    drill = wait_for(
+        client, f"{API}/drills/{r.json()['id']}", lambda d: d["status"] in ("passed", "failed"), 60
+    )
+    assert drill["status"] == "passed" and drill["target"] == "scratch"
+    r = client.patch(f"{API}/policies/{pid}", json={"drill": None})
+    assert r.status_code == 200 and client.get(f"{API}/policies/{pid}").json()["drill"] is None
+    r = client.post(f"{API}/policies/{pid}/drill", json={})
+    assert r.status_code == 409 and r.json()["field"] == "target"
