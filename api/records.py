@@ -76,6 +76,7 @@ def policy_row(r: dict[str, Any]) -> dict[str, Any]:
         # the newest drill (status, snapshot, RTO) and when a drill last proved a restore
         "last_drill": json.loads(r["last_drill"]) if r.get("last_drill") else None,
         "verified_restorable_at": r.get("verified_restorable_at"),
+        "next_drill_at": r.get("next_drill_at"),
         "status": r["status"],
         "created_at": r["created_at"],
         "updated_at": r["updated_at"],

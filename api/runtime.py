@@ -87,6 +87,9 @@ class Runtime:
     def due_policies(self, now: datetime) -> list[dict[str, Any]]:
         return queries.policies_due(self.views, now)
 
+    def due_drills(self, now: datetime) -> list[dict[str, Any]]:
+        return queries.drills_due(self.views, now)
+
     def retained(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
         return queries.retained_snapshots(self.views)
 
@@ -114,7 +117,7 @@ class Runtime:
                     worker_id=self.worker.worker_id,
                 ).start()
         if settings["scheduler"]:
-            self.scheduler = Scheduler(self.app, self.due_policies)
+            self.scheduler = Scheduler(self.app, self.due_policies, self.due_drills)
             self.janitor = Janitor(
                 self.app, self.resources.storages, self.retained, self.in_flight, self.resources.targets
             )

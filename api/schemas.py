@@ -315,7 +315,7 @@ POLICY = _obj(
         "drill": DRILL_STATE,
         "capture": CAPTURE_STATE, "capture_lag_seconds": {"type": ["number", "null"]},
         "restorable": {"type": "array", "items": RESTORABLE_WINDOW}, "restorable_from": _TIME_OR_NULL,
-        "last_drill": LAST_DRILL, "verified_restorable_at": _TIME_OR_NULL,
+        "last_drill": LAST_DRILL, "verified_restorable_at": _TIME_OR_NULL, "next_drill_at": _TIME_OR_NULL,
         "created_at": _TIME, "updated_at": _TIME,
         "created_by": _S, "snapshots_count": _INT, "last_snapshot_id": {"type": ["string", "null"]},
         "rebuilds": _INT, "events_url": _STR, "position": _INT, "storage_health": HEALTH,

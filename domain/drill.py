@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import event
 
@@ -30,8 +30,17 @@ def scratch_name(drill_id: UUID) -> str:
     return f"{SCRATCH_PREFIX}{drill_id.hex[:16]}"
 
 
+def scheduled_drill_id(policy_id: UUID, slot: datetime) -> UUID:
+    """One drill per schedule slot: every scheduler appends the same id, one wins."""
+    return uuid5(NAMESPACE_URL, f"snapledger:drill:{policy_id}:{slot.isoformat()}")
+
+
 class Drill(RunState, TimedAggregate):
     kind = "drill"
+
+    @staticmethod
+    def create_id(policy_id: UUID, slot: datetime | None = None, **_: Any) -> UUID:
+        return scheduled_drill_id(policy_id, slot) if slot is not None else uuid4()
 
     @event("DrillRequested")
     def __init__(
@@ -44,8 +53,11 @@ class Drill(RunState, TimedAggregate):
         target: str,
         checks: list[str],
         actor: str,
+        slot: datetime | None = None,
     ) -> None:
-        """Copies what it needs of the snapshot at request time, as a restore does."""
+        """Copies what it needs of the snapshot at request time, as a restore does.
+        `slot`: the drill schedule's slot it was taken for (None: asked for)."""
+        self.slot = slot
         self.policy_id = policy_id
         self.snapshot_id = snapshot_id
         self.sub_name = sub_name

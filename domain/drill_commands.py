@@ -3,18 +3,24 @@ back, stop it. The worker claims a drill as it claims any run (RunCommands.claim
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
 
 from domain.drill import Drill
 from domain.errors import Conflict, InvalidTransition, NotFound
 from domain.ledger import Ledger, Outcome, check_actor, check_ref
+from domain.policy import ACTIVE, SCHEDULER_ACTOR
 from domain.snapshot import COMPLETED
 from domain.values import check_checks
 
 
 class DrillCommands(Ledger):
-    def request_drill(self, policy_id: UUID | str, options: dict[str, Any], actor: str) -> Outcome:
+    def request_drill(
+        self, policy_id: UUID | str, options: dict[str, Any], actor: str, slot: datetime | None = None
+    ) -> Outcome:
         """A drill of the policy's newest completed snapshot into a throw-away place on
         `target`, with `checks`; either defaults to the policy's drill setting. Refused
         (409) when the policy has no completed snapshot."""
@@ -49,8 +55,20 @@ class DrillCommands(Ledger):
             target=target,
             checks=checks,
             actor=actor,
+            slot=slot,
         )
         return self._commit(drill.id, drill, extra={"snapshot_id": snap.id, "scratch": drill.scratch})
+
+    def schedule_drill(self, policy_id: UUID | str, slot: datetime) -> Outcome | None:
+        """The scheduler's command for a policy's drill schedule: None when the policy has
+        nothing to drill yet, or another scheduler recorded this slot first."""
+        try:
+            policy = self.get_policy(policy_id)
+            if policy.status != ACTIVE or not (policy.drill or {}).get("schedule"):
+                return None
+            return self.request_drill(policy.id, {}, SCHEDULER_ACTOR, slot=slot)
+        except (InvalidTransition, Conflict, IntegrityError, NotFound):
+            return None
 
     def get_drill(self, drill_id: UUID | str) -> Drill:
         return self._get(Drill, drill_id, "drill")

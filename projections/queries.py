@@ -38,6 +38,15 @@ def policies_due(db: ViewDatabase, now: datetime) -> list[dict[str, Any]]:
     )
 
 
+def drills_due(db: ViewDatabase, now: datetime) -> list[dict[str, Any]]:
+    """Active policies whose drill schedule's next slot has come."""
+    return db.query(
+        "SELECT id, drill, timezone FROM policies WHERE status = 'active' AND next_drill_at IS NOT NULL "
+        "AND next_drill_at <= %(now)s",
+        {"now": iso(now)},
+    )
+
+
 def retained_snapshots(db: ViewDatabase) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Live policies with a retention rule, each with its completed snapshots, newest first."""
     out = []

@@ -26,7 +26,8 @@ policies = View(
             updated_at TEXT NOT NULL, created_by TEXT, snapshots_count BIGINT NOT NULL,
             last_snapshot_id TEXT, rebuilds BIGINT NOT NULL, last_slot TEXT, next_run_at TEXT,
             last_success_at TEXT, last_failure_at TEXT, last_failure_reason TEXT, capture TEXT,
-            last_drill TEXT, verified_restorable_at TEXT, position BIGINT NOT NULL)""",
+            last_drill TEXT, verified_restorable_at TEXT, next_drill_at TEXT, last_drill_slot TEXT,
+            position BIGINT NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS policies_created ON policies (created_at, id)",
         # Which policy a snapshot belongs to, so snapshot outcomes reach the policy row.
         """CREATE TABLE IF NOT EXISTS policy_snapshots (
@@ -59,6 +60,23 @@ def _next_run(rows: Rows, policy_id: str, after: datetime) -> None:
     rows.update("policies", policy_id, {"next_run_at": value})
 
 
+def _next_drill(rows: Rows, policy_id: str, after: datetime) -> None:
+    """next_drill_at follows from the events alone: the drill schedule's next slot after
+    the last one drilled (or after the policy's change)."""
+    row = rows.get("policies", policy_id)
+    if row is None:
+        return
+    drill = json.loads(row["drill"]) if row.get("drill") else None
+    value = None
+    if drill and drill.get("schedule") and row["status"] == "active":
+        last = datetime.fromisoformat(row["last_drill_slot"]) if row.get("last_drill_slot") else None
+        try:
+            value = iso(next_slot(drill["schedule"], row["timezone"], max(after, last) if last else after))
+        except (ValueError, KeyError):
+            value = None
+    rows.update("policies", policy_id, {"next_drill_at": value})
+
+
 @policies.on("PolicyCreated")
 def _policy_created(rows: Rows, e: Any, position: int) -> None:
     rows.insert(
@@ -89,11 +107,14 @@ def _policy_created(rows: Rows, e: Any, position: int) -> None:
             "capture": None,
             "last_drill": None,
             "verified_restorable_at": None,
+            "next_drill_at": None,
+            "last_drill_slot": None,
             "position": position,
         },
         new=True,
     )
     _next_run(rows, oid(e), e.timestamp)
+    _next_drill(rows, oid(e), e.timestamp)
 
 
 @policies.on("PolicyEdited")
@@ -106,6 +127,7 @@ def _policy_edited(rows: Rows, e: Any, position: int) -> None:
     }
     _update(rows, "policies", oid(e), position, updated_at=iso(e.timestamp), **values)
     _next_run(rows, oid(e), e.timestamp)
+    _next_drill(rows, oid(e), e.timestamp)
 
 
 def _policy_status(status: str) -> Handler:
@@ -113,6 +135,7 @@ def _policy_status(status: str) -> Handler:
         pid = oid(e)
         _update(rows, "policies", pid, position, status=status, updated_at=iso(e.timestamp))
         _next_run(rows, pid, e.timestamp)
+        _next_drill(rows, pid, e.timestamp)
 
     return handler
 
@@ -138,6 +161,7 @@ def _policy_rebuilt(rows: Rows, e: Any, position: int) -> None:
         last_failure_at=None, last_failure_reason=None, updated_at=iso(e.timestamp),
     )  # fmt: skip
     _next_run(rows, pid, e.timestamp)
+    _next_drill(rows, pid, e.timestamp)
 
 
 @policies.on("SnapshotTaken")
@@ -272,6 +296,9 @@ def _drill_requested(rows: Rows, e: Any, position: int) -> None:
     )  # fmt: skip
     if rows.get("policies", str(e.policy_id)) is None:
         return
+    if getattr(e, "slot", None) is not None:  # a scheduled drill: the schedule moves on
+        rows.update("policies", str(e.policy_id), {"last_drill_slot": iso(e.slot)})
+        _next_drill(rows, str(e.policy_id), e.slot)
     last = {"drill_id": oid(e), "status": "requested", "snapshot_id": str(e.snapshot_id),
             "sub_name": e.sub_name, "target": e.target, "at": iso(e.timestamp), "rto_seconds": None,
             "reason": None}  # fmt: skip

@@ -104,3 +104,31 @@ def test_a_policys_drill_setting_is_what_a_drill_takes_by_default(client: TestCl
     assert r.status_code == 200 and client.get(f"{API}/policies/{pid}").json()["drill"] is None
     r = client.post(f"{API}/policies/{pid}/drill", json={})
     assert r.status_code == 409 and r.json()["field"] == "target"
+
+
+def test_a_drill_schedule_drills_once_per_slot(client: TestClient) -> None:
+    from datetime import datetime, timedelta
+
+    from service.scheduler import Scheduler
+
+    runtime = client.app.state.runtime  # type: ignore[attr-defined]
+    # A yearly slot, ticked at by hand: this client's own scheduler never reaches it meanwhile.
+    pid = create_policy(client, name="yearly", drill={"target": "scratch", "schedule": "0 0 1 1 *"})
+    r = client.post(f"{API}/policies/{pid}/drill", json={})
+    assert r.status_code == 409  # nothing to drill yet
+    completed_snapshot(client, pid)
+    scheduler = Scheduler(runtime.app, runtime.due_policies, runtime.due_drills)
+    policy = wait_for(client, f"{API}/policies/{pid}", lambda p: p["next_drill_at"] is not None)
+    now = datetime.fromisoformat(policy["next_drill_at"]) + timedelta(seconds=5)
+    first = scheduler.tick(now)
+    assert len(first) == 1 and scheduler.tick(now) == []  # one drill per slot, however many ticks
+    drill = runtime.app.get_drill(first[0].id)
+    assert drill.slot is not None and drill.slot <= now and drill.target == "scratch"
+    assert (
+        Scheduler(runtime.app, runtime.due_policies, runtime.due_drills).tick(now) == []
+    )  # another scheduler
+    runtime.nudge_worker()
+    done = wait_for(client, f"{API}/drills/{drill.id}", lambda d: d["status"] in ("passed", "failed"), 60)
+    assert done["status"] == "passed"
+    moved = wait_for(client, f"{API}/policies/{pid}", lambda p: p["next_drill_at"] != policy["next_drill_at"])
+    assert datetime.fromisoformat(moved["next_drill_at"]) == drill.slot.replace(year=drill.slot.year + 1)
