@@ -10,6 +10,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from service.capture import read_segment
 from tests.support import logical
 from tests.support.servers import WorkerProcesses, wait_until
 from tests.support.tally import report
+from transfer.sources.postgres import capture as pg_capture
 from transfer.sources.postgres.capture import lsn_value
 
 ACTOR = "kill-test"
@@ -43,6 +45,64 @@ def _writer(url: str, stop: threading.Event, committed: list[int]) -> None:
                 conn.execute("UPDATE shop.ticks SET pad = 'seen' WHERE n = %s", (max(1, n - 5),))
             committed.append(n)
             time.sleep(0.01)
+
+
+def _kill_three_times(
+    app: Any,
+    runtime: Runtime,
+    workers: WorkerProcesses,
+    policy: Any,
+    writer: threading.Thread,
+    stop: threading.Event,
+    committed: list[int],
+    rng: random.Random,
+    kills: list[int],
+    inserted: Callable[[Any], list[int]],
+    decode: Callable[[bytes, str], list[Any]],
+) -> tuple[Any, list[int]]:
+    """Snapshot, then a capture under a writer, its worker killed three times at random
+    moments; answers the capture once it holds every committed transaction, and the
+    numbers its segments insert, in order (the segments checked contiguous on the way)."""
+    victim = workers.start()
+    sid = app.request_snapshot(policy, ACTOR).id
+    wait_until(lambda: app.get_snapshot(sid).status == "completed", 60, "the snapshot")
+    cid = capture_id(policy, sid)
+    writer.start()
+    for _ in range(3):
+        time.sleep(rng.uniform(1.5, 4.0))  # somewhere in a step, or between two
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait()
+        kills.append(len(committed))
+        victim = workers.start()
+    time.sleep(2)
+    stop.set()
+    writer.join(timeout=30)
+
+    def archived() -> Any:
+        try:
+            found = app.get_capture(cid)
+        except Exception:  # noqa: BLE001 - not started yet
+            return None
+        return found if sum(s["transactions"] for s in found.segments) >= len(committed) else None
+
+    found = wait_until(archived, 90, f"the capture to archive {len(committed)} transactions")
+    storage = runtime.resources.storages["local"]
+    seen: list[int] = []
+    position = found.from_position
+    for segment in found.segments:
+        assert segment["from_lsn"] == position  # contiguous: no gap, no overlap
+        position = segment["to_lsn"]
+        for txn in read_segment(storage, segment, capture_id=str(cid), decode=decode):
+            seen.extend(inserted(txn))
+    return found, seen
+
+
+def _pg_inserts(txn: Any) -> list[int]:
+    return [int(line.split("n[integer]:")[1].split()[0]) for line in txn.changes if ": INSERT: " in line]
+
+
+def _mongo_inserts(txn: Any) -> list[int]:
+    return [int(e["o"]["_id"]) for e in txn.changes if e["op"] == "i"]
 
 
 def test_kill_nine_mid_capture_loses_and_repeats_nothing(make_config, tmp_path):
@@ -73,41 +133,13 @@ scheduler = false
         ).id
         stop, committed = threading.Event(), []
         writer = threading.Thread(target=_writer, args=(url, stop, committed))
-        kills = []
+        kills: list[int] = []
         try:
-            victim = workers.start()
-            sid = app.request_snapshot(policy, ACTOR).id
-            wait_until(lambda: app.get_snapshot(sid).status == "completed", 60, "the snapshot")
-            cid = capture_id(policy, sid)
-            writer.start()
-            for _ in range(3):
-                time.sleep(rng.uniform(1.5, 4.0))  # somewhere in a step, or between two
-                os.kill(victim.pid, signal.SIGKILL)
-                victim.wait()
-                kills.append(round(len(committed)))
-                victim = workers.start()
-            time.sleep(2)
-            stop.set()
-            writer.join(timeout=30)
+            capture, seen = _kill_three_times(
+                app, runtime, workers, policy, writer, stop, committed, rng, kills, _pg_inserts,
+                pg_capture.read_segment,
+            )  # fmt: skip
             last = committed[-1]
-
-            def archived() -> Any:
-                try:
-                    capture = app.get_capture(cid)
-                except Exception:  # noqa: BLE001 - not started yet
-                    return None
-                return capture if sum(s["transactions"] for s in capture.segments) >= len(committed) else None
-
-            capture = wait_until(archived, 90, f"the capture to archive {len(committed)} transactions")
-            storage = runtime.resources.storages["local"]
-            seen: list[int] = []
-            position = capture.from_position
-            for segment in capture.segments:
-                assert segment["from_lsn"] == position  # contiguous: no gap, no overlap
-                position = segment["to_lsn"]
-                for txn in read_segment(storage, segment, capture_id=str(cid)):
-                    inserted = [line for line in txn.changes if ": INSERT: " in line]
-                    seen.extend(int(line.split("n[integer]:")[1].split()[0]) for line in inserted)
             assert seen == list(range(1, last + 1)), (len(seen), last, workers.logs()[-2000:])
             with psycopg.connect(url) as conn:
                 row = conn.execute(
@@ -171,42 +203,15 @@ scheduler = false
         ).id
         stop, committed = threading.Event(), []
         writer = threading.Thread(target=_mongo_writer, args=(client, db, stop, committed))
-        kills = []
+        kills: list[int] = []
         try:
-            victim = workers.start()
-            sid = app.request_snapshot(policy, ACTOR).id
-            wait_until(lambda: app.get_snapshot(sid).status == "completed", 60, "the snapshot")
-            cid = capture_id(policy, sid)
-            writer.start()
-            for _ in range(3):
-                time.sleep(rng.uniform(1.5, 4.0))  # somewhere in a step, or between two
-                os.kill(victim.pid, signal.SIGKILL)
-                victim.wait()
-                kills.append(len(committed))
-                victim = workers.start()
-            time.sleep(2)
-            stop.set()
-            writer.join(timeout=30)
-            last = committed[-1]
-
-            def archived() -> Any:
-                try:
-                    capture = app.get_capture(cid)
-                except Exception:  # noqa: BLE001 - not started yet
-                    return None
-                return capture if sum(s["transactions"] for s in capture.segments) >= len(committed) else None
-
-            capture = wait_until(archived, 90, f"the capture to archive {len(committed)} transactions")
-            storage = runtime.resources.storages["local"]
-            seen: list[int] = []
-            position = capture.from_position
-            for segment in capture.segments:
-                assert segment["from_lsn"] == position  # contiguous: no gap, no overlap
-                position = segment["to_lsn"]
-                txns = read_segment(storage, segment, capture_id=str(cid), decode=oplog_capture.read_segment)
-                for txn in txns:
-                    seen.extend(int(e["o"]["_id"]) for e in txn.changes if e["op"] == "i")
-            assert seen == list(range(1, last + 1)), (len(seen), last, workers.logs()[-2000:])
+            _, seen = _kill_three_times(app, runtime, workers, policy, writer, stop, committed, rng, kills,
+                                        _mongo_inserts, oplog_capture.read_segment)  # fmt: skip
+            assert seen == list(range(1, committed[-1] + 1)), (
+                len(seen),
+                committed[-1],
+                workers.logs()[-2000:],
+            )
         finally:
             stop.set()
             if writer.is_alive():
