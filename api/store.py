@@ -136,6 +136,7 @@ def open_store(config: Config, create_tables: bool = True) -> tuple[Snapledger, 
         targets=frozenset(config.targets),
         existing_choices={n: EXISTING.get(t.kind, ()) for n, t in config.targets.items()},
         source_kinds={n: s.kind for n, s in config.sources.items()},
+        target_kinds={n: t.kind for n, t in config.targets.items()},
     )
     if config.database.kind == "postgresql":
         _ensure_schema(config)

@@ -38,6 +38,7 @@ class DrillCommands(Ledger):
         checks = check_checks(
             options["checks"] if options.get("checks") is not None else settings.get("checks")
         )
+        self._check_drill_target(target, checks)
         snap = None
         for sid in reversed(policy.snapshot_ids):  # newest first: thousands load until one fits
             found = self.get_snapshot(sid)
@@ -69,6 +70,15 @@ class DrillCommands(Ledger):
             return self.request_drill(policy.id, {}, SCHEDULER_ACTOR, slot=slot)
         except (InvalidTransition, Conflict, IntegrityError, NotFound):
             return None
+
+    def _check_drill_target(self, target: str, checks: list[str]) -> None:
+        """Checks are SQL: a drill with checks needs a PostgreSQL target, or it could only
+        fail after restoring."""
+        kind = self.catalog.target_kinds.get(target)
+        if checks and kind is not None and kind != "postgresql":
+            raise Conflict(
+                f"checks are SQL and run on a PostgreSQL drill target; {target!r} is {kind}", "checks"
+            )
 
     def get_drill(self, drill_id: UUID | str) -> Drill:
         return self._get(Drill, drill_id, "drill")

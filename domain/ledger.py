@@ -38,6 +38,7 @@ class Catalog:
     targets: frozenset[str] = frozenset()
     existing_choices: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per target
     source_kinds: dict[str, str] = field(default_factory=dict)  # what each source is
+    target_kinds: dict[str, str] = field(default_factory=dict)  # what each restore target is
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,13 @@ class PolicyCommands(Ledger):
             drill = parse_drill(data.get("drill"))
             if drill is not None:
                 check_ref(drill["target"], self.catalog.targets, "drill.target", "drill target")
+                kind = self.catalog.target_kinds.get(drill["target"])
+                if drill["checks"] and kind is not None and kind != "postgresql":
+                    raise Conflict(
+                        f"drill checks are SQL and run on a PostgreSQL drill target; "
+                        f"{drill['target']!r} is {kind}",
+                        "drill.checks",
+                    )
             out["drill"] = drill
         return out
 

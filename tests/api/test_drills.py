@@ -28,6 +28,10 @@ def test_a_drill_over_http_passes_and_shows_on_the_policy(client: TestClient) ->
         assert (r.status_code, r.json()["field"]) == (status, field), (body, r.text)
     r = client.post(f"{API}/policies/{pid}/drill", json={"target": "scratch"})
     assert r.status_code == 409 and "no completed snapshot" in r.json()["error"]
+    r = client.post(f"{API}/policies/{pid}/drill", json={"target": "scratch", "checks": ["SELECT true"]})
+    assert (
+        r.status_code == 409 and r.json()["field"] == "checks" and "'scratch' is ndjson" in r.json()["error"]
+    )
     snap = completed_snapshot(client, pid)
     r = client.post(f"{API}/policies/{pid}/drill", json={"target": "scratch"})
     assert r.status_code == 202, r.text
@@ -90,6 +94,14 @@ def test_a_policys_drill_setting_is_what_a_drill_takes_by_default(client: TestCl
             f"{API}/policies", json={"name": "d", "source": "demo", "storage": "local", "drill": drill}
         )
         assert (r.status_code, r.json()["field"]) == (422, field), (drill, r.text)
+    body = {
+        "name": "d",
+        "source": "demo",
+        "storage": "local",
+        "drill": {"target": "scratch", "checks": ["SELECT 1"]},
+    }
+    refused = client.post(f"{API}/policies", json=body)
+    assert refused.status_code == 409 and refused.json()["field"] == "drill.checks"  # SQL on an NDJSON target
     pid = create_policy(client, name="set", drill={"target": "scratch", "schedule": "0 4 * * *"})
     policy = client.get(f"{API}/policies/{pid}").json()
     assert policy["drill"] == {"target": "scratch", "schedule": "0 4 * * *", "checks": []}
