@@ -115,7 +115,7 @@ class OplogCaptureTask(ArchivingTask):
         out, size = [], 0
         for txn in transactions:
             out.append(txn)
-            size += sum(len(str(entry)) for entry in txn.changes)
+            size += len(txn.bson())  # the bytes the segment will hold, encoded once
             if size >= self.settings.segment_bytes:
                 break
         return out

@@ -19,37 +19,12 @@ from domain.capture import CAPTURE_FAILED, Capture
 from domain.errors import InvalidTransition
 from service.capture import CaptureFailed, CaptureSettings, CaptureTask, read_segment
 from tests.support import logical
+from tests.support.capture import Recorder
 from tests.support.keys import RAW_A
 from transfer.archive.crypto import Keyring
 from transfer.sources.postgres import capture
 from transfer.storage import LocalStorage
 from transfer.storage.base import StorageError
-
-
-class Recorder:
-    """The Capture aggregate, as the worker's recorder will hold it."""
-
-    def __init__(self, agg: Capture) -> None:
-        self.agg = agg
-        self.fail_next = False
-
-    def position(self) -> str:
-        return self.agg.position
-
-    def archived(self, facts: dict[str, Any]) -> None:
-        if self.fail_next:
-            self.fail_next = False
-            raise ConnectionError("event store went away")
-        self.agg.archived(facts)
-
-    def failed(self, reason: str) -> None:
-        self.agg.fail(reason)
-
-    def checked(self, lsn: str, at: str) -> None:
-        self.agg.checked(lsn, at)
-
-    def checked_at(self) -> str | None:
-        return self.agg.restorable_until
 
 
 @pytest.fixture

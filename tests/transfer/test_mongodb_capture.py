@@ -23,6 +23,7 @@ from bson import Timestamp
 from domain.capture import Capture
 from service.capture import CaptureFailed, CaptureSettings, read_segment
 from service.oplog_capture import OplogCaptureTask
+from tests.support.capture import Recorder
 from tests.support.mongo import database_names, secantus
 from tests.transfer.test_mongodb import KEY, backup, canonical, url_of
 from transfer.runs import point_in_time
@@ -31,31 +32,6 @@ from transfer.sources.mongodb import capture
 from transfer.sources.mongodb.oplog import cluster_time
 from transfer.sources.mongodb.target import MongoTarget
 from transfer.storage import LocalStorage
-
-
-class Recorder:
-    """The Capture aggregate, as the capture loop's recorder holds it."""
-
-    def __init__(self, agg: Capture) -> None:
-        self.agg = agg
-
-    def position(self) -> str:
-        return self.agg.position
-
-    def archived(self, facts: dict[str, Any]) -> None:
-        self.agg.archived(facts)
-
-    def failed(self, reason: str) -> None:
-        self.agg.fail(reason)
-
-    def checked(self, lsn: str, at: str) -> None:
-        self.agg.checked(lsn, at)
-
-    def checked_at(self) -> str | None:
-        return self.agg.restorable_until
-
-    def checked_position(self) -> str:
-        return self.agg.checked_lsn
 
 
 def _task(client: Any, databases: list[str], storage: LocalStorage, start: str, **settings: Any) -> Any:

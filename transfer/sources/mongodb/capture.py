@@ -66,6 +66,14 @@ class OplogTransaction:
     commit_time: str  # the entry's wall clock, ISO 8601 UTC
     xid: int | None  # the transaction number, for a multi-document transaction
     changes: list[dict[str, Any]] = field(default_factory=list)  # oplog entries, in order
+    _bson: bytes | None = field(default=None, repr=False, compare=False)
+
+    def bson(self) -> bytes:
+        """Its entries as the segment stores them, encoded once: the step sizes a segment
+        by them and then writes them."""
+        if self._bson is None:
+            self._bson = b"".join(bson.encode(entry) for entry in self.changes)
+        return self._bson
 
 
 def _txn_key(entry: dict[str, Any]) -> tuple[bytes, int] | None:
@@ -216,7 +224,7 @@ def segment(from_position: str, batch: list[OplogTransaction]) -> Segment:
     is mongodump's oplog.bson (mongorestore --oplogReplay reads it once unzipped)."""
     if not batch:
         raise ValueError("a segment holds at least one transaction")
-    body = b"".join(bson.encode(entry) for txn in batch for entry in txn.changes)
+    body = b"".join(txn.bson() for txn in batch)
     data = gzip.compress(body, compresslevel=6, mtime=0)
     return Segment(
         data=data,
